@@ -1,0 +1,50 @@
+"""adaptive_hf: dynamic neural networks (early exits, halting, MoE, skim readers, frame samplers) for 🤗 and timm.
+
+Importing the package registers every adaptive config and model with the transformers Auto classes.
+"""
+
+from .core.backbones import TextEncoderAdapter
+from .core.registry import register_builtin, register_text_encoder
+from .early_exit.auto import AutoEarlyExitModelForSequenceClassification
+from .early_exit.config import (
+    EarlyExitAlbertConfig,
+    EarlyExitBertConfig,
+    EarlyExitDistilBertConfig,
+    EarlyExitElectraConfig,
+    EarlyExitMPNetConfig,
+    EarlyExitRobertaConfig,
+    EarlyExitXLMRobertaConfig,
+)
+from .early_exit.modeling import (
+    EarlyExitAlbertForSequenceClassification,
+    EarlyExitBertForSequenceClassification,
+    EarlyExitDistilBertForSequenceClassification,
+    EarlyExitElectraForSequenceClassification,
+    EarlyExitMPNetForSequenceClassification,
+    EarlyExitRobertaForSequenceClassification,
+    EarlyExitXLMRobertaForSequenceClassification,
+)
+
+register_builtin()
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AutoEarlyExitModelForSequenceClassification",
+    "EarlyExitAlbertConfig",
+    "EarlyExitAlbertForSequenceClassification",
+    "EarlyExitBertConfig",
+    "EarlyExitBertForSequenceClassification",
+    "EarlyExitDistilBertConfig",
+    "EarlyExitDistilBertForSequenceClassification",
+    "EarlyExitElectraConfig",
+    "EarlyExitElectraForSequenceClassification",
+    "EarlyExitMPNetConfig",
+    "EarlyExitMPNetForSequenceClassification",
+    "EarlyExitRobertaConfig",
+    "EarlyExitRobertaForSequenceClassification",
+    "EarlyExitXLMRobertaConfig",
+    "EarlyExitXLMRobertaForSequenceClassification",
+    "TextEncoderAdapter",
+    "register_text_encoder",
+]

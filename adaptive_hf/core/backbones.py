@@ -1,0 +1,375 @@
+"""Backbone adapters: the only place that knows the internals of an architecture family.
+
+An adapter wraps the stock Hugging Face base model (``BertModel``, ``RobertaModel``, ...) and exposes what the
+adaptive techniques need: embed a batch, run encoder layer ``i`` on whatever rows are still active, pool a
+sequence into a vector, and the per-layer cost. It reuses the family's own modules and weights; nothing here
+copies modeling code.
+
+To support a new encoder family, subclass :class:`TextEncoderAdapter` (usually only the class attributes and
+``layer_modules``/``embed`` change) and pass it to ``adaptive_hf.register_text_encoder``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from transformers import (
+    AlbertConfig,
+    AlbertModel,
+    AlbertPreTrainedModel,
+    BertConfig,
+    BertModel,
+    BertPreTrainedModel,
+    DistilBertConfig,
+    DistilBertModel,
+    DistilBertPreTrainedModel,
+    ElectraConfig,
+    ElectraModel,
+    ElectraPreTrainedModel,
+    MPNetConfig,
+    MPNetModel,
+    MPNetPreTrainedModel,
+    RobertaConfig,
+    RobertaModel,
+    RobertaPreTrainedModel,
+    XLMRobertaConfig,
+    XLMRobertaModel,
+    XLMRobertaPreTrainedModel,
+)
+from transformers.masking_utils import create_bidirectional_mask
+
+from .compaction import select_rows
+from .flops import encoder_layer_flops
+
+POOLINGS = ("mean", "cls", "pooler")
+
+
+@dataclass
+class EncoderState:
+    """What flows between encoder layers for the rows still being computed.
+
+    Attributes:
+        hidden_states: ``(rows, seq, hidden)`` activations.
+        token_mask: ``(rows, seq)`` 1 for real tokens, 0 for padding.
+        layer_kwargs: Extra per-layer inputs (attention mask, position bias); tensors whose first dimension is the
+            row count are gathered together with the rows.
+    """
+
+    hidden_states: torch.Tensor
+    token_mask: torch.Tensor
+    layer_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_rows(self) -> int:
+        return self.hidden_states.size(0)
+
+    def select(self, rows: torch.Tensor) -> EncoderState:
+        """Returns the state restricted to ``rows`` (a 1-D index tensor)."""
+        batch = self.num_rows
+        return EncoderState(
+            hidden_states=self.hidden_states.index_select(0, rows),
+            token_mask=self.token_mask.index_select(0, rows),
+            layer_kwargs=select_rows(self.layer_kwargs, rows, batch),
+        )
+
+
+class TextEncoderAdapter:
+    """Adapter for a bidirectional text encoder family (BERT-like layout).
+
+    Args:
+        base_model: The family's base model module (e.g. a ``BertModel``).
+
+    Class attributes:
+        family: Short family name, e.g. ``"bert"``.
+        model_type: The ``model_type`` of the family's config.
+        class_prefix: CamelCase used in generated class names (``EarlyExit<class_prefix>ForSequenceClassification``).
+        config_class: The family's config class.
+        base_model_class: The family's base model class.
+        pretrained_model_class: The family's ``PreTrainedModel`` base (weight init, attention flags).
+        has_pooler: Whether the family has a trained pooler (dense + tanh on the first token).
+        accepts_token_type_ids: Whether the embeddings take ``token_type_ids``.
+    """
+
+    family: ClassVar[str] = "bert"
+    model_type: ClassVar[str] = "bert"
+    class_prefix: ClassVar[str] = "Bert"
+    config_class: ClassVar[type] = BertConfig
+    base_model_class: ClassVar[type] = BertModel
+    pretrained_model_class: ClassVar[type] = BertPreTrainedModel
+    has_pooler: ClassVar[bool] = True
+    accepts_token_type_ids: ClassVar[bool] = True
+
+    def __init__(self, base_model: nn.Module):
+        self.base_model = base_model
+        self.config = base_model.config
+
+    @classmethod
+    def build_base_model(cls, config, *, add_pooling_layer: bool) -> nn.Module:
+        """Builds the family's base model from ``config``.
+
+        Args:
+            config: A config of the family (or a subclass of it).
+            add_pooling_layer: Whether to keep the family's pooler.
+        """
+        if cls.has_pooler:
+            return cls.base_model_class(config, add_pooling_layer=add_pooling_layer)
+        return cls.base_model_class(config)
+
+    @classmethod
+    def num_layers_of(cls, config) -> int:
+        """Number of encoder layers for ``config``."""
+        return config.num_hidden_layers
+
+    @classmethod
+    def hidden_size_of(cls, config) -> int:
+        """Hidden width of the encoder output for ``config``."""
+        return config.hidden_size
+
+    @classmethod
+    def intermediate_size_of(cls, config) -> int:
+        """Feed-forward width for ``config``."""
+        return config.intermediate_size
+
+    @classmethod
+    def classifier_dropout_of(cls, config) -> float:
+        """Dropout for classifier heads: the family's classifier dropout, else its hidden dropout."""
+        for name in ("classifier_dropout", "classifier_dropout_prob", "seq_classif_dropout", "hidden_dropout_prob"):
+            value = getattr(config, name, None)
+            if value is not None:
+                return float(value)
+        return 0.1
+
+    @property
+    def num_layers(self) -> int:
+        return self.num_layers_of(self.config)
+
+    def layer_modules(self) -> nn.ModuleList:
+        """The encoder layers, in order."""
+        return self.base_model.encoder.layer
+
+    def _embeddings(self, input_ids, token_type_ids, position_ids, inputs_embeds) -> torch.Tensor:
+        return self.base_model.embeddings(
+            input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds
+        )
+
+    def embed(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> EncoderState:
+        """Runs the embeddings and prepares the per-layer inputs.
+
+        Args:
+            input_ids: ``(batch, seq)`` token ids.
+            attention_mask: ``(batch, seq)`` 1 for real tokens, 0 for padding.
+            token_type_ids: ``(batch, seq)`` segment ids, for families that have them.
+            position_ids: ``(batch, seq)`` positions.
+            inputs_embeds: ``(batch, seq, embed)`` instead of ``input_ids``.
+        """
+        if token_type_ids is not None and not self.accepts_token_type_ids:
+            raise ValueError(f"`token_type_ids` is not an input of {self.family} models; do not pass it.")
+        hidden = self._embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
+        batch, seq = hidden.shape[:2]
+        if attention_mask is None:
+            token_mask = torch.ones(batch, seq, dtype=torch.long, device=hidden.device)
+        else:
+            token_mask = attention_mask
+        layer_mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        return EncoderState(hidden, token_mask, {"attention_mask": layer_mask})
+
+    def run_layer(self, index: int, state: EncoderState) -> torch.Tensor:
+        """Runs encoder layer ``index`` (0-based) on the rows in ``state``; returns their new hidden states."""
+        output = self.layer_modules()[index](state.hidden_states, state.layer_kwargs["attention_mask"])
+        return output[0] if isinstance(output, tuple) else output
+
+    def pool(self, hidden_states: torch.Tensor, token_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+        """Pools ``(rows, seq, hidden)`` into ``(rows, hidden)``.
+
+        Args:
+            hidden_states: Encoder activations.
+            token_mask: 1 for real tokens, 0 for padding.
+            pooling: ``"mean"`` (masked mean), ``"cls"`` (first token) or ``"pooler"`` (the family's trained pooler).
+        """
+        if pooling == "mean":
+            weights = token_mask.to(hidden_states.dtype).unsqueeze(-1)
+            return (hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        if pooling == "cls":
+            return hidden_states[:, 0]
+        if pooling == "pooler":
+            return self.base_model.pooler(hidden_states)
+        raise ValueError(f"`exit_pooling` must be one of {POOLINGS}; got {pooling!r}.")
+
+    def layer_flops(self, seq_len: int) -> int:
+        """Theoretical FLOPs of one encoder layer on one sequence of ``seq_len`` tokens."""
+        return encoder_layer_flops(
+            seq_len, self.hidden_size_of(self.config), self.intermediate_size_of(self.config)
+        )
+
+
+class RobertaAdapter(TextEncoderAdapter):
+    """RoBERTa: BERT layout, padding-aware positions inside its embeddings."""
+
+    family = "roberta"
+    model_type = "roberta"
+    class_prefix = "Roberta"
+    config_class = RobertaConfig
+    base_model_class = RobertaModel
+    pretrained_model_class = RobertaPreTrainedModel
+
+
+class XLMRobertaAdapter(TextEncoderAdapter):
+    """XLM-RoBERTa: the RoBERTa layout with its own classes."""
+
+    family = "xlm-roberta"
+    model_type = "xlm-roberta"
+    class_prefix = "XLMRoberta"
+    config_class = XLMRobertaConfig
+    base_model_class = XLMRobertaModel
+    pretrained_model_class = XLMRobertaPreTrainedModel
+
+
+class ElectraAdapter(TextEncoderAdapter):
+    """ELECTRA discriminator: BERT layout, embeddings projected when ``embedding_size != hidden_size``."""
+
+    family = "electra"
+    model_type = "electra"
+    class_prefix = "Electra"
+    config_class = ElectraConfig
+    base_model_class = ElectraModel
+    pretrained_model_class = ElectraPreTrainedModel
+    has_pooler = False
+
+    def _embeddings(self, input_ids, token_type_ids, position_ids, inputs_embeds) -> torch.Tensor:
+        hidden = super()._embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
+        if hasattr(self.base_model, "embeddings_project"):
+            hidden = self.base_model.embeddings_project(hidden)
+        return hidden
+
+
+class DistilBertAdapter(TextEncoderAdapter):
+    """DistilBERT: ``transformer.layer`` blocks, no segment embeddings, no pooler."""
+
+    family = "distilbert"
+    model_type = "distilbert"
+    class_prefix = "DistilBert"
+    config_class = DistilBertConfig
+    base_model_class = DistilBertModel
+    pretrained_model_class = DistilBertPreTrainedModel
+    has_pooler = False
+    accepts_token_type_ids = False
+
+    @classmethod
+    def num_layers_of(cls, config) -> int:
+        return config.n_layers
+
+    @classmethod
+    def hidden_size_of(cls, config) -> int:
+        return config.dim
+
+    @classmethod
+    def intermediate_size_of(cls, config) -> int:
+        return config.hidden_dim
+
+    def layer_modules(self) -> nn.ModuleList:
+        return self.base_model.transformer.layer
+
+    def _embeddings(self, input_ids, token_type_ids, position_ids, inputs_embeds) -> torch.Tensor:
+        return self.base_model.embeddings(input_ids=input_ids, position_ids=position_ids, inputs_embeds=inputs_embeds)
+
+
+class AlbertAdapter(TextEncoderAdapter):
+    """ALBERT: one shared layer group applied ``num_hidden_layers`` times; layer ``i`` is one application."""
+
+    family = "albert"
+    model_type = "albert"
+    class_prefix = "Albert"
+    config_class = AlbertConfig
+    base_model_class = AlbertModel
+    pretrained_model_class = AlbertPreTrainedModel
+
+    def run_layer(self, index: int, state: EncoderState) -> torch.Tensor:
+        encoder = self.base_model.encoder
+        group = int(index / (self.config.num_hidden_layers / self.config.num_hidden_groups))
+        return encoder.albert_layer_groups[group](state.hidden_states, state.layer_kwargs["attention_mask"])
+
+    def _embeddings(self, input_ids, token_type_ids, position_ids, inputs_embeds) -> torch.Tensor:
+        hidden = super()._embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
+        return self.base_model.encoder.embedding_hidden_mapping_in(hidden)
+
+    def layer_flops(self, seq_len: int) -> int:
+        return super().layer_flops(seq_len) * self.config.inner_group_num
+
+
+class MPNetAdapter(TextEncoderAdapter):
+    """MPNet: BERT-like layers plus a relative position bias shared by every layer."""
+
+    family = "mpnet"
+    model_type = "mpnet"
+    class_prefix = "MPNet"
+    config_class = MPNetConfig
+    base_model_class = MPNetModel
+    pretrained_model_class = MPNetPreTrainedModel
+    accepts_token_type_ids = False
+
+    def _embeddings(self, input_ids, token_type_ids, position_ids, inputs_embeds) -> torch.Tensor:
+        return self.base_model.embeddings(input_ids=input_ids, position_ids=position_ids, inputs_embeds=inputs_embeds)
+
+    def embed(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None):
+        state = super().embed(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        # The bias depends only on positions: compute it for one row and broadcast, instead of once per row.
+        state.layer_kwargs["position_bias"] = self.base_model.encoder.compute_position_bias(state.hidden_states[:1])
+        return state
+
+    def run_layer(self, index: int, state: EncoderState) -> torch.Tensor:
+        bias = state.layer_kwargs["position_bias"].expand(state.num_rows, -1, -1, -1)
+        output = self.layer_modules()[index](state.hidden_states, state.layer_kwargs["attention_mask"], bias)
+        return output[0]
+
+
+TEXT_ENCODER_ADAPTERS: dict[str, type[TextEncoderAdapter]] = {
+    adapter.model_type: adapter
+    for adapter in (
+        TextEncoderAdapter,
+        RobertaAdapter,
+        XLMRobertaAdapter,
+        DistilBertAdapter,
+        AlbertAdapter,
+        ElectraAdapter,
+        MPNetAdapter,
+    )
+}
+
+
+def unsupported_architecture_error(model_type: str, technique: str = "early exit") -> ValueError:
+    """The error raised for a backbone family that has no adapter.
+
+    Args:
+        model_type: The config's ``model_type``.
+        technique: The technique that was asked for, for the message.
+    """
+    supported = ", ".join(sorted(TEXT_ENCODER_ADAPTERS))
+    return ValueError(
+        f"Unsupported architecture for {technique}: model_type={model_type!r}. Supported text encoder families: "
+        f"{supported}. To add one, subclass adaptive_hf.core.backbones.TextEncoderAdapter (set family, "
+        "model_type, class_prefix, config_class, base_model_class, pretrained_model_class and override embed/"
+        "run_layer if the layout differs) and call adaptive_hf.register_text_encoder(YourAdapter)."
+    )
+
+
+def get_text_encoder_adapter(model_type: str, technique: str = "early exit") -> type[TextEncoderAdapter]:
+    """Returns the adapter class for ``model_type`` or raises a clear ``ValueError``.
+
+    Args:
+        model_type: A config ``model_type`` such as ``"bert"``.
+        technique: The technique that was asked for, for the error message.
+    """
+    try:
+        return TEXT_ENCODER_ADAPTERS[model_type]
+    except KeyError:
+        raise unsupported_architecture_error(model_type, technique) from None

@@ -1,0 +1,50 @@
+"""Per-layer cost model: the theoretical compute that reports and calibration count.
+
+Costs are multiply-accumulates counted as two FLOPs, for one sample. Only matmuls are counted: norms, softmax
+and activations are a few percent of a transformer layer and the same for every layer.
+"""
+
+from __future__ import annotations
+
+
+def linear_flops(tokens: int, in_features: int, out_features: int) -> int:
+    """FLOPs of a dense layer applied to ``tokens`` vectors.
+
+    Args:
+        tokens: Number of input vectors.
+        in_features: Input width.
+        out_features: Output width.
+    """
+    return 2 * tokens * in_features * out_features
+
+
+def encoder_layer_flops(seq_len: int, hidden_size: int, intermediate_size: int) -> int:
+    """FLOPs of one transformer encoder layer on one sequence.
+
+    Args:
+        seq_len: Sequence length the layer runs on (padding included, since padded positions are computed).
+        hidden_size: Model width.
+        intermediate_size: Feed-forward width.
+    """
+    projections = linear_flops(seq_len, hidden_size, 4 * hidden_size)  # q, k, v, output
+    attention = 2 * 2 * seq_len * seq_len * hidden_size  # scores and weighted sum
+    feed_forward = linear_flops(seq_len, hidden_size, intermediate_size) * 2
+    return projections + attention + feed_forward
+
+
+def classifier_head_flops(hidden_size: int, num_labels: int, *, mlp: bool, pooler: bool, seq_len: int = 1) -> int:
+    """FLOPs of one exit head: pooling, optional pooler dense layer, optional hidden layer, classifier.
+
+    Args:
+        hidden_size: Model width.
+        num_labels: Number of classes.
+        mlp: Whether the head has a hidden dense layer before the classifier.
+        pooler: Whether a pooler dense layer runs first.
+        seq_len: Sequence length, for mean pooling (one add per element).
+    """
+    flops = seq_len * hidden_size
+    if pooler:
+        flops += linear_flops(1, hidden_size, hidden_size)
+    if mlp:
+        flops += linear_flops(1, hidden_size, hidden_size)
+    return flops + linear_flops(1, hidden_size, num_labels)

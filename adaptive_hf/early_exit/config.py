@@ -1,0 +1,183 @@
+"""Early-exit configs: one subclass of each family's config, with the exit settings as extra fields.
+
+Each ``EarlyExit<Arch>Config`` *is* a ``<Arch>Config`` (so the stock backbone builds from it and plain
+checkpoints load into it) with ``model_type = "early_exit_<family>"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.backbones import POOLINGS, TEXT_ENCODER_ADAPTERS, TextEncoderAdapter
+from ..core.configuration import check_choice, check_number, normalize_layer_list
+from .heads import EXIT_HEADS
+from .policies import EXIT_POLICIES, THRESHOLD_POLICIES
+
+EXIT_TRAINING = ("joint", "two_stage", "distill")
+EXIT_FIELDS = (
+    "exit_layers",
+    "exit_pooling",
+    "exit_head",
+    "exit_policy",
+    "exit_threshold",
+    "patience",
+    "exit_training",
+    "exit_loss_weights",
+    "exit_training_stage",
+    "distill_temperature",
+    "calibration",
+)
+
+
+def validate_exit_settings(config) -> None:
+    """Checks the runtime exit knobs (policy, threshold, patience); called at config creation and each forward.
+
+    Args:
+        config: An early-exit config.
+    """
+    check_choice("exit_policy", config.exit_policy, EXIT_POLICIES)
+    if config.exit_threshold is not None:
+        check_number("exit_threshold", config.exit_threshold, 0.0, 1.0)
+        if config.exit_policy not in THRESHOLD_POLICIES + ("none",):
+            raise ValueError(
+                f"`exit_threshold` applies to the policies {THRESHOLD_POLICIES}; exit_policy={config.exit_policy!r} "
+                "uses `patience` instead. Set exit_threshold=None."
+            )
+    check_number("patience", config.patience, 1, None, integer=True)
+
+
+class EarlyExitConfigMixin:
+    """Validation and helpers shared by every ``EarlyExit<Arch>Config``.
+
+    Fields (all validated in ``__init__``):
+        exit_layers: 1-based layers that carry an exit head; ``None`` = every layer. The last layer always does.
+        exit_pooling: How a head pools the sequence: ``"mean"``, ``"cls"`` or ``"pooler"`` (BERT/ALBERT/MPNet).
+        exit_head: ``"linear"`` or ``"mlp"``.
+        exit_policy: ``"none"``, ``"confidence"``, ``"entropy"``, ``"margin"`` or ``"patience"``.
+        exit_threshold: Threshold in [0, 1] for the threshold policies; ``None`` = the policy's default.
+        patience: Consecutive agreeing heads for ``"patience"`` (PABEE).
+        exit_training: ``"joint"``, ``"two_stage"`` (DeeBERT) or ``"distill"`` (FastBERT self-distillation).
+        exit_loss_weights: One non-negative weight per exit for ``joint``/``distill``; ``None`` = the 1-based
+            layer index of each exit (PABEE's weighting).
+        exit_training_stage: For ``two_stage``: 1 trains backbone and final head, 2 trains the other heads.
+        distill_temperature: Softmax temperature for ``distill``.
+        calibration: The setting chosen by ``adaptive_hf.calibrate`` and its report summary.
+    """
+
+    backbone_adapter: type[TextEncoderAdapter] = TextEncoderAdapter
+
+    def __post_init__(self, **kwargs: Any):
+        super().__post_init__(**kwargs)
+        self.validate_early_exit()
+
+    @property
+    def num_backbone_layers(self) -> int:
+        return self.backbone_adapter.num_layers_of(self)
+
+    def validate_early_exit(self) -> None:
+        """Validates and normalizes every exit field; raises ``ValueError``/``TypeError`` naming the field."""
+        num_layers = self.num_backbone_layers
+        self.exit_layers = normalize_layer_list("exit_layers", self.exit_layers, num_layers, include_last=True)
+        check_choice("exit_pooling", self.exit_pooling, POOLINGS)
+        if self.exit_pooling == "pooler" and not self.backbone_adapter.has_pooler:
+            raise ValueError(
+                f"`exit_pooling='pooler'` needs a family with a trained pooler; {self.backbone_adapter.family} has "
+                "none. Use 'mean' or 'cls'."
+            )
+        check_choice("exit_head", self.exit_head, EXIT_HEADS)
+        validate_exit_settings(self)
+        check_choice("exit_training", self.exit_training, EXIT_TRAINING)
+        check_choice("exit_training_stage", self.exit_training_stage, (1, 2))
+        check_number("distill_temperature", self.distill_temperature, 0.0, None, low_inclusive=False)
+        if self.exit_loss_weights is not None:
+            weights = self.exit_loss_weights
+            if not isinstance(weights, (list, tuple)) or len(weights) != len(self.exit_layers):
+                raise ValueError(
+                    f"`exit_loss_weights` must be a list with one weight per exit ({len(self.exit_layers)} exits at "
+                    f"layers {self.exit_layers}); got {weights!r}."
+                )
+            for weight in weights:
+                check_number("exit_loss_weights", weight, 0.0, None)
+            if sum(weights) <= 0:
+                raise ValueError("`exit_loss_weights` must have a positive sum.")
+            self.exit_loss_weights = [float(w) for w in weights]
+        if self.num_labels < 2:
+            raise ValueError(f"`num_labels` must be >= 2 for early-exit classification; got {self.num_labels}.")
+        if self.problem_type not in (None, "single_label_classification"):
+            raise ValueError(
+                f"`problem_type` must be None or 'single_label_classification' for early exits; got "
+                f"{self.problem_type!r}."
+            )
+
+    def loss_weights(self) -> list[float]:
+        """The per-exit loss weights in use (PABEE's layer-index weights unless set)."""
+        if self.exit_loss_weights is not None:
+            return list(self.exit_loss_weights)
+        return [float(layer) for layer in self.exit_layers]
+
+
+def _make_config_class(adapter: type[TextEncoderAdapter]) -> type:
+    name = f"EarlyExit{adapter.class_prefix}Config"
+    namespace = {
+        "__module__": __name__,
+        "__qualname__": name,
+        "__doc__": f"{adapter.config_class.__name__} plus the early-exit fields of :class:`EarlyExitConfigMixin`.",
+        "__annotations__": {
+            "exit_layers": "list[int] | None",
+            "exit_pooling": "str",
+            "exit_head": "str",
+            "exit_policy": "str",
+            "exit_threshold": "float | None",
+            "patience": "int",
+            "exit_training": "str",
+            "exit_loss_weights": "list[float] | None",
+            "exit_training_stage": "int",
+            "distill_temperature": "float",
+            "calibration": "dict | None",
+        },
+        "exit_layers": None,
+        "exit_pooling": "mean",
+        "exit_head": "mlp",
+        "exit_policy": "none",
+        "exit_threshold": None,
+        "patience": 2,
+        "exit_training": "joint",
+        "exit_loss_weights": None,
+        "exit_training_stage": 1,
+        "distill_temperature": 2.0,
+        "calibration": None,
+        "model_type": f"early_exit_{adapter.model_type}",
+        "backbone_adapter": adapter,
+    }
+    return type(name, (EarlyExitConfigMixin, adapter.config_class), namespace)
+
+
+EarlyExitBertConfig = _make_config_class(TEXT_ENCODER_ADAPTERS["bert"])
+EarlyExitRobertaConfig = _make_config_class(TEXT_ENCODER_ADAPTERS["roberta"])
+EarlyExitXLMRobertaConfig = _make_config_class(TEXT_ENCODER_ADAPTERS["xlm-roberta"])
+EarlyExitDistilBertConfig = _make_config_class(TEXT_ENCODER_ADAPTERS["distilbert"])
+EarlyExitAlbertConfig = _make_config_class(TEXT_ENCODER_ADAPTERS["albert"])
+EarlyExitElectraConfig = _make_config_class(TEXT_ENCODER_ADAPTERS["electra"])
+EarlyExitMPNetConfig = _make_config_class(TEXT_ENCODER_ADAPTERS["mpnet"])
+
+EARLY_EXIT_CONFIGS: dict[str, type] = {
+    cls.backbone_adapter.model_type: cls
+    for cls in (
+        EarlyExitBertConfig,
+        EarlyExitRobertaConfig,
+        EarlyExitXLMRobertaConfig,
+        EarlyExitDistilBertConfig,
+        EarlyExitAlbertConfig,
+        EarlyExitElectraConfig,
+        EarlyExitMPNetConfig,
+    )
+}
+
+
+def make_early_exit_config_class(adapter: type[TextEncoderAdapter]) -> type:
+    """Builds the early-exit config class for a newly registered adapter.
+
+    Args:
+        adapter: A :class:`TextEncoderAdapter` subclass.
+    """
+    return _make_config_class(adapter)

@@ -1,0 +1,351 @@
+"""Early-exit sequence classifiers for Hugging Face text encoders.
+
+``EarlyExit<Arch>ForSequenceClassification`` holds the stock base model under the family's usual attribute
+(``bert``, ``roberta``, ...), so plain checkpoints load into it, plus one :class:`ExitHead` per exit layer.
+
+* Training mode runs every layer and every head; ``loss`` is the configured training objective.
+* Eval mode is batched adaptive inference: after each exit head the policy decides which rows stop, and those
+  rows are removed from the tensors that the next layers compute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.backbones import TEXT_ENCODER_ADAPTERS, EncoderState, TextEncoderAdapter
+from ..core.flops import classifier_head_flops
+from ..core.hub import AdaptiveHubMixin
+from ..core.inputs import check_class_labels, check_token_inputs
+from ..core.outputs import EarlyExitSequenceClassifierOutput
+from .config import EARLY_EXIT_CONFIGS, validate_exit_settings
+from .heads import ExitHead
+from .policies import decide_exit, initial_state
+
+
+class EarlyExitForSequenceClassificationMixin(AdaptiveHubMixin):
+    """The early-exit logic shared by every ``EarlyExit<Arch>ForSequenceClassification``.
+
+    Combined with a family's ``PreTrainedModel`` base by :func:`make_early_exit_model_class`.
+    """
+
+    adapter_class: type[TextEncoderAdapter] = TextEncoderAdapter
+    auto_class_name = "AutoModelForSequenceClassification"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        base_model = self.adapter_class.build_base_model(config, add_pooling_layer=config.exit_pooling == "pooler")
+        setattr(self, self.base_model_prefix, base_model)
+        hidden_size = self.adapter_class.hidden_size_of(config)
+        dropout = self.adapter_class.classifier_dropout_of(config)
+        self.exit_heads = nn.ModuleList(
+            [ExitHead(hidden_size, config.num_labels, config.exit_head, dropout) for _ in config.exit_layers]
+        )
+        self.post_init()
+        self._apply_training_stage()
+
+    @property
+    def adapter(self) -> TextEncoderAdapter:
+        """The backbone adapter over this model's base model."""
+        base_model = getattr(self, self.base_model_prefix)
+        cached = self.__dict__.get("_adapter")
+        if cached is None or cached.base_model is not base_model:
+            cached = self.adapter_class(base_model)
+            self.__dict__["_adapter"] = cached
+        return cached
+
+    def backbone_parameters(self):
+        """Parameters of the base model (embeddings, layers, pooler)."""
+        return getattr(self, self.base_model_prefix).parameters()
+
+    def set_exit_training_stage(self, stage: int) -> None:
+        """Switches the ``two_stage`` scheme: 1 trains backbone and final head, 2 freezes them and trains the rest.
+
+        Args:
+            stage: 1 or 2.
+        """
+        if stage not in (1, 2):
+            raise ValueError(f"`exit_training_stage` must be 1 or 2; got {stage!r}.")
+        if stage == 2 and len(self.config.exit_layers) < 2:
+            raise ValueError("`exit_training_stage=2` trains the intermediate heads, but `exit_layers` has none.")
+        self.config.exit_training_stage = stage
+        self._apply_training_stage()
+
+    def _apply_training_stage(self) -> None:
+        frozen = self.config.exit_training == "two_stage" and self.config.exit_training_stage == 2
+        for parameter in list(self.backbone_parameters()) + list(self.exit_heads[-1].parameters()):
+            parameter.requires_grad_(not frozen)
+
+    # ----------------------------------------------------------------------------------------------- cost model
+    def head_flops(self, seq_len: int) -> int:
+        """Theoretical FLOPs of one exit head on one sequence."""
+        config = self.config
+        return classifier_head_flops(
+            self.adapter_class.hidden_size_of(config),
+            config.num_labels,
+            mlp=config.exit_head == "mlp",
+            pooler=config.exit_pooling == "pooler",
+            seq_len=seq_len if config.exit_pooling == "mean" else 1,
+        )
+
+    def exit_flops(self, seq_len: int) -> tuple[list[int], int]:
+        """Theoretical cost of exiting at each exit head, and of the full-depth model (policy ``none``).
+
+        Args:
+            seq_len: Tokens in the sequence.
+
+        Returns:
+            ``(costs, full_cost)``: ``costs[k]`` is the FLOPs spent by a sample that exits at head ``k`` (all layers
+            up to it and every head evaluated on the way); ``full_cost`` is every layer plus the final head.
+        """
+        layer = self.adapter.layer_flops(seq_len)
+        head = self.head_flops(seq_len)
+        costs = [layer * exit_layer + head * (k + 1) for k, exit_layer in enumerate(self.config.exit_layers)]
+        return costs, layer * self.adapter.num_layers + head
+
+    # -------------------------------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_exit_logits: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> EarlyExitSequenceClassifierOutput | tuple:
+        """Classifies a batch, exiting early per sample in eval mode.
+
+        Args:
+            input_ids: ``(batch, seq)`` token ids.
+            attention_mask: ``(batch, seq)`` 1 for tokens, 0 for padding.
+            token_type_ids: ``(batch, seq)`` segment ids (families that have them).
+            position_ids: ``(batch, seq)`` positions.
+            inputs_embeds: ``(batch, seq, dim)`` instead of ``input_ids``.
+            labels: ``(batch,)`` class ids; adds ``loss``.
+            output_exit_logits: Also return every head's logits. With policy ``none`` in eval mode this evaluates
+                every head on every row (what calibration uses).
+            return_dict: Return a tuple when ``False``.
+        """
+        config = self.config
+        batch_size = check_token_inputs(input_ids, attention_mask, inputs_embeds)
+        if labels is not None:
+            check_class_labels(labels, batch_size, config.num_labels)
+        validate_exit_settings(config)
+        state = self.adapter.embed(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        if self.training:
+            output = self._forward_all_exits(state, labels, bool(output_exit_logits))
+        else:
+            output = self._forward_adaptive(state, labels, bool(output_exit_logits))
+        if return_dict is False:
+            return output.to_tuple()
+        return output
+
+    def _head_logits(self, k: int, state: EncoderState) -> torch.Tensor:
+        pooled = self.adapter.pool(state.hidden_states, state.token_mask, self.config.exit_pooling)
+        return self.exit_heads[k](pooled)
+
+    def _forward_all_exits(self, state: EncoderState, labels, output_exit_logits: bool):
+        """Training: every layer runs; heads run as the training scheme needs; the loss combines them."""
+        config = self.config
+        scheme, stage = config.exit_training, config.exit_training_stage
+        final_only = scheme == "two_stage" and stage == 1
+        frozen_backbone = scheme == "two_stage" and stage == 2
+        last = len(config.exit_layers) - 1
+        head_of_layer = {layer: k for k, layer in enumerate(config.exit_layers)}
+        no_grad = torch.no_grad if frozen_backbone else contextlib.nullcontext
+        exit_logits: list[torch.Tensor | None] = [None] * len(config.exit_layers)
+        for index in range(self.adapter.num_layers):
+            with no_grad():
+                state.hidden_states = self.adapter.run_layer(index, state)
+            k = head_of_layer.get(index + 1)
+            if k is None or (final_only and k != last):
+                continue
+            with no_grad() if k == last and frozen_backbone else contextlib.nullcontext():
+                exit_logits[k] = self._head_logits(k, state)
+        logits = exit_logits[last]
+        loss = None
+        if labels is not None:
+            loss = self._training_loss(exit_logits, labels)
+        batch_size = logits.size(0)
+        exit_layer = torch.full((batch_size,), config.exit_layers[-1], dtype=torch.long, device=logits.device)
+        all_logits = None
+        if output_exit_logits:
+            all_logits = tuple(
+                x if x is not None else torch.full_like(logits, float("nan")) for x in exit_logits
+            )
+        return EarlyExitSequenceClassifierOutput(loss=loss, logits=logits, exit_layer=exit_layer, exit_logits=all_logits)
+
+    def _training_loss(self, exit_logits: list[torch.Tensor | None], labels: torch.Tensor) -> torch.Tensor:
+        config = self.config
+        weights = config.loss_weights()
+        last = len(exit_logits) - 1
+        scheme, stage = config.exit_training, config.exit_training_stage
+        if scheme == "joint":
+            total = sum(w * F.cross_entropy(x, labels) for w, x in zip(weights, exit_logits))
+            return total / sum(weights)
+        if scheme == "two_stage":
+            if stage == 1:
+                return F.cross_entropy(exit_logits[last], labels)
+            early = list(zip(weights[:last], exit_logits[:last]))
+            return sum(w * F.cross_entropy(x, labels) for w, x in early) / sum(w for w, _ in early)
+        # distill: the final head learns from the labels, earlier heads from the final head (FastBERT).
+        loss = F.cross_entropy(exit_logits[last], labels)
+        if last > 0:
+            temperature = config.distill_temperature
+            teacher = F.softmax(exit_logits[last].detach() / temperature, dim=-1)
+            distill = sum(
+                w * F.kl_div(F.log_softmax(x / temperature, dim=-1), teacher, reduction="batchmean")
+                for w, x in zip(weights[:last], exit_logits[:last])
+            )
+            loss = loss + distill * temperature**2 / sum(weights[:last])
+        return loss
+
+    def _forward_adaptive(self, state: EncoderState, labels, output_exit_logits: bool):
+        """Eval: rows leave the batch at the exit their policy chooses; later layers never see them."""
+        config = self.config
+        policy = config.exit_policy
+        run_every_head = policy != "none" or output_exit_logits
+        device = state.hidden_states.device
+        batch_size = state.num_rows
+        last = len(config.exit_layers) - 1
+        head_of_layer = {layer: k for k, layer in enumerate(config.exit_layers)}
+        logits_out: torch.Tensor | None = None
+        exit_layer = torch.full((batch_size,), config.exit_layers[-1], dtype=torch.long, device=device)
+        all_logits: list[torch.Tensor] | None = [] if output_exit_logits else None
+        active = torch.arange(batch_size, device=device)
+        policy_state = initial_state(policy, batch_size, device)
+        for index in range(self.adapter.num_layers):
+            state.hidden_states = self.adapter.run_layer(index, state)
+            k = head_of_layer.get(index + 1)
+            if k is None or (k != last and not run_every_head):
+                continue
+            logits = self._head_logits(k, state)
+            if logits_out is None:
+                logits_out = logits.new_full((batch_size, logits.size(-1)), float("nan"))
+            if all_logits is not None:
+                full = logits.new_full((batch_size, logits.size(-1)), float("nan"))
+                full.index_copy_(0, active, logits)
+                all_logits.append(full)
+            if k == last:
+                logits_out.index_copy_(0, active, logits)
+                break
+            done, policy_state = decide_exit(policy, logits, config.exit_threshold, config.patience, policy_state)
+            if not bool(done.any()):
+                continue
+            finished = done.nonzero().squeeze(1)
+            logits_out.index_copy_(0, active.index_select(0, finished), logits.index_select(0, finished))
+            exit_layer.index_fill_(0, active.index_select(0, finished), index + 1)
+            if bool(done.all()):
+                if all_logits is not None:
+                    all_logits.extend(torch.full_like(logits_out, float("nan")) for _ in range(k + 1, last + 1))
+                break
+            keep = (~done).nonzero().squeeze(1)
+            active = active.index_select(0, keep)
+            state = state.select(keep)
+            if policy_state is not None:
+                policy_state = policy_state.select(keep)
+        loss = F.cross_entropy(logits_out, labels) if labels is not None else None
+        return EarlyExitSequenceClassifierOutput(
+            loss=loss,
+            logits=logits_out,
+            exit_layer=exit_layer,
+            exit_logits=tuple(all_logits) if all_logits is not None else None,
+        )
+
+    # ----------------------------------------------------------------------------------------------- model card
+    def pipeline_tag(self) -> str:
+        return "text-classification"
+
+    def model_card_details(self) -> tuple[list[str], str]:
+        config = self.config
+        tags = ["adaptive-hf", "early-exit", self.adapter_class.family, "text-classification"]
+        rows = [
+            ("exit_policy", config.exit_policy),
+            ("exit_threshold", config.exit_threshold),
+            ("patience", config.patience),
+            ("exit_layers", config.exit_layers),
+            ("exit_pooling", config.exit_pooling),
+            ("exit_head", config.exit_head),
+            ("exit_training", config.exit_training),
+        ]
+        body = "## Exit policy\n\n| setting | value |\n|---|---|\n"
+        body += "".join(f"| `{name}` | `{value}` |\n" for name, value in rows)
+        body += "\nChange any of these after loading through `model.config`; they are read at every forward.\n"
+        calibration = config.calibration
+        if calibration:
+            body += "\n## Calibration report\n\n"
+            chosen = calibration.get("chosen", {})
+            body += f"Chosen: `{chosen}` (criterion: `{calibration.get('criterion')}`).\n\n"
+            body += "| policy | setting | accuracy | average exit layer | theoretical speedup |\n|---|---|---|---|---|\n"
+            for row in calibration.get("candidates", []):
+                body += (
+                    f"| {row['exit_policy']} | {row.get('exit_threshold', row.get('patience'))} | "
+                    f"{row['accuracy']:.4f} | {row['average_exit_layer']:.2f} | {row['theoretical_speedup']:.2f} |\n"
+                )
+        else:
+            body += "\nNot calibrated yet: run `adaptive_hf.calibrate(model, eval_dataset, max_accuracy_drop=...)`.\n"
+        return tags, body
+
+
+def make_early_exit_model_class(adapter: type[TextEncoderAdapter], config_class: type) -> type:
+    """Builds ``EarlyExit<Arch>ForSequenceClassification`` for an adapter and its early-exit config class.
+
+    Args:
+        adapter: The family's :class:`TextEncoderAdapter`.
+        config_class: The family's early-exit config class.
+    """
+    name = f"EarlyExit{adapter.class_prefix}ForSequenceClassification"
+    namespace = {
+        "__module__": __name__,
+        "__qualname__": name,
+        "__doc__": (
+            f"Early-exit sequence classifier on a {adapter.family} encoder. See "
+            ":class:`EarlyExitForSequenceClassificationMixin` for the behaviour and ``forward`` arguments."
+        ),
+        "config_class": config_class,
+        "adapter_class": adapter,
+        "base_model_prefix": adapter.pretrained_model_class.base_model_prefix,
+    }
+    return type(name, (EarlyExitForSequenceClassificationMixin, adapter.pretrained_model_class), namespace)
+
+
+EarlyExitBertForSequenceClassification = make_early_exit_model_class(
+    TEXT_ENCODER_ADAPTERS["bert"], EARLY_EXIT_CONFIGS["bert"]
+)
+EarlyExitRobertaForSequenceClassification = make_early_exit_model_class(
+    TEXT_ENCODER_ADAPTERS["roberta"], EARLY_EXIT_CONFIGS["roberta"]
+)
+EarlyExitXLMRobertaForSequenceClassification = make_early_exit_model_class(
+    TEXT_ENCODER_ADAPTERS["xlm-roberta"], EARLY_EXIT_CONFIGS["xlm-roberta"]
+)
+EarlyExitDistilBertForSequenceClassification = make_early_exit_model_class(
+    TEXT_ENCODER_ADAPTERS["distilbert"], EARLY_EXIT_CONFIGS["distilbert"]
+)
+EarlyExitAlbertForSequenceClassification = make_early_exit_model_class(
+    TEXT_ENCODER_ADAPTERS["albert"], EARLY_EXIT_CONFIGS["albert"]
+)
+EarlyExitElectraForSequenceClassification = make_early_exit_model_class(
+    TEXT_ENCODER_ADAPTERS["electra"], EARLY_EXIT_CONFIGS["electra"]
+)
+EarlyExitMPNetForSequenceClassification = make_early_exit_model_class(
+    TEXT_ENCODER_ADAPTERS["mpnet"], EARLY_EXIT_CONFIGS["mpnet"]
+)
+
+EARLY_EXIT_MODELS: dict[str, type] = {
+    cls.adapter_class.model_type: cls
+    for cls in (
+        EarlyExitBertForSequenceClassification,
+        EarlyExitRobertaForSequenceClassification,
+        EarlyExitXLMRobertaForSequenceClassification,
+        EarlyExitDistilBertForSequenceClassification,
+        EarlyExitAlbertForSequenceClassification,
+        EarlyExitElectraForSequenceClassification,
+        EarlyExitMPNetForSequenceClassification,
+    )
+}

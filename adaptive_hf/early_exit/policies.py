@@ -1,0 +1,93 @@
+"""Exit policies: per-row decisions from one exit head's logits.
+
+The same functions drive eval-mode inference (on the rows still active) and calibration (on every row, replaying
+stored logits), so a calibrated setting behaves at inference exactly as it did in the sweep.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+EXIT_POLICIES = ("none", "confidence", "entropy", "margin", "patience")
+THRESHOLD_POLICIES = ("confidence", "entropy", "margin")
+DEFAULT_THRESHOLDS = {"confidence": 0.9, "entropy": 0.2, "margin": 0.5}
+
+
+@dataclass
+class PatienceState:
+    """Per-row state of the patience policy: the previous head's prediction and how long it has held."""
+
+    previous_prediction: torch.Tensor
+    streak: torch.Tensor
+
+    @classmethod
+    def start(cls, batch_size: int, device: torch.device) -> PatienceState:
+        return cls(
+            torch.full((batch_size,), -1, dtype=torch.long, device=device),
+            torch.zeros(batch_size, dtype=torch.long, device=device),
+        )
+
+    def select(self, rows: torch.Tensor) -> PatienceState:
+        return PatienceState(self.previous_prediction.index_select(0, rows), self.streak.index_select(0, rows))
+
+
+def exit_score(policy: str, logits: torch.Tensor) -> torch.Tensor:
+    """The per-row statistic a threshold policy compares against its threshold.
+
+    Args:
+        policy: ``"confidence"`` (max softmax), ``"entropy"`` (softmax entropy divided by log(num_labels), in
+            [0, 1]) or ``"margin"`` (top-1 minus top-2 probability).
+        logits: ``(rows, num_labels)``.
+    """
+    probs = logits.float().softmax(-1)
+    if policy == "confidence":
+        return probs.max(-1).values
+    if policy == "entropy":
+        entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
+        return entropy / math.log(logits.size(-1))
+    if policy == "margin":
+        top2 = probs.topk(2, dim=-1).values
+        return top2[:, 0] - top2[:, 1]
+    raise ValueError(f"`exit_policy` {policy!r} has no score; threshold policies are {THRESHOLD_POLICIES}.")
+
+
+def decide_exit(
+    policy: str,
+    logits: torch.Tensor,
+    threshold: float | None,
+    patience: int,
+    state: PatienceState | None,
+) -> tuple[torch.Tensor, PatienceState | None]:
+    """Which rows exit at this head.
+
+    Args:
+        policy: One of ``EXIT_POLICIES``.
+        logits: ``(rows, num_labels)`` logits of this head.
+        threshold: Threshold for ``confidence`` (exit when >=), ``entropy`` (exit when <=) and ``margin``
+            (exit when >=); ``None`` uses ``DEFAULT_THRESHOLDS``.
+        patience: For ``patience``: exit once this many consecutive heads after the first agree (PABEE).
+        state: Patience state for these rows (``None`` for other policies).
+
+    Returns:
+        A boolean ``(rows,)`` mask of rows that exit, and the updated state.
+    """
+    if policy == "none":
+        return torch.zeros(logits.size(0), dtype=torch.bool, device=logits.device), state
+    if policy == "patience":
+        prediction = logits.argmax(-1)
+        streak = torch.where(prediction == state.previous_prediction, state.streak + 1, torch.zeros_like(state.streak))
+        return streak >= patience, PatienceState(prediction, streak)
+    if threshold is None:
+        threshold = DEFAULT_THRESHOLDS[policy]
+    score = exit_score(policy, logits)
+    if policy == "entropy":
+        return score <= threshold, state
+    return score >= threshold, state
+
+
+def initial_state(policy: str, batch_size: int, device: torch.device) -> PatienceState | None:
+    """The starting policy state for a batch (only ``patience`` keeps one)."""
+    return PatienceState.start(batch_size, device) if policy == "patience" else None
