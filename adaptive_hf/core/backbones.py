@@ -305,6 +305,11 @@ class AlbertAdapter(TextEncoderAdapter):
     def layer_flops(self, seq_len: int) -> int:
         return super().layer_flops(seq_len) * self.config.inner_group_num
 
+    def pool(self, hidden_states: torch.Tensor, token_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+        if pooling == "pooler":  # ALBERT's pooler is a bare Linear with a separate activation module
+            return self.base_model.pooler_activation(self.base_model.pooler(hidden_states[:, 0]))
+        return super().pool(hidden_states, token_mask, pooling)
+
 
 class MPNetAdapter(TextEncoderAdapter):
     """MPNet: BERT-like layers plus a relative position bias shared by every layer."""

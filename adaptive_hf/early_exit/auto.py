@@ -65,6 +65,10 @@ class AutoEarlyExitModelForSequenceClassification:
                 values["num_labels"] = num_labels
         values.pop("model_type", None)
         values.pop("transformers_version", None)
+        if "num_labels" in overrides and "id2label" not in overrides:
+            if len(values.get("id2label") or {}) != overrides["num_labels"]:
+                values.pop("id2label", None)
+                values.pop("label2id", None)
         values.update(overrides)
         new_config = config_class(**values)
         new_config._attn_implementation = config._attn_implementation
