@@ -24,8 +24,16 @@ from .early_exit.modeling import (
     EarlyExitRobertaForSequenceClassification,
     EarlyExitXLMRobertaForSequenceClassification,
 )
+from .readers import (
+    JumpLstmConfig,
+    JumpLstmForSequenceClassification,
+    SkimRnnConfig,
+    SkimRnnForSequenceClassification,
+    register_readers,
+)
 
 register_builtin()
+register_readers()
 
 __version__ = "0.1.0"
 
@@ -45,6 +53,10 @@ __all__ = [
     "EarlyExitRobertaForSequenceClassification",
     "EarlyExitXLMRobertaConfig",
     "EarlyExitXLMRobertaForSequenceClassification",
+    "JumpLstmConfig",
+    "JumpLstmForSequenceClassification",
+    "SkimRnnConfig",
+    "SkimRnnForSequenceClassification",
     "TextEncoderAdapter",
     "register_text_encoder",
 ]

@@ -1,0 +1,188 @@
+"""LSTM-Jump (Yu et al., ACL 2017) as a Hugging Face sequence classifier.
+
+The reader reads ``read_tokens`` tokens, then its jump policy (softmax over ``max_jump + 2`` actions: stop, or skip
+0..``max_jump`` tokens) decides where to read next. After ``max_jumps`` jumps it reads one last chunk and stops; it
+also stops at the end of its sequence. The last state is classified.
+
+Each row keeps its own position pointer. A reading round gathers, for the rows that are still reading, the
+``read_tokens``-token chunk at their own position, and runs the fused LSTM on those rows and tokens only: tokens
+that are jumped over, and rows that stopped or reached their end, are never computed. There are at most
+``max_jumps + 1`` rounds.
+
+* Training: jumps are sampled; REINFORCE with a learned baseline (reward +1 for a correct prediction, -1 otherwise)
+  adds ``policy_loss_coef * policy term + baseline_loss_coef * baseline MSE - entropy_coef * entropy`` to the
+  cross-entropy in ``loss``, so the stock ``Trainer`` trains the policy.
+* Eval: greedy (argmax) decisions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import JumpLstmConfig
+from .modeling import ReaderPreTrainedModel, ReaderSequenceClassifierOutput, linear_flops, run_lstm
+
+
+class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
+    """LSTM-Jump text classifier: read a chunk, then jump, or stop.
+
+    Args:
+        config: A :class:`JumpLstmConfig`.
+    """
+
+    config_class = JumpLstmConfig
+
+    def __init__(self, config: JumpLstmConfig):
+        super().__init__(config)
+        self._build_common(config)
+        # Action 0 = stop, action k >= 1 = skip k - 1 tokens, then read the next chunk.
+        self.jump_policy = nn.Linear(config.hidden_size, config.max_jump + 2)
+        self.baseline = nn.Linear(config.hidden_size, 1)
+        self.post_init()
+
+    # ------------------------------------------------------------------------------------------------ cost model
+    def decision_flops(self) -> int:
+        return linear_flops(1, self.config.hidden_size, self.config.max_jump + 2)
+
+    def card_rows(self):
+        config = self.config
+        return super().card_rows() + [
+            ("read_tokens", config.read_tokens),
+            ("max_jump", config.max_jump),
+            ("max_jumps", config.max_jumps),
+        ]
+
+    # -------------------------------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> ReaderSequenceClassifierOutput | tuple:
+        """Classifies a batch of right-padded token sequences, jumping over tokens.
+
+        Args:
+            input_ids: ``(batch, seq)`` token ids of any HF tokenizer matching ``config.vocab_size``.
+            attention_mask: ``(batch, seq)`` right-padded mask (1 = token); ``None`` means no padding.
+            token_type_ids: Accepted so tokenizer outputs can be passed as ``**batch``; ignored.
+            inputs_embeds: ``(batch, seq, embedding_size)`` instead of ``input_ids``.
+            labels: ``(batch,)`` class ids; adds ``loss``.
+            return_dict: Return a tuple when ``False``.
+        """
+        lengths, _, _ = self._prepare_inputs(input_ids, attention_mask, inputs_embeds, labels)
+        zeros = torch.zeros_like(lengths)
+        trace = None
+        if self.config.reading_policy == "full":
+            last = self._read_all(self._embed(input_ids, inputs_embeds), lengths)
+            read, decisions, jumps = lengths, zeros, zeros
+        else:
+            last, read, decisions, jumps, trace = self._forward_jump(input_ids, inputs_embeds, lengths)
+        logits = self._classify(last)
+        loss = self._cross_entropy(logits, labels)
+        if loss is not None and trace is not None:
+            loss = loss + self._reinforce_loss(trace, logits, labels)
+        output = ReaderSequenceClassifierOutput(
+            loss=loss,
+            logits=logits,
+            tokens_read=read,
+            tokens_skimmed=zeros,
+            tokens_jumped=lengths - read,
+            num_decisions=decisions,
+            num_jumps=jumps,
+        )
+        return output.to_tuple() if return_dict is False else output
+
+    def _gather_chunk(self, input_ids, inputs_embeds, rows, start, steps):
+        """Embeddings of ``steps`` tokens from ``start`` for each row in ``rows`` (positions past the end clamp)."""
+        seq_len = (input_ids if input_ids is not None else inputs_embeds).size(1)
+        positions = (start.unsqueeze(1) + torch.arange(steps, device=start.device)).clamp(max=seq_len - 1)
+        if input_ids is not None:
+            return self.embeddings(input_ids.index_select(0, rows).gather(1, positions))
+        embeds = inputs_embeds.index_select(0, rows)
+        return embeds.gather(1, positions.unsqueeze(2).expand(-1, -1, embeds.size(2)))
+
+    def _forward_jump(self, input_ids, inputs_embeds, lengths):
+        config = self.config
+        sample = self.training
+        batch_size, hidden, chunk = lengths.size(0), config.hidden_size, config.read_tokens
+        device = lengths.device
+        dtype = self.big_cell.weight_ih.dtype if inputs_embeds is None else inputs_embeds.dtype
+        h = torch.zeros(batch_size, hidden, device=device, dtype=dtype)
+        c = torch.zeros_like(h)
+        position = torch.zeros_like(lengths)
+        read = torch.zeros_like(lengths)
+        decisions = torch.zeros_like(lengths)
+        jumps = torch.zeros_like(lengths)
+        stopped = torch.zeros_like(lengths, dtype=torch.bool)
+        trace = [] if sample else None
+        for round_index in range(config.max_jumps + 1):
+            active = ~stopped & (position < lengths)
+            rows = active.nonzero().squeeze(1)
+            if rows.numel() == 0:
+                break
+            start = position.index_select(0, rows)
+            steps = (lengths.index_select(0, rows) - start).clamp(max=chunk)
+            width = int(steps.max())
+            inputs = self._gather_chunk(input_ids, inputs_embeds, rows, start, width)
+            h_rows, c_rows = run_lstm(inputs, steps, (h.index_select(0, rows), c.index_select(0, rows)), self.big_cell)
+            h = h.index_copy(0, rows, h_rows)
+            c = c.index_copy(0, rows, c_rows)
+            position.index_add_(0, rows, steps)
+            read.index_add_(0, rows, steps)
+            if round_index == config.max_jumps:
+                break
+            # Rows that reached their end stop without a decision.
+            undecided = position.index_select(0, rows) < lengths.index_select(0, rows)
+            if not bool(undecided.any()):
+                break
+            local = undecided.nonzero().squeeze(1)
+            deciding = rows.index_select(0, local)
+            state = h_rows.index_select(0, local)
+            policy_logits = self.jump_policy(state)
+            if sample:
+                log_probs = F.log_softmax(policy_logits, dim=-1)
+                action = torch.multinomial(log_probs.exp(), 1).squeeze(1)
+                trace.append(
+                    (
+                        deciding,
+                        log_probs.gather(1, action.unsqueeze(1)).squeeze(1),
+                        -(log_probs.exp() * log_probs).sum(-1),
+                        self.baseline(state.detach()).squeeze(1),
+                    )
+                )
+            else:
+                action = policy_logits.argmax(-1)
+            decisions.index_add_(0, deciding, torch.ones_like(deciding))
+            stop = action == 0
+            stopped.index_fill_(0, deciding[stop], True)
+            go = ~stop
+            jumping = deciding[go]
+            jumps.index_add_(0, jumping, torch.ones_like(jumping))
+            position.index_add_(0, jumping, action[go] - 1)
+        return h, read, decisions, jumps, trace
+
+    def _reinforce_loss(self, trace, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """REINFORCE with a learned baseline over the sampled jump decisions, averaged over the batch."""
+        config = self.config
+        batch_size = logits.size(0)
+        if not trace:
+            return logits.new_zeros(())
+        reward = (logits.detach().argmax(-1) == labels).to(logits.dtype) * 2 - 1
+        rows = torch.cat([step[0] for step in trace])
+        log_prob = torch.cat([step[1] for step in trace])
+        entropy = torch.cat([step[2] for step in trace])
+        value = torch.cat([step[3] for step in trace])
+        returns = reward.index_select(0, rows)
+        advantage = (returns - value).detach()
+        policy = -(advantage * log_prob).sum() / batch_size
+        baseline = F.mse_loss(value, returns, reduction="sum") / batch_size
+        return (
+            config.policy_loss_coef * policy
+            + config.baseline_loss_coef * baseline
+            - config.entropy_coef * entropy.sum() / batch_size
+        )

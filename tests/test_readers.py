@@ -1,0 +1,484 @@
+"""Skim-RNN and LSTM-Jump readers: invariants on tiny random configs (shared helpers, parametrized by reader)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from torch import nn
+from transformers import AutoConfig, AutoModelForSequenceClassification, Trainer, TrainingArguments
+
+import adaptive_hf  # noqa: F401  (registers the Auto classes)
+from adaptive_hf import (
+    JumpLstmConfig,
+    JumpLstmForSequenceClassification,
+    SkimRnnConfig,
+    SkimRnnForSequenceClassification,
+)
+from adaptive_hf.readers import jump_lstm as jump_module
+
+VOCAB = 60
+READERS = ["skim_rnn", "jump_lstm"]
+
+
+def build(kind: str, seed: int = 0, **settings):
+    """A tiny reader with decision networks scaled up so that decisions are mixed and far from ties."""
+    torch.manual_seed(seed)
+    base = dict(vocab_size=VOCAB, embedding_size=8, hidden_size=12, num_labels=3, classifier_dropout=0.0)
+    if kind == "skim_rnn":
+        config = SkimRnnConfig(**{**base, "small_hidden_size": 3, **settings})
+        model = SkimRnnForSequenceClassification(config)
+        decision = model.skim_gate
+    else:
+        config = JumpLstmConfig(**{**base, "read_tokens": 2, "max_jump": 3, "max_jumps": 3, **settings})
+        model = JumpLstmForSequenceClassification(config)
+        decision = model.jump_policy
+    with torch.no_grad():
+        model.embeddings.weight.normal_(0.0, 1.0)
+        decision.weight.normal_(0.0, 2.0)
+        decision.bias.normal_(0.0, 0.5)
+    return model.eval()
+
+
+def padded_batch(batch_size=6, max_len=11, seed=0, min_len=1):
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(min_len, max_len + 1, (batch_size,), generator=generator)
+    lengths[0] = max_len
+    ids = torch.randint(1, VOCAB, (batch_size, max_len), generator=generator)
+    mask = (torch.arange(max_len)[None, :] < lengths[:, None]).long()
+    return {"input_ids": ids * mask, "attention_mask": mask}
+
+
+def plain_lstm_last_state(model, batch) -> torch.Tensor:
+    """Last state of a torch.nn.LSTM built from the big cell's weights, each row run alone over its real tokens."""
+    cell = model.big_cell
+    lstm = nn.LSTM(cell.input_size, cell.hidden_size, batch_first=True)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(lstm, f"{name}_l0").copy_(getattr(cell, name))
+    states = []
+    for ids, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True):
+        tokens = ids[: int(mask.sum())]
+        _, (h, _) = lstm(model.embeddings(tokens)[None])
+        states.append(h[0, 0])
+    return torch.stack(states)
+
+
+def lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    i, f, g, o = (x @ w_ih.T + b_ih + h @ w_hh.T + b_hh).chunk(4, dim=-1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def reference_skim(model, tokens):
+    """Skim-RNN on one unpadded sequence, token by token, written from the paper's equations."""
+    config, big, small = model.config, model.big_cell, model.small_cell
+    s = config.small_hidden_size
+    h = torch.zeros(config.hidden_size)
+    c = torch.zeros(config.hidden_size)
+    skimmed = 0
+    for token in tokens:
+        x = model.embeddings.weight[token]
+        p_skim = F.softmax(model.skim_gate(torch.cat([x, h])), -1)[1]
+        if p_skim >= config.skim_threshold:
+            w_h = torch.cat([small.weight_hh, small.weight_ih[:, config.embedding_size :]], dim=1)
+            w_x = small.weight_ih[:, : config.embedding_size]
+            h_s, c_s = lstm_step(x, h, c[:s], w_x, w_h, small.bias_ih, small.bias_hh)
+            h, c = torch.cat([h_s, h[s:]]), torch.cat([c_s, c[s:]])
+            skimmed += 1
+        else:
+            h, c = lstm_step(x, h, c, big.weight_ih, big.weight_hh, big.bias_ih, big.bias_hh)
+    return model.classifier(h), skimmed
+
+
+def reference_jump(model, tokens):
+    """LSTM-Jump on one unpadded sequence, token by token, with greedy decisions."""
+    config, big = model.config, model.big_cell
+    h = torch.zeros(config.hidden_size)
+    c = torch.zeros(config.hidden_size)
+    position = jumps = read = 0
+    while True:
+        for _ in range(config.read_tokens):
+            if position >= len(tokens):
+                break
+            x = model.embeddings.weight[tokens[position]]
+            h, c = lstm_step(x, h, c, big.weight_ih, big.weight_hh, big.bias_ih, big.bias_hh)
+            position += 1
+            read += 1
+        if position >= len(tokens) or jumps == config.max_jumps:
+            break
+        action = int(model.jump_policy(h).argmax())
+        if action == 0:
+            break
+        position += action - 1
+        jumps += 1
+    return model.classifier(h), read
+
+
+def reference(model, tokens):
+    if isinstance(model, SkimRnnForSequenceClassification):
+        logits, skimmed = reference_skim(model, tokens)
+        return logits, len(tokens) - skimmed
+    return reference_jump(model, tokens)
+
+
+# ------------------------------------------------------------------------------------------- reading invariants
+@pytest.mark.parametrize("kind", READERS)
+@pytest.mark.parametrize("training", [False, True])
+def test_full_reading_equals_plain_lstm(kind, training):
+    model = build(kind, reading_policy="full").train(training)
+    batch = padded_batch()
+    out = model(**batch)
+    expected = model.classifier(plain_lstm_last_state(model, batch))
+    torch.testing.assert_close(out.logits, expected, atol=1e-5, rtol=1e-5)
+    lengths = batch["attention_mask"].sum(1)
+    assert torch.equal(out.tokens_read, lengths)
+    assert int(out.tokens_skimmed.sum()) == int(out.tokens_jumped.sum()) == 0
+
+
+@pytest.mark.parametrize("kind", READERS)
+def test_adaptive_reader_that_never_skips_equals_plain_lstm(kind):
+    model = build(kind, max_jumps=20) if kind == "jump_lstm" else build(kind)
+    with torch.no_grad():
+        if kind == "skim_rnn":  # the gate always reads
+            model.skim_gate.weight.zero_()
+            model.skim_gate.bias.copy_(torch.tensor([20.0, -20.0]))
+        else:  # the policy always picks "skip 0 tokens", so every chunk is read
+            model.jump_policy.weight.zero_()
+            model.jump_policy.bias.copy_(torch.tensor([0.0, 20.0, 0.0, 0.0, 0.0]))
+    batch = padded_batch()
+    out = model(**batch)
+    expected = model.classifier(plain_lstm_last_state(model, batch))
+    torch.testing.assert_close(out.logits, expected, atol=1e-5, rtol=1e-5)
+    assert torch.equal(out.tokens_read, batch["attention_mask"].sum(1))
+
+
+@pytest.mark.parametrize("kind", READERS)
+def test_adaptive_reading_matches_token_by_token_reference(kind):
+    model = build(kind)
+    batch = padded_batch(batch_size=8, max_len=13, seed=1)
+    with torch.no_grad():
+        out = model(**batch)
+        lengths = batch["attention_mask"].sum(1)
+        for row in range(8):
+            tokens = batch["input_ids"][row, : int(lengths[row])].tolist()
+            logits, read = reference(model, tokens)
+            torch.testing.assert_close(out.logits[row], logits, atol=1e-5, rtol=1e-5)
+            assert int(out.tokens_read[row]) == read
+    total = out.tokens_read + out.tokens_skimmed + out.tokens_jumped
+    assert torch.equal(total, lengths)
+    assert 0 < int(out.tokens_read.sum()) < int(lengths.sum())  # decisions are mixed, so the test can fail
+
+
+@pytest.mark.parametrize("kind", READERS)
+def test_batched_equals_one_at_a_time_with_padding(kind):
+    model = build(kind, seed=2)
+    batch = padded_batch(batch_size=7, max_len=15, seed=3)
+    batch["input_ids"][3] = 0  # an empty row (all padding)
+    batch["attention_mask"][3] = 0
+    with torch.no_grad():
+        out = model(**batch)
+        for row in range(7):
+            single = {key: value[row : row + 1] for key, value in batch.items()}
+            one = model(**single)
+            torch.testing.assert_close(one.logits[0], out.logits[row], atol=1e-6, rtol=1e-5)
+            for field in ("tokens_read", "tokens_skimmed", "tokens_jumped", "num_decisions", "num_jumps"):
+                assert int(getattr(one, field)[0]) == int(getattr(out, field)[row]), (row, field)
+            # Padding is never read: the same row without its padding gives the same result.
+            length = int(batch["attention_mask"][row].sum())
+            if length:
+                unpadded = model(input_ids=batch["input_ids"][row : row + 1, :length])
+                torch.testing.assert_close(unpadded.logits, one.logits, atol=1e-6, rtol=1e-5)
+    assert int(out.tokens_read[3]) == 0
+    skipped = out.tokens_skimmed if kind == "skim_rnn" else out.tokens_jumped
+    assert int(skipped.sum()) > 0 and int(out.tokens_read.sum()) > 0
+
+
+def test_skim_rows_run_only_the_small_cell():
+    model = build("skim_rnn", seed=4)
+    rows = {"big": 0, "small": 0}
+    model.big_cell.register_forward_hook(lambda m, args, out: rows.__setitem__("big", rows["big"] + args[0].size(0)))
+    model.small_cell.register_forward_hook(
+        lambda m, args, out: rows.__setitem__("small", rows["small"] + args[0].size(0))
+    )
+    with torch.no_grad():
+        out = model(**padded_batch(batch_size=9, max_len=12, seed=5))
+    assert rows["big"] == int(out.tokens_read.sum())
+    assert rows["small"] == int(out.tokens_skimmed.sum())
+    assert rows["big"] > 0 and rows["small"] > 0
+
+
+def test_jumped_tokens_and_stopped_rows_are_not_computed(monkeypatch):
+    model = build("jump_lstm", seed=6)
+    computed = []
+    original = jump_module.run_lstm
+
+    def counting_run_lstm(inputs, lengths, state, cell):
+        computed.append(int(lengths.sum()))
+        return original(inputs, lengths, state, cell)
+
+    monkeypatch.setattr(jump_module, "run_lstm", counting_run_lstm)
+    batch = padded_batch(batch_size=9, max_len=20, seed=7)
+    with torch.no_grad():
+        out = model(**batch)
+    assert sum(computed) == int(out.tokens_read.sum())
+    assert int(out.tokens_jumped.sum()) > 0
+    assert len(computed) <= model.config.max_jumps + 1
+
+
+def test_skim_threshold_and_reading_policy_are_read_at_every_forward():
+    model = build("skim_rnn")
+    batch = padded_batch()
+    lengths = batch["attention_mask"].sum(1)
+    with torch.no_grad():
+        model.config.skim_threshold = 0.0
+        assert torch.equal(model(**batch).tokens_skimmed, lengths)
+        model.config.skim_threshold = 1.0
+        assert int(model(**batch).tokens_skimmed.sum()) == 0
+        model.config.skim_threshold = 0.5
+        mixed = model(**batch)
+        model.config.reading_policy = "full"
+        full = model(**batch)
+    assert 0 < int(mixed.tokens_skimmed.sum()) < int(lengths.sum())
+    assert torch.equal(full.tokens_read, lengths)
+
+
+@pytest.mark.parametrize("kind", READERS)
+def test_theoretical_flops(kind):
+    model = build(kind)
+    batch = padded_batch()
+    with torch.no_grad():
+        adaptive = model(**batch)
+        model.config.reading_policy = "full"
+        full = model(**batch)
+    spent, total = model.theoretical_flops(full)
+    assert torch.equal(spent, total)
+    assert model.theoretical_speedup(full) == 1.0
+    spent, total = model.theoretical_flops(adaptive)
+    assert torch.equal(total, model.theoretical_flops(full)[1])
+    config = model.config
+    big = 2 * (config.embedding_size + config.hidden_size) * 4 * config.hidden_size
+    head = 2 * config.hidden_size * config.num_labels
+    expected = adaptive.tokens_read * big + adaptive.num_decisions * model.decision_flops() + head
+    expected = expected + adaptive.tokens_skimmed * model.skim_flops()
+    assert torch.equal(spent, expected.double())
+    assert model.theoretical_speedup(adaptive) > 1.0
+
+
+# ------------------------------------------------------------------------------------------------- training
+@pytest.mark.parametrize("kind", READERS)
+def test_gradient_reaches_the_decision_network(kind):
+    model = build(kind).train()
+    batch = padded_batch(batch_size=8, max_len=14)
+    out = model(**batch, labels=torch.arange(8) % 3)
+    out.loss.backward()
+    names = ["skim_gate", "small_cell", "big_cell"] if kind == "skim_rnn" else ["jump_policy", "baseline", "big_cell"]
+    for name in names:
+        grads = [p.grad for p in getattr(model, name).parameters()]
+        assert all(g is not None and bool(g.abs().sum() > 0) for g in grads), name
+
+
+def test_skim_penalty_is_part_of_the_loss():
+    model = build("skim_rnn", skim_penalty=0.0).train()
+    batch = padded_batch()
+    labels = torch.arange(6) % 3
+    torch.manual_seed(0)
+    plain = model(**batch, labels=labels)
+    model.config.skim_penalty = 1.0
+    torch.manual_seed(0)
+    penalized = model(**batch, labels=labels)
+    assert float(penalized.loss.detach()) > float(plain.loss.detach())
+    torch.testing.assert_close(plain.logits, penalized.logits)
+
+
+def tiny_dataset(n=24, seed=0):
+    batch = padded_batch(batch_size=n, max_len=10, seed=seed, min_len=3)
+    labels = (batch["input_ids"][:, 0] % 3).tolist()
+    return Dataset.from_dict({**{k: v.tolist() for k, v in batch.items()}, "labels": labels})
+
+
+@pytest.mark.parametrize("kind", READERS)
+def test_stock_trainer_trains_reader_and_decisions(kind, tmp_path):
+    model = build(kind, reading_policy="adaptive")
+    decision = model.skim_gate if kind == "skim_rnn" else model.jump_policy
+    before = decision.weight.detach().clone()
+    big_before = model.big_cell.weight_ih.detach().clone()
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=8,
+        max_steps=4,
+        learning_rate=1e-2,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    data = tiny_dataset()
+    trainer = Trainer(model=model, args=args, train_dataset=data, eval_dataset=data)
+    trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
+    assert not torch.equal(before, decision.weight.detach())
+    assert not torch.equal(big_before, model.big_cell.weight_ih.detach())
+    metrics = trainer.evaluate()
+    assert "eval_loss" in metrics
+    prediction = trainer.predict(data)
+    assert prediction.predictions[0].shape == (24, 3)
+
+
+def test_frozen_embeddings_do_not_train():
+    model = build("jump_lstm", freeze_embeddings=True).train()
+    assert not model.embeddings.weight.requires_grad
+    out = model(**padded_batch(), labels=torch.zeros(6, dtype=torch.long))
+    out.loss.backward()
+    assert model.embeddings.weight.grad is None
+
+
+# ------------------------------------------------------------------------------------------------- hub round trip
+@pytest.mark.parametrize("kind", READERS)
+def test_save_and_reload_is_exact(kind, tmp_path):
+    model = build(kind, seed=8)
+    if kind == "skim_rnn":
+        model.config.skim_threshold = 0.4  # a runtime knob changed after creation travels with the config
+    model.save_pretrained(tmp_path)
+    assert AutoConfig.from_pretrained(tmp_path).model_type == kind
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert type(reloaded) is type(model)
+    ignored = ("_name_or_path", "transformers_version")
+    saved = {k: v for k, v in model.config.to_dict().items() if k not in ignored}
+    assert {k: v for k, v in reloaded.config.to_dict().items() if k not in ignored} == saved
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, reloaded.state_dict()[name]), name
+    batch = padded_batch()
+    with torch.no_grad():
+        a, b = model(**batch), reloaded(**batch)
+    assert torch.equal(a.logits, b.logits)
+    assert torch.equal(a.tokens_read, b.tokens_read)
+    assert (tmp_path / "model.safetensors").exists()
+    assert kind.replace("_", "-") in (tmp_path / "README.md").read_text()
+
+
+def test_trust_remote_code_in_fresh_process(tmp_path):
+    expected = {}
+    for kind in READERS:
+        model = build(kind, seed=9)
+        batch = padded_batch(seed=10)
+        model.save_pretrained(tmp_path / kind)
+        with torch.no_grad():
+            out = model(**batch)
+        torch.save(batch, tmp_path / kind / "batch.pt")
+        expected[kind] = {"logits": out.logits.tolist(), "tokens_read": out.tokens_read.tolist()}
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        sys.modules["adaptive_hf"] = None  # the package cannot be imported in this process
+        import torch
+        from transformers import AutoModelForSequenceClassification
+        result = {{}}
+        for kind in {READERS!r}:
+            folder = {str(tmp_path)!r} + "/" + kind
+            model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
+            assert not type(model).__module__.startswith("adaptive_hf"), type(model).__module__
+            batch = torch.load(folder + "/batch.pt")
+            with torch.no_grad():
+                out = model(**batch)
+            result[kind] = {{"logits": out.logits.tolist(), "tokens_read": out.tokens_read.tolist()}}
+        print("RESULT" + json.dumps(result))
+        """
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT"))
+    result = json.loads(line[len("RESULT") :])
+    for kind in READERS:
+        assert result[kind]["tokens_read"] == expected[kind]["tokens_read"], kind
+        torch.testing.assert_close(torch.tensor(result[kind]["logits"]), torch.tensor(expected[kind]["logits"]))
+
+
+@pytest.mark.parametrize("kind", READERS)
+def test_embeddings_from_a_pretrained_hf_model(kind, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    bert = BertModel(
+        BertConfig(
+            vocab_size=77,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            pad_token_id=3,
+        )
+    )
+    bert.save_pretrained(tmp_path / "bert")
+    cls = SkimRnnForSequenceClassification if kind == "skim_rnn" else JumpLstmForSequenceClassification
+    model = cls.from_pretrained_embeddings(tmp_path / "bert", hidden_size=10, num_labels=2)
+    assert (model.config.vocab_size, model.config.embedding_size, model.config.pad_token_id) == (77, 16, 3)
+    assert torch.equal(model.embeddings.weight, bert.get_input_embeddings().weight)
+    with pytest.raises(ValueError, match="vocab_size"):
+        cls.from_pretrained_embeddings(tmp_path / "bert", vocab_size=5)
+
+
+# ------------------------------------------------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    ("config_class", "settings", "pattern"),
+    [
+        (SkimRnnConfig, {"small_hidden_size": 12, "hidden_size": 12}, "small_hidden_size"),
+        (SkimRnnConfig, {"small_hidden_size": 0}, "small_hidden_size"),
+        (SkimRnnConfig, {"skim_threshold": 1.5}, "skim_threshold"),
+        (SkimRnnConfig, {"gumbel_temperature": 0.0}, "gumbel_temperature"),
+        (SkimRnnConfig, {"skim_penalty": -1.0}, "skim_penalty"),
+        (SkimRnnConfig, {"reading_policy": "skim"}, "reading_policy.*'adaptive', 'full'"),
+        (SkimRnnConfig, {"pad_token_id": 100, "vocab_size": 50}, "pad_token_id"),
+        (SkimRnnConfig, {"num_labels": 1}, "num_labels"),
+        (JumpLstmConfig, {"read_tokens": 0}, "read_tokens"),
+        (JumpLstmConfig, {"max_jump": -1}, "max_jump"),
+        (JumpLstmConfig, {"max_jumps": 1.5}, "max_jumps"),
+        (JumpLstmConfig, {"entropy_coef": -0.1}, "entropy_coef"),
+        (JumpLstmConfig, {"hidden_size": 0}, "hidden_size"),
+        (JumpLstmConfig, {"classifier_dropout": 1.0}, "classifier_dropout"),
+    ],
+)
+def test_bad_config_values(config_class, settings, pattern):
+    with pytest.raises((ValueError, TypeError), match=pattern):
+        config_class(**settings)
+
+
+@pytest.mark.parametrize("kind", READERS)
+def test_bad_inputs(kind):
+    model = build(kind)
+    batch = padded_batch()
+    left_padded = batch["attention_mask"].flip(1)
+    with pytest.raises(ValueError, match="right-padded"):
+        model(input_ids=batch["input_ids"], attention_mask=left_padded)
+    with pytest.raises(ValueError, match="vocab_size=60"):
+        model(input_ids=batch["input_ids"] + VOCAB)
+    with pytest.raises(TypeError, match="input_ids"):
+        model(input_ids=batch["input_ids"].float())
+    with pytest.raises(ValueError, match="embedding_size=8"):
+        model(inputs_embeds=torch.randn(2, 5, 7))
+    with pytest.raises(ValueError, match="labels"):
+        model(**batch, labels=torch.zeros(2, dtype=torch.long))
+    model.config.reading_policy = "skim everything"
+    with pytest.raises(ValueError, match="reading_policy"):
+        model(**batch)
+
+
+@pytest.mark.parametrize("kind", READERS)
+def test_tokenizer_outputs_inputs_embeds_and_tuples(kind):
+    model = build(kind)
+    batch = padded_batch()
+    with torch.no_grad():
+        out = model(**batch, token_type_ids=torch.zeros_like(batch["input_ids"]))
+        from_embeds = model(inputs_embeds=model.embeddings(batch["input_ids"]), attention_mask=batch["attention_mask"])
+        as_tuple = model(**batch, return_dict=False)
+    torch.testing.assert_close(out.logits, from_embeds.logits)
+    assert torch.equal(as_tuple[0], out.logits)
