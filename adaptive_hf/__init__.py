@@ -6,6 +6,7 @@ Importing the package registers every adaptive config and model with the transfo
 from .core.backbones import TextEncoderAdapter
 from .core.registry import register_builtin, register_text_encoder
 from .early_exit.auto import AutoEarlyExitModelForSequenceClassification
+from .early_exit.calibration import CalibrationReport, calibrate
 from .early_exit.config import (
     EarlyExitAlbertConfig,
     EarlyExitBertConfig,
@@ -31,6 +32,7 @@ from .readers import (
     SkimRnnForSequenceClassification,
     register_readers,
 )
+from .training import ExitStatisticsCallback, TwoStageExitTrainingCallback
 
 register_builtin()
 register_readers()
@@ -39,6 +41,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AutoEarlyExitModelForSequenceClassification",
+    "CalibrationReport",
+    "ExitStatisticsCallback",
+    "TwoStageExitTrainingCallback",
+    "calibrate",
     "EarlyExitAlbertConfig",
     "EarlyExitAlbertForSequenceClassification",
     "EarlyExitBertConfig",

@@ -1,0 +1,143 @@
+"""Realized against theoretical speedup of an early-exit classifier, measured as ``shared/benchmarks.md`` asks.
+
+Same inputs for both models (the adaptive setting and policy ``none`` on the same weights), in the same process,
+interleaved A B A B after warm-up, the median of several repetitions, with a fixed thread count.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from .calibration import sample_costs
+
+SETTING_FIELDS = ("exit_policy", "exit_threshold", "patience")
+
+
+def _apply(config, setting: Mapping[str, Any]) -> None:
+    # Threshold first: the config rejects a threshold next to policy 'patience' at the next forward.
+    if "exit_threshold" in setting:
+        config.exit_threshold = setting["exit_threshold"]
+    if "patience" in setting:
+        config.patience = setting["patience"]
+    if "exit_policy" in setting:
+        config.exit_policy = setting["exit_policy"]
+
+
+def _run(model, batches: Sequence[Mapping[str, torch.Tensor]]) -> tuple[float, list[torch.Tensor]]:
+    start = time.perf_counter()
+    exit_layers = [model(**batch).exit_layer for batch in batches]
+    return time.perf_counter() - start, exit_layers
+
+
+def measure_speedup(
+    model,
+    batches: Sequence[Mapping[str, torch.Tensor]],
+    setting: Mapping[str, Any] | None = None,
+    repeats: int = 5,
+    warmup: int = 1,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Times the adaptive model against full depth on the same batches and compares with the theoretical speedup.
+
+    Each repetition runs every batch with the adaptive setting (A), then every batch with policy ``none`` (B);
+    repetitions alternate A B A B after ``warmup`` untimed rounds. The theoretical speedup counts the FLOPs of the
+    exits the samples actually took (``model.exit_flops`` with each sample's own token count). The model's
+    config and training mode are restored afterwards.
+
+    Args:
+        model: An early-exit classifier.
+        batches: Model-input batches (``input_ids``, ``attention_mask``, ...), already on the model's device.
+        setting: ``exit_policy`` / ``exit_threshold`` / ``patience`` for the adaptive run (default: the model's
+            current config, e.g. the calibrated one).
+        repeats: Timed repetitions of each model (at least 1; benchmarks.md asks for >= 5).
+        warmup: Untimed rounds of each model first.
+        threads: ``torch.set_num_threads`` during the measurement (restored afterwards); ``None`` keeps the
+            current count.
+
+    Returns:
+        ``batch_size`` (largest batch), ``num_samples``, ``num_batches``, ``threads``, ``repeats``,
+        ``adaptive_seconds`` / ``full_seconds`` (medians of one pass over all batches), ``realized_speedup``
+        (full / adaptive), ``theoretical_speedup``, ``efficiency`` (realized / theoretical),
+        ``average_exit_layer``, ``adaptive_spread`` / ``full_spread`` ((max - min) / median of the repetitions)
+        and ``noisy`` (a spread above 20%), plus the adaptive ``setting``.
+    """
+    if not hasattr(model, "exit_flops"):
+        raise TypeError(f"Expected an early-exit classifier with `exit_flops`; got {type(model).__name__}.")
+    batches = list(batches)
+    if not batches:
+        raise ValueError("`batches` is empty; pass at least one batch of model inputs.")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"`repeats` must be an integer >= 1; got {repeats!r}.")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"`warmup` must be an integer >= 0; got {warmup!r}.")
+    config = model.config
+    saved = {name: getattr(config, name) for name in SETTING_FIELDS}
+    adaptive = dict(saved if setting is None else {**saved, **setting})
+    if adaptive["exit_policy"] == "patience":
+        adaptive["exit_threshold"] = None
+    full = {"exit_policy": "none"}
+    old_threads = torch.get_num_threads()
+    was_training = model.training
+    adaptive_times: list[float] = []
+    full_times: list[float] = []
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        model.eval()
+        with torch.inference_mode():
+            for round_index in range(warmup + repeats):
+                _apply(config, adaptive)
+                seconds_a, exit_layers = _run(model, batches)
+                _apply(config, full)
+                seconds_b, _ = _run(model, batches)
+                if round_index >= warmup:
+                    adaptive_times.append(seconds_a)
+                    full_times.append(seconds_b)
+    finally:
+        _apply(config, saved)
+        model.train(was_training)
+        torch.set_num_threads(old_threads)
+    exit_layer = torch.cat([x.cpu() for x in exit_layers]).long()
+    counts = []
+    for batch in batches:
+        mask = batch.get("attention_mask")
+        ids = batch["input_ids"]
+        counts.append(mask.sum(-1).cpu() if mask is not None else torch.full((ids.size(0),), ids.size(-1)))
+    costs, full_costs = sample_costs(model, torch.cat(counts).long())
+    if adaptive["exit_policy"] == "none":
+        spent = full_costs.sum()
+    else:
+        head_of_layer = {layer: k for k, layer in enumerate(config.exit_layers)}
+        heads = torch.tensor([head_of_layer[int(layer)] for layer in exit_layer.tolist()])
+        spent = costs.gather(1, heads.view(-1, 1)).sum()
+    theoretical = float(full_costs.sum() / spent)
+    adaptive_seconds = statistics.median(adaptive_times)
+    full_seconds = statistics.median(full_times)
+    realized = full_seconds / adaptive_seconds
+
+    def spread(times):
+        return (max(times) - min(times)) / statistics.median(times)
+
+    result = {
+        "setting": {k: adaptive[k] for k in SETTING_FIELDS},
+        "batch_size": max(int(b["input_ids"].size(0)) for b in batches),
+        "num_samples": int(exit_layer.numel()),
+        "num_batches": len(batches),
+        "threads": torch.get_num_threads() if threads is None else threads,
+        "repeats": repeats,
+        "adaptive_seconds": adaptive_seconds,
+        "full_seconds": full_seconds,
+        "realized_speedup": realized,
+        "theoretical_speedup": theoretical,
+        "efficiency": realized / theoretical,
+        "average_exit_layer": float(exit_layer.double().mean()),
+        "adaptive_spread": spread(adaptive_times),
+        "full_spread": spread(full_times),
+    }
+    result["noisy"] = bool(max(result["adaptive_spread"], result["full_spread"]) > 0.2)
+    return result

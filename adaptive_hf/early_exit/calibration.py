@@ -1,0 +1,666 @@
+"""Calibration of early-exit classifiers: pick the exit policy and threshold (or patience) on held-out data.
+
+The model runs once over the data with policy ``none`` and ``output_exit_logits=True``, which evaluates every
+exit head on every row. Candidate settings are then replayed offline with the same decision function the model
+uses at inference (:func:`adaptive_hf.early_exit.policies.decide_exit`). A row's decisions depend only on its own
+head logits, so the replay gives exactly the exit layer and prediction that eval-mode inference gives.
+
+Public pieces, reused by the recipe, the CLI and the benchmark:
+
+* :func:`collect_exit_logits` runs the model once and returns an :class:`ExitLogits` table.
+* :func:`evaluate_setting` scores one setting (accuracy, average exit layer, theoretical speedup) on that table.
+* :func:`calibrate` sweeps candidates, picks one by a criterion, stores it in ``model.config`` and returns a
+  :class:`CalibrationReport`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.configuration import check_number
+from .policies import THRESHOLD_POLICIES, decide_exit, initial_state
+
+SWEEP_POLICIES = THRESHOLD_POLICIES + ("patience",)
+MODEL_INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
+LABEL_COLUMNS = ("labels", "label")
+# Coarse steps over [0, 1] plus fine steps near both ends, where trained heads put most of their scores
+# (confidence and margin close to 1, normalised entropy close to 0).
+_FINE_HIGH = [0.991, 0.992, 0.993, 0.994, 0.995, 0.996, 0.997, 0.998, 0.999, 0.9995, 0.9999, 0.99999]
+THRESHOLD_GRID: tuple[float, ...] = tuple(
+    sorted(
+        {round(x, 4) for x in np.linspace(0.0, 1.0, 101)}
+        | set(_FINE_HIGH)
+        | {round(1.0 - x, 5) for x in _FINE_HIGH}
+        | {0.005, 0.015, 0.025, 0.985, 0.975}
+    )
+)
+# Rows of the Pareto front kept in ``config.calibration`` (the full table lives in the returned report).
+MAX_CONFIG_ROWS = 24
+
+
+@dataclass
+class ExitLogits:
+    """Every exit head's logits on a dataset, with what is needed to score exit settings offline.
+
+    Args:
+        logits: ``(num_exits, num_samples, num_labels)`` float logits, heads in ``exit_layers`` order.
+        labels: ``(num_samples,)`` class ids, or ``None`` for unlabelled data.
+        token_counts: ``(num_samples,)`` tokens per sample (attention-mask sum).
+        exit_layers: 1-based layer of each exit head.
+        costs: ``(num_samples, num_exits)`` theoretical FLOPs a sample spends when it exits at each head (every
+            layer up to it and every head evaluated on the way), from ``model.exit_flops``.
+        full_costs: ``(num_samples,)`` FLOPs of the full-depth model (policy ``none``) on each sample.
+    """
+
+    logits: torch.Tensor
+    labels: torch.Tensor | None
+    token_counts: torch.Tensor
+    exit_layers: list[int]
+    costs: torch.Tensor
+    full_costs: torch.Tensor
+
+    @property
+    def num_samples(self) -> int:
+        return self.logits.size(1)
+
+    @property
+    def num_exits(self) -> int:
+        return self.logits.size(0)
+
+    def exit_heads(self, exit_policy: str, exit_threshold: float | None = None, patience: int | None = None):
+        """The 0-based exit head each sample takes under a setting (the final head when no earlier one fires).
+
+        Args:
+            exit_policy: ``"none"``, ``"confidence"``, ``"entropy"``, ``"margin"`` or ``"patience"``.
+            exit_threshold: Threshold for the threshold policies (``None`` = the policy's default).
+            patience: Consecutive agreeing heads for ``"patience"``.
+
+        Returns:
+            A ``(num_samples,)`` long tensor.
+        """
+        _check_setting(exit_policy, exit_threshold, patience)
+        last = self.num_exits - 1
+        heads = torch.full((self.num_samples,), last, dtype=torch.long)
+        if exit_policy == "none":
+            return heads
+        undecided = torch.ones(self.num_samples, dtype=torch.bool)
+        state = initial_state(exit_policy, self.num_samples, torch.device("cpu"))
+        for k in range(last):
+            # Deciding for rows that already left is harmless: each row's decision depends only on its own
+            # logits and state, and only its first exit counts.
+            done, state = decide_exit(exit_policy, self.logits[k], exit_threshold, patience or 1, state)
+            heads[done & undecided] = k
+            undecided &= ~done
+            if not bool(undecided.any()):
+                break
+        return heads
+
+    def predictions(self, heads: torch.Tensor) -> torch.Tensor:
+        """Predicted class per sample when each exits at ``heads``."""
+        chosen = self.logits.gather(0, heads.view(1, -1, 1).expand(1, -1, self.logits.size(-1))).squeeze(0)
+        return chosen.argmax(-1)
+
+
+def _check_setting(exit_policy: str, exit_threshold: float | None, patience: int | None) -> None:
+    if exit_policy not in ("none",) + SWEEP_POLICIES:
+        raise ValueError(f"`exit_policy` must be one of {('none',) + SWEEP_POLICIES}; got {exit_policy!r}.")
+    if exit_policy in THRESHOLD_POLICIES and exit_threshold is not None:
+        check_number("exit_threshold", exit_threshold, 0.0, 1.0)
+    if exit_policy == "patience":
+        if patience is None:
+            raise ValueError("`patience` is required for exit_policy='patience' (an integer >= 1).")
+        check_number("patience", patience, 1, None, integer=True)
+
+
+def evaluate_setting(
+    exit_logits: ExitLogits,
+    exit_policy: str,
+    exit_threshold: float | None = None,
+    patience: int | None = None,
+) -> dict[str, Any]:
+    """Scores one exit setting on collected head logits, exactly as eval-mode inference would behave.
+
+    Args:
+        exit_logits: The table from :func:`collect_exit_logits`.
+        exit_policy: ``"none"``, ``"confidence"``, ``"entropy"``, ``"margin"`` or ``"patience"``.
+        exit_threshold: Threshold for the threshold policies (``None`` = the policy's default).
+        patience: Consecutive agreeing heads for ``"patience"``.
+
+    Returns:
+        A JSON-serializable row: ``exit_policy``, ``exit_threshold`` (threshold policies and ``none``) or
+        ``patience``, ``accuracy`` (``None`` without labels), ``average_exit_layer`` (1-based),
+        ``theoretical_speedup`` (full-depth FLOPs / spent FLOPs, summed over samples) and ``exit_fractions``
+        (share of samples per exit layer).
+    """
+    heads = exit_logits.exit_heads(exit_policy, exit_threshold, patience)
+    layers = torch.tensor(exit_logits.exit_layers, dtype=torch.float64)[heads]
+    if exit_policy == "none":
+        # The full-depth model evaluates only the final head.
+        spent = exit_logits.full_costs.sum()
+    else:
+        spent = exit_logits.costs.gather(1, heads.view(-1, 1)).sum()
+    accuracy = None
+    if exit_logits.labels is not None:
+        accuracy = float((exit_logits.predictions(heads) == exit_logits.labels).double().mean())
+    row: dict[str, Any] = {"exit_policy": exit_policy}
+    if exit_policy == "patience":
+        row["patience"] = int(patience)
+    else:
+        row["exit_threshold"] = None if exit_threshold is None else float(exit_threshold)
+    counts = torch.bincount(heads, minlength=exit_logits.num_exits).tolist()
+    row.update(
+        accuracy=accuracy,
+        average_exit_layer=float(layers.mean()),
+        theoretical_speedup=float(exit_logits.full_costs.sum() / spent),
+        exit_fractions={
+            str(layer): count / exit_logits.num_samples
+            for layer, count in zip(exit_logits.exit_layers, counts, strict=True)
+        },
+    )
+    return row
+
+
+# ------------------------------------------------------------------------------------------------ data handling
+def _check_model(model) -> None:
+    if not hasattr(model, "exit_flops") or not hasattr(getattr(model, "config", None), "exit_layers"):
+        raise TypeError(
+            "Expected an early-exit classifier (EarlyExit<Arch>ForSequenceClassification, e.g. from "
+            f"AutoEarlyExitModelForSequenceClassification); got {type(model).__name__}."
+        )
+
+
+def _as_dataset(dataset):
+    import datasets
+
+    if isinstance(dataset, Mapping):
+        dataset = datasets.Dataset.from_dict({k: list(v) for k, v in dataset.items()})
+    if isinstance(dataset, datasets.DatasetDict):
+        raise TypeError(
+            f"Expected one split (a datasets.Dataset); got a DatasetDict with splits {list(dataset)}. "
+            "Pass e.g. dataset['validation']."
+        )
+    if not isinstance(dataset, datasets.Dataset):
+        raise TypeError(
+            "The dataset must be a datasets.Dataset (or a dict of columns) with `input_ids`, `attention_mask` and "
+            f"`label`/`labels`; got {type(dataset).__name__}."
+        )
+    if len(dataset) == 0:
+        raise ValueError("The dataset is empty: it has 0 rows; calibration needs labelled examples.")
+    if "input_ids" not in dataset.column_names:
+        raise ValueError(
+            f"The dataset has no `input_ids` column (columns: {dataset.column_names}). Tokenize it first, e.g. "
+            "dataset.map(lambda b: tokenizer(b['text'], truncation=True), batched=True)."
+        )
+    return dataset
+
+
+def _labels_of(dataset, num_labels: int, require: bool) -> torch.Tensor | None:
+    import datasets
+
+    column = next((c for c in LABEL_COLUMNS if c in dataset.column_names), None)
+    if column is None:
+        if require:
+            raise ValueError(
+                f"The dataset has no label column: expected one of {LABEL_COLUMNS}; its columns are "
+                f"{dataset.column_names}."
+            )
+        return None
+    feature = dataset.features[column]
+    if isinstance(feature, datasets.ClassLabel) and feature.num_classes != num_labels:
+        raise ValueError(
+            f"The dataset's `{column}` has {feature.num_classes} classes ({feature.names}) but the model has "
+            f"num_labels={num_labels}."
+        )
+    values = dataset.with_format(None)[column]
+    if any(isinstance(v, str) for v in values):
+        raise TypeError(
+            f"`{column}` holds strings; map them to class ids in [0, {num_labels}) first (e.g. with "
+            "dataset.class_encode_column or the model's config.label2id)."
+        )
+    array = np.asarray(values)
+    if array.ndim != 1 or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.bool_)):
+        raise TypeError(f"`{column}` must hold one integer class id per row; got dtype {array.dtype}.")
+    bad = (array < 0) | (array >= num_labels)
+    if bad.any():
+        raise ValueError(
+            f"`{column}` must hold class ids in [0, {num_labels}) (the model's num_labels); found "
+            f"{sorted(set(array[bad].tolist()))[:5]} at {int(bad.sum())} row(s)."
+        )
+    return torch.as_tensor(array, dtype=torch.long)
+
+
+def iterate_batches(
+    dataset,
+    batch_size: int = 64,
+    data_collator: Callable | None = None,
+    tokenizer=None,
+) -> Iterable[dict[str, torch.Tensor]]:
+    """Yields padded model-input batches (``input_ids``, ``attention_mask``, ``token_type_ids``) in dataset order.
+
+    Args:
+        dataset: A tokenized ``datasets.Dataset`` (or a dict of columns).
+        batch_size: Rows per batch.
+        data_collator: Pads a list of feature dicts; defaults to ``DataCollatorWithPadding(tokenizer)`` when a
+            tokenizer is given, else rows must already have equal lengths.
+        tokenizer: Used to pad unpadded rows when no collator is given.
+    """
+    check_number("batch_size", batch_size, 1, None, integer=True)
+    dataset = _as_dataset(dataset)
+    columns = [c for c in MODEL_INPUT_COLUMNS if c in dataset.column_names]
+    table = dataset.select_columns(columns).with_format(None)
+    if data_collator is None and tokenizer is not None:
+        from transformers import DataCollatorWithPadding
+
+        data_collator = DataCollatorWithPadding(tokenizer)
+    for start in range(0, len(table), batch_size):
+        rows = table[start : start + batch_size]
+        if data_collator is not None:
+            count = len(rows["input_ids"])
+            batch = data_collator([{c: rows[c][i] for c in columns} for i in range(count)])
+            batch = {c: torch.as_tensor(batch[c]) for c in columns if c in batch}
+        else:
+            lengths = {len(row) for row in rows["input_ids"]}
+            if len(lengths) > 1:
+                raise ValueError(
+                    f"Rows have different lengths ({sorted(lengths)[:5]}...) and cannot be stacked; pass "
+                    "`tokenizer=` (padding with DataCollatorWithPadding) or `data_collator=`, or pad when tokenizing."
+                )
+            batch = {c: torch.as_tensor(rows[c]) for c in columns}
+        yield batch
+
+
+def _model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def sample_costs(model, token_counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample theoretical costs from ``model.exit_flops``, using each sample's own token count.
+
+    Args:
+        model: An early-exit classifier.
+        token_counts: ``(num_samples,)`` tokens per sample.
+
+    Returns:
+        ``(costs, full_costs)``: ``(num_samples, num_exits)`` cost of exiting at each head and ``(num_samples,)``
+        cost of the full-depth model, as float64.
+    """
+    table: dict[int, tuple[list[int], int]] = {}
+    for n in torch.unique(token_counts).tolist():
+        table[n] = model.exit_flops(int(n))
+    counts = token_counts.tolist()
+    costs = torch.tensor([table[n][0] for n in counts], dtype=torch.float64)
+    full = torch.tensor([table[n][1] for n in counts], dtype=torch.float64)
+    return costs.view(len(counts), -1), full
+
+
+def collect_exit_logits(
+    model,
+    dataset,
+    batch_size: int = 64,
+    data_collator: Callable | None = None,
+    tokenizer=None,
+    show_progress: bool = True,
+    require_labels: bool = True,
+) -> ExitLogits:
+    """Runs the model once (eval mode, policy ``none``) and collects every exit head's logits on every row.
+
+    The model's policy and training mode are restored afterwards, also when an error interrupts the run.
+
+    Args:
+        model: An early-exit classifier.
+        dataset: A tokenized ``datasets.Dataset`` with ``input_ids`` (+ ``attention_mask``, ``token_type_ids``)
+            and ``label`` or ``labels``; unpadded rows need ``tokenizer`` or ``data_collator``.
+        batch_size: Rows per forward.
+        data_collator: Pads a list of feature dicts.
+        tokenizer: Pads with ``DataCollatorWithPadding`` when no collator is given.
+        show_progress: Show a progress bar.
+        require_labels: Raise when the dataset has no label column.
+    """
+    from tqdm.auto import tqdm
+
+    _check_model(model)
+    dataset = _as_dataset(dataset)
+    config = model.config
+    labels = _labels_of(dataset, config.num_labels, require_labels)
+    device = _model_device(model)
+    was_training, old_policy = model.training, config.exit_policy
+    head_logits: list[list[torch.Tensor]] = [[] for _ in config.exit_layers]
+    counts: list[torch.Tensor] = []
+    try:
+        model.eval()
+        config.exit_policy = "none"
+        total = math.ceil(len(dataset) / batch_size)
+        batches = iterate_batches(dataset, batch_size, data_collator, tokenizer)
+        with torch.no_grad():
+            for batch in tqdm(batches, total=total, desc="Collecting exit logits", disable=not show_progress):
+                batch = {k: v.to(device) for k, v in batch.items()}
+                output = model(**batch, output_exit_logits=True)
+                for k, logits in enumerate(output.exit_logits):
+                    head_logits[k].append(logits.float().cpu())
+                mask = batch.get("attention_mask")
+                ids = batch["input_ids"]
+                counts.append(mask.sum(1).cpu() if mask is not None else torch.full((ids.size(0),), ids.size(1)))
+    finally:
+        config.exit_policy = old_policy
+        model.train(was_training)
+    logits = torch.stack([torch.cat(chunks) for chunks in head_logits])
+    token_counts = torch.cat(counts).long()
+    costs, full_costs = sample_costs(model, token_counts)
+    return ExitLogits(logits, labels, token_counts, list(config.exit_layers), costs, full_costs)
+
+
+# ------------------------------------------------------------------------------------------------- calibration
+def default_candidates(num_exits: int, policies: Sequence[str] = SWEEP_POLICIES) -> dict[str, list]:
+    """The default sweep: :data:`THRESHOLD_GRID` for each threshold policy and patience 1..num_exits-1.
+
+    Args:
+        num_exits: Number of exit heads.
+        policies: Which of ``confidence``, ``entropy``, ``margin``, ``patience`` to sweep.
+    """
+    out: dict[str, list] = {}
+    for policy in policies:
+        out[policy] = list(range(1, num_exits)) if policy == "patience" else list(THRESHOLD_GRID)
+    return out
+
+
+def _check_policies(policies: Iterable[str]) -> list[str]:
+    if isinstance(policies, str):
+        policies = [policies]
+    policies = list(policies)
+    for policy in policies:
+        if policy not in SWEEP_POLICIES:
+            raise ValueError(f"`policies` must contain only {SWEEP_POLICIES}; got {policy!r}.")
+    if not policies:
+        raise ValueError(f"`policies` must name at least one of {SWEEP_POLICIES}.")
+    return list(dict.fromkeys(policies))
+
+
+def sweep(exit_logits: ExitLogits, candidates: Mapping[str, Sequence]) -> list[dict[str, Any]]:
+    """Scores every candidate setting, plus the full-depth row (policy ``none``) first.
+
+    Args:
+        exit_logits: The table from :func:`collect_exit_logits`.
+        candidates: ``{policy: [thresholds]}`` for threshold policies, ``{"patience": [k, ...]}`` for patience.
+    """
+    rows = [evaluate_setting(exit_logits, "none")]
+    for policy, values in candidates.items():
+        for value in values:
+            if policy == "patience":
+                rows.append(evaluate_setting(exit_logits, policy, patience=value))
+            else:
+                rows.append(evaluate_setting(exit_logits, policy, exit_threshold=value))
+    return rows
+
+
+def pareto_front(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows that no other row beats on both accuracy and theoretical speedup, by increasing speedup.
+
+    Args:
+        rows: Rows from :func:`evaluate_setting` with an accuracy.
+    """
+    ordered = sorted(rows, key=lambda r: (-r["theoretical_speedup"], -r["accuracy"]))
+    front, best_accuracy = [], -math.inf
+    for row in ordered:
+        if row["accuracy"] > best_accuracy:
+            front.append(dict(row))
+            best_accuracy = row["accuracy"]
+    return front[::-1]
+
+
+def _setting_key(row: Mapping[str, Any]) -> tuple:
+    return (row["exit_policy"], row.get("exit_threshold"), row.get("patience"))
+
+
+@dataclass
+class CalibrationReport:
+    """What :func:`calibrate` measured and chose.
+
+    Args:
+        criterion: ``"max_accuracy_drop=..."`` or ``"target_speedup=..."``.
+        chosen: The chosen row (see :func:`evaluate_setting`).
+        full_depth_accuracy: Accuracy of the final head on every sample (policy ``none``).
+        candidates: Every evaluated row, the full-depth row first.
+        num_samples: Rows the sweep ran on.
+        note: Set when no candidate met the criterion and a fallback was chosen.
+    """
+
+    criterion: str
+    chosen: dict[str, Any]
+    full_depth_accuracy: float
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    num_samples: int = 0
+    note: str | None = None
+
+    def pareto_front(self) -> list[dict[str, Any]]:
+        """Candidates no other candidate beats on both accuracy and theoretical speedup."""
+        return pareto_front(self.candidates)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable dict with every candidate."""
+        return {
+            "criterion": self.criterion,
+            "chosen": dict(self.chosen),
+            "full_depth_accuracy": self.full_depth_accuracy,
+            "num_samples": self.num_samples,
+            "note": self.note,
+            "candidates": [dict(row) for row in self.candidates],
+        }
+
+    def config_summary(self, max_rows: int = MAX_CONFIG_ROWS) -> dict[str, Any]:
+        """The compact summary stored in ``config.calibration``: the Pareto front, the full-depth and chosen rows.
+
+        Args:
+            max_rows: Most candidate rows kept (evenly thinned along the front when it is longer).
+        """
+
+        def compact(row):
+            return {k: v for k, v in row.items() if k != "exit_fractions"}
+
+        front = self.pareto_front()
+        if len(front) > max_rows:
+            keep = np.unique(np.linspace(0, len(front) - 1, max_rows).round().astype(int))
+            front = [front[i] for i in keep]
+        rows = {_setting_key(r): compact(r) for r in front}
+        for row in (self.candidates[0], self.chosen):
+            rows.setdefault(_setting_key(row), compact(row))
+        ordered = sorted(rows.values(), key=lambda r: (r["theoretical_speedup"], r["accuracy"]))
+        return {
+            "criterion": self.criterion,
+            "chosen": compact(self.chosen),
+            "full_depth_accuracy": self.full_depth_accuracy,
+            "num_samples": self.num_samples,
+            "note": self.note,
+            "candidates": ordered,
+        }
+
+    def to_markdown(self, rows: str = "pareto") -> str:
+        """A markdown table of candidates, the chosen one in bold.
+
+        Args:
+            rows: ``"pareto"`` (the Pareto front plus the full-depth and chosen rows) or ``"all"``.
+        """
+        if rows not in ("pareto", "all"):
+            raise ValueError(f"`rows` must be 'pareto' or 'all'; got {rows!r}.")
+        table = self.candidates if rows == "all" else self.config_summary(max_rows=10**9)["candidates"]
+        chosen = _setting_key(self.chosen)
+        lines = [
+            f"Calibration on {self.num_samples} samples, criterion `{self.criterion}`; full-depth accuracy "
+            f"{self.full_depth_accuracy:.4f}.",
+            "",
+            "| policy | threshold / patience | accuracy | average exit layer | theoretical speedup |",
+            "|---|---|---|---|---|",
+        ]
+        for row in table:
+            setting = row.get("exit_threshold", row.get("patience"))
+            cells = [
+                row["exit_policy"],
+                "-" if setting is None else f"{setting:g}",
+                f"{row['accuracy']:.4f}",
+                f"{row['average_exit_layer']:.2f}",
+                f"{row['theoretical_speedup']:.2f}x",
+            ]
+            if _setting_key(row) == chosen:
+                cells = [f"**{c}**" for c in cells]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        lines.append(f"Chosen: {_describe(self.chosen)}.")
+        if self.note:
+            lines.append(f"Note: {self.note}")
+        return "\n".join(lines) + "\n"
+
+
+def _describe(row: Mapping[str, Any]) -> str:
+    policy = row["exit_policy"]
+    if policy == "patience":
+        setting = f"patience={row['patience']}"
+    elif policy == "none":
+        setting = "full depth"
+    else:
+        setting = f"exit_threshold={row['exit_threshold']:g}"
+    return (
+        f"exit_policy={policy!r} ({setting}): accuracy {row['accuracy']:.4f}, average exit layer "
+        f"{row['average_exit_layer']:.2f}, theoretical speedup {row['theoretical_speedup']:.2f}x"
+    )
+
+
+def select(
+    rows: Sequence[Mapping[str, Any]],
+    full_depth_accuracy: float,
+    max_accuracy_drop: float | None = None,
+    target_speedup: float | None = None,
+) -> tuple[dict[str, Any], str | None]:
+    """Picks a row by the criterion; returns it and a note when no candidate met the criterion.
+
+    Args:
+        rows: Scored rows, the full-depth row (policy ``none``) first.
+        full_depth_accuracy: Accuracy at full depth.
+        max_accuracy_drop: Fastest row with accuracy >= full-depth accuracy - this (ties: more accurate).
+        target_speedup: Most accurate row with theoretical speedup >= this (none: the fastest row).
+    """
+    if max_accuracy_drop is not None:
+        # A tiny tolerance so that a row exactly at the bound is not lost to float rounding.
+        floor = full_depth_accuracy - max_accuracy_drop - 1e-9
+        early = [r for r in rows if r["exit_policy"] != "none" and r["accuracy"] >= floor]
+        if not early:
+            return dict(rows[0]), (
+                f"No early-exit setting stays within {max_accuracy_drop:g} of the full-depth accuracy "
+                f"({full_depth_accuracy:.4f}); chose exit_policy='none' (full depth)."
+            )
+        best = max(early, key=lambda r: (r["theoretical_speedup"], r["accuracy"]))
+        if best["theoretical_speedup"] < 1.0:
+            # Evaluating heads costs FLOPs: a setting that saves none is worse than running at full depth.
+            return dict(rows[0]), (
+                "No early-exit setting within the accuracy bound is faster than full depth; chose exit_policy='none'."
+            )
+        return dict(best), None
+    reaching = [r for r in rows if r["theoretical_speedup"] >= target_speedup - 1e-9]
+    if reaching:
+        return dict(max(reaching, key=lambda r: (r["accuracy"], r["theoretical_speedup"]))), None
+    fastest = max(rows, key=lambda r: (r["theoretical_speedup"], r["accuracy"]))
+    return dict(fastest), (
+        f"No candidate reaches a theoretical speedup of {target_speedup:g}; chose the fastest one "
+        f"({fastest['theoretical_speedup']:.2f}x)."
+    )
+
+
+def apply_setting(config, row: Mapping[str, Any]) -> None:
+    """Writes a row's policy and threshold (or patience) into an early-exit config.
+
+    Args:
+        config: An early-exit config.
+        row: A row from :func:`evaluate_setting`.
+    """
+    policy = row["exit_policy"]
+    # Clear the threshold first: the config rejects a threshold next to policy 'patience'.
+    config.exit_threshold = None
+    if policy == "patience":
+        config.patience = int(row["patience"])
+    elif policy != "none":
+        config.exit_threshold = row["exit_threshold"]
+    config.exit_policy = policy
+
+
+def calibrate(
+    model,
+    eval_dataset,
+    max_accuracy_drop: float | None = None,
+    target_speedup: float | None = None,
+    policies: Sequence[str] | None = None,
+    candidates: Mapping[str, Sequence] | None = None,
+    batch_size: int = 64,
+    data_collator: Callable | None = None,
+    tokenizer=None,
+    show_progress: bool = True,
+    exit_logits: ExitLogits | None = None,
+) -> CalibrationReport:
+    """Sweeps exit policies and thresholds (or patience) on held-out data and stores the chosen one in the config.
+
+    The model runs once; each candidate is replayed offline with the inference decision rule, so the chosen
+    setting, applied in eval mode to the same data, gives exactly the reported accuracy and average exit layer.
+
+    Args:
+        model: An early-exit classifier (``EarlyExit<Arch>ForSequenceClassification``).
+        eval_dataset: Tokenized ``datasets.Dataset`` with ``input_ids`` (+ ``attention_mask``, ``token_type_ids``)
+            and ``label``/``labels``. Unpadded rows need ``tokenizer`` or ``data_collator``.
+        max_accuracy_drop: Accuracy the chosen setting may lose against full depth, as a fraction (0.005 = 0.5
+            points). Picks the highest theoretical speedup within it; falls back to policy ``none``.
+        target_speedup: Theoretical speedup to reach. Picks the most accurate candidate that reaches it; falls
+            back to the fastest candidate.
+        policies: Which of ``confidence``, ``entropy``, ``margin``, ``patience`` to sweep (default: all, or the
+            keys of ``candidates``).
+        candidates: ``{policy: values}`` replacing the default grid (thresholds in [0, 1], patience >= 1).
+        batch_size: Rows per forward.
+        data_collator: Pads a list of feature dicts.
+        tokenizer: Pads unpadded rows with ``DataCollatorWithPadding`` when no collator is given.
+        show_progress: Show a progress bar.
+        exit_logits: Reuse logits already collected by :func:`collect_exit_logits` instead of running the model.
+
+    Returns:
+        A :class:`CalibrationReport`. ``model.config`` gets the chosen ``exit_policy``, ``exit_threshold`` /
+        ``patience`` and ``calibration`` (a compact summary that the model card shows).
+    """
+    if (max_accuracy_drop is None) == (target_speedup is None):
+        raise ValueError("Pass exactly one of `max_accuracy_drop` (e.g. 0.005) and `target_speedup` (e.g. 2.0).")
+    if max_accuracy_drop is not None:
+        check_number("max_accuracy_drop", max_accuracy_drop, 0.0, 1.0)
+        criterion = f"max_accuracy_drop={max_accuracy_drop:g}"
+    else:
+        check_number("target_speedup", target_speedup, 0.0, None, low_inclusive=False)
+        criterion = f"target_speedup={target_speedup:g}"
+    _check_model(model)
+    num_exits = len(model.config.exit_layers)
+    if candidates is not None:
+        if not isinstance(candidates, Mapping):
+            raise TypeError("`candidates` must be a dict {policy: [thresholds or patience values]}.")
+        candidates = {p: list(v) for p, v in candidates.items()}
+        chosen_policies = _check_policies(policies if policies is not None else list(candidates))
+        candidates = {p: candidates.get(p, default_candidates(num_exits, [p])[p]) for p in chosen_policies}
+        for policy, values in candidates.items():
+            for value in values:
+                if policy == "patience":
+                    check_number("patience", value, 1, None, integer=True)
+                else:
+                    check_number("exit_threshold", value, 0.0, 1.0)
+    else:
+        candidates = default_candidates(
+            num_exits, _check_policies(policies if policies is not None else SWEEP_POLICIES)
+        )
+    if exit_logits is None:
+        exit_logits = collect_exit_logits(
+            model, eval_dataset, batch_size, data_collator, tokenizer, show_progress, require_labels=True
+        )
+    elif exit_logits.labels is None:
+        raise ValueError("`exit_logits` has no labels; calibration needs labelled data.")
+    rows = sweep(exit_logits, candidates)
+    full_depth_accuracy = rows[0]["accuracy"]
+    chosen, note = select(rows, full_depth_accuracy, max_accuracy_drop, target_speedup)
+    report = CalibrationReport(criterion, chosen, full_depth_accuracy, rows, exit_logits.num_samples, note)
+    apply_setting(model.config, chosen)
+    model.config.calibration = report.config_summary()
+    return report
