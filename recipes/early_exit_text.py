@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -494,9 +493,8 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     print("\nPer-exit test accuracy (share of the most predicted class):")
     for row in report["per_exit_accuracy"]["test"]:
-        print(
-            f"  layer {row['exit_layer']}: {100 * row['accuracy']:.2f}% ({100 * row['majority_prediction_share']:.0f}%)"
-        )
+        share = 100 * row["majority_prediction_share"]
+        print(f"  layer {row['exit_layer']}: {100 * row['accuracy']:.2f}% ({share:.0f}%)")
     print(f"\nEach policy calibrated on validation ({calibrate_kwargs}), scored on test; {threads} threads:\n")
     print(table)
     print(f"\nSaved model (best setting {overall.chosen['exit_policy']}): {training_args.output_dir}")
