@@ -1,0 +1,283 @@
+"""``SwitchMoE<Arch><Task>`` models: the stock Hugging Face task model with switch-MoE feed-forward layers.
+
+Each class subclasses the stock class (``SwitchMoEBertForSequenceClassification`` is a
+``BertForSequenceClassification``), so the family's own layers, heads and weights are reused unchanged; only the
+feed-forward block of each layer in ``config.moe_layers`` is replaced by a :class:`SwitchMoEFeedForward` while the
+model is built. The config (``SwitchMoE<Arch>Config``) records the MoE layout, so ``from_pretrained`` rebuilds the
+same model, and a dense checkpoint of the family passed to ``from_pretrained`` is upcycled.
+
+The forward passes the padding mask to the MoE layers, runs the stock forward, then adds the auxiliary losses
+(load balancing and z-loss, averaged over the MoE layers and weighted by their coefficients) into ``loss`` in
+training mode, and returns the stock output class extended with ``aux_loss``, ``z_loss``, ``router_logits``,
+``expert_counts`` and ``dropped_fraction``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any
+
+import torch
+from transformers import initialization as init
+
+from ..core.hub import AdaptiveHubMixin, read_config_dict
+from .config import MOE_FIELDS, SWITCH_MOE_CONFIGS, validate_moe_runtime
+from .experts import SwitchExperts
+from .families import MOE_FAMILIES, MoEFamily, auto_class_name_for
+from .layer import SwitchMoEFeedForward
+from .router import SwitchRouter
+
+MOE_OUTPUT_FIELDS = ("aux_loss", "z_loss", "router_logits", "expert_counts", "dropped_fraction")
+_OUTPUT_CLASSES: dict[type, type] = {}
+
+
+def moe_output_class(base: type) -> type:
+    """The stock output class ``base`` extended with the MoE fields (created once per class).
+
+    Added fields: ``aux_loss`` (mean load-balancing loss over the MoE layers), ``z_loss`` (mean router z-loss),
+    ``router_logits`` (one ``(tokens, E)`` tensor per MoE layer, when requested), ``expert_counts``
+    (``(moe layers, E)`` tokens processed per expert) and ``dropped_fraction`` (``(moe layers,)``).
+
+    Args:
+        base: A ``ModelOutput`` dataclass such as ``SequenceClassifierOutput``.
+    """
+    cls = _OUTPUT_CLASSES.get(base)
+    if cls is None:
+        fields = [(name, "torch.Tensor | None", dataclasses.field(default=None)) for name in MOE_OUTPUT_FIELDS]
+        cls = dataclasses.make_dataclass(
+            f"SwitchMoE{base.__name__}",
+            fields,
+            bases=(base,),
+            namespace={"__module__": __name__, "__doc__": f"{base.__name__} plus the switch-MoE statistics."},
+        )
+        globals()[cls.__name__] = cls
+        _OUTPUT_CLASSES[base] = cls
+    return cls
+
+
+def build_moe_layer(config, family: type[MoEFamily]) -> SwitchMoEFeedForward:
+    """A fresh MoE layer shaped like ``family``'s dense FFN for ``config``.
+
+    Args:
+        config: The model config (with the MoE fields).
+        family: The architecture family.
+    """
+    return SwitchMoEFeedForward(
+        config,
+        family.hidden_size_of(config),
+        family.intermediate_size_of(config),
+        family.activation_of(config),
+        gated=family.gated,
+        bias=family.has_bias(config),
+        dropout=family.ffn_dropout_of(config),
+    )
+
+
+class SwitchMoEModelMixin(AdaptiveHubMixin):
+    """The switch-MoE behaviour shared by every ``SwitchMoE<Arch><Task>`` class.
+
+    Combined with a stock task class by :func:`make_moe_model_class`.
+    """
+
+    moe_family: type[MoEFamily] = MoEFamily
+    auto_class_name = "AutoModel"
+
+    def post_init(self):
+        # The stock __init__ builds the dense layers and ends with post_init(); swapping the FFNs here, before the
+        # weight initialization runs, means the new modules are initialized like every other module.
+        if not self.__dict__.get("_moe_installed", False):
+            layers = self.moe_family.layers(self)
+            for layer_number in self.config.moe_layers:
+                self.moe_family.install(layers[layer_number - 1], build_moe_layer(self.config, self.moe_family))
+            self.__dict__["_moe_installed"] = True
+        super().post_init()
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        std = getattr(self.config, "initializer_range", None) or 0.02
+        if isinstance(module, SwitchRouter):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, SwitchExperts):
+            init.normal_(module.up_proj, mean=0.0, std=std)
+            init.normal_(module.down_proj, mean=0.0, std=std)
+            if module.up_bias is not None:
+                init.zeros_(module.up_bias)
+                init.zeros_(module.down_bias)
+
+    def moe_modules(self) -> list[SwitchMoEFeedForward]:
+        """The MoE layers, in ``config.moe_layers`` order."""
+        layers = self.moe_family.layers(self)
+        name = self.moe_family.ffn_module_name()
+        return [getattr(layers[number - 1], name) for number in self.config.moe_layers]
+
+    @classmethod
+    def _forward_arg_names(cls) -> list[str]:
+        names = cls.__dict__.get("_cached_forward_arg_names")
+        if names is None:
+            parameters = inspect.signature(super().forward).parameters  # the stock class's forward
+            names = [n for n, p in parameters.items() if n != "self" and p.kind is p.POSITIONAL_OR_KEYWORD]
+            cls._cached_forward_arg_names = names
+        return names
+
+    def forward(self, *args: Any, output_router_logits: bool | None = None, **kwargs: Any):
+        """The stock forward plus routing: takes the stock arguments and returns the stock output class extended
+        with ``aux_loss``, ``z_loss``, ``router_logits``, ``expert_counts`` and ``dropped_fraction``.
+
+        Args:
+            *args: Positional arguments of the stock forward.
+            output_router_logits: Return every MoE layer's raw router logits (default ``config.output_router_logits``).
+            **kwargs: Keyword arguments of the stock forward (``input_ids``, ``attention_mask``, ``labels``, ...).
+        """
+        if args:
+            names = self._forward_arg_names()
+            if len(args) > len(names):
+                raise TypeError(f"{type(self).__name__}.forward takes at most {len(names)} positional arguments.")
+            for name, value in zip(names, args, strict=False):
+                if name in kwargs:
+                    raise TypeError(f"{type(self).__name__}.forward got multiple values for argument {name!r}.")
+                kwargs[name] = value
+        config = self.config
+        validate_moe_runtime(config)
+        if output_router_logits is None:
+            output_router_logits = config.output_router_logits
+        return_dict = kwargs.pop("return_dict", None)
+        mask = kwargs.get("attention_mask") if self.moe_family.text else None
+        if not (isinstance(mask, torch.Tensor) and mask.dim() == 2):
+            mask = None
+        modules = self.moe_modules()
+        for module in modules:
+            module.set_token_mask(mask)
+        outputs = super().forward(**kwargs, return_dict=True)
+        stats = [module.last_stats for module in modules]
+        aux_loss = torch.stack([s.aux_loss for s in stats]).mean()
+        z_loss = torch.stack([s.z_loss for s in stats]).mean()
+        loss = outputs.get("loss")
+        if self.training:
+            weighted = config.router_aux_loss_coef * aux_loss + config.router_z_loss_coef * z_loss
+            if loss is not None:
+                loss = loss + weighted.to(loss.dtype)
+            elif config.add_aux_loss_without_labels:
+                loss = weighted
+        output_class = moe_output_class(type(outputs))
+        data = {key: value for key, value in outputs.items() if key != "loss"}
+        result = output_class(
+            loss=loss,
+            **data,
+            aux_loss=aux_loss,
+            z_loss=z_loss,
+            router_logits=tuple(s.router_logits for s in stats) if output_router_logits else None,
+            expert_counts=torch.stack([s.expert_counts for s in stats]),
+            dropped_fraction=torch.stack([s.dropped_fraction for s in stats]),
+        )
+        if return_dict is False:
+            return result.to_tuple()
+        return result
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Loads a saved switch-MoE model, or upcycles a dense checkpoint of the same family.
+
+        A dense checkpoint (``model_type`` of the plain family, e.g. ``"bert"``) is loaded with the stock class and
+        converted by ``adaptive_hf.upcycle``; the MoE fields (``num_experts``, ``moe_layers``, ...) are taken from
+        ``kwargs``.
+
+        Args:
+            pretrained_model_name_or_path: Folder or Hub name.
+            *args: Passed to ``from_pretrained``.
+            **kwargs: Passed to ``from_pretrained``; MoE fields configure the upcycling of a dense checkpoint.
+        """
+        config_dict = read_config_dict(pretrained_model_name_or_path) if kwargs.get("config") is None else None
+        if config_dict is None and kwargs.get("config") is None:
+            try:
+                from transformers import AutoConfig
+
+                config_dict = AutoConfig.from_pretrained(pretrained_model_name_or_path).to_dict()
+            except (OSError, ValueError):
+                config_dict = None
+        if config_dict is not None and config_dict.get("model_type") == cls.moe_family.model_type:
+            from .config import SwitchMoEConfig
+            from .upcycle import upcycle
+
+            moe_kwargs = {name: kwargs.pop(name) for name in MOE_FIELDS if name in kwargs}
+            dense_class = next(c for c in cls.__mro__ if c in cls.moe_family.task_classes)
+            dense = dense_class.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            return upcycle(dense, SwitchMoEConfig(**moe_kwargs))
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    # ----------------------------------------------------------------------------------------------- model card
+    def pipeline_tag(self) -> str | None:
+        return {
+            "AutoModelForSequenceClassification": "text-classification",
+            "AutoModelForTokenClassification": "token-classification",
+            "AutoModelForMaskedLM": "fill-mask",
+            "AutoModelForCausalLM": "text-generation",
+            "AutoModelForImageClassification": "image-classification",
+        }.get(self.auto_class_name)
+
+    def model_card_details(self) -> tuple[list[str], str]:
+        config = self.config
+        tags = ["adaptive-hf", "switch-moe", "mixture-of-experts", self.moe_family.family]
+        body = "## Mixture of experts\n\n| setting | value |\n|---|---|\n"
+        body += "".join(f"| `{name}` | `{getattr(config, name)}` |\n" for name in MOE_FIELDS)
+        body += (
+            "\nThe routing knobs (`capacity_factor`, `capacity_group`, `num_experts_per_tok`, `router_jitter`, "
+            "the loss coefficients) are read from `model.config` at every forward.\n"
+        )
+        return tags, body
+
+
+def make_moe_model_class(family: type[MoEFamily], task_class: type, config_class: type) -> type:
+    """Builds ``SwitchMoE<StockClassName>`` for a family's stock task class.
+
+    Args:
+        family: The :class:`MoEFamily`.
+        task_class: The stock class, e.g. ``BertForSequenceClassification``.
+        config_class: The family's ``SwitchMoE<Arch>Config``.
+    """
+    name = f"SwitchMoE{task_class.__name__}"
+    keep_fp32 = list(getattr(task_class, "_keep_in_fp32_modules", None) or [])
+    namespace = {
+        "__module__": __name__,
+        "__qualname__": name,
+        "__doc__": (
+            f"{task_class.__name__} with switch mixture-of-experts feed-forward layers in ``config.moe_layers``. "
+            "See :class:`SwitchMoEModelMixin` for the forward and outputs."
+        ),
+        "config_class": config_class,
+        "moe_family": family,
+        "auto_class_name": auto_class_name_for(task_class.__name__),
+        # The router is computed in float32; keep its weights there when a model is loaded in half precision.
+        "_keep_in_fp32_modules": keep_fp32 + ["router"],
+    }
+    return type(name, (SwitchMoEModelMixin, task_class), namespace)
+
+
+def _build_model_classes() -> dict[str, type]:
+    classes = {}
+    for model_type, family in MOE_FAMILIES.items():
+        for task_class in family.task_classes:
+            cls = make_moe_model_class(family, task_class, SWITCH_MOE_CONFIGS[model_type])
+            # Module-level names: auto_map and trust_remote_code find classes by attribute name.
+            globals()[cls.__name__] = cls
+            classes[cls.__name__] = cls
+    return classes
+
+
+# class name -> class, e.g. "SwitchMoEBertForSequenceClassification"
+SWITCH_MOE_MODELS: dict[str, type] = _build_model_classes()
+
+
+def moe_model_class_for(stock_class: type) -> type:
+    """The ``SwitchMoE`` class of a stock class (``BertForMaskedLM`` -> ``SwitchMoEBertForMaskedLM``).
+
+    Args:
+        stock_class: A stock transformers model class (or an already-MoE class, returned as is).
+    """
+    if issubclass(stock_class, SwitchMoEModelMixin):
+        return stock_class
+    cls = SWITCH_MOE_MODELS.get(f"SwitchMoE{stock_class.__name__}")
+    if cls is None:
+        supported = ", ".join(sorted(name[len("SwitchMoE") :] for name in SWITCH_MOE_MODELS))
+        raise ValueError(f"No switch-MoE class for {stock_class.__name__}. Supported stock classes: {supported}.")
+    return cls
