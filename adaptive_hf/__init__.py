@@ -25,6 +25,12 @@ from .early_exit.modeling import (
     EarlyExitRobertaForSequenceClassification,
     EarlyExitXLMRobertaForSequenceClassification,
 )
+from .moe.auto import register_moe_family, register_switch_moe
+from .moe.callbacks import ExpertLoadCallback
+from .moe.config import SWITCH_MOE_CONFIGS, SwitchMoEConfig
+from .moe.layer import SwitchMoEFeedForward
+from .moe.modeling import SWITCH_MOE_MODELS
+from .moe.upcycle import upcycle
 from .readers import (
     JumpLstmConfig,
     JumpLstmForSequenceClassification,
@@ -36,6 +42,11 @@ from .training import ExitStatisticsCallback, TwoStageExitTrainingCallback
 
 register_builtin()
 register_readers()
+register_switch_moe()
+
+# SwitchMoE<Arch>Config and SwitchMoE<StockClass> (e.g. SwitchMoEBertForSequenceClassification): built per family.
+_SWITCH_MOE_CLASSES = {cls.__name__: cls for cls in (*SWITCH_MOE_CONFIGS.values(), *SWITCH_MOE_MODELS.values())}
+globals().update(_SWITCH_MOE_CLASSES)
 
 __version__ = "0.1.0"
 
@@ -65,4 +76,10 @@ __all__ = [
     "SkimRnnForSequenceClassification",
     "TextEncoderAdapter",
     "register_text_encoder",
+    "ExpertLoadCallback",
+    "SwitchMoEConfig",
+    "SwitchMoEFeedForward",
+    "register_moe_family",
+    "upcycle",
 ]
+__all__ += sorted(_SWITCH_MOE_CLASSES)
