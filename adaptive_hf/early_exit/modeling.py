@@ -26,41 +26,29 @@ from .heads import ExitHead
 from .policies import decide_exit, initial_state
 
 
-class EarlyExitForSequenceClassificationMixin(AdaptiveHubMixin):
-    """The early-exit logic shared by every ``EarlyExit<Arch>ForSequenceClassification``.
+class EarlyExitModelMixin(AdaptiveHubMixin):
+    """The modality-independent early-exit loop: training schemes, adaptive inference, two-stage freezing, card.
 
-    Combined with a family's ``PreTrainedModel`` base by :func:`make_early_exit_model_class`.
+    A subclass provides ``self.adapter`` (``num_layers``, ``run_layer(index, state)`` returning the new
+    ``state.hidden_states``), a state with ``hidden_states``, ``num_rows`` and ``select(rows)``,
+    ``self.exit_heads``, :meth:`_head_logits` and :meth:`backbone_parameters`. The final exit's parameters come
+    from :meth:`final_exit_parameters`, so a subclass can make the backbone's own classifier the last exit.
     """
 
-    adapter_class: type[TextEncoderAdapter] = TextEncoderAdapter
-    auto_class_name = "AutoModelForSequenceClassification"
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        base_model = self.adapter_class.build_base_model(config, add_pooling_layer=config.exit_pooling == "pooler")
-        setattr(self, self.base_model_prefix, base_model)
-        hidden_size = self.adapter_class.hidden_size_of(config)
-        dropout = self.adapter_class.classifier_dropout_of(config)
-        self.exit_heads = nn.ModuleList(
-            [ExitHead(hidden_size, config.num_labels, config.exit_head, dropout) for _ in config.exit_layers]
-        )
-        self.post_init()
-        self._apply_training_stage()
-
-    @property
-    def adapter(self) -> TextEncoderAdapter:
-        """The backbone adapter over this model's base model."""
-        base_model = getattr(self, self.base_model_prefix)
-        cached = self.__dict__.get("_adapter")
-        if cached is None or cached.base_model is not base_model:
-            cached = self.adapter_class(base_model)
-            self.__dict__["_adapter"] = cached
-        return cached
-
     def backbone_parameters(self):
-        """Parameters of the base model (embeddings, layers, pooler)."""
-        return getattr(self, self.base_model_prefix).parameters()
+        """Parameters of the backbone (trained in stage 1 of ``two_stage``, frozen in stage 2)."""
+        raise NotImplementedError
+
+    def final_exit_parameters(self):
+        """Parameters of the final exit's classifier, trained and frozen together with the backbone."""
+        return self.exit_heads[-1].parameters()
+
+    def _head_logits(self, k: int, state) -> torch.Tensor:
+        raise NotImplementedError
+
+    def card_tags(self) -> list[str]:
+        """Hub tags naming the backbone family and task, for the model card."""
+        return [self.adapter_class.family, self.pipeline_tag()]
 
     def set_exit_training_stage(self, stage: int) -> None:
         """Switches the ``two_stage`` scheme: 1 trains backbone and final head, 2 freezes them and trains the rest.
@@ -77,78 +65,8 @@ class EarlyExitForSequenceClassificationMixin(AdaptiveHubMixin):
 
     def _apply_training_stage(self) -> None:
         frozen = self.config.exit_training == "two_stage" and self.config.exit_training_stage == 2
-        for parameter in list(self.backbone_parameters()) + list(self.exit_heads[-1].parameters()):
+        for parameter in list(self.backbone_parameters()) + list(self.final_exit_parameters()):
             parameter.requires_grad_(not frozen)
-
-    # ----------------------------------------------------------------------------------------------- cost model
-    def head_flops(self, seq_len: int) -> int:
-        """Theoretical FLOPs of one exit head on one sequence."""
-        config = self.config
-        return classifier_head_flops(
-            self.adapter_class.hidden_size_of(config),
-            config.num_labels,
-            mlp=config.exit_head == "mlp",
-            pooler=config.exit_pooling == "pooler",
-            seq_len=seq_len if config.exit_pooling == "mean" else 1,
-        )
-
-    def exit_flops(self, seq_len: int) -> tuple[list[int], int]:
-        """Theoretical cost of exiting at each exit head, and of the full-depth model (policy ``none``).
-
-        Args:
-            seq_len: Tokens in the sequence.
-
-        Returns:
-            ``(costs, full_cost)``: ``costs[k]`` is the FLOPs spent by a sample that exits at head ``k`` (all layers
-            up to it and every head evaluated on the way); ``full_cost`` is every layer plus the final head.
-        """
-        layer = self.adapter.layer_flops(seq_len)
-        head = self.head_flops(seq_len)
-        costs = [layer * exit_layer + head * (k + 1) for k, exit_layer in enumerate(self.config.exit_layers)]
-        return costs, layer * self.adapter.num_layers + head
-
-    # -------------------------------------------------------------------------------------------------- forward
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_exit_logits: bool | None = None,
-        return_dict: bool | None = None,
-    ) -> EarlyExitSequenceClassifierOutput | tuple:
-        """Classifies a batch, exiting early per sample in eval mode.
-
-        Args:
-            input_ids: ``(batch, seq)`` token ids.
-            attention_mask: ``(batch, seq)`` 1 for tokens, 0 for padding.
-            token_type_ids: ``(batch, seq)`` segment ids (families that have them).
-            position_ids: ``(batch, seq)`` positions.
-            inputs_embeds: ``(batch, seq, dim)`` instead of ``input_ids``.
-            labels: ``(batch,)`` class ids; adds ``loss``.
-            output_exit_logits: Also return every head's logits. With policy ``none`` in eval mode this evaluates
-                every head on every row (what calibration uses).
-            return_dict: Return a tuple when ``False``.
-        """
-        config = self.config
-        batch_size = check_token_inputs(input_ids, attention_mask, inputs_embeds)
-        if labels is not None:
-            check_class_labels(labels, batch_size, config.num_labels)
-        validate_exit_settings(config)
-        state = self.adapter.embed(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
-        if self.training:
-            output = self._forward_all_exits(state, labels, bool(output_exit_logits))
-        else:
-            output = self._forward_adaptive(state, labels, bool(output_exit_logits))
-        if return_dict is False:
-            return output.to_tuple()
-        return output
-
-    def _head_logits(self, k: int, state: EncoderState) -> torch.Tensor:
-        pooled = self.adapter.pool(state.hidden_states, state.token_mask, self.config.exit_pooling)
-        return self.exit_heads[k](pooled)
 
     def _forward_all_exits(self, state: EncoderState, labels, output_exit_logits: bool):
         """Training: every layer runs; heads run as the training scheme needs; the loss combines them."""
@@ -259,12 +177,9 @@ class EarlyExitForSequenceClassificationMixin(AdaptiveHubMixin):
         )
 
     # ----------------------------------------------------------------------------------------------- model card
-    def pipeline_tag(self) -> str:
-        return "text-classification"
-
     def model_card_details(self) -> tuple[list[str], str]:
         config = self.config
-        tags = ["adaptive-hf", "early-exit", self.adapter_class.family, "text-classification"]
+        tags = ["adaptive-hf", "early-exit", *self.card_tags()]
         rows = [
             ("exit_policy", config.exit_policy),
             ("exit_threshold", config.exit_threshold),
@@ -291,6 +206,117 @@ class EarlyExitForSequenceClassificationMixin(AdaptiveHubMixin):
         else:
             body += "\nNot calibrated yet: run `adaptive_hf.calibrate(model, eval_dataset, max_accuracy_drop=...)`.\n"
         return tags, body
+
+
+class EarlyExitForSequenceClassificationMixin(EarlyExitModelMixin):
+    """The early-exit logic shared by every ``EarlyExit<Arch>ForSequenceClassification``.
+
+    Combined with a family's ``PreTrainedModel`` base by :func:`make_early_exit_model_class`.
+    """
+
+    adapter_class: type[TextEncoderAdapter] = TextEncoderAdapter
+    auto_class_name = "AutoModelForSequenceClassification"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        base_model = self.adapter_class.build_base_model(config, add_pooling_layer=config.exit_pooling == "pooler")
+        setattr(self, self.base_model_prefix, base_model)
+        hidden_size = self.adapter_class.hidden_size_of(config)
+        dropout = self.adapter_class.classifier_dropout_of(config)
+        self.exit_heads = nn.ModuleList(
+            [ExitHead(hidden_size, config.num_labels, config.exit_head, dropout) for _ in config.exit_layers]
+        )
+        self.post_init()
+        self._apply_training_stage()
+
+    @property
+    def adapter(self) -> TextEncoderAdapter:
+        """The backbone adapter over this model's base model."""
+        base_model = getattr(self, self.base_model_prefix)
+        cached = self.__dict__.get("_adapter")
+        if cached is None or cached.base_model is not base_model:
+            cached = self.adapter_class(base_model)
+            self.__dict__["_adapter"] = cached
+        return cached
+
+    def backbone_parameters(self):
+        """Parameters of the base model (embeddings, layers, pooler)."""
+        return getattr(self, self.base_model_prefix).parameters()
+
+    # ----------------------------------------------------------------------------------------------- cost model
+    def head_flops(self, seq_len: int) -> int:
+        """Theoretical FLOPs of one exit head on one sequence."""
+        config = self.config
+        return classifier_head_flops(
+            self.adapter_class.hidden_size_of(config),
+            config.num_labels,
+            mlp=config.exit_head == "mlp",
+            pooler=config.exit_pooling == "pooler",
+            seq_len=seq_len if config.exit_pooling == "mean" else 1,
+        )
+
+    def exit_flops(self, seq_len: int) -> tuple[list[int], int]:
+        """Theoretical cost of exiting at each exit head, and of the full-depth model (policy ``none``).
+
+        Args:
+            seq_len: Tokens in the sequence.
+
+        Returns:
+            ``(costs, full_cost)``: ``costs[k]`` is the FLOPs spent by a sample that exits at head ``k`` (all layers
+            up to it and every head evaluated on the way); ``full_cost`` is every layer plus the final head.
+        """
+        layer = self.adapter.layer_flops(seq_len)
+        head = self.head_flops(seq_len)
+        costs = [layer * exit_layer + head * (k + 1) for k, exit_layer in enumerate(self.config.exit_layers)]
+        return costs, layer * self.adapter.num_layers + head
+
+    # -------------------------------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_exit_logits: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> EarlyExitSequenceClassifierOutput | tuple:
+        """Classifies a batch, exiting early per sample in eval mode.
+
+        Args:
+            input_ids: ``(batch, seq)`` token ids.
+            attention_mask: ``(batch, seq)`` 1 for tokens, 0 for padding.
+            token_type_ids: ``(batch, seq)`` segment ids (families that have them).
+            position_ids: ``(batch, seq)`` positions.
+            inputs_embeds: ``(batch, seq, dim)`` instead of ``input_ids``.
+            labels: ``(batch,)`` class ids; adds ``loss``.
+            output_exit_logits: Also return every head's logits. With policy ``none`` in eval mode this evaluates
+                every head on every row (what calibration uses).
+            return_dict: Return a tuple when ``False``.
+        """
+        config = self.config
+        batch_size = check_token_inputs(input_ids, attention_mask, inputs_embeds)
+        if labels is not None:
+            check_class_labels(labels, batch_size, config.num_labels)
+        validate_exit_settings(config)
+        state = self.adapter.embed(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        if self.training:
+            output = self._forward_all_exits(state, labels, bool(output_exit_logits))
+        else:
+            output = self._forward_adaptive(state, labels, bool(output_exit_logits))
+        if return_dict is False:
+            return output.to_tuple()
+        return output
+
+    def _head_logits(self, k: int, state: EncoderState) -> torch.Tensor:
+        pooled = self.adapter.pool(state.hidden_states, state.token_mask, self.config.exit_pooling)
+        return self.exit_heads[k](pooled)
+
+    # ----------------------------------------------------------------------------------------------- model card
+    def pipeline_tag(self) -> str:
+        return "text-classification"
 
 
 def make_early_exit_model_class(adapter: type[TextEncoderAdapter], config_class: type) -> type:
