@@ -217,13 +217,13 @@ def test_skim_rows_run_only_the_small_cell():
 def test_jumped_tokens_and_stopped_rows_are_not_computed(monkeypatch):
     model = build("jump_lstm", seed=6)
     computed = []
-    original = jump_module.run_lstm
+    original = jump_module.lstm_steps
 
-    def counting_run_lstm(inputs, lengths, state, cell):
+    def counting_lstm_steps(inputs, lengths, state, cell):
         computed.append(int(lengths.sum()))
         return original(inputs, lengths, state, cell)
 
-    monkeypatch.setattr(jump_module, "run_lstm", counting_run_lstm)
+    monkeypatch.setattr(jump_module, "lstm_steps", counting_lstm_steps)
     batch = padded_batch(batch_size=9, max_len=20, seed=7)
     with torch.no_grad():
         out = model(**batch)

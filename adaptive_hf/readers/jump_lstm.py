@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import JumpLstmConfig
-from .modeling import ReaderPreTrainedModel, ReaderSequenceClassifierOutput, linear_flops, run_lstm
+from .modeling import ReaderPreTrainedModel, ReaderSequenceClassifierOutput, linear_flops, lstm_steps
 
 
 class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
@@ -129,7 +129,9 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
             steps = (lengths.index_select(0, rows) - start).clamp(max=chunk)
             width = int(steps.max())
             inputs = self._gather_chunk(input_ids, inputs_embeds, rows, start, width)
-            h_rows, c_rows = run_lstm(inputs, steps, (h.index_select(0, rows), c.index_select(0, rows)), self.big_cell)
+            h_rows, c_rows = lstm_steps(
+                inputs, steps, (h.index_select(0, rows), c.index_select(0, rows)), self.big_cell
+            )
             h = h.index_copy(0, rows, h_rows)
             c = c.index_copy(0, rows, c_rows)
             position.index_add_(0, rows, steps)

@@ -114,6 +114,65 @@ def run_lstm(
     return h[0].index_select(0, back), c[0].index_select(0, back)
 
 
+def lstm_steps(
+    inputs: torch.Tensor, lengths: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], cell: nn.LSTMCell
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Runs ``cell`` over each row's first ``lengths`` inputs, step by step; returns the last ``(h, c)``.
+
+    For short chunks (LSTM-Jump reads a few tokens between decisions) this beats torch's fused LSTM, whose fixed
+    per-call cost (weight reordering) is paid at every chunk. The input projection of all the tokens that are read
+    is one matmul; each step then runs the recurrent matmul on the rows that still have a token, which form a
+    prefix of the rows once they are sorted by length. Padding positions are never projected or stepped.
+
+    Args:
+        inputs: ``(rows, steps, input_size)``.
+        lengths: ``(rows,)`` steps to run per row, each in 0..steps.
+        state: Initial ``(h, c)``, each ``(rows, hidden)``.
+        cell: The ``nn.LSTMCell`` whose weights are used.
+    """
+    h, c = state
+    rows, width = inputs.size(0), inputs.size(1)
+    hidden = h.size(1)
+    uniform = bool((lengths == width).all())
+    if not uniform:
+        order = torch.argsort(lengths, descending=True, stable=True)
+        inputs, lengths, h, c = inputs[order], lengths[order], h[order], c[order]
+        counts = (lengths.unsqueeze(0) > torch.arange(width, device=lengths.device).unsqueeze(1)).sum(1).tolist()
+        valid = torch.arange(width, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
+        projected = inputs.new_zeros(rows, width, 4 * hidden)
+        projected[valid] = F.linear(inputs[valid], cell.weight_ih, cell.bias_ih + cell.bias_hh)
+    else:
+        counts = [rows] * width
+        projected = F.linear(inputs, cell.weight_ih, cell.bias_ih + cell.bias_hh)
+    w_hh = cell.weight_hh.t()
+    final_h, final_c = h, c
+    alive = rows
+    for step in range(width):
+        n = counts[step]
+        if n == 0:
+            break
+        if n < alive:
+            # Rows [n, alive) ended at the previous step: keep their state, drop them from the batch.
+            final_h = torch.cat([final_h[:n], h[n:alive], final_h[alive:]])
+            final_c = torch.cat([final_c[:n], c[n:alive], final_c[alive:]])
+            h, c, alive = h[:n], c[:n], n
+        gates = torch.addmm(projected[:n, step], h, w_hh)
+        activated = gates.sigmoid()
+        candidate = gates[:, 2 * hidden : 3 * hidden].tanh()
+        c = torch.addcmul(activated[:, hidden : 2 * hidden] * c, activated[:, :hidden], candidate)
+        h = activated[:, 3 * hidden :] * c.tanh()
+    if alive == rows:
+        final_h, final_c = h, c
+    else:
+        final_h = torch.cat([h, final_h[alive:]])
+        final_c = torch.cat([c, final_c[alive:]])
+    if not uniform:
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(rows, device=order.device)
+        final_h, final_c = final_h[inverse], final_c[inverse]
+    return final_h, final_c
+
+
 class ReaderPreTrainedModel(AdaptiveHubMixin, PreTrainedModel):
     """Base of the reader classifiers: embeddings, classifier, input checks, full reading and the cost model.
 
