@@ -25,6 +25,9 @@ from .early_exit.modeling import (
     EarlyExitRobertaForSequenceClassification,
     EarlyExitXLMRobertaForSequenceClassification,
 )
+from .halting.auto import AutoHaltingModelForSequenceClassification
+from .halting.config import HALTING_CONFIGS
+from .halting.modeling import HALTING_MODELS
 from .moe.auto import register_moe_family, register_switch_moe
 from .moe.callbacks import ExpertLoadCallback
 from .moe.config import SWITCH_MOE_CONFIGS, SwitchMoEConfig
@@ -43,6 +46,10 @@ from .training import ExitStatisticsCallback, TwoStageExitTrainingCallback
 register_builtin()
 register_readers()
 register_switch_moe()
+
+# Halting<Arch>Config / Halting<Arch>ForSequenceClassification, built per family.
+_HALTING_CLASSES = {cls.__name__: cls for cls in (*HALTING_CONFIGS.values(), *HALTING_MODELS.values())}
+globals().update(_HALTING_CLASSES)
 
 # SwitchMoE<Arch>Config and SwitchMoE<StockClass> (e.g. SwitchMoEBertForSequenceClassification): built per family.
 _SWITCH_MOE_CLASSES = {cls.__name__: cls for cls in (*SWITCH_MOE_CONFIGS.values(), *SWITCH_MOE_MODELS.values())}
@@ -83,3 +90,4 @@ __all__ = [
     "upcycle",
 ]
 __all__ += sorted(_SWITCH_MOE_CLASSES)
+__all__ += ["AutoHaltingModelForSequenceClassification", *sorted(_HALTING_CLASSES)]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import (
     AlbertConfig,
@@ -211,6 +212,67 @@ class TextEncoderAdapter:
             seq_len, self.hidden_size_of(self.config), self.intermediate_size_of(self.config)
         )
 
+    # ------------------------------------------------------------------ token subsets (per-token halting)
+    supports_token_subsets: ClassVar[bool] = True
+
+    def token_layer_parts(self, index: int) -> tuple[nn.Module, nn.Module, nn.Module, int, Any, Any]:
+        """The pieces of layer ``index`` needed to run it on a subset of tokens.
+
+        Returns:
+            ``(query, key, value, num_heads, attention_output, feed_forward)`` where ``attention_output(context,
+            residual)`` applies the output projection, residual and norm, and ``feed_forward(x)`` the FFN block with
+            its residual and norm.
+        """
+        layer = self.layer_modules()[index]
+        attention = layer.attention.self
+        return (
+            attention.query,
+            attention.key,
+            attention.value,
+            attention.num_attention_heads,
+            layer.attention.output,
+            lambda x: layer.output(layer.intermediate(x), x),
+        )
+
+    def run_layer_on_tokens(
+        self, index: int, hidden_states: torch.Tensor, active: torch.Tensor, key_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Runs layer ``index`` for the ``active`` tokens only; every real token still serves as key and value.
+
+        Queries, the attention output and the feed-forward block are computed for active tokens only (packed
+        across the batch, no padding). Keys and values are projected from every token's current state, so tokens
+        that stopped updating are still attended to.
+
+        Args:
+            index: 0-based layer index.
+            hidden_states: ``(rows, seq, hidden)`` current states of every token.
+            active: ``(rows, seq)`` bool, tokens to update.
+            key_mask: ``(rows, seq)`` bool, tokens that may be attended to (real tokens).
+
+        Returns:
+            ``(num_active, hidden)`` new states of the active tokens, in ``active.nonzero()`` order.
+        """
+        if not self.supports_token_subsets:
+            raise NotImplementedError(
+                f"Running a layer on a subset of tokens is not implemented for {self.family}; token-level halting "
+                f"supports {', '.join(sorted(k for k, a in TEXT_ENCODER_ADAPTERS.items() if a.supports_token_subsets))}."
+            )
+        query, key, value, num_heads, attention_output, feed_forward = self.token_layer_parts(index)
+        rows, seq, width = hidden_states.shape
+        head_dim = width // num_heads
+        row_index, token_index = active.nonzero(as_tuple=True)
+        tokens = hidden_states[row_index, token_index]
+        slot = active.long().cumsum(1).sub_(1)[row_index, token_index]
+        slots = int(active.sum(1).max())
+        queries = tokens.new_zeros(rows, slots, width)
+        queries[row_index, slot] = query(tokens)
+        keys = key(hidden_states).view(rows, seq, num_heads, head_dim).transpose(1, 2)
+        values = value(hidden_states).view(rows, seq, num_heads, head_dim).transpose(1, 2)
+        queries = queries.view(rows, slots, num_heads, head_dim).transpose(1, 2)
+        context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=key_mask[:, None, None, :])
+        context = context.transpose(1, 2).reshape(rows, slots, width)[row_index, slot]
+        return feed_forward(attention_output(context, tokens))
+
 
 class RobertaAdapter(TextEncoderAdapter):
     """RoBERTa: BERT layout, padding-aware positions inside its embeddings."""
@@ -279,6 +341,18 @@ class DistilBertAdapter(TextEncoderAdapter):
     def layer_modules(self) -> nn.ModuleList:
         return self.base_model.transformer.layer
 
+    def token_layer_parts(self, index: int):
+        layer = self.layer_modules()[index]
+        attention = layer.attention
+        return (
+            attention.q_lin,
+            attention.k_lin,
+            attention.v_lin,
+            attention.n_heads,
+            lambda context, residual: layer.sa_layer_norm(attention.out_lin(context) + residual),
+            lambda x: layer.output_layer_norm(layer.ffn(x) + x),
+        )
+
     def _embeddings(self, input_ids, token_type_ids, position_ids, inputs_embeds) -> torch.Tensor:
         return self.base_model.embeddings(input_ids=input_ids, position_ids=position_ids, inputs_embeds=inputs_embeds)
 
@@ -292,6 +366,7 @@ class AlbertAdapter(TextEncoderAdapter):
     config_class = AlbertConfig
     base_model_class = AlbertModel
     pretrained_model_class = AlbertPreTrainedModel
+    supports_token_subsets = False
 
     def run_layer(self, index: int, state: EncoderState) -> torch.Tensor:
         encoder = self.base_model.encoder
@@ -321,6 +396,7 @@ class MPNetAdapter(TextEncoderAdapter):
     base_model_class = MPNetModel
     pretrained_model_class = MPNetPreTrainedModel
     accepts_token_type_ids = False
+    supports_token_subsets = False
 
     def _embeddings(self, input_ids, token_type_ids, position_ids, inputs_embeds) -> torch.Tensor:
         return self.base_model.embeddings(input_ids=input_ids, position_ids=position_ids, inputs_embeds=inputs_embeds)

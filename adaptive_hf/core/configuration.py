@@ -97,3 +97,37 @@ def normalize_layer_list(field: str, layers: Sequence[int] | None, num_layers: i
     if include_last and result[-1] != num_layers:
         result.append(num_layers)
     return result
+
+
+def make_family_config_class(
+    adapter,
+    *,
+    class_name: str,
+    model_type: str,
+    mixin: type,
+    fields: dict[str, tuple[str, Any]],
+    module: str,
+) -> type:
+    """Builds a technique's config class for one backbone family.
+
+    The class subclasses the family's own config (so the stock backbone builds from it and plain checkpoints load
+    into it) and adds the technique's fields as dataclass fields.
+
+    Args:
+        adapter: The family's backbone adapter class (``config_class`` and ``model_type`` are read from it).
+        class_name: Name of the new class, e.g. ``"HaltingBertConfig"``.
+        model_type: Its ``model_type``, e.g. ``"halting_bert"``.
+        mixin: The technique's mixin with ``__post_init__`` validation and helpers.
+        fields: ``name -> (annotation, default)`` of the technique's fields.
+        module: ``__module__`` of the new class (the technique's config module, so the Hub bundle includes it).
+    """
+    namespace = {
+        "__module__": module,
+        "__qualname__": class_name,
+        "__doc__": f"{adapter.config_class.__name__} plus the fields of :class:`{mixin.__name__}`.",
+        "__annotations__": {name: annotation for name, (annotation, _) in fields.items()},
+        "model_type": model_type,
+        "backbone_adapter": adapter,
+        **{name: default for name, (_, default) in fields.items()},
+    }
+    return type(class_name, (mixin, adapter.config_class), namespace)

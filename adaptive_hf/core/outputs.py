@@ -25,3 +25,23 @@ class EarlyExitSequenceClassifierOutput(ModelOutput):
     logits: torch.Tensor | None = None
     exit_layer: torch.Tensor | None = None
     exit_logits: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class HaltingSequenceClassifierOutput(ModelOutput):
+    """Output of the halting (ACT / PonderNet) sequence classifiers.
+
+    Args:
+        loss: Task loss plus the ponder cost (ACT) or the KL to the geometric prior (PonderNet) when ``labels``
+            are given.
+        logits: ``(batch, num_labels)``.
+        halting_steps: Layers used: ``(batch,)`` for sample granularity, ``(batch, seq)`` for token granularity
+            (0 for padding).
+        ponder_cost: ``(batch,)`` ACT's N + R (averaged over tokens for token granularity); for PonderNet the steps
+            taken (eval) or the expected steps under the halting distribution (training).
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    halting_steps: torch.Tensor | None = None
+    ponder_cost: torch.Tensor | None = None

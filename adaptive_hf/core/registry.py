@@ -66,10 +66,9 @@ def register_text_encoder(adapter: type[TextEncoderAdapter]) -> tuple[type, type
 
 def register_builtin() -> None:
     """Registers every built-in technique and family with the Auto classes."""
-    from ..early_exit.config import EARLY_EXIT_CONFIGS
     from ..early_exit.modeling import EARLY_EXIT_MODELS
+    from ..halting.modeling import HALTING_MODELS
 
-    for model_type, model_class in EARLY_EXIT_MODELS.items():
-        register(
-            "early_exit", model_type, EARLY_EXIT_CONFIGS[model_type], model_class, AutoModelForSequenceClassification
-        )
+    for technique, models in (("early_exit", EARLY_EXIT_MODELS), ("halting", HALTING_MODELS)):
+        for model_type, model_class in models.items():
+            register(technique, model_type, model_class.config_class, model_class, AutoModelForSequenceClassification)

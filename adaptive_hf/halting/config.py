@@ -1,0 +1,133 @@
+"""Halting configs: one subclass of each family's config with the ACT / PonderNet fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.backbones import TEXT_ENCODER_ADAPTERS, TextEncoderAdapter
+from ..core.configuration import check_choice, check_number, make_family_config_class
+
+HALTING_METHODS = ("act", "pondernet")
+HALTING_GRANULARITIES = ("sample", "token")
+PONDERNET_INFERENCE = ("threshold", "sample")
+HALTING_POOLINGS = ("mean", "cls")
+DEFAULT_HALTING_THRESHOLDS = {"act": 0.99, "pondernet": 0.5}
+HALTING_FIELDS: dict[str, tuple[str, Any]] = {
+    "halting": ("str", "act"),
+    "halting_granularity": ("str", "sample"),
+    "halting_threshold": ("float | None", 0.99),
+    "halting_enabled": ("bool", True),
+    "ponder_cost": ("float", 0.01),
+    "max_ponder_steps": ("int | None", None),
+    "prior_lambda": ("float", 0.2),
+    "kl_weight": ("float", 0.01),
+    "pondernet_inference": ("str", "threshold"),
+    "halting_pooling": ("str", "mean"),
+    "halting_bias_init": ("float", -2.0),
+    "classifier_head": ("str", "mlp"),
+}
+
+
+def validate_halting_settings(config) -> None:
+    """Checks the runtime halting knobs; called at config creation and at every forward.
+
+    Args:
+        config: A halting config.
+    """
+    check_choice("halting", config.halting, HALTING_METHODS)
+    check_choice("halting_granularity", config.halting_granularity, HALTING_GRANULARITIES)
+    check_choice("halting_enabled", config.halting_enabled, (True, False))
+    check_choice("pondernet_inference", config.pondernet_inference, PONDERNET_INFERENCE)
+    if config.halting_threshold is not None:
+        check_number("halting_threshold", config.halting_threshold, 0.0, 1.0, low_inclusive=False)
+    num_layers = config.backbone_adapter.num_layers_of(config)
+    if config.max_ponder_steps is not None:
+        check_number("max_ponder_steps", config.max_ponder_steps, 1, num_layers, integer=True)
+    if config.halting_granularity == "token" and not config.backbone_adapter.supports_token_subsets:
+        supported = sorted(k for k, a in TEXT_ENCODER_ADAPTERS.items() if a.supports_token_subsets)
+        raise ValueError(
+            f"`halting_granularity='token'` is not available for {config.backbone_adapter.family}; token-level "
+            f"halting supports {supported}. Use halting_granularity='sample'."
+        )
+
+
+class HaltingConfigMixin:
+    """Validation and helpers shared by every ``Halting<Arch>Config``.
+
+    Fields (validated in ``__init__``; the runtime ones again at each forward):
+        halting: ``"act"`` (Graves 2016) or ``"pondernet"`` (Banino et al. 2021).
+        halting_granularity: ``"sample"`` (the whole input stops) or ``"token"`` (each token stops on its own).
+        halting_threshold: ACT: halt once the cumulative halting probability reaches it (1 - epsilon).
+            PonderNet: halt once the cumulative probability of having halted reaches it. In (0, 1].
+        halting_enabled: ``False`` runs every layer and reproduces the backbone (the halting units are ignored).
+        ponder_cost: ACT's tau, weight of the ponder cost N + R in the loss.
+        max_ponder_steps: Layers at most (``None`` = every layer).
+        prior_lambda: PonderNet's geometric prior parameter.
+        kl_weight: PonderNet's beta, weight of the KL term to the prior.
+        pondernet_inference: ``"threshold"`` (deterministic) or ``"sample"`` (Bernoulli halting).
+        halting_pooling: Pooling for the classifier and the per-sample halting units: ``"mean"`` or ``"cls"``.
+        halting_bias_init: Initial bias of the halting units (negative = start by using most layers).
+        classifier_head: ``"linear"`` or ``"mlp"``.
+    """
+
+    backbone_adapter: type[TextEncoderAdapter] = TextEncoderAdapter
+
+    def __post_init__(self, **kwargs: Any):
+        super().__post_init__(**kwargs)
+        self.validate_halting()
+
+    def validate_halting(self) -> None:
+        """Validates every halting field; raises ``ValueError``/``TypeError`` naming the field."""
+        validate_halting_settings(self)
+        check_number("ponder_cost", self.ponder_cost, 0.0, None)
+        check_number("prior_lambda", self.prior_lambda, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        check_number("kl_weight", self.kl_weight, 0.0, None)
+        check_number("halting_bias_init", self.halting_bias_init)
+        check_choice("halting_pooling", self.halting_pooling, HALTING_POOLINGS)
+        check_choice("classifier_head", self.classifier_head, ("linear", "mlp"))
+        if self.num_labels < 2:
+            raise ValueError(f"`num_labels` must be >= 2 for halting classifiers; got {self.num_labels}.")
+
+    @property
+    def num_ponder_steps(self) -> int:
+        """Layers available to the model (``max_ponder_steps`` or every layer)."""
+        return self.max_ponder_steps or self.backbone_adapter.num_layers_of(self)
+
+    def effective_threshold(self) -> float:
+        """The halting threshold in use (the method's default when ``halting_threshold`` is None)."""
+        if self.halting_threshold is None:
+            return DEFAULT_HALTING_THRESHOLDS[self.halting]
+        return self.halting_threshold
+
+
+def _make(adapter: type[TextEncoderAdapter]) -> type:
+    return make_family_config_class(
+        adapter,
+        class_name=f"Halting{adapter.class_prefix}Config",
+        model_type=f"halting_{adapter.model_type}",
+        mixin=HaltingConfigMixin,
+        fields=HALTING_FIELDS,
+        module=__name__,
+    )
+
+
+HaltingBertConfig = _make(TEXT_ENCODER_ADAPTERS["bert"])
+HaltingRobertaConfig = _make(TEXT_ENCODER_ADAPTERS["roberta"])
+HaltingXLMRobertaConfig = _make(TEXT_ENCODER_ADAPTERS["xlm-roberta"])
+HaltingDistilBertConfig = _make(TEXT_ENCODER_ADAPTERS["distilbert"])
+HaltingAlbertConfig = _make(TEXT_ENCODER_ADAPTERS["albert"])
+HaltingElectraConfig = _make(TEXT_ENCODER_ADAPTERS["electra"])
+HaltingMPNetConfig = _make(TEXT_ENCODER_ADAPTERS["mpnet"])
+
+HALTING_CONFIGS: dict[str, type] = {
+    cls.backbone_adapter.model_type: cls
+    for cls in (
+        HaltingBertConfig,
+        HaltingRobertaConfig,
+        HaltingXLMRobertaConfig,
+        HaltingDistilBertConfig,
+        HaltingAlbertConfig,
+        HaltingElectraConfig,
+        HaltingMPNetConfig,
+    )
+}

@@ -1,0 +1,354 @@
+"""Depth-adaptive halting (ACT, PonderNet) for text encoders, per sample or per token.
+
+``Halting<Arch>ForSequenceClassification`` holds the stock base model under the family's attribute (plain
+checkpoints load into it), one :class:`HaltingUnit` per layer and a classifier head.
+
+* ``sample`` granularity: after each layer a unit reads the pooled state and the sample halts as a whole. In
+  eval mode halted samples leave the batch.
+* ``token`` granularity: a unit reads each token's state and tokens halt on their own. A halted token's state is
+  frozen; later layers still use it as key and value but never compute it again (in eval mode only the active
+  tokens are packed into the queries and the feed-forward block).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as hf_init
+
+from ..core.backbones import TEXT_ENCODER_ADAPTERS, EncoderState, TextEncoderAdapter
+from ..core.flops import linear_flops
+from ..core.hub import AdaptiveHubMixin
+from ..core.inputs import check_class_labels, check_token_inputs
+from ..core.modeling import make_family_model_class
+from ..core.outputs import HaltingSequenceClassifierOutput
+from ..early_exit.heads import ExitHead
+from .config import HALTING_CONFIGS, validate_halting_settings
+from .layers import HaltingTracker, HaltingUnit, act_ponder_cost, halting_step, pondernet_kl
+
+
+class HaltingForSequenceClassificationMixin(AdaptiveHubMixin):
+    """The halting logic shared by every ``Halting<Arch>ForSequenceClassification``."""
+
+    adapter_class: type[TextEncoderAdapter] = TextEncoderAdapter
+    auto_class_name = "AutoModelForSequenceClassification"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        setattr(self, self.base_model_prefix, self.adapter_class.build_base_model(config, add_pooling_layer=False))
+        hidden_size = self.adapter_class.hidden_size_of(config)
+        self.halting_units = nn.ModuleList(
+            [HaltingUnit(hidden_size, config.halting_bias_init) for _ in range(config.num_ponder_steps)]
+        )
+        dropout = self.adapter_class.classifier_dropout_of(config)
+        self.classifier = ExitHead(hidden_size, config.num_labels, config.classifier_head, dropout)
+        self.post_init()
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, HaltingUnit):
+            # hf_init skips tensors already loaded from a checkpoint
+            hf_init.zeros_(module.proj.weight)
+            hf_init.constant_(module.proj.bias, module.bias_init)
+
+    @property
+    def adapter(self) -> TextEncoderAdapter:
+        """The backbone adapter over this model's base model."""
+        base_model = getattr(self, self.base_model_prefix)
+        cached = self.__dict__.get("_adapter")
+        if cached is None or cached.base_model is not base_model:
+            cached = self.adapter_class(base_model)
+            self.__dict__["_adapter"] = cached
+        return cached
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> HaltingSequenceClassifierOutput | tuple:
+        """Classifies a batch, halting per sample or per token.
+
+        Args:
+            input_ids: ``(batch, seq)`` token ids.
+            attention_mask: ``(batch, seq)`` 1 for tokens, 0 for padding.
+            token_type_ids: ``(batch, seq)`` segment ids (families that have them).
+            position_ids: ``(batch, seq)`` positions.
+            inputs_embeds: ``(batch, seq, dim)`` instead of ``input_ids``.
+            labels: ``(batch,)`` class ids; adds ``loss`` (task loss plus ponder cost or KL).
+            return_dict: Return a tuple when ``False``.
+        """
+        config = self.config
+        batch_size = check_token_inputs(input_ids, attention_mask, inputs_embeds)
+        if labels is not None:
+            check_class_labels(labels, batch_size, config.num_labels)
+        validate_halting_settings(config)
+        state = self.adapter.embed(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        if config.halting_granularity == "sample":
+            output = self._forward_sample(state, labels)
+        else:
+            output = self._forward_token(state, labels)
+        return output.to_tuple() if return_dict is False else output
+
+    # -------------------------------------------------------------------------------------- shared pieces
+    def _pool(self, hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+        return self.adapter.pool(hidden, token_mask, self.config.halting_pooling)
+
+    def _step(self, n: int, lam_input: torch.Tensor, tracker: HaltingTracker):
+        config = self.config
+        is_last = n == config.num_ponder_steps - 1
+        if not config.halting_enabled:
+            count = lam_input.shape[:-1]
+            weight = torch.full(count, 1.0 if is_last else 0.0, device=lam_input.device)
+            halted = torch.full(count, is_last, dtype=torch.bool, device=lam_input.device)
+            return weight, halted, HaltingTracker(tracker.cumulative, tracker.survival, tracker.steps + 1)
+        lam = self.halting_units[n](lam_input)
+        sample = config.halting == "pondernet" and config.pondernet_inference == "sample" and not self.training
+        return halting_step(config.halting, lam, tracker, config.effective_threshold(), is_last, sample)
+
+    def _loss(self, logits, labels, ponder, kl):
+        if labels is None:
+            return None
+        config = self.config
+        loss = F.cross_entropy(logits, labels)
+        if config.halting == "act":
+            return loss + config.ponder_cost * ponder.mean()
+        return loss + config.kl_weight * kl
+
+    # ---------------------------------------------------------------------------------- sample granularity
+    def _forward_sample(self, state: EncoderState, labels) -> HaltingSequenceClassifierOutput:
+        if self.training:
+            return self._forward_sample_train(state, labels)
+        config = self.config
+        device = state.hidden_states.device
+        batch_size = state.num_rows
+        active = torch.arange(batch_size, device=device)
+        tracker = HaltingTracker.start(batch_size, device)
+        logits_out = None
+        steps_out = torch.zeros(batch_size, dtype=torch.long, device=device)
+        ponder_out = torch.zeros(batch_size, device=device)
+        mixture = None
+        for n in range(config.num_ponder_steps):
+            state.hidden_states = self.adapter.run_layer(n, state)
+            pooled = self._pool(state.hidden_states, state.token_mask)
+            weight, halted, tracker = self._step(n, pooled, tracker)
+            if config.halting == "act":
+                contribution = weight.to(pooled.dtype)[:, None] * pooled
+                mixture = contribution if mixture is None else mixture + contribution
+            if not bool(halted.any()):
+                continue
+            rows = halted.nonzero().squeeze(1)
+            features = (mixture if config.halting == "act" else pooled).index_select(0, rows)
+            logits = self.classifier(features)
+            if logits_out is None:
+                logits_out = logits.new_full((batch_size, logits.size(-1)), float("nan"))
+            target = active.index_select(0, rows)
+            logits_out.index_copy_(0, target, logits)
+            steps_out.index_fill_(0, target, n + 1)
+            if config.halting == "act":
+                ponder_out.index_copy_(0, target, act_ponder_cost(tracker.steps[rows], weight[rows]))
+            else:
+                ponder_out.index_fill_(0, target, float(n + 1))
+            if bool(halted.all()):
+                break
+            keep = (~halted).nonzero().squeeze(1)
+            active = active.index_select(0, keep)
+            state = state.select(keep)
+            tracker = tracker.select(keep)
+            if mixture is not None:
+                mixture = mixture.index_select(0, keep)
+        loss = F.cross_entropy(logits_out, labels) if labels is not None else None
+        return HaltingSequenceClassifierOutput(loss, logits_out, steps_out, ponder_out)
+
+    def _forward_sample_train(self, state: EncoderState, labels) -> HaltingSequenceClassifierOutput:
+        config = self.config
+        device = state.hidden_states.device
+        batch_size = state.num_rows
+        tracker = HaltingTracker.start(batch_size, device)
+        running = torch.ones(batch_size, dtype=torch.bool, device=device)
+        steps = torch.zeros(batch_size, dtype=torch.long, device=device)
+        remainder = torch.zeros(batch_size, device=device)
+        mixture = 0.0
+        step_logits, step_weights = [], []
+        chosen = None
+        for n in range(config.num_ponder_steps):
+            state.hidden_states = self.adapter.run_layer(n, state)
+            pooled = self._pool(state.hidden_states, state.token_mask)
+            weight, halted, tracker = self._step(n, pooled, tracker)
+            newly = halted & running
+            if config.halting == "act":
+                weight = weight * running
+                mixture = mixture + weight.to(pooled.dtype)[:, None] * pooled
+                remainder = torch.where(newly, weight, remainder)
+            else:
+                logits_n = self.classifier(pooled)
+                step_logits.append(logits_n)
+                step_weights.append(weight)
+                chosen = logits_n if chosen is None else torch.where(newly[:, None], logits_n, chosen)
+            steps = torch.where(newly, torch.full_like(steps, n + 1), steps)
+            running = running & ~halted
+        if config.halting == "act":
+            logits = self.classifier(mixture)
+            ponder = act_ponder_cost(steps, remainder)
+            return HaltingSequenceClassifierOutput(self._loss(logits, labels, ponder, None), logits, steps, ponder)
+        probabilities = torch.stack(step_weights, dim=1)  # (batch, steps), rows sum to 1
+        expected_steps = (probabilities * torch.arange(1, probabilities.size(1) + 1, device=device)).sum(1)
+        loss = None
+        if labels is not None:
+            per_step = torch.stack([F.cross_entropy(x, labels, reduction="none") for x in step_logits], dim=1)
+            kl = pondernet_kl(probabilities, config.prior_lambda).mean()
+            loss = (probabilities * per_step).sum(1).mean() + config.kl_weight * kl
+        return HaltingSequenceClassifierOutput(loss, chosen, steps, expected_steps)
+
+    # ----------------------------------------------------------------------------------- token granularity
+    def _forward_token(self, state: EncoderState, labels) -> HaltingSequenceClassifierOutput:
+        config = self.config
+        hidden = state.hidden_states
+        real = state.token_mask.bool()
+        device = hidden.device
+        tracker = HaltingTracker(
+            torch.zeros(real.shape, device=device),
+            torch.ones(real.shape, device=device),
+            torch.zeros(real.shape, dtype=torch.long, device=device),
+        )
+        active = real.clone()  # tokens whose state still updates
+        running = real.clone()  # tokens the halting rule has not stopped yet
+        steps = torch.zeros(real.shape, dtype=torch.long, device=device)
+        remainder = torch.zeros(real.shape, device=device)
+        output_states = torch.zeros_like(hidden)
+        step_weights = []
+        expected_in_training = self.training and config.halting == "pondernet"
+        for n in range(config.num_ponder_steps):
+            if self.training:
+                new = self.adapter.run_layer(n, EncoderState(hidden, state.token_mask, state.layer_kwargs))
+                hidden = torch.where(active[..., None], new, hidden)  # halted tokens stay frozen
+                weight, halted, tracker = self._step(n, hidden, tracker)
+                weight = weight * (real if expected_in_training else active)
+                output_states = output_states + weight.to(hidden.dtype)[..., None] * hidden
+                step_weights.append(weight)
+            else:
+                rows = active.any(1).nonzero().squeeze(1)
+                sub_active = active.index_select(0, rows)
+                new_tokens = self.adapter.run_layer_on_tokens(
+                    n, hidden.index_select(0, rows), sub_active, real.index_select(0, rows)
+                )
+                row_index, token_index = sub_active.nonzero(as_tuple=True)
+                row_index = rows.index_select(0, row_index)
+                hidden = hidden.index_put((row_index, token_index), new_tokens)
+                sub_tracker = HaltingTracker(
+                    tracker.cumulative[row_index, token_index],
+                    tracker.survival[row_index, token_index],
+                    tracker.steps[row_index, token_index],
+                )
+                weight, halted_tokens, sub_tracker = self._step(n, new_tokens, sub_tracker)
+                position = (row_index, token_index)
+                tracker = HaltingTracker(
+                    tracker.cumulative.index_put(position, sub_tracker.cumulative),
+                    tracker.survival.index_put(position, sub_tracker.survival),
+                    tracker.steps.index_put(position, sub_tracker.steps),
+                )
+                if config.halting == "act":
+                    contribution = weight.to(hidden.dtype)[:, None] * new_tokens
+                    output_states = output_states.index_put(position, contribution, accumulate=True)
+                else:
+                    halted_rows, halted_tokens_index = row_index[halted_tokens], token_index[halted_tokens]
+                    output_states = output_states.index_put(
+                        (halted_rows, halted_tokens_index), new_tokens[halted_tokens]
+                    )
+                halted = torch.zeros_like(active).index_put(position, halted_tokens)
+                weight = torch.zeros(real.shape, device=device).index_put(position, weight.float())
+            newly = halted & running
+            steps = torch.where(newly, torch.full_like(steps, n + 1), steps)
+            remainder = torch.where(newly, weight, remainder)
+            running = running & ~halted
+            if not expected_in_training:  # PonderNet training needs every token's state at every step
+                active = running
+            if not self.training and not bool(active.any()):
+                break
+        token_count = real.sum(1).clamp(min=1)
+        logits = self.classifier(self._pool(output_states, state.token_mask))
+        if config.halting == "act":
+            ponder = (act_ponder_cost(steps, remainder) * real).sum(1) / token_count
+            loss = self._loss(logits, labels, ponder, None)
+        elif expected_in_training:
+            probabilities = torch.stack(step_weights, dim=-1)  # (batch, seq, steps)
+            n_range = torch.arange(1, probabilities.size(-1) + 1, device=device)
+            ponder = ((probabilities * n_range).sum(-1) * real).sum(1) / token_count
+            kl = (pondernet_kl(probabilities, config.prior_lambda) * real).sum() / real.sum().clamp(min=1)
+            loss = self._loss(logits, labels, None, kl)
+        else:
+            ponder = (steps.float() * real).sum(1) / token_count
+            loss = F.cross_entropy(logits, labels) if labels is not None else None
+        return HaltingSequenceClassifierOutput(loss, logits, steps, ponder)
+
+    # ------------------------------------------------------------------------------------------ cost model
+    def theoretical_speedup(self, halting_steps: torch.Tensor, attention_mask: torch.Tensor | None = None) -> float:
+        """Full-depth compute divided by the compute the halting model spent, from its ``halting_steps``.
+
+        Args:
+            halting_steps: The output's ``halting_steps`` (per sample or per token).
+            attention_mask: ``(batch, seq)`` mask of the inputs (token counts; required for token granularity).
+        """
+        config = self.config
+        hidden = self.adapter_class.hidden_size_of(config)
+        inter = self.adapter_class.intermediate_size_of(config)
+        num_layers = self.adapter.num_layers
+        unit = linear_flops(1, hidden, 1)
+        if halting_steps.dim() == 1:
+            lengths = attention_mask.sum(1).tolist() if attention_mask is not None else [1] * len(halting_steps)
+            full = spent = 0
+            for steps, length in zip(halting_steps.tolist(), lengths):
+                layer = self.adapter.layer_flops(int(length))
+                full += layer * num_layers
+                spent += steps * (layer + unit)
+            return full / spent
+        per_token_update = linear_flops(1, hidden, 2 * hidden) + 2 * linear_flops(1, hidden, inter)  # q, o, FFN
+        per_token_kv = linear_flops(1, hidden, 2 * hidden)
+        full = spent = 0
+        for row_steps, row_mask in zip(halting_steps.tolist(), attention_mask.tolist()):
+            real_steps = [s for s, m in zip(row_steps, row_mask) if m]
+            length = len(real_steps)
+            full += self.adapter.layer_flops(length) * num_layers
+            for n in range(1, max(real_steps) + 1):
+                updated = sum(1 for s in real_steps if s >= n)
+                spent += updated * (per_token_update + unit + 4 * length * hidden) + length * per_token_kv
+        return full / spent
+
+
+def _make(adapter: type[TextEncoderAdapter]) -> type:
+    return make_family_model_class(
+        adapter,
+        class_name=f"Halting{adapter.class_prefix}ForSequenceClassification",
+        mixin=HaltingForSequenceClassificationMixin,
+        config_class=HALTING_CONFIGS[adapter.model_type],
+        module=__name__,
+        doc=f"ACT/PonderNet halting classifier on a {adapter.family} encoder; see HaltingForSequenceClassificationMixin.",
+    )
+
+
+HaltingBertForSequenceClassification = _make(TEXT_ENCODER_ADAPTERS["bert"])
+HaltingRobertaForSequenceClassification = _make(TEXT_ENCODER_ADAPTERS["roberta"])
+HaltingXLMRobertaForSequenceClassification = _make(TEXT_ENCODER_ADAPTERS["xlm-roberta"])
+HaltingDistilBertForSequenceClassification = _make(TEXT_ENCODER_ADAPTERS["distilbert"])
+HaltingAlbertForSequenceClassification = _make(TEXT_ENCODER_ADAPTERS["albert"])
+HaltingElectraForSequenceClassification = _make(TEXT_ENCODER_ADAPTERS["electra"])
+HaltingMPNetForSequenceClassification = _make(TEXT_ENCODER_ADAPTERS["mpnet"])
+
+HALTING_MODELS: dict[str, type] = {
+    cls.adapter_class.model_type: cls
+    for cls in (
+        HaltingBertForSequenceClassification,
+        HaltingRobertaForSequenceClassification,
+        HaltingXLMRobertaForSequenceClassification,
+        HaltingDistilBertForSequenceClassification,
+        HaltingAlbertForSequenceClassification,
+        HaltingElectraForSequenceClassification,
+        HaltingMPNetForSequenceClassification,
+    )
+}

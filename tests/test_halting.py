@@ -1,0 +1,210 @@
+"""Invariants of the ACT / PonderNet halting classifiers, per sample and per token."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from text_testers import FAMILIES, NUM_LAYERS, padded_batch, tiny_backbone_config
+from transformers import AutoModelForSequenceClassification
+
+from adaptive_hf import AutoHaltingModelForSequenceClassification, HaltingBertConfig
+
+TOKEN_FAMILIES = ["bert", "roberta", "xlm-roberta", "distilbert", "electra"]
+METHODS = ["act", "pondernet"]
+
+
+def build(family="bert", randomize_units=True, **settings):
+    torch.manual_seed(0)
+    settings.setdefault("num_labels", 3)
+    model = AutoHaltingModelForSequenceClassification.from_config(tiny_backbone_config(family), **settings)
+    if randomize_units:  # trained-looking halting units, so samples/tokens halt at different layers
+        for unit in model.halting_units:
+            torch.nn.init.normal_(unit.proj.weight, std=0.6)
+            torch.nn.init.zeros_(unit.proj.bias)
+    return model.eval()
+
+
+def batch_for(model, batch_size=6, max_len=10, seed=0):
+    ids, mask = padded_batch(batch_size, max_len, seed=seed, pad_token_id=model.config.pad_token_id or 0)
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def backbone_logits(model, batch):
+    hidden = getattr(model, model.base_model_prefix)(**batch).last_hidden_state
+    weights = batch["attention_mask"].unsqueeze(-1).float()
+    return model.classifier((hidden * weights).sum(1) / weights.sum(1))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("granularity", ["sample", "token"])
+@pytest.mark.parametrize("method", METHODS)
+def test_disabled_halting_reproduces_backbone(family, granularity, method):
+    if granularity == "token" and family not in TOKEN_FAMILIES:
+        with pytest.raises(ValueError, match="halting_granularity='token'"):
+            build(family, halting=method, halting_granularity=granularity)
+        return
+    model = build(family, halting=method, halting_granularity=granularity, halting_enabled=False)
+    batch = batch_for(model)
+    with torch.no_grad():
+        out = model(**batch)
+        expected = backbone_logits(model, batch)
+    torch.testing.assert_close(out.logits, expected, rtol=1e-5, atol=1e-5)
+    if granularity == "sample":
+        assert out.halting_steps.tolist() == [NUM_LAYERS] * 6
+    else:
+        assert torch.equal(out.halting_steps, batch["attention_mask"] * NUM_LAYERS)
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "albert", "mpnet"])
+@pytest.mark.parametrize("granularity", ["sample", "token"])
+@pytest.mark.parametrize("method", METHODS)
+def test_batched_equals_one_at_a_time(family, granularity, method):
+    if granularity == "token" and family not in TOKEN_FAMILIES:
+        pytest.skip("token halting is not available for this family")
+    model = build(family, halting=method, halting_granularity=granularity, halting_threshold=0.9)
+    batch = batch_for(model, batch_size=7, seed=2)
+    with torch.no_grad():
+        batched = model(**batch)
+        for row in range(7):
+            length = int(batch["attention_mask"][row].sum())
+            single = model(**{key: value[row : row + 1, :length] for key, value in batch.items()})
+            torch.testing.assert_close(single.logits[0], batched.logits[row], rtol=1e-4, atol=1e-5)
+            if granularity == "sample":
+                assert single.halting_steps.item() == batched.halting_steps[row].item()
+            else:
+                assert single.halting_steps[0].tolist() == batched.halting_steps[row, :length].tolist()
+    steps = batched.halting_steps[batch["attention_mask"].bool()] if granularity == "token" else batched.halting_steps
+    assert steps.min() < NUM_LAYERS, "nothing halted early: the test would not exercise halting"
+
+
+def test_halted_tokens_are_not_computed():
+    model = build("bert", halting="act", halting_granularity="token", halting_threshold=0.9)
+    batch = batch_for(model, seed=4)
+    rows_seen = []
+    handles = [
+        layer.intermediate.register_forward_hook(lambda module, args, output: rows_seen.append(args[0].shape[0]))
+        for layer in model.bert.encoder.layer
+    ]
+    with torch.no_grad():
+        out = model(**batch)
+    for handle in handles:
+        handle.remove()
+    steps = out.halting_steps
+    expected = [int((steps >= n).sum()) for n in range(1, NUM_LAYERS + 1)]
+    assert rows_seen == [count for count in expected if count > 0]  # packed tokens: exactly the active ones
+    assert sum(rows_seen) < NUM_LAYERS * int(batch["attention_mask"].sum())
+    assert model.theoretical_speedup(steps, batch["attention_mask"]) > 1.0
+
+
+def test_halted_samples_leave_the_batch():
+    model = build("bert", halting="pondernet", halting_threshold=0.5)
+    batch = batch_for(model, seed=5)
+    rows_seen = []
+    handles = [
+        layer.register_forward_hook(lambda module, args, output: rows_seen.append(args[0].size(0)))
+        for layer in model.bert.encoder.layer
+    ]
+    with torch.no_grad():
+        out = model(**batch)
+    for handle in handles:
+        handle.remove()
+    expected = [int((out.halting_steps >= n).sum()) for n in range(1, NUM_LAYERS + 1)]
+    assert rows_seen == [count for count in expected if count > 0]
+
+
+@pytest.mark.parametrize("granularity", ["sample", "token"])
+@pytest.mark.parametrize("method", METHODS)
+def test_gradient_reaches_halting_units(granularity, method):
+    model = build("bert", halting=method, halting_granularity=granularity, halting_threshold=0.9)
+    model.train()
+    batch = batch_for(model)
+    out = model(**batch, labels=torch.tensor([0, 1, 2, 0, 1, 2]))
+    out.loss.backward()
+    # A unit influences the loss at the steps before some unit halted; the last step's unit never does.
+    used = int(out.halting_steps.max()) - 1 if method == "act" else NUM_LAYERS - 1
+    assert used >= 1
+    grads = [unit.proj.weight.grad for unit in model.halting_units[:used]]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+    assert torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("granularity", ["sample", "token"])
+def test_save_and_reload_is_exact(granularity, tmp_path):
+    model = build("roberta", halting="act", halting_granularity=granularity, halting_threshold=0.8)
+    batch = batch_for(model)
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert type(reloaded) is type(model)
+    with torch.no_grad():
+        a, b = model(**batch), reloaded(**batch)
+    assert torch.equal(a.halting_steps, b.halting_steps)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, reloaded.state_dict()[name]), name
+    # Same weights and decisions; the logits may differ in the last bits when the loaded tensors' memory alignment
+    # makes the BLAS pick another kernel.
+    torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=1e-6)
+
+
+def test_trust_remote_code_in_fresh_process(tmp_path):
+    model = build("distilbert", halting="pondernet", halting_granularity="token", halting_threshold=0.6)
+    batch = batch_for(model)
+    model.save_pretrained(tmp_path)
+    torch.save(batch, tmp_path / "batch.pt")
+    with torch.no_grad():
+        expected = model(**batch)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["adaptive_hf"] = None
+        import torch
+        from transformers import AutoModelForSequenceClassification
+        model = AutoModelForSequenceClassification.from_pretrained({str(tmp_path)!r}, trust_remote_code=True).eval()
+        with torch.no_grad():
+            out = model(**torch.load({str(tmp_path / "batch.pt")!r}))
+        torch.save({{"logits": out.logits, "steps": out.halting_steps}}, {str(tmp_path / "out.pt")!r})
+        """
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = torch.load(tmp_path / "out.pt")
+    torch.testing.assert_close(result["logits"], expected.logits)
+    assert torch.equal(result["steps"], expected.halting_steps)
+
+
+@pytest.mark.parametrize(
+    ("settings", "pattern"),
+    [
+        ({"halting": "sometimes"}, r"`halting` must be one of 'act', 'pondernet'"),
+        ({"halting_granularity": "word"}, r"`halting_granularity` must be one of 'sample', 'token'"),
+        ({"halting_threshold": 0.0}, r"`halting_threshold` must be a number in \(0.0, 1.0\]"),
+        ({"halting_threshold": 1.2}, r"`halting_threshold`"),
+        ({"max_ponder_steps": 9}, r"`max_ponder_steps` must be an integer in \[1, 4\]"),
+        ({"prior_lambda": 1.0}, r"`prior_lambda`"),
+        ({"pondernet_inference": "mode"}, r"`pondernet_inference` must be one of 'threshold', 'sample'"),
+    ],
+)
+def test_bad_config_values(settings, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        HaltingBertConfig(**tiny_backbone_config("bert").to_dict() | settings)
+
+
+def test_trainer_steps_reduce_nothing_silently(tmp_path):
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    model = build("bert", randomize_units=False, halting="act", halting_granularity="token", num_labels=2)
+    ids, mask = padded_batch(16, 8)
+    data = Dataset.from_dict(
+        {"input_ids": ids.tolist(), "attention_mask": mask.tolist(), "labels": (ids[:, 1] % 2).tolist()}
+    )
+    args = TrainingArguments(
+        output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=8, report_to=[], save_strategy="no",
+        use_cpu=True, disable_tqdm=True, logging_steps=1,
+    )
+    before = model.halting_units[0].proj.weight.detach().clone()
+    Trainer(model=model, args=args, train_dataset=data).train()
+    assert not torch.equal(before, model.halting_units[0].proj.weight.detach())
