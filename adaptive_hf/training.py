@@ -74,10 +74,10 @@ class TwoStageExitTrainingCallback(TrainerCallback):
 class ExitStatisticsCallback(TrainerCallback):
     """Adds exit statistics to each evaluation's metrics.
 
-    A forward hook on the model records the per-sample ``exit_layer`` of every eval-mode forward (training
-    forwards are ignored); at ``on_evaluate`` the callback adds, under the evaluation's prefix (``eval_``):
-    ``average_exit_layer``, ``exit_fraction_layer_<L>`` per exit layer and, for models with ``exit_flops``,
-    ``theoretical_speedup``. They land in the metrics dict that ``Trainer.evaluate`` returns and in
+    A forward hook on the model records the per-sample ``exit_layer`` of the eval-mode forward of each
+    evaluation step (other forwards are ignored). At ``on_evaluate`` the callback adds, under the evaluation's
+    prefix (``eval_``): ``average_exit_layer``, ``exit_fraction_layer_<L>`` per exit layer and, for models with
+    ``exit_flops``, ``theoretical_speedup``. They land in the metrics dict that ``Trainer.evaluate`` returns and in
     ``trainer.state.log_history``. (The ``Trainer`` logs its metrics before ``on_evaluate`` runs, so logging
     integrations such as TensorBoard do not see them; use :func:`exit_compute_metrics` for that.)
 
@@ -91,6 +91,7 @@ class ExitStatisticsCallback(TrainerCallback):
     def __init__(self, model=None):
         self._handle = None
         self._model = None
+        self._pending: list[tuple[torch.Tensor, torch.Tensor | None]] = []
         self._exit_layers: list[torch.Tensor] = []
         self._token_counts: list[torch.Tensor] = []
         if model is not None:
@@ -110,16 +111,19 @@ class ExitStatisticsCallback(TrainerCallback):
         exit_layer = getattr(output, "exit_layer", None)
         if exit_layer is None:
             return
-        self._exit_layers.append(exit_layer.detach().cpu())
         mask = kwargs.get("attention_mask")
         ids = kwargs.get("input_ids")
         if mask is not None:
-            self._token_counts.append(mask.detach().sum(-1).cpu())
+            counts = mask.detach().sum(-1).cpu()
         elif ids is not None:
-            self._token_counts.append(torch.full((ids.size(0),), ids.size(-1)))
+            counts = torch.full((ids.size(0),), ids.size(-1))
+        else:
+            counts = None
+        self._pending.append((exit_layer.detach().cpu(), counts))
 
     def reset(self) -> None:
         """Forgets the exit layers recorded so far."""
+        self._pending.clear()
         self._exit_layers.clear()
         self._token_counts.clear()
 
@@ -132,7 +136,7 @@ class ExitStatisticsCallback(TrainerCallback):
         exit_layers = list(getattr(self._model.config, "exit_layers", sorted(set(layers.tolist()))))
         for layer in exit_layers:
             stats[f"exit_fraction_layer_{layer}"] = float((layers == layer).double().mean())
-        counts = torch.cat(self._token_counts).long() if self._token_counts else None
+        counts = torch.cat(self._token_counts).long() if len(self._token_counts) == len(self._exit_layers) else None
         if hasattr(self._model, "exit_flops") and counts is not None and len(counts) == len(layers):
             head_of_layer = {layer: k for k, layer in enumerate(exit_layers)}
             policy_none = self._model.config.exit_policy == "none"
@@ -154,9 +158,15 @@ class ExitStatisticsCallback(TrainerCallback):
         self._install(model)
         self.reset()
 
-    def on_step_end(self, args, state, control, **kwargs):
-        # Eval-mode forwards outside an evaluation (e.g. a user's own check) are not part of the next one.
-        self.reset()
+    def on_prediction_step(self, args, state, control, **kwargs):
+        # Each evaluation step is one forward, just before this event; earlier eval-mode forwards (a user's own
+        # calls between evaluations) are not part of the evaluation.
+        if self._pending:
+            exit_layer, counts = self._pending[-1]
+            self._exit_layers.append(exit_layer)
+            if counts is not None:
+                self._token_counts.append(counts)
+        self._pending.clear()
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         stats = self.statistics()
