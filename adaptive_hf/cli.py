@@ -1,0 +1,579 @@
+"""``adaptive-hf``: calibrate, evaluate, benchmark and describe a saved early-exit classifier.
+
+Each subcommand works on a folder written by ``save_pretrained`` (with its tokenizer, or pass ``--tokenizer``)
+and a dataset: an offline name (``amazon_fine_food``, ``trump_tweets``), a Hub dataset name, a local
+``.json``/``.jsonl``/``.csv``/``.tsv``/``.parquet`` file (used whole) or a folder written by
+``Dataset.save_to_disk``. Examples::
+
+    adaptive-hf calibrate out --dataset amazon_fine_food --split validation --max-accuracy-drop 0.005 --save
+    adaptive-hf evaluate out --dataset amazon_fine_food --json eval.json --plot tradeoff.png
+    adaptive-hf bench out --dataset amazon_fine_food --batch-sizes 1 64 --threads 2 --repeats 5
+    adaptive-hf card out
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
+
+
+class CliError(Exception):
+    """A user error: printed without a traceback, exit status 2."""
+
+
+# ------------------------------------------------------------------------------------------------------ loading
+def load_model(model_dir: str):
+    """Loads a saved early-exit classifier from a local folder.
+
+    Args:
+        model_dir: Folder written by ``save_pretrained``.
+    """
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise CliError(f"Model folder {model_dir!r} does not exist (expected a folder written by save_pretrained).")
+    if not (path / "config.json").is_file():
+        raise CliError(f"{model_dir!r} has no config.json; expected a folder written by save_pretrained.")
+    # Importing this module imported the adaptive_hf package, which registered its classes with the Auto classes.
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(path))
+    if not hasattr(model, "exit_flops"):
+        raise CliError(
+            f"{model_dir!r} holds a {type(model).__name__}, not an early-exit classifier. Load it with "
+            "AutoEarlyExitModelForSequenceClassification.from_pretrained, train it, and save it first."
+        )
+    model.eval()
+    return model
+
+
+def load_tokenizer(model_dir: str, tokenizer: str | None):
+    """The tokenizer saved with the model, or the one named by ``--tokenizer``.
+
+    Args:
+        model_dir: The model folder.
+        tokenizer: A tokenizer folder or Hub name overriding the model folder's.
+    """
+    from transformers import AutoTokenizer
+
+    source = tokenizer or model_dir
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except Exception as error:  # transformers raises OSError/ValueError/... depending on what is missing
+        raise CliError(
+            f"Could not load a tokenizer from {source!r} ({type(error).__name__}: {error}). Save the tokenizer "
+            "next to the model (tokenizer.save_pretrained(MODEL_DIR)) or pass --tokenizer."
+        ) from error
+
+
+def load_dataset(
+    name: str, split: str, max_samples: int | None = None, text_column: str = "text", label_column: str = "label"
+):
+    """Loads one split of a text classification dataset.
+
+    Args:
+        name: Offline dataset name, Hub dataset name, local data file (used whole) or ``save_to_disk`` folder.
+        split: ``train``, ``validation`` or ``test`` (ignored for a single local file).
+        max_samples: Keep at most this many rows.
+        text_column: The text column of a Hub dataset or file.
+        label_column: The label column of a Hub dataset or file.
+    """
+    import datasets
+
+    path = Path(name)
+    suffix = path.suffix.lower()
+    if suffix in LOCAL_FORMATS or path.is_file():
+        if not path.is_file():
+            raise CliError(f"No such data file: {name!r}.")
+        kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
+        try:
+            dataset = datasets.load_dataset(
+                LOCAL_FORMATS.get(suffix, "json"), data_files=str(path), split="train", **kwargs
+            )
+        except Exception as error:
+            raise CliError(
+                f"Could not read {name!r} as {suffix or 'json'} ({type(error).__name__}: {error})."
+            ) from error
+    elif path.is_dir():
+        try:
+            dataset = datasets.load_from_disk(str(path))
+        except Exception as error:
+            raise CliError(f"{name!r} is a folder but not a dataset saved with save_to_disk ({error}).") from error
+        if isinstance(dataset, datasets.DatasetDict):
+            if split not in dataset:
+                raise CliError(f"{name!r} has no split {split!r}; its splits are {list(dataset)}.")
+            dataset = dataset[split]
+    else:
+        try:
+            from .data import load_text_classification
+        except ImportError:
+            load_text_classification = None
+        try:
+            if load_text_classification is not None:
+                dataset = load_text_classification(
+                    name, split=split, max_samples=max_samples, text_column=text_column, label_column=label_column
+                )
+                text_column, label_column = "text", "label"
+            else:
+                dataset = datasets.load_dataset(name, split=split)
+        except (ValueError, ImportError, FileNotFoundError) as error:
+            raise CliError(f"Unknown dataset {name!r}: {error}") from error
+        except Exception as error:  # the Hub client raises many types when offline or the name is unknown
+            raise CliError(
+                f"Unknown dataset {name!r} ({type(error).__name__}: {error}). Use an offline name "
+                "(amazon_fine_food, trump_tweets), a local .json/.csv file, or a Hub name with Hub access."
+            ) from error
+    if max_samples is not None and len(dataset) > max_samples:
+        dataset = dataset.select(range(max_samples))
+    renames = {
+        c: t for c, t in ((text_column, "text"), (label_column, "label")) if c != t and c in dataset.column_names
+    }
+    if renames:
+        dataset = dataset.rename_columns(renames)
+    if len(dataset) == 0:
+        raise CliError(f"Dataset {name!r} (split {split!r}) is empty.")
+    return dataset
+
+
+def encode_labels(dataset, config, require: bool):
+    """Maps a ``label`` column to the model's class ids (string labels through ``config.label2id``).
+
+    Args:
+        dataset: A dataset with a ``label`` column.
+        config: The model config.
+        require: Raise when there is no label column.
+    """
+    import datasets
+
+    if "label" not in dataset.column_names:
+        if require:
+            raise CliError(
+                f"The dataset has no label column ('label'; columns: {dataset.column_names}). Pass --label-column."
+            )
+        return dataset
+    feature = dataset.features["label"]
+    if isinstance(feature, datasets.ClassLabel):
+        return dataset
+    values = dataset["label"]
+    if values and isinstance(values[0], str):
+        label2id = {str(k): int(v) for k, v in (config.label2id or {}).items()}
+        unknown = sorted({v for v in values if v not in label2id})
+        if unknown:
+            raise CliError(
+                f"Labels {unknown[:5]} are not in the model's label2id ({sorted(label2id)}); use integer class ids "
+                "or save the model with matching id2label/label2id."
+            )
+        names = [None] * config.num_labels
+        for label, index in label2id.items():
+            if 0 <= index < config.num_labels:
+                names[index] = label
+        names = [name if name is not None else f"LABEL_{i}" for i, name in enumerate(names)]
+        # Casting string labels to a ClassLabel with the model's names maps each name to its class id.
+        return dataset.cast_column("label", datasets.ClassLabel(names=names))
+    return dataset
+
+
+def tokenize(dataset, tokenizer, max_length: int):
+    """Tokenizes the ``text`` column (truncated, unpadded) unless the dataset already has ``input_ids``.
+
+    Args:
+        dataset: A dataset with a ``text`` column or ``input_ids``.
+        tokenizer: The model's tokenizer.
+        max_length: Truncation length.
+    """
+    if "input_ids" in dataset.column_names:
+        return dataset
+    if "text" not in dataset.column_names:
+        raise CliError(
+            f"The dataset has no text column ('text'; columns: {dataset.column_names}). Pass --text-column."
+        )
+    keep = [c for c in dataset.column_names if c == "label"]
+    return dataset.map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
+        batched=True,
+        remove_columns=[c for c in dataset.column_names if c not in keep],
+        desc="Tokenizing",
+    )
+
+
+def prepare(args, require_labels: bool):
+    """Model, tokenizer and the tokenized dataset for a subcommand."""
+    model = load_model(args.model_dir)
+    tokenizer = load_tokenizer(args.model_dir, args.tokenizer)
+    dataset = load_dataset(args.dataset, args.split, args.max_samples, args.text_column, args.label_column)
+    dataset = encode_labels(dataset, model.config, require_labels)
+    dataset = tokenize(dataset, tokenizer, args.max_length)
+    return model, tokenizer, dataset
+
+
+def _write_json(path: str | None, payload: dict[str, Any]) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"Wrote {path}")
+
+
+def _setting_override(args) -> dict[str, Any] | None:
+    setting: dict[str, Any] = {}
+    if args.policy is not None:
+        setting["exit_policy"] = args.policy
+    if args.threshold is not None:
+        setting["exit_threshold"] = args.threshold
+    if args.patience is not None:
+        setting["patience"] = args.patience
+    return setting or None
+
+
+# ---------------------------------------------------------------------------------------------------- commands
+def cmd_calibrate(args) -> int:
+    from .early_exit.calibration import calibrate
+
+    model, tokenizer, dataset = prepare(args, require_labels=True)
+    report = calibrate(
+        model,
+        dataset,
+        max_accuracy_drop=args.max_accuracy_drop,
+        target_speedup=args.target_speedup,
+        policies=args.policies,
+        batch_size=args.batch_size,
+        tokenizer=tokenizer,
+        show_progress=not args.no_progress,
+    )
+    print(report.to_markdown())
+    _write_json(args.json, report.to_dict())
+    if args.save:
+        model.save_pretrained(args.model_dir)
+        print(f"Saved the calibrated setting to {args.model_dir}")
+    return 0
+
+
+def _batches(dataset, tokenizer, batch_size: int, device) -> list[dict]:
+    from .early_exit.calibration import iterate_batches
+
+    return [{k: v.to(device) for k, v in b.items()} for b in iterate_batches(dataset, batch_size, tokenizer=tokenizer)]
+
+
+def _current_setting(config) -> dict[str, Any]:
+    setting: dict[str, Any] = {"exit_policy": config.exit_policy}
+    if config.exit_policy == "patience":
+        setting["patience"] = config.patience
+    else:
+        setting["exit_threshold"] = config.exit_threshold
+    return setting
+
+
+def _thin(rows: list[dict], count: int) -> list[dict]:
+    if len(rows) <= count:
+        return rows
+    import numpy as np
+
+    return [rows[i] for i in np.unique(np.linspace(0, len(rows) - 1, count).round().astype(int))]
+
+
+def cmd_evaluate(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .early_exit.benchmarking import measure_speedup
+    from .early_exit.calibration import (
+        _check_policies,
+        collect_exit_logits,
+        default_candidates,
+        evaluate_setting,
+        pareto_front,
+        sweep,
+    )
+
+    model, tokenizer, dataset = prepare(args, require_labels=True)
+    policies = _check_policies(args.policies)
+    exit_logits = collect_exit_logits(
+        model, dataset, args.batch_size, tokenizer=tokenizer, show_progress=not args.no_progress
+    )
+    rows = sweep(exit_logits, default_candidates(len(model.config.exit_layers), policies))
+    full_depth_accuracy = rows[0]["accuracy"]
+    current = _current_setting(model.config)
+    current_row = evaluate_setting(exit_logits, **current)
+    fronts = {p: pareto_front([r for r in rows if r["exit_policy"] == p]) for p in policies}
+    realized: list[dict[str, Any]] = []
+    if args.realized_points > 0:
+        device = next(model.parameters()).device
+        subset = dataset.select(range(min(len(dataset), args.realized_samples)))
+        batches = _batches(subset, tokenizer, args.batch_size, device)
+        points = [row for p in policies for row in _thin(fronts[p], args.realized_points)]
+        for row in tqdm(points, desc="Timing settings", disable=args.no_progress):
+            setting = {k: row[k] for k in ("exit_policy", "exit_threshold", "patience") if k in row}
+            result = measure_speedup(model, batches, setting, repeats=args.repeats, warmup=1, threads=args.threads)
+            realized.append({**{k: v for k, v in row.items() if k != "exit_fractions"}, **_timing_fields(result)})
+    payload = {
+        "model": str(args.model_dir),
+        "dataset": args.dataset,
+        "split": args.split,
+        "num_samples": exit_logits.num_samples,
+        "full_depth_accuracy": full_depth_accuracy,
+        "current_setting": current_row,
+        "pareto": fronts,
+        "realized": realized,
+        "rows": rows,
+    }
+    print(_evaluate_table(full_depth_accuracy, current_row, fronts, realized))
+    _write_json(args.json, payload)
+    if args.plot:
+        plot_tradeoff(payload, args.plot)
+        print(f"Wrote {args.plot}")
+    return 0
+
+
+def _timing_fields(result: dict[str, Any]) -> dict[str, Any]:
+    keys = ("realized_speedup", "efficiency", "batch_size", "threads", "repeats", "num_samples", "noisy")
+    return {("timed_samples" if k == "num_samples" else k): result[k] for k in keys}
+
+
+def _fmt_setting(row: dict[str, Any]) -> str:
+    value = row.get("exit_threshold", row.get("patience"))
+    return "-" if value is None else f"{value:g}"
+
+
+def _evaluate_table(full_depth_accuracy, current_row, fronts, realized) -> str:
+    timed = {(r["exit_policy"], r.get("exit_threshold"), r.get("patience")): r for r in realized}
+    lines = [
+        f"Full-depth accuracy: {full_depth_accuracy:.4f}",
+        f"Current setting ({current_row['exit_policy']}, {_fmt_setting(current_row)}): accuracy "
+        f"{current_row['accuracy']:.4f}, average exit layer {current_row['average_exit_layer']:.2f}, theoretical "
+        f"speedup {current_row['theoretical_speedup']:.2f}x",
+        "",
+        "| policy | threshold / patience | accuracy | average exit layer | theoretical speedup | realized speedup |",
+        "|---|---|---|---|---|---|",
+    ]
+    for policy, front in fronts.items():
+        for row in front:
+            hit = timed.get((policy, row.get("exit_threshold"), row.get("patience")))
+            realized_cell = f"{hit['realized_speedup']:.2f}x" if hit else "-"
+            lines.append(
+                f"| {policy} | {_fmt_setting(row)} | {row['accuracy']:.4f} | {row['average_exit_layer']:.2f} | "
+                f"{row['theoretical_speedup']:.2f}x | {realized_cell} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot_tradeoff(payload: dict[str, Any], path: str) -> None:
+    """Draws accuracy against speedup (theoretical lines, realized markers) per policy to a PNG.
+
+    Args:
+        payload: The ``evaluate`` JSON payload (``full_depth_accuracy``, ``pareto``, ``realized``).
+        path: Output PNG path.
+    """
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise CliError("--plot needs matplotlib: pip install 'adaptive-hf[plot]'.") from error
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (policy, front) in enumerate(payload["pareto"].items()):
+        color = colors[index % len(colors)]
+        if front:
+            axes.plot(
+                [r["theoretical_speedup"] for r in front],
+                [r["accuracy"] for r in front],
+                "-",
+                color=color,
+                label=f"{policy} (theoretical)",
+            )
+        timed = sorted(
+            (r for r in payload["realized"] if r["exit_policy"] == policy), key=lambda r: r["realized_speedup"]
+        )
+        if timed:
+            axes.plot(
+                [r["realized_speedup"] for r in timed],
+                [r["accuracy"] for r in timed],
+                "o--",
+                color=color,
+                label=f"{policy} (realized, batch {timed[0]['batch_size']})",
+            )
+    axes.axhline(payload["full_depth_accuracy"], color="gray", linestyle=":", label="full depth")
+    axes.axvline(1.0, color="gray", linewidth=0.5)
+    current = payload.get("current_setting")
+    if current and current["exit_policy"] != "none":
+        axes.plot(
+            [current["theoretical_speedup"]], [current["accuracy"]], "k*", markersize=12, label="current setting"
+        )
+    axes.set_xlabel("speedup over full depth (x)")
+    axes.set_ylabel("accuracy")
+    axes.set_title(f"Accuracy vs speedup ({payload['num_samples']} samples)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def cmd_bench(args) -> int:
+    import torch
+
+    from .early_exit.benchmarking import measure_speedup
+
+    model, tokenizer, dataset = prepare(args, require_labels=False)
+    setting = _setting_override(args)
+    effective = {**_current_setting(model.config), **(setting or {})}
+    if effective["exit_policy"] == "none":
+        print(
+            "Note: the model's exit_policy is 'none' (not calibrated?), so both runs are full depth.", file=sys.stderr
+        )
+    threads = args.threads if args.threads is not None else torch.get_num_threads()
+    device = next(model.parameters()).device
+    results = []
+    for batch_size in args.batch_sizes:
+        batches = _batches(dataset, tokenizer, batch_size, device)
+        if not args.no_progress:
+            print(
+                f"Timing batch size {batch_size} ({len(batches)} batches, {args.repeats} repeats)...", file=sys.stderr
+            )
+        results.append(measure_speedup(model, batches, setting, repeats=args.repeats, warmup=1, threads=threads))
+    lines = [
+        f"Setting: {effective}; {len(dataset)} samples; torch {torch.__version__}, {threads} thread(s)",
+        "",
+        "| batch size | average exit layer | theoretical speedup | realized speedup | realized / theoretical "
+        "| spread |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        spread = max(r["adaptive_spread"], r["full_spread"])
+        lines.append(
+            f"| {r['batch_size']} | {r['average_exit_layer']:.2f} | {r['theoretical_speedup']:.2f}x | "
+            f"{r['realized_speedup']:.2f}x | {r['efficiency']:.2f} | {spread:.0%}{' (noisy)' if r['noisy'] else ''} |"
+        )
+    print("\n".join(lines))
+    _write_json(args.json, {"model": str(args.model_dir), "dataset": args.dataset, "results": results})
+    return 0
+
+
+def cmd_card(args) -> int:
+    model = load_model(args.model_dir)
+    card = model.model_card(args.tags)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(card)
+        print(f"Wrote {args.output}")
+    else:
+        print(card)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------- parsing
+def _data_arguments(parser: argparse.ArgumentParser, split: str) -> None:
+    parser.add_argument(
+        "model_dir", help="Folder written by save_pretrained (with the tokenizer, or use --tokenizer)."
+    )
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        help="Offline name (amazon_fine_food, trump_tweets), Hub name, local .json/.jsonl/.csv/.tsv/.parquet file "
+        "(used whole) or a save_to_disk folder.",
+    )
+    parser.add_argument("--split", default=split, help=f"Split of a named dataset (default: {split}).")
+    parser.add_argument("--text-column", default="text", help="Text column (default: text).")
+    parser.add_argument("--label-column", default="label", help="Label column (default: label).")
+    parser.add_argument("--max-samples", type=int, default=None, help="Use at most this many rows.")
+    parser.add_argument("--max-length", type=int, default=128, help="Truncation length in tokens (default: 128).")
+    parser.add_argument("--tokenizer", default=None, help="Tokenizer folder or name (default: the model folder).")
+    parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``adaptive-hf`` argument parser."""
+    from .early_exit.calibration import SWEEP_POLICIES
+
+    parser = argparse.ArgumentParser(prog="adaptive-hf", description=__doc__.split("\n")[0])
+    parser.add_argument("--traceback", action="store_true", help="Show the full traceback on errors.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    calibrate = commands.add_parser("calibrate", help="Pick the exit policy and threshold on held-out data.")
+    _data_arguments(calibrate, "validation")
+    criterion = calibrate.add_mutually_exclusive_group(required=True)
+    criterion.add_argument(
+        "--max-accuracy-drop", type=float, help="Accuracy the model may lose, as a fraction (0.005 = 0.5 points)."
+    )
+    criterion.add_argument("--target-speedup", type=float, help="Theoretical speedup to reach (e.g. 2.0).")
+    calibrate.add_argument("--policies", nargs="+", choices=SWEEP_POLICIES, default=list(SWEEP_POLICIES))
+    calibrate.add_argument("--batch-size", type=int, default=64)
+    calibrate.add_argument("--json", default=None, help="Write the full report as JSON here.")
+    calibrate.add_argument("--save", action="store_true", help="Write the chosen setting back into MODEL_DIR.")
+    calibrate.set_defaults(func=cmd_calibrate)
+
+    evaluate = commands.add_parser("evaluate", help="Accuracy against speedup over a threshold sweep (JSON, PNG).")
+    _data_arguments(evaluate, "test")
+    evaluate.add_argument("--policies", nargs="+", choices=SWEEP_POLICIES, default=list(SWEEP_POLICIES))
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--json", default=None, help="Write the sweep as JSON here.")
+    evaluate.add_argument("--plot", default=None, help="Draw the trade-off curve to this PNG.")
+    evaluate.add_argument(
+        "--realized-points",
+        type=int,
+        default=4,
+        help="Time this many settings per policy along its Pareto front (0: theoretical only; default 4).",
+    )
+    evaluate.add_argument("--realized-samples", type=int, default=256, help="Rows timed per setting (default 256).")
+    evaluate.add_argument("--repeats", type=int, default=5, help="Timed repetitions per setting (default 5).")
+    evaluate.add_argument("--threads", type=int, default=None, help="torch.set_num_threads while timing.")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    bench = commands.add_parser("bench", help="Realized against theoretical speedup at several batch sizes.")
+    _data_arguments(bench, "test")
+    bench.set_defaults(max_samples=256)
+    bench.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
+    bench.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: current count).")
+    bench.add_argument("--repeats", type=int, default=5, help="Timed repetitions, median reported (default 5).")
+    bench.add_argument("--policy", choices=("none",) + tuple(SWEEP_POLICIES), default=None)
+    bench.add_argument("--threshold", type=float, default=None)
+    bench.add_argument("--patience", type=int, default=None)
+    bench.add_argument("--json", default=None, help="Write the results as JSON here.")
+    bench.set_defaults(func=cmd_bench)
+
+    card = commands.add_parser("card", help="Print or write the model card.")
+    card.add_argument("model_dir", help="Folder written by save_pretrained.")
+    card.add_argument("--output", default=None, help="Write the card here instead of printing it.")
+    card.add_argument("--tags", nargs="*", default=None, help="Extra Hub tags.")
+    card.set_defaults(func=cmd_card)
+    return parser
+
+
+def _check_positive(args) -> None:
+    for name in ("batch_size", "max_samples", "max_length", "repeats", "realized_samples", "threads"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise CliError(f"--{name.replace('_', '-')} must be >= 1; got {value}.")
+    if getattr(args, "realized_points", 0) < 0:
+        raise CliError(f"--realized-points must be >= 0; got {args.realized_points}.")
+    for size in getattr(args, "batch_sizes", None) or []:
+        if size < 1:
+            raise CliError(f"--batch-sizes must be >= 1; got {size}.")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``adaptive-hf``; returns the exit status (0 on success, 2 on a user error).
+
+    Args:
+        argv: Arguments without the program name (default: ``sys.argv[1:]``).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        _check_positive(args)
+        return args.func(args)
+    except (CliError, ValueError, TypeError, FileNotFoundError, ImportError) as error:
+        if args.traceback or os.environ.get("ADAPTIVE_HF_TRACEBACK"):
+            raise
+        print(f"adaptive-hf {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
