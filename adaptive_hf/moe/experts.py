@@ -9,8 +9,9 @@ Grouped matmul, in order of preference:
   torch >= 2.9 it does for float32 and bfloat16, on CUDA it needs bfloat16 on recent GPUs);
 * under ``torch.compile``, a registered custom op around the same kernel (torch's fake implementation of
   ``_grouped_mm`` rejects float32, so the op carries its own shape function and backward);
-* a sorted-slice loop over the experts where no grouped kernel works. This path reads the offsets on the host
-  (one synchronisation per matmul); the others never do.
+* a sorted-slice loop over the experts where no grouped kernel works (no ``_grouped_mm``, an unsupported
+  dtype, or widths whose rows are not 16-byte aligned, e.g. 37 float32 columns). This path reads the offsets on
+  the host (one synchronisation per matmul); the others never do.
 
 Rows beyond ``offsets[-1]`` (dropped or padding assignments) are never computed; their output rows hold
 arbitrary values, which the MoE layer masks.
@@ -55,6 +56,14 @@ def grouped_mm_supported(device: torch.device, dtype: torch.dtype) -> bool:
     return _SUPPORT[key]
 
 
+def _can_group(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """The grouped kernel needs 16-byte aligned row strides: widths that are multiples of 4 (fp32) or 8 (bf16)."""
+    if not grouped_mm_supported(x.device, x.dtype):
+        return False
+    size = x.element_size()
+    return (x.size(-1) * size) % 16 == 0 and (w.size(-1) * size) % 16 == 0
+
+
 def _loop_mm(x: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """Sorted-slice fallback: one matmul per expert on its rows (reads the offsets on the host)."""
     out = x.new_zeros(x.size(0), w.size(-1))
@@ -77,13 +86,13 @@ def _loop_weight_grad(x: torch.Tensor, grad: torch.Tensor, offsets: torch.Tensor
 
 
 def _mm_impl(x: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    if grouped_mm_supported(x.device, x.dtype):
+    if _can_group(x, w):
         return _GROUPED_MM(x, w, offs=offsets)
     return _loop_mm(x, w, offsets)
 
 
 def _weight_grad_impl(x: torch.Tensor, grad: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    if grouped_mm_supported(x.device, x.dtype):
+    if _can_group(x, grad):
         return _GROUPED_MM(x.t(), grad, offs=offsets)
     return _loop_weight_grad(x, grad, offsets)
 
@@ -143,7 +152,7 @@ def grouped_mm(x: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor) -> torch
     """
     if torch.compiler.is_compiling():
         return _grouped_mm_op(x, w, offsets)
-    if grouped_mm_supported(x.device, x.dtype):
+    if _can_group(x, w):
         return _GROUPED_MM(x, w, offs=offsets)
     return _grouped_mm_op(x, w, offsets)
 

@@ -355,7 +355,7 @@ class LlamaMoEFamily(MoEFamily):
 
 
 class ViTMoEFamily(MoEFamily):
-    """HF ViT: ``encoder.layer[i].mlp`` (fc1, activation, fc2); the layer applies dropout and the residual."""
+    """HF ViT: ``layers[i].mlp`` (fc1, activation, fc2); the layer applies dropout and the residual."""
 
     family = "vit"
     model_type = "vit"
@@ -363,6 +363,12 @@ class ViTMoEFamily(MoEFamily):
     config_class = ViTConfig
     task_classes = (ViTModel, ViTForImageClassification)
     text = False
+
+    @classmethod
+    def layers(cls, model: nn.Module) -> nn.ModuleList:
+        base = model.base_model
+        # transformers 5 keeps the layers on the model; earlier versions under ``encoder.layer``.
+        return base.layers if hasattr(base, "layers") else base.encoder.layer
 
     @classmethod
     def dense_ffn_weights(cls, layer: nn.Module) -> dict[str, torch.Tensor | None]:

@@ -88,8 +88,13 @@ class SwitchMoEModelMixin(AdaptiveHubMixin):
         # weight initialization runs, means the new modules are initialized like every other module.
         if not self.__dict__.get("_moe_installed", False):
             layers = self.moe_family.layers(self)
+            name = self.moe_family.ffn_module_name()
             for layer_number in self.config.moe_layers:
-                self.moe_family.install(layers[layer_number - 1], build_moe_layer(self.config, self.moe_family))
+                layer = layers[layer_number - 1]
+                # Some task classes build their base model with AutoModel.from_config, which for our config is the
+                # SwitchMoE base model: its layers are already converted.
+                if not isinstance(getattr(layer, name, None), SwitchMoEFeedForward):
+                    self.moe_family.install(layer, build_moe_layer(self.config, self.moe_family))
             self.__dict__["_moe_installed"] = True
         super().post_init()
 
@@ -161,8 +166,9 @@ class SwitchMoEModelMixin(AdaptiveHubMixin):
                 loss = weighted
         output_class = moe_output_class(type(outputs))
         data = {key: value for key, value in outputs.items() if key != "loss"}
+        if loss is not None or "loss" in output_class.__dataclass_fields__:
+            data["loss"] = loss
         result = output_class(
-            loss=loss,
             **data,
             aux_loss=aux_loss,
             z_loss=z_loss,
@@ -237,6 +243,18 @@ def make_moe_model_class(family: type[MoEFamily], task_class: type, config_class
     """
     name = f"SwitchMoE{task_class.__name__}"
     keep_fp32 = list(getattr(task_class, "_keep_in_fp32_modules", None) or [])
+
+    def forward(self, *args, **kwargs):
+        return SwitchMoEModelMixin.forward(self, *args, **kwargs)
+
+    # The Trainer keeps only the dataset columns named in forward's signature: expose the stock one.
+    stock = inspect.signature(task_class.forward)
+    parameters = [p for p in stock.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    parameters.append(inspect.Parameter("output_router_logits", inspect.Parameter.KEYWORD_ONLY, default=None))
+    parameters += [p for p in stock.parameters.values() if p.kind is p.VAR_KEYWORD]
+    forward.__signature__ = stock.replace(parameters=parameters)
+    forward.__doc__ = SwitchMoEModelMixin.forward.__doc__
+    forward.__qualname__ = f"{name}.forward"
     namespace = {
         "__module__": __name__,
         "__qualname__": name,
@@ -245,6 +263,7 @@ def make_moe_model_class(family: type[MoEFamily], task_class: type, config_class
             "See :class:`SwitchMoEModelMixin` for the forward and outputs."
         ),
         "config_class": config_class,
+        "forward": forward,
         "moe_family": family,
         "auto_class_name": auto_class_name_for(task_class.__name__),
         # The router is computed in float32; keep its weights there when a model is loaded in half precision.

@@ -1,0 +1,308 @@
+"""Switch-MoE models: upcycling equals the dense model, Hub round trips, remote code, Trainer training."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import transformers
+from text_testers import VOCAB, padded_batch, tiny_backbone_config
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    GPT2Config,
+    LlamaConfig,
+    Trainer,
+    TrainingArguments,
+    ViTConfig,
+)
+
+import adaptive_hf
+from adaptive_hf import ExpertLoadCallback, SwitchMoEConfig, upcycle
+
+TEXT_FAMILIES = ["bert", "roberta", "xlm-roberta", "electra", "distilbert", "mpnet"]
+FAMILIES = TEXT_FAMILIES + ["gpt2", "llama", "vit"]
+
+
+def tiny_config(family: str, **kwargs):
+    """A tiny random dense config of ``family`` (dropout off so train and eval forwards compare)."""
+    if family == "gpt2":
+        config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=4, n_head=4, n_positions=64, pad_token_id=0)
+    elif family == "llama":
+        config = LlamaConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            intermediate_size=40,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            pad_token_id=0,
+        )
+    elif family == "vit":
+        config = ViTConfig(
+            image_size=16,
+            patch_size=4,
+            num_channels=3,
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=37,
+        )
+    else:
+        config = tiny_backbone_config(family)
+    for name, value in kwargs.items():
+        setattr(config, name, value)
+    return config
+
+
+def dense_model(family: str, seed: int = 0, num_labels: int = 3):
+    """A dense sequence/image classifier of ``family`` with random weights."""
+    torch.manual_seed(seed)
+    config = tiny_config(family, num_labels=num_labels)
+    if family == "vit":
+        return transformers.ViTForImageClassification(config).eval()
+    return AutoModelForSequenceClassification.from_config(config).eval()
+
+
+def batch_for(family: str, batch_size: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    if family == "vit":
+        return {"pixel_values": torch.randn(batch_size, 3, 16, 16, generator=generator)}
+    pad = 1 if family in ("roberta", "xlm-roberta", "mpnet") else 0
+    input_ids, mask = padded_batch(batch_size, 9, seed=seed, pad_token_id=pad)
+    if family in ("gpt2", "llama"):  # left padding for decoders, as generation uses
+        input_ids, mask = input_ids.flip(1), mask.flip(1)
+    return {"input_ids": input_ids, "attention_mask": mask}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_upcycled_equals_dense_at_conversion(family):
+    dense = dense_model(family)
+    batch = batch_for(family)
+    moe = upcycle(dense, SwitchMoEConfig(num_experts=4, moe_layers=[1, 3, 4], capacity_factor=0.0), seed=0)
+    assert type(moe).__name__ == f"SwitchMoE{type(dense).__name__}"
+    assert isinstance(moe, type(dense))
+    with torch.no_grad():
+        expected = dense(**batch).logits
+        out = moe(**batch)
+    torch.testing.assert_close(out.logits, expected, rtol=1e-5, atol=1e-5)
+    assert out.expert_counts.shape == (3, 4)
+    assert (out.dropped_fraction == 0).all()
+    # the experts really are routed to (not all tokens in one expert) and padding is not counted
+    real_tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else None
+    if real_tokens is not None:
+        assert (out.expert_counts.sum(-1) == real_tokens).all()
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_expert_noise_and_capacity_change_the_function(family):
+    dense = dense_model(family)
+    batch = batch_for(family)
+    noisy = upcycle(dense, num_experts=4, moe_layers=[2], capacity_factor=0.0, expert_noise=0.5, seed=0)
+    tight = upcycle(dense, num_experts=4, moe_layers=[2], capacity_factor=0.25, seed=0)
+    with torch.no_grad():
+        expected = dense(**batch, output_hidden_states=True).hidden_states[-1]
+        assert not torch.allclose(noisy(**batch, output_hidden_states=True).hidden_states[-1], expected, atol=1e-4)
+        out = tight(**batch, output_hidden_states=True)
+    assert out.dropped_fraction.item() > 0
+    assert not torch.allclose(out.hidden_states[-1], expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_built_from_scratch_trains(family):
+    config_class = adaptive_hf.SWITCH_MOE_CONFIGS[family]
+    dense_config = tiny_config(family, num_labels=3).to_dict()
+    dense_config.pop("model_type", None)
+    config = config_class(**dense_config, num_experts=4, moe_layers=[2, 4], num_experts_per_tok=2)
+    model_class = getattr(adaptive_hf, f"SwitchMoE{config_class.moe_family.task_classes[1].__name__}")
+    model = model_class(config).train()
+    batch = batch_for(family)
+    if family in ("gpt2", "llama"):
+        batch["labels"] = batch["input_ids"]
+    else:
+        batch["labels"] = torch.tensor([0, 1, 2, 1])
+    out = model(**batch)
+    out.loss.backward()
+    task_loss = out.loss - config.router_aux_loss_coef * out.aux_loss - config.router_z_loss_coef * out.z_loss
+    assert task_loss.item() > 0
+    for module in model.moe_modules():
+        assert module.router.weight.grad is not None and module.experts.up_proj.grad.abs().sum() > 0
+
+
+def test_aux_losses_join_the_loss_in_training_only():
+    dense = dense_model("bert")
+    model = upcycle(dense, num_experts=4, moe_layers=[1, 2], router_aux_loss_coef=0.5, router_z_loss_coef=0.25)
+    model.config.hidden_dropout_prob = 0.0
+    batch = batch_for("bert")
+    labels = torch.tensor([0, 1, 2, 1])
+    model.eval()
+    with torch.no_grad():
+        eval_out = model(**batch, labels=labels)
+        assert model(**batch).loss is None
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    train_out = model(**batch, labels=labels)
+    torch.testing.assert_close(
+        train_out.loss, eval_out.loss + 0.5 * train_out.aux_loss + 0.25 * train_out.z_loss, rtol=1e-5, atol=1e-6
+    )
+    assert model(**batch).loss is None
+    model.config.add_aux_loss_without_labels = True
+    out = model(**batch)
+    torch.testing.assert_close(out.loss, 0.5 * out.aux_loss + 0.25 * out.z_loss)
+    assert out.router_logits is None
+    assert len(model(**batch, output_router_logits=True).router_logits) == 2
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "gpt2", "llama", "vit"])
+def test_save_load_round_trip_is_exact(tmp_path, family):
+    dense = dense_model(family)
+    moe = upcycle(dense, num_experts=4, moe_layers=[2, 3], expert_noise=0.1, capacity_factor=1.0, seed=1)
+    moe.config.capacity_group = "batch"  # a runtime knob changed after building travels in the config
+    moe.save_pretrained(tmp_path)
+    auto = transformers.AutoModelForImageClassification if family == "vit" else AutoModelForSequenceClassification
+    loaded = auto.from_pretrained(tmp_path).eval()
+    assert type(loaded) is type(moe)
+    assert loaded.config.moe_layers == [2, 3] and loaded.config.capacity_group == "batch"
+    for (name, a), (_, b) in zip(moe.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    batch = batch_for(family)
+    with torch.no_grad():
+        a, b = moe(**batch), loaded(**batch)
+    assert torch.equal(a.logits, b.logits)
+    assert torch.equal(a.expert_counts, b.expert_counts)
+
+
+def test_dense_checkpoint_loads_into_moe_class_by_upcycling(tmp_path):
+    dense = dense_model("bert")
+    dense.save_pretrained(tmp_path)
+    moe = adaptive_hf.SwitchMoEBertForSequenceClassification.from_pretrained(
+        tmp_path, num_experts=4, moe_layers=[1, 4], capacity_factor=0.0
+    ).eval()
+    assert moe.config.model_type == "switch_moe_bert" and moe.config.num_experts == 4
+    batch = batch_for("bert")
+    with torch.no_grad():
+        torch.testing.assert_close(moe(**batch).logits, dense(**batch).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_trust_remote_code_without_the_package(tmp_path):
+    expected = {}
+    for family in ("bert", "gpt2"):
+        torch.manual_seed(0)
+        config = tiny_config(family)
+        dense = (
+            transformers.BertForSequenceClassification(config)
+            if family == "bert"
+            else transformers.GPT2LMHeadModel(config)
+        ).eval()
+        moe = upcycle(dense, num_experts=4, moe_layers=[1, 2], capacity_factor=1.0, expert_noise=0.2, seed=0)
+        folder = tmp_path / family
+        moe.save_pretrained(folder)
+        batch = batch_for(family)
+        torch.save(batch, folder / "batch.pt")
+        with torch.no_grad():
+            out = moe(**batch)
+        expected[family] = {"logits": out.logits.tolist(), "counts": out.expert_counts.tolist()}
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        sys.modules["adaptive_hf"] = None  # the package cannot be imported in this process
+        import torch
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+        result = {{}}
+        for family, auto in (("bert", AutoModelForSequenceClassification), ("gpt2", AutoModelForCausalLM)):
+            folder = {str(tmp_path)!r} + "/" + family
+            model = auto.from_pretrained(folder, trust_remote_code=True).eval()
+            assert not type(model).__module__.startswith("adaptive_hf"), type(model).__module__
+            assert type(model).__name__.startswith("SwitchMoE"), type(model).__name__
+            batch = torch.load(folder + "/batch.pt")
+            with torch.no_grad():
+                out = model(**batch)
+            result[family] = {{"logits": out.logits.tolist(), "counts": out.expert_counts.tolist()}}
+        print("RESULT" + json.dumps(result))
+        """
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT"))
+    result = json.loads(line[len("RESULT") :])
+    for family, values in expected.items():
+        assert result[family]["counts"] == values["counts"]
+        torch.testing.assert_close(torch.tensor(result[family]["logits"]), torch.tensor(values["logits"]))
+
+
+def test_generation_with_cache_routes_only_new_tokens():
+    torch.manual_seed(0)
+    dense = transformers.GPT2LMHeadModel(tiny_config("gpt2")).eval()
+    moe = upcycle(dense, num_experts=4, moe_layers=[1, 3], capacity_factor=0.0)
+    batch = batch_for("gpt2", batch_size=2)
+    kwargs = dict(max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert moe.generation_config.top_k in (None, 50)  # the MoE fields do not leak into generation settings
+    assert torch.equal(moe.generate(**batch, **kwargs), dense.generate(**batch, **kwargs))
+
+
+class _Tokens(torch.utils.data.Dataset):
+    def __init__(self, count: int = 32):
+        generator = torch.Generator().manual_seed(0)
+        self.ids, self.mask = padded_batch(count, 8, seed=3)
+        self.labels = (self.ids[:, 0] % 2).long()  # learnable from the first token
+        del generator
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return {"input_ids": self.ids[index], "attention_mask": self.mask[index], "labels": self.labels[index]}
+
+
+def test_stock_trainer_reduces_loss_and_logs_expert_load(tmp_path):
+    dense = dense_model("bert", num_labels=2)
+    model = upcycle(dense, num_experts=4, moe_layers=[2, 4], capacity_factor=1.0, router_jitter=0.01, seed=0)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        num_train_epochs=6,
+        learning_rate=3e-3,
+        logging_steps=4,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=_Tokens(), callbacks=[ExpertLoadCallback(per_expert=True)])
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert losses[-1] < losses[0]
+    logged = [entry for entry in trainer.state.log_history if "moe/layer_2/drop_rate" in entry]
+    assert logged, trainer.state.log_history
+    entry = logged[-1]
+    assert 0.0 <= entry["moe/layer_4/drop_rate"] <= 1.0
+    assert entry["moe/layer_2/load_max"] >= 1.0
+    assert sum(entry[f"moe/layer_2/expert_{e}"] for e in range(4)) == pytest.approx(1.0)
+    # evaluation predictions are the logits alone: the routing statistics are not collected as predictions
+    predictions = trainer.predict(_Tokens(8)).predictions
+    assert isinstance(predictions, __import__("numpy").ndarray) and predictions.shape == (8, 2)
+
+
+def test_unsupported_family_error_names_the_supported_ones():
+    config = transformers.AlbertConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37
+    )
+    with pytest.raises(ValueError, match="switch MoE.*bert, distilbert"):
+        upcycle(transformers.AlbertForSequenceClassification(config), num_experts=2)
+    with pytest.raises(TypeError, match="Unknown MoE settings"):
+        upcycle(dense_model("bert"), num_expert=2)
+
+
+def test_causal_lm_auto_class(tmp_path):
+    torch.manual_seed(0)
+    config = adaptive_hf.SwitchMoELlamaConfig(**{**tiny_config("llama").to_dict(), "model_type": None}, num_experts=2)
+    model = AutoModelForCausalLM.from_config(config)
+    assert type(model).__name__ == "SwitchMoELlamaForCausalLM"
+    assert len(model.moe_modules()) == 4
