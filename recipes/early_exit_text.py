@@ -10,9 +10,12 @@ Any Hub model or dataset works where the Hub is reachable::
     python recipes/early_exit_text.py --model_name_or_path bert-base-uncased --dataset_name glue \\
         --dataset_config_name sst2 --text_column sentence --output_dir outputs/sst2
 
-It also runs data-parallel (training only; calibration, evaluation and timing run on the main process)::
+It also runs data-parallel (training and the full-depth evaluation; calibration, the test report and timing run
+on the main process). On a CPU-only machine, accelerate 1.15's ``--cpu`` flag starts a single process, so start
+the processes with torchrun through ``--multi_gpu``; without GPUs the recipe then trains with DDP over gloo on
+the CPU::
 
-    accelerate launch --num_processes 2 --cpu recipes/early_exit_text.py --output_dir outputs/early_exit_text
+    accelerate launch --multi_gpu --num_processes 2 recipes/early_exit_text.py --output_dir outputs/early_exit_text
 
 Steps: tokenize; build ``AutoEarlyExitModelForSequenceClassification`` (exit settings from the command line);
 train with ``Trainer`` (the loss includes every exit head); evaluate at full depth with the packaged offline
@@ -165,6 +168,10 @@ def parse_args(argv: list[str] | None = None):
     """Parses the four argument groups, with the recipe's ``TrainingArguments`` defaults under the user's flags."""
     argv = list(sys.argv[1:] if argv is None else argv)
     defaults = [item for key, value in TRAINING_DEFAULTS.items() for item in (f"--{key}", value)]
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        # Launched as several processes (torchrun, `accelerate launch --multi_gpu`) on a machine without GPUs:
+        # accelerate sets up CPU data parallelism (gloo) only when the Trainer asks for the CPU.
+        defaults += ["--use_cpu", "true"]
     parser = HfArgumentParser((ModelArguments, DataArguments, ExitArguments, TrainingArguments))
     model_args, data_args, exit_args, training_args = parser.parse_args_into_dataclasses(args=defaults + argv)
     if exit_args.max_accuracy_drop is not None and exit_args.target_speedup is not None:
@@ -279,12 +286,16 @@ def format_table(results: list[dict], batch_sizes: list[int]) -> str:
     header += [f"realized b{b}" for b in batch_sizes] + [f"real/theo b{b}" for b in batch_sizes]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in results:
-        setting = row.get("patience") if row["exit_policy"] == "patience" else row.get("exit_threshold")
+        policy = row["exit_policy"]
+        if policy == "none":
+            setting = "full depth" if row.get("calibrated_policy") is None else "none in bound: full depth"
+        elif policy == "patience":
+            setting = f"patience={row['patience']}"
+        else:
+            setting = "default" if row.get("exit_threshold") is None else f"{row['exit_threshold']:g}"
         cells = [
-            row["exit_policy"],
-            "-"
-            if setting is None
-            else (f"patience={setting}" if row["exit_policy"] == "patience" else f"{setting:g}"),
+            row.get("calibrated_policy") or policy,
+            setting,
             f"{100 * row['validation_accuracy']:.2f}",
             f"{100 * row['test_accuracy']:.2f}",
             f"{row['average_exit_layer']:.2f}",
