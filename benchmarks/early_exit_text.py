@@ -1,0 +1,410 @@
+"""Benchmark of early-exit text classification, measured as ``shared/benchmarks.md`` asks.
+
+Reports, on the held-out test split (never seen by calibration):
+
+* quality: each exit policy's calibrated setting (chosen on the validation split, ``max_accuracy_drop``) next to
+  the same model at full depth (policy ``none``);
+* theoretical speedup from the outputs (exit layers x ``model.exit_flops`` per sample, heads included);
+* realized speedup at batch 1 and 64: adaptive vs full depth on the same inputs, same process, interleaved
+  A B A B after warm-up, median of ``--repeats`` (>= 5) repetitions, fixed ``torch.set_num_threads``;
+  realized / theoretical;
+* training cost: time per optimizer step of the early-exit model (each training scheme) against plain
+  fine-tuning (``BertForSequenceClassification`` on the same backbone, same batch), interleaved, median.
+
+Use a trained model folder (e.g. the recipe's output) or let the script fine-tune one quickly::
+
+    python benchmarks/early_exit_text.py --model outputs/early_exit_text --json bench.json
+    python benchmarks/early_exit_text.py --train_samples 1000 --json bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+)
+
+import adaptive_hf  # noqa: E402
+from adaptive_hf.data import load_text_classification, packaged_minilm_path  # noqa: E402
+from adaptive_hf.early_exit.benchmarking import measure_speedup  # noqa: E402
+from adaptive_hf.early_exit.calibration import (  # noqa: E402
+    SWEEP_POLICIES,
+    calibrate,
+    collect_exit_logits,
+    evaluate_setting,
+    iterate_batches,
+)
+
+TRAINING_SCHEMES = ("joint", "distill", "two_stage")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options (see ``--help``)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="Trained early-exit folder; default: fine-tune the backbone quickly here.")
+    parser.add_argument("--backbone", help="Backbone for quick training and the training-cost comparison.")
+    parser.add_argument("--dataset", default="amazon_fine_food")
+    parser.add_argument("--max_length", type=int, default=64)
+    parser.add_argument("--train_samples", type=int, default=1000, help="Quick training: rows (1 epoch).")
+    parser.add_argument("--epochs", type=float, default=1.0, help="Quick training: epochs.")
+    parser.add_argument("--learning_rate", type=float, default=1e-4, help="Quick training: learning rate.")
+    parser.add_argument("--exit_pooling", default="mean")
+    parser.add_argument("--exit_head", default="mlp")
+    parser.add_argument("--exit_training", default="joint")
+    parser.add_argument("--max_eval_samples", type=int, help="Validation rows for calibration (default: all).")
+    parser.add_argument("--max_test_samples", type=int, help="Test rows for quality (default: all).")
+    parser.add_argument("--max_accuracy_drop", type=float, default=0.005)
+    parser.add_argument("--policies", default=",".join(SWEEP_POLICIES))
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for every timing.")
+    parser.add_argument("--repeats", type=int, default=5, help="Timed repetitions (median).")
+    parser.add_argument("--batch_sizes", default="1,64")
+    parser.add_argument("--bench_samples", type=int, default=128, help="Test rows timed at batch sizes > 1.")
+    parser.add_argument("--bench_single_samples", type=int, default=48, help="Test rows timed at batch 1.")
+    parser.add_argument("--train_cost_batch", type=int, default=16, help="Training-cost batch size.")
+    parser.add_argument("--train_cost_steps", type=int, default=2, help="Optimizer steps per timed repetition.")
+    parser.add_argument("--train_schemes", default=",".join(TRAINING_SCHEMES), help="Schemes in the cost table.")
+    parser.add_argument("--skip_train_cost", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="Write the results here.")
+    args = parser.parse_args(argv)
+    if args.repeats < 5:
+        print(f"warning: --repeats {args.repeats} < 5 (benchmarks.md asks for at least 5)", file=sys.stderr)
+    return args
+
+
+def tokenize(data, tokenizer, max_length: int):
+    """Tokenized splits (unpadded; batches pad to their longest row)."""
+    return data.map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
+        batched=True,
+        remove_columns=["text"],
+    )
+
+
+def quick_train(args, backbone: str, tokenized, num_labels: int, output_dir: str):
+    """Fine-tunes an early-exit model with the stock Trainer on a seeded subset (1 epoch by default)."""
+    model = adaptive_hf.AutoEarlyExitModelForSequenceClassification.from_pretrained(
+        backbone,
+        num_labels=num_labels,
+        exit_pooling=args.exit_pooling,
+        exit_head=args.exit_head,
+        exit_training=args.exit_training,
+    )
+    train = tokenized["train"].shuffle(seed=args.seed).select(range(min(args.train_samples, len(tokenized["train"]))))
+    callbacks = []
+    if args.exit_training == "two_stage":
+        from adaptive_hf.training import TwoStageExitTrainingCallback
+
+        callbacks.append(TwoStageExitTrainingCallback())
+    training_args = TrainingArguments(
+        output_dir=output_dir,
+        learning_rate=args.learning_rate,
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=16,
+        warmup_steps=0.06,
+        weight_decay=0.01,
+        logging_steps=25,
+        save_strategy="no",
+        report_to="none",
+        seed=args.seed,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        data_collator=DataCollatorWithPadding(AutoTokenizer.from_pretrained(backbone)),
+        callbacks=callbacks,
+    )
+    start = time.perf_counter()
+    trainer.train()
+    return model, time.perf_counter() - start
+
+
+def _setting_of(row: dict) -> dict:
+    if row["exit_policy"] == "patience":
+        return {"exit_policy": "patience", "patience": row["patience"], "exit_threshold": None}
+    return {"exit_policy": row["exit_policy"], "exit_threshold": row.get("exit_threshold")}
+
+
+def quality_and_speed(args, model, tokenizer, tokenized) -> dict:
+    """Per-policy calibration on validation, test quality and theoretical speedup, realized speedup."""
+    model.eval()
+    policies = [p for p in args.policies.split(",") if p]
+    validation_logits = collect_exit_logits(model, tokenized["validation"], 64, tokenizer=tokenizer)
+    test_logits = collect_exit_logits(model, tokenized["test"], 64, tokenizer=tokenizer)
+    full = evaluate_setting(test_logits, "none")
+    rows = [{"policy": "none", "setting": _setting_of(full), **full}]
+    per_exit = [
+        {
+            "exit_layer": layer,
+            "accuracy": float((test_logits.logits[k].argmax(-1) == test_logits.labels).double().mean()),
+            "majority_prediction_share": float(
+                torch.bincount(test_logits.logits[k].argmax(-1)).max() / test_logits.num_samples
+            ),
+        }
+        for k, layer in enumerate(test_logits.exit_layers)
+    ]
+    for policy in policies:
+        report = calibrate(
+            model,
+            tokenized["validation"],
+            max_accuracy_drop=args.max_accuracy_drop,
+            policies=[policy],
+            exit_logits=validation_logits,
+            show_progress=False,
+        )
+        setting = _setting_of(report.chosen)
+        test_row = evaluate_setting(
+            test_logits, setting["exit_policy"], setting["exit_threshold"], setting.get("patience")
+        )
+        rows.append(
+            {
+                "policy": policy,
+                "setting": setting,
+                "validation_accuracy": report.chosen["accuracy"],
+                "validation_full_depth_accuracy": report.full_depth_accuracy,
+                **test_row,
+                "accuracy_drop_points": 100 * (full["accuracy"] - test_row["accuracy"]),
+            }
+        )
+    device = next(model.parameters()).device
+    for size in [int(b) for b in args.batch_sizes.split(",") if b]:
+        wanted = args.bench_single_samples if size == 1 else args.bench_samples
+        count = min(len(tokenized["test"]), max(size, wanted - wanted % size))
+        batches = [
+            {k: v.to(device) for k, v in batch.items()}
+            for batch in iterate_batches(tokenized["test"].select(range(count)), size, tokenizer=tokenizer)
+        ]
+        for row in rows[1:]:
+            if row["setting"]["exit_policy"] == "none":
+                continue
+            result = measure_speedup(model, batches, row["setting"], repeats=args.repeats, threads=args.threads)
+            row.setdefault("realized", {})[str(size)] = result
+            print(
+                f"  {row['policy']:<10} batch {size:>3}: realized {result['realized_speedup']:.2f}x, theoretical "
+                f"{result['theoretical_speedup']:.2f}x on the timed rows (spread {result['adaptive_spread']:.0%}/"
+                f"{result['full_spread']:.0%})",
+                flush=True,
+            )
+    return {"rows": rows, "per_exit_test": per_exit, "full_depth_test_accuracy": full["accuracy"]}
+
+
+def _train_step(model, optimizer, batch) -> None:
+    loss = model(**batch).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def training_cost(args, backbone: str, tokenizer, tokenized, num_labels: int) -> dict:
+    """Seconds per optimizer step, early-exit schemes vs plain fine-tuning, interleaved, median of repeats.
+
+    Every model starts from the same backbone weights and trains on the same batch with AdamW; dropout is on as
+    in real training. Two-stage is timed in both stages (stage 2 runs the backbone without gradients).
+    """
+    rows = tokenized["train"].select(range(args.train_cost_batch))
+    collator = DataCollatorWithPadding(tokenizer)
+    batch = collator(
+        [
+            {k: rows[i][k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in rows[i]}
+            | {"labels": rows[i]["label"]}
+            for i in range(len(rows))
+        ]
+    )
+    batch = dict(batch)
+    settings = {"exit_pooling": args.exit_pooling, "exit_head": args.exit_head}
+    candidates = {"plain": AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=num_labels)}
+    for scheme in [s for s in args.train_schemes.split(",") if s]:
+        model = adaptive_hf.AutoEarlyExitModelForSequenceClassification.from_pretrained(
+            backbone, num_labels=num_labels, exit_training=scheme, **settings
+        )
+        if scheme == "two_stage":
+            candidates["two_stage (stage 1)"] = model
+            stage2 = adaptive_hf.AutoEarlyExitModelForSequenceClassification.from_pretrained(
+                backbone, num_labels=num_labels, exit_training=scheme, **settings
+            )
+            stage2.set_exit_training_stage(2)
+            candidates["two_stage (stage 2)"] = stage2
+        else:
+            candidates[scheme] = model
+    optimizers = {}
+    for name, model in candidates.items():
+        model.train()
+        optimizers[name] = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    try:
+        for round_index in range(1 + args.repeats):
+            for name, model in candidates.items():
+                start = time.perf_counter()
+                for _ in range(args.train_cost_steps):
+                    _train_step(model, optimizers[name], batch)
+                if round_index > 0:
+                    times[name].append((time.perf_counter() - start) / args.train_cost_steps)
+    finally:
+        torch.set_num_threads(old_threads)
+    plain = statistics.median(times["plain"])
+    out = {
+        "batch_size": args.train_cost_batch,
+        "seq_len": int(batch["input_ids"].shape[1]),
+        "steps_per_repeat": args.train_cost_steps,
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "rows": [],
+    }
+    for name, values in times.items():
+        median = statistics.median(values)
+        out["rows"].append(
+            {
+                "model": name,
+                "seconds_per_step": median,
+                "ratio_to_plain": median / plain,
+                "spread": (max(values) - min(values)) / median,
+            }
+        )
+    return out
+
+
+def format_tables(result: dict) -> str:
+    """Markdown tables of quality/speed and training cost."""
+    sizes = result["batch_sizes"]
+    header = ["policy", "setting", "test acc", "drop (pt)", "avg exit", "theoretical"]
+    header += [f"realized b{b}" for b in sizes] + [f"real/theo b{b}" for b in sizes]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in result["quality"]["rows"]:
+        setting = row["setting"]
+        if setting["exit_policy"] == "none":
+            label = "full depth" if row["policy"] == "none" else "no setting in bound: full depth"
+        elif setting["exit_policy"] == "patience":
+            label = f"patience={setting['patience']}"
+        else:
+            label = f"t={setting['exit_threshold']:g}"
+        drop = row.get("accuracy_drop_points", 0.0)
+        cells = [
+            row["policy"],
+            label,
+            f"{100 * row['accuracy']:.2f}",
+            f"{drop:+.2f}",
+            f"{row['average_exit_layer']:.2f}",
+            f"{row['theoretical_speedup']:.2f}x",
+        ]
+        realized = row.get("realized", {})
+        for key in ("realized_speedup", "efficiency"):
+            for size in sizes:
+                bench = realized.get(str(size))
+                cells.append(
+                    "-" if bench is None else f"{bench[key]:.2f}" + ("x" if key == "realized_speedup" else "")
+                )
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    cost = result.get("training_cost")
+    if cost:
+        text += (
+            f"\n\nTraining cost per optimizer step (batch {cost['batch_size']} x {cost['seq_len']} tokens, "
+            f"{cost['threads']} threads, median of {cost['repeats']}):\n\n"
+            "| model | s/step | ratio to plain | spread |\n|---|---|---|---|\n"
+        )
+        text += "\n".join(
+            f"| {r['model']} | {r['seconds_per_step']:.3f} | {r['ratio_to_plain']:.3f} | {r['spread']:.0%} |"
+            for r in cost["rows"]
+        )
+    return text
+
+
+def main(argv=None) -> dict:
+    """Runs the benchmark and prints its tables."""
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    backbone = args.backbone or packaged_minilm_path()
+    started = time.perf_counter()
+    data = load_text_classification(args.dataset, seed=args.seed)
+    for split, limit in (("validation", args.max_eval_samples), ("test", args.max_test_samples)):
+        if limit is not None and limit < len(data[split]):
+            data[split] = data[split].select(range(limit))
+    num_labels = data["train"].features["label"].num_classes
+    tokenizer = AutoTokenizer.from_pretrained(args.model or backbone)
+    tokenized = tokenize(data, tokenizer, args.max_length)
+    train_seconds = None
+    if args.model:
+        model = AutoModelForSequenceClassification.from_pretrained(args.model)
+        if not hasattr(model, "exit_flops"):
+            raise TypeError(f"{args.model} is not an early-exit model ({type(model).__name__}).")
+    else:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as scratch:
+            model, train_seconds = quick_train(args, backbone, tokenized, num_labels, scratch)
+    config = model.config
+    result = {
+        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": {
+            "cpu": _cpu_model(),
+            "logical_cores": os.cpu_count(),
+            "load_average_at_start": os.getloadavg(),
+            "torch": torch.__version__,
+        },
+        "threads": args.threads,
+        "batch_sizes": [int(b) for b in args.batch_sizes.split(",") if b],
+        "model": args.model or f"quick-trained from {backbone}",
+        "exit_settings": {
+            "exit_layers": config.exit_layers,
+            "exit_pooling": config.exit_pooling,
+            "exit_head": config.exit_head,
+            "exit_training": config.exit_training,
+        },
+        "max_length": args.max_length,
+        "sizes": {split: len(tokenized[split]) for split in ("validation", "test")},
+        "quick_train_seconds": train_seconds,
+    }
+    print(f"Quality and speed ({args.threads} threads, {args.repeats} repeats):", flush=True)
+    result["quality"] = quality_and_speed(args, model, tokenizer, tokenized)
+    if not args.skip_train_cost:
+        print("Training cost ...", flush=True)
+        result["training_cost"] = training_cost(args, backbone, tokenizer, tokenized, num_labels)
+    result["load_average_at_end"] = os.getloadavg()
+    result["seconds"] = time.perf_counter() - started
+    print(
+        "\nPer-exit test accuracy: "
+        + ", ".join(f"L{r['exit_layer']} {100 * r['accuracy']:.1f}%" for r in result["quality"]["per_exit_test"])
+    )
+    print()
+    print(format_tables(result))
+    print(f"\nload average start {result['machine']['load_average_at_start']}, end {result['load_average_at_end']}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=2, default=float)
+    return result
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
+if __name__ == "__main__":
+    main()
