@@ -482,3 +482,20 @@ def test_tokenizer_outputs_inputs_embeds_and_tuples(kind):
         as_tuple = model(**batch, return_dict=False)
     torch.testing.assert_close(out.logits, from_embeds.logits)
     assert torch.equal(as_tuple[0], out.logits)
+
+
+@pytest.mark.parametrize("kind", READERS)
+def test_evaluation_helpers(kind):
+    from adaptive_hf.readers.evaluation import evaluate_reader, time_reader
+
+    model = build(kind)
+    batch = padded_batch(batch_size=8, max_len=12, seed=11)
+    batches = [{**batch, "labels": torch.arange(8) % 3}]
+    full = evaluate_reader(model, batches, reading_policy="full")
+    adaptive = evaluate_reader(model, batches)
+    assert full["read_rate"] == 1.0 and full["theoretical_speedup"] == pytest.approx(1.0)
+    assert adaptive["read_rate"] + adaptive["skim_rate"] + adaptive["jump_rate"] == pytest.approx(1.0)
+    assert adaptive["read_rate"] < 1.0 and adaptive["theoretical_speedup"] > 1.0
+    assert model.config.reading_policy == "adaptive"  # overrides are restored
+    timing = time_reader(model, batches, repetitions=2, warmup=0)
+    assert timing["adaptive_s"] > 0 and timing["full_s"] > 0 and timing["spread"] >= 1.0

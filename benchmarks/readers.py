@@ -1,0 +1,140 @@
+"""Skim-RNN / LSTM-Jump: accuracy, skim/jump rates, theoretical and realized speedup against full reading.
+
+Measures saved readers (``recipes/readers_text.py`` writes them to ``<output_dir>/<dataset>/<reader>/model``) on the
+test split of their dataset, following ../shared/benchmarks.md: accuracy of adaptive reading next to the same
+weights with skipping disabled (``reading_policy="full"``: torch's fused LSTM over every token); theoretical
+speedup from the per-sample token counts and the FLOP model; realized speedup as the ratio of median wall-clock
+times, adaptive and full interleaved on the same batches after a warm-up, at a fixed thread count. For Skim-RNN a
+sweep over ``skim_threshold`` gives the accuracy / speedup trade-off::
+
+    python benchmarks/readers.py --models outputs/readers_text --json outputs/readers_bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding  # noqa: E402
+
+import adaptive_hf  # noqa: E402, F401  (registers the readers)
+from adaptive_hf.data import load_text_classification, packaged_minilm_path  # noqa: E402
+from adaptive_hf.readers.evaluation import evaluate_reader, iterate_batches, time_reader  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="outputs/readers_text", help="The recipe's output_dir.")
+    parser.add_argument("--tokenizer", default=None, help="Default: the packaged MiniLM tokenizer.")
+    parser.add_argument("--max_length", type=int, default=128)
+    parser.add_argument("--eval_samples", type=int, default=1000)
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32, 64])
+    parser.add_argument("--timing_samples", type=int, default=128, help="Rows timed per batch size (batch 1: 40).")
+    parser.add_argument("--repetitions", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sweep", type=float, nargs="*", default=[0.5, 0.3, 0.1, 0.05, 0.02])
+    parser.add_argument("--json", default=None, help="Write the results here.")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or packaged_minilm_path())
+    tokenizer.padding_side = "right"
+    collator = DataCollatorWithPadding(tokenizer)
+    folders = sorted(Path(args.models).glob("*/*/model/config.json"))
+    if not folders:
+        raise SystemExit(f"No saved readers under {args.models}; run recipes/readers_text.py first.")
+    results = []
+    for config_file in folders:
+        folder = config_file.parent
+        dataset_name, reader = folder.parent.parent.name, folder.parent.name
+        model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        test = load_text_classification(dataset_name, split="test")
+        if len(test) > args.eval_samples:
+            test = test.shuffle(seed=0).select(range(args.eval_samples))
+
+        def tokenize(rows):
+            return tokenizer(rows["text"], truncation=True, max_length=args.max_length, add_special_tokens=False)
+
+        test = test.map(
+            tokenize,
+            batched=True,
+            remove_columns=["text"],
+        )
+        batches = iterate_batches(test, collator, 64)
+        full = evaluate_reader(model, batches, reading_policy="full")
+        adaptive = evaluate_reader(model, batches)
+        sweep = []
+        if reader == "skim_rnn":
+            for threshold in args.sweep:
+                point = evaluate_reader(model, batches, skim_threshold=threshold)
+                sweep.append({"skim_threshold": threshold, **point})
+        timing = {}
+        for batch_size in args.batch_sizes:
+            samples = 40 if batch_size == 1 else max(args.timing_samples, 2 * batch_size)
+            timed = iterate_batches(test, collator, batch_size, limit=samples)
+            timing[f"batch{batch_size}"] = time_reader(model, timed, repetitions=args.repetitions)
+        result = {
+            "dataset": dataset_name,
+            "reader": reader,
+            "folder": str(folder),
+            "full": full,
+            "adaptive": adaptive,
+            "timing": timing,
+            "sweep": sweep,
+            "settings": {
+                k: getattr(model.config, k)
+                for k in ("hidden_size", "small_hidden_size", "skim_threshold", "read_tokens", "max_jump", "max_jumps")
+                if hasattr(model.config, k)
+            },
+        }
+        results.append(result)
+        print_result(result)
+    if args.json:
+        payload = {
+            "results": results,
+            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "date": time.strftime("%Y-%m-%d"),
+        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(payload, indent=2))
+
+
+def print_result(r: dict) -> None:
+    a, f = r["adaptive"], r["full"]
+    theo = a["theoretical_speedup"]
+    print(f"\n## {r['dataset']} / {r['reader']}  {r['settings']}")
+    print(
+        f"accuracy full {f['accuracy']:.4f}  adaptive {a['accuracy']:.4f}  read {a['read_rate']:.2f} "
+        f"skim {a['skim_rate']:.2f} jump {a['jump_rate']:.2f}  theoretical {theo:.2f}x"
+    )
+    print("| batch | full ms/pass | adaptive ms/pass | realized | realized/theoretical | spread |")
+    print("|---|---|---|---|---|---|")
+    for name, t in r["timing"].items():
+        noisy = "  (noisy)" if t["spread"] > 1.3 else ""
+        print(
+            f"| {name[5:]} | {t['full_s'] * 1e3:.1f} | {t['adaptive_s'] * 1e3:.1f} | {t['realized_speedup']:.2f}x | "
+            f"{t['realized_speedup'] / theo:.2f} | {t['spread']:.2f}{noisy} |"
+        )
+    if r["sweep"]:
+        print("| skim_threshold | accuracy | skim rate | theoretical |")
+        print("|---|---|---|---|")
+        for s in r["sweep"]:
+            theo = s["theoretical_speedup"]
+            print(f"| {s['skim_threshold']} | {s['accuracy']:.4f} | {s['skim_rate']:.2f} | {theo:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
