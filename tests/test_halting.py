@@ -208,3 +208,18 @@ def test_trainer_steps_reduce_nothing_silently(tmp_path):
     before = model.halting_units[0].proj.weight.detach().clone()
     Trainer(model=model, args=args, train_dataset=data).train()
     assert not torch.equal(before, model.halting_units[0].proj.weight.detach())
+
+
+@pytest.mark.parametrize("granularity", ["sample", "token"])
+def test_measure_halting_speedup_reports_both_sides(granularity):
+    from adaptive_hf.halting.benchmarking import measure_halting_speedup
+
+    model = build("bert", halting="act", halting_granularity=granularity, halting_threshold=0.9)
+    batches = [batch_for(model, batch_size=4, seed=s) for s in range(2)]
+    result = measure_halting_speedup(model, batches, repeats=2, warmup=0, threads=1)
+    assert result["threads"] == 1 and result["repeats"] == 2 and result["num_samples"] == 8
+    assert result["theoretical_speedup"] > 1.0 and result["realized_speedup"] > 0
+    assert 1.0 <= result["average_steps"] < NUM_LAYERS
+    assert model.config.halting_enabled is True  # restored
+    if granularity == "token":
+        assert 0 < result["token_layer_fraction"] < 1

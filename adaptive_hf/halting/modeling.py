@@ -288,29 +288,34 @@ class HaltingForSequenceClassificationMixin(AdaptiveHubMixin):
         return HaltingSequenceClassifierOutput(loss, logits, steps, ponder)
 
     # ------------------------------------------------------------------------------------------ cost model
-    def theoretical_speedup(self, halting_steps: torch.Tensor, attention_mask: torch.Tensor | None = None) -> float:
-        """Full-depth compute divided by the compute the halting model spent, from its ``halting_steps``.
+    def halting_flops(self, halting_steps: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[int, int]:
+        """Theoretical FLOPs of full depth and of what the halting model spent, from its ``halting_steps``.
 
         Args:
             halting_steps: The output's ``halting_steps`` (per sample or per token).
             attention_mask: ``(batch, seq)`` mask of the inputs (token counts; required for token granularity).
+
+        Returns:
+            ``(full, spent)`` summed over the batch. Token granularity counts, for each layer a row still runs,
+            the query/output projections, attention and FFN of its active tokens plus the key/value projections of
+            all its real tokens (halted tokens are still attended to).
         """
         config = self.config
         hidden = self.adapter_class.hidden_size_of(config)
         inter = self.adapter_class.intermediate_size_of(config)
         num_layers = self.adapter.num_layers
         unit = linear_flops(1, hidden, 1)
+        if attention_mask is None:
+            attention_mask = torch.ones(halting_steps.shape[:1] + (1,), dtype=torch.long)
+        full = spent = 0
         if halting_steps.dim() == 1:
-            lengths = attention_mask.sum(1).tolist() if attention_mask is not None else [1] * len(halting_steps)
-            full = spent = 0
-            for steps, length in zip(halting_steps.tolist(), lengths):
+            for steps, length in zip(halting_steps.tolist(), attention_mask.sum(1).tolist()):
                 layer = self.adapter.layer_flops(int(length))
                 full += layer * num_layers
                 spent += steps * (layer + unit)
-            return full / spent
+            return full, spent
         per_token_update = linear_flops(1, hidden, 2 * hidden) + 2 * linear_flops(1, hidden, inter)  # q, o, FFN
         per_token_kv = linear_flops(1, hidden, 2 * hidden)
-        full = spent = 0
         for row_steps, row_mask in zip(halting_steps.tolist(), attention_mask.tolist()):
             real_steps = [s for s, m in zip(row_steps, row_mask) if m]
             length = len(real_steps)
@@ -318,8 +323,12 @@ class HaltingForSequenceClassificationMixin(AdaptiveHubMixin):
             for n in range(1, max(real_steps) + 1):
                 updated = sum(1 for s in real_steps if s >= n)
                 spent += updated * (per_token_update + unit + 4 * length * hidden) + length * per_token_kv
-        return full / spent
+        return full, spent
 
+    def theoretical_speedup(self, halting_steps: torch.Tensor, attention_mask: torch.Tensor | None = None) -> float:
+        """Full-depth compute divided by the compute spent (see :meth:`halting_flops`)."""
+        full, spent = self.halting_flops(halting_steps, attention_mask)
+        return full / spent
 
 def _make(adapter: type[TextEncoderAdapter]) -> type:
     return make_family_model_class(

@@ -1,0 +1,75 @@
+"""Realized against theoretical speedup of a halting classifier (halting on vs every layer, same weights)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from ..core.timing import time_interleaved
+
+
+def measure_halting_speedup(
+    model,
+    batches: Sequence[Mapping[str, torch.Tensor]],
+    repeats: int = 5,
+    warmup: int = 1,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Times the halting model against the same weights with halting disabled (every layer, every token).
+
+    Args:
+        model: A ``Halting<Arch>ForSequenceClassification``.
+        batches: Model-input batches (``input_ids``, ``attention_mask``, ...) on the model's device.
+        repeats: Timed repetitions (median reported).
+        warmup: Untimed rounds first.
+        threads: Fixed ``torch.set_num_threads`` during the measurement.
+
+    Returns:
+        The timing summary (``realized_speedup``, ``theoretical_speedup``, ``efficiency``, spreads) plus
+        ``batch_size``, ``num_samples``, ``average_steps`` and, for token granularity, ``token_layer_fraction``
+        (token-layers computed / token-layers at full depth).
+    """
+    batches = list(batches)
+    if not batches:
+        raise ValueError("`batches` is empty; pass at least one batch of model inputs.")
+    config = model.config
+    was_training, was_enabled = model.training, config.halting_enabled
+    model.eval()
+
+    def run(enabled: bool):
+        config.halting_enabled = enabled
+        return [model(**batch).halting_steps for batch in batches]
+
+    try:
+        timing = time_interleaved(lambda: run(True), lambda: run(False), repeats, warmup, threads)
+    finally:
+        config.halting_enabled = was_enabled
+        model.train(was_training)
+    full = spent = 0
+    step_values, token_layers, token_total = [], 0, 0
+    num_layers = model.adapter.num_layers
+    for steps, batch in zip(timing.adaptive_output, batches):
+        mask = batch.get("attention_mask")
+        if mask is None:
+            mask = torch.ones_like(batch["input_ids"])
+        batch_full, batch_spent = model.halting_flops(steps.cpu(), mask.cpu())
+        full, spent = full + batch_full, spent + batch_spent
+        if steps.dim() == 2:
+            real = mask.bool()
+            step_values.append(steps[real].float())
+            token_layers += int(steps[real].sum())
+            token_total += int(real.sum()) * num_layers
+        else:
+            step_values.append(steps.float())
+    result = timing.summary(full / spent)
+    result.update(
+        batch_size=max(int(b["input_ids"].size(0)) for b in batches),
+        num_samples=sum(int(b["input_ids"].size(0)) for b in batches),
+        average_steps=float(torch.cat(step_values).mean()),
+        granularity=config.halting_granularity,
+    )
+    if token_total:
+        result["token_layer_fraction"] = token_layers / token_total
+    return result
