@@ -79,6 +79,7 @@ def test_evaluate_writes_json_and_png(workspace, tmp_path, capsys):
     assert set(payload["pareto"]) == {"confidence", "patience"}
     assert {r["exit_policy"] for r in payload["rows"]} == {"none", "confidence", "patience"}
     assert payload["realized"] and all(r["realized_speedup"] > 0 and r["threads"] == 1 for r in payload["realized"])
+    assert all(r["timed_samples"] == 8 and r["timed_theoretical_speedup"] > 0 for r in payload["realized"])
     assert payload["current_setting"]["exit_policy"] == "none"
     assert payload["current_setting"]["accuracy"] == payload["full_depth_accuracy"]
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
