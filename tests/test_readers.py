@@ -22,6 +22,7 @@ from adaptive_hf import (
     SkimRnnForSequenceClassification,
 )
 from adaptive_hf.readers import jump_lstm as jump_module
+from adaptive_hf.readers import skim_rnn as skim_module
 
 VOCAB = 60
 READERS = ["skim_rnn", "jump_lstm"]
@@ -200,13 +201,17 @@ def test_batched_equals_one_at_a_time_with_padding(kind):
     assert int(skipped.sum()) > 0 and int(out.tokens_read.sum()) > 0
 
 
-def test_skim_rows_run_only_the_small_cell():
+def test_skim_rows_run_only_the_small_cell(monkeypatch):
     model = build("skim_rnn", seed=4)
     rows = {"big": 0, "small": 0}
     model.big_cell.register_forward_hook(lambda m, args, out: rows.__setitem__("big", rows["big"] + args[0].size(0)))
-    model.small_cell.register_forward_hook(
-        lambda m, args, out: rows.__setitem__("small", rows["small"] + args[0].size(0))
-    )
+    original = skim_module._small_step
+
+    def counting_small_step(input_terms, h_head, c_head, w_head_t):
+        rows["small"] += h_head.size(0)
+        return original(input_terms, h_head, c_head, w_head_t)
+
+    monkeypatch.setattr(skim_module, "_small_step", counting_small_step)
     with torch.no_grad():
         out = model(**padded_batch(batch_size=9, max_len=12, seed=5))
     assert rows["big"] == int(out.tokens_read.sum())
@@ -267,6 +272,7 @@ def test_theoretical_flops(kind):
     head = 2 * config.hidden_size * config.num_labels
     expected = adaptive.tokens_read * big + adaptive.num_decisions * model.decision_flops() + head
     expected = expected + adaptive.tokens_skimmed * model.skim_flops()
+    expected = expected + adaptive.tokens_read * model.adaptive_read_flops()
     assert torch.equal(spent, expected.double())
     assert model.theoretical_speedup(adaptive) > 1.0
 

@@ -325,6 +325,10 @@ class ReaderPreTrainedModel(AdaptiveHubMixin, PreTrainedModel):
         """FLOPs of one skimmed token on one sample; subclasses with a small cell override."""
         return 0
 
+    def adaptive_read_flops(self) -> int:
+        """Extra FLOPs of a token read in adaptive mode (bookkeeping for later decisions); subclasses override."""
+        return 0
+
     def theoretical_flops(self, outputs: ReaderSequenceClassifierOutput) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample theoretical FLOPs spent, and what full reading (the big cell on every token) would spend.
 
@@ -340,7 +344,10 @@ class ReaderPreTrainedModel(AdaptiveHubMixin, PreTrainedModel):
         read = outputs.tokens_read.double()
         skimmed = outputs.tokens_skimmed.double()
         length = read + skimmed + outputs.tokens_jumped.double()
-        spent = read * big + skimmed * self.skim_flops() + outputs.num_decisions.double() * self.decision_flops()
+        decisions = outputs.num_decisions.double()
+        spent = read * big + skimmed * self.skim_flops() + decisions * self.decision_flops()
+        # Full reading takes no decisions and keeps no caches; adaptive rows pay the per-read bookkeeping.
+        spent = spent + torch.where(decisions > 0, read, torch.zeros_like(read)) * self.adaptive_read_flops()
         return spent + head, length * big + head
 
     def theoretical_speedup(self, outputs: ReaderSequenceClassifierOutput) -> float:

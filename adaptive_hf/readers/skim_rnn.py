@@ -79,12 +79,20 @@ class SkimRnnForSequenceClassification(ReaderPreTrainedModel):
     # ------------------------------------------------------------------------------------------------ cost model
     def decision_flops(self) -> int:
         config = self.config
-        return linear_flops(1, config.embedding_size + config.hidden_size, 2)
+        # Every token: the gate on [x_t; h_{t-1}] and the small cell's input term (computed for all tokens at once).
+        return linear_flops(1, config.embedding_size + config.hidden_size, 2) + linear_flops(
+            1, config.embedding_size, 4 * config.small_hidden_size
+        )
 
     def skim_flops(self) -> int:
         config = self.config
-        # The small cell reads x_t and the whole previous state and writes small_hidden_size dims.
-        return linear_flops(1, config.embedding_size + config.hidden_size, 4 * config.small_hidden_size)
+        # A skimmed token: the small cell's recurrent term on the head of the state.
+        return linear_flops(1, config.small_hidden_size, 4 * config.small_hidden_size)
+
+    def adaptive_read_flops(self) -> int:
+        config = self.config
+        # After a read, the new tail's terms in the small cell and the gate are computed once and cached.
+        return linear_flops(1, config.hidden_size - config.small_hidden_size, 4 * config.small_hidden_size + 1)
 
     def full_token_flops(self) -> int:
         """FLOPs of one token through the big cell."""
@@ -175,9 +183,15 @@ class SkimRnnForSequenceClassification(ReaderPreTrainedModel):
         return h, skimmed, penalty
 
     def _forward_skim(self, inputs: torch.Tensor, lengths: torch.Tensor):
-        """Eval: per step, the big cell runs only on the rows that read and the small cell only on those that skim."""
+        """Eval: per step, the big cell runs only on the rows that read and the small cell only on those that skim.
+
+        The state is kept as a head (the ``small_hidden_size`` dims the small cell writes) and a tail. The tail only
+        changes when a row reads, so its contributions to the gate and to the small cell are computed then and
+        cached; a skim step is one small matmul on the head. The gate's and the small cell's input terms for every
+        token are one matmul each up front (counted in :meth:`decision_flops`).
+        """
         config = self.config
-        batch_size, small = inputs.size(0), config.small_hidden_size
+        batch_size, small, embed = inputs.size(0), config.small_hidden_size, config.embedding_size
         threshold = float(config.skim_threshold)
         # P(skim) >= threshold  <=>  logit(skim) - logit(read) >= log(threshold / (1 - threshold)).
         if threshold <= 0.0:
@@ -186,56 +200,87 @@ class SkimRnnForSequenceClassification(ReaderPreTrainedModel):
             cut = math.inf
         else:
             cut = math.log(threshold / (1.0 - threshold))
-        weight = self.skim_gate.weight[1] - self.skim_gate.weight[0]
-        bias = self.skim_gate.bias[1] - self.skim_gate.bias[0]
-        w_x, w_h = weight[: config.embedding_size], weight[config.embedding_size :]
+        gate_weight = self.skim_gate.weight[1] - self.skim_gate.weight[0]
+        gate_bias = self.skim_gate.bias[1] - self.skim_gate.bias[0]
+        gate_w_x, gate_w_head, gate_w_tail = (
+            gate_weight[:embed],
+            gate_weight[embed : embed + small],
+            gate_weight[embed + small :],
+        )
+        cell = self.small_cell
+        small_w_x, small_w_tail = cell.weight_ih[:, :embed], cell.weight_ih[:, embed:]
+        small_w_head = cell.weight_hh.t()
 
         order = torch.argsort(lengths, descending=True, stable=True)
         if batch_size > 1:
             inputs, lengths = inputs.index_select(0, order), lengths.index_select(0, order)
-        # The gate's input term for every token at once: 2 * embedding_size FLOPs per token, as counted.
-        gate_x = torch.mv(inputs.reshape(-1, inputs.size(2)), w_x).view(batch_size, -1) + bias
         steps = int(lengths[0]) if batch_size > 0 else 0
+        inputs = inputs[:, :steps]
+        flat = inputs.reshape(-1, embed)
+        gate_x = torch.mv(flat, gate_w_x).view(batch_size, steps) + gate_bias
+        small_x = F.linear(flat, small_w_x, cell.bias_ih + cell.bias_hh).view(batch_size, steps, 4 * small)
         active_counts = (lengths.unsqueeze(0) > torch.arange(steps, device=lengths.device).unsqueeze(1)).sum(1)
         active_counts = active_counts.tolist()
-        h = inputs.new_zeros(batch_size, config.hidden_size)
-        c = inputs.new_zeros(batch_size, config.hidden_size)
+        h_head = inputs.new_zeros(batch_size, small)
+        c_head = torch.zeros_like(h_head)
+        h_tail = inputs.new_zeros(batch_size, config.hidden_size - small)
+        c_tail = torch.zeros_like(h_tail)
+        tail_small = inputs.new_zeros(batch_size, 4 * small)  # the tail's term in the small cell's gates
+        tail_gate = inputs.new_zeros(batch_size)  # the tail's term in the skim gate
         last = inputs.new_zeros(batch_size, config.hidden_size)
         skimmed = torch.zeros_like(lengths)
-        rows_alive = batch_size
+        alive = batch_size
         for t in range(steps):
             n = active_counts[t]
-            if n < rows_alive:
-                # Rows [n, rows_alive) ended at step t: keep their final state and drop them from the batch.
-                last[n:rows_alive] = h[n:]
-                h, c = h[:n], c[:n]
-                rows_alive = n
-            x = inputs[:n, t]
-            skim = (gate_x[:n, t] + torch.mv(h, w_h)) >= cut
+            if n < alive:
+                # Rows [n, alive) ended at step t: keep their final state and drop them from the batch.
+                last[n:alive] = torch.cat([h_head[n:], h_tail[n:]], dim=1)
+                h_head, c_head, h_tail, c_tail = h_head[:n], c_head[:n], h_tail[:n], c_tail[:n]
+                tail_small, tail_gate, alive = tail_small[:n], tail_gate[:n], n
+            skim = (torch.mv(h_head, gate_w_head) + tail_gate + gate_x[:n, t]) >= cut
             num_skim = int(skim.sum())
+            if num_skim == n:
+                h_head, c_head = _small_step(small_x[:n, t] + tail_small, h_head, c_head, small_w_head)
+                skimmed[:n] += 1
+                continue
             if num_skim == 0:
-                h, c = self.big_cell(x, (h, c))
+                h, c = self.big_cell(inputs[:n, t], (torch.cat([h_head, h_tail], 1), torch.cat([c_head, c_tail], 1)))
+                h_head, h_tail, c_head, c_tail = h[:, :small], h[:, small:], c[:, :small], c[:, small:]
+                tail_small = F.linear(h_tail, small_w_tail)
+                tail_gate = torch.mv(h_tail, gate_w_tail)
                 continue
             skimmed[:n] += skim
-            if num_skim == n:
-                h_small, c_small = self.small_cell(x, h, c)
-                h = torch.cat([h_small, h[:, small:]], dim=1)
-                c = torch.cat([c_small, c[:, small:]], dim=1)
-                continue
             read_rows = (~skim).nonzero().squeeze(1)
             skim_rows = skim.nonzero().squeeze(1)
-            h_read, c_read = h.index_select(0, read_rows), c.index_select(0, read_rows)
-            h_skim, c_skim = h.index_select(0, skim_rows), c.index_select(0, skim_rows)
-            h_big, c_big = self.big_cell(x.index_select(0, read_rows), (h_read, c_read))
-            h_small, c_small = self.small_cell(x.index_select(0, skim_rows), h_skim, c_skim)
-            h_skim = torch.cat([h_small, h_skim[:, small:]], dim=1)
-            c_skim = torch.cat([c_small, c_skim[:, small:]], dim=1)
-            h = h.index_copy(0, read_rows, h_big).index_copy(0, skim_rows, h_skim)
-            c = c.index_copy(0, read_rows, c_big).index_copy(0, skim_rows, c_skim)
-        if rows_alive > 0:
-            last[:rows_alive] = h
+            h_small, c_small = _small_step(
+                small_x[:n, t].index_select(0, skim_rows) + tail_small.index_select(0, skim_rows),
+                h_head.index_select(0, skim_rows),
+                c_head.index_select(0, skim_rows),
+                small_w_head,
+            )
+            h_read = torch.cat([h_head.index_select(0, read_rows), h_tail.index_select(0, read_rows)], 1)
+            c_read = torch.cat([c_head.index_select(0, read_rows), c_tail.index_select(0, read_rows)], 1)
+            h_big, c_big = self.big_cell(inputs[:n, t].index_select(0, read_rows), (h_read, c_read))
+            h_head = h_head.index_copy(0, skim_rows, h_small).index_copy(0, read_rows, h_big[:, :small])
+            c_head = c_head.index_copy(0, skim_rows, c_small).index_copy(0, read_rows, c_big[:, :small])
+            h_tail = h_tail.index_copy(0, read_rows, h_big[:, small:])
+            c_tail = c_tail.index_copy(0, read_rows, c_big[:, small:])
+            tail_small = tail_small.index_copy(0, read_rows, F.linear(h_big[:, small:], small_w_tail))
+            tail_gate = tail_gate.index_copy(0, read_rows, torch.mv(h_big[:, small:], gate_w_tail))
+        if alive > 0:
+            last[:alive] = torch.cat([h_head, h_tail], dim=1)
         if batch_size > 1:
             inverse = torch.empty_like(order)
             inverse[order] = torch.arange(batch_size, device=order.device)
             last, skimmed = last.index_select(0, inverse), skimmed.index_select(0, inverse)
         return last, skimmed
+
+
+def _small_step(input_terms: torch.Tensor, h_head: torch.Tensor, c_head: torch.Tensor, w_head_t: torch.Tensor):
+    """One small-cell LSTM step on the head of the state, given the gates' input and tail terms."""
+    small = h_head.size(1)
+    gates = torch.addmm(input_terms, h_head, w_head_t)
+    activated = gates.sigmoid()
+    candidate = gates[:, 2 * small : 3 * small].tanh()
+    c_head = torch.addcmul(activated[:, small : 2 * small] * c_head, activated[:, :small], candidate)
+    return activated[:, 3 * small :] * c_head.tanh(), c_head
