@@ -5,6 +5,7 @@ Importing the package registers every adaptive config and model with the transfo
 
 from .core.backbones import TextEncoderAdapter
 from .core.registry import register_builtin, register_text_encoder
+from .data import load_text_classification, packaged_minilm_path
 from .early_exit.auto import AutoEarlyExitModelForSequenceClassification
 from .early_exit.calibration import CalibrationReport, calibrate
 from .early_exit.config import (
@@ -25,6 +26,13 @@ from .early_exit.modeling import (
     EarlyExitRobertaForSequenceClassification,
     EarlyExitXLMRobertaForSequenceClassification,
 )
+from .early_exit.vision_config import EarlyExitTimmConfig, EarlyExitViTConfig
+from .early_exit.vision_modeling import (
+    EarlyExitTimmForImageClassification,
+    EarlyExitViTForImageClassification,
+    register_timm_early_exit,
+    register_vision_early_exit,
+)
 from .halting.auto import AutoHaltingModelForSequenceClassification
 from .halting.config import HALTING_CONFIGS
 from .halting.modeling import HALTING_MODELS
@@ -44,6 +52,7 @@ from .readers import (
 from .training import ExitStatisticsCallback, TwoStageExitTrainingCallback
 
 register_builtin()
+register_vision_early_exit()
 register_readers()
 register_switch_moe()
 
@@ -63,6 +72,8 @@ __all__ = [
     "ExitStatisticsCallback",
     "TwoStageExitTrainingCallback",
     "calibrate",
+    "load_text_classification",
+    "packaged_minilm_path",
     "EarlyExitAlbertConfig",
     "EarlyExitAlbertForSequenceClassification",
     "EarlyExitBertConfig",
@@ -91,3 +102,10 @@ __all__ = [
 ]
 __all__ += sorted(_SWITCH_MOE_CLASSES)
 __all__ += ["AutoHaltingModelForSequenceClassification", *sorted(_HALTING_CLASSES)]
+__all__ += [
+    "EarlyExitTimmConfig",
+    "EarlyExitTimmForImageClassification",
+    "EarlyExitViTConfig",
+    "EarlyExitViTForImageClassification",
+    "register_timm_early_exit",
+]

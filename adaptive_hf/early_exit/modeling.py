@@ -32,8 +32,11 @@ class EarlyExitModelMixin(AdaptiveHubMixin):
     A subclass provides ``self.adapter`` (``num_layers``, ``run_layer(index, state)`` returning the new
     ``state.hidden_states``), a state with ``hidden_states``, ``num_rows`` and ``select(rows)``,
     ``self.exit_heads``, :meth:`_head_logits` and :meth:`backbone_parameters`. The final exit's parameters come
-    from :meth:`final_exit_parameters`, so a subclass can make the backbone's own classifier the last exit.
+    from :meth:`final_exit_parameters`, so a subclass can make the backbone's own classifier the last exit;
+    ``output_class`` is the ``ModelOutput`` returned (fields ``loss``, ``logits``, ``exit_layer``, ``exit_logits``).
     """
+
+    output_class: type = EarlyExitSequenceClassifierOutput
 
     def backbone_parameters(self):
         """Parameters of the backbone (trained in stage 1 of ``two_stage``, frozen in stage 2)."""
@@ -97,7 +100,7 @@ class EarlyExitModelMixin(AdaptiveHubMixin):
             all_logits = tuple(
                 x if x is not None else torch.full_like(logits, float("nan")) for x in exit_logits
             )
-        return EarlyExitSequenceClassifierOutput(loss=loss, logits=logits, exit_layer=exit_layer, exit_logits=all_logits)
+        return self.output_class(loss=loss, logits=logits, exit_layer=exit_layer, exit_logits=all_logits)
 
     def _training_loss(self, exit_logits: list[torch.Tensor | None], labels: torch.Tensor) -> torch.Tensor:
         config = self.config
@@ -169,7 +172,7 @@ class EarlyExitModelMixin(AdaptiveHubMixin):
             if policy_state is not None:
                 policy_state = policy_state.select(keep)
         loss = F.cross_entropy(logits_out, labels) if labels is not None else None
-        return EarlyExitSequenceClassifierOutput(
+        return self.output_class(
             loss=loss,
             logits=logits_out,
             exit_layer=exit_layer,

@@ -1,0 +1,464 @@
+"""Vision backbone adapters: run a timm or Hugging Face image model one block or stage at a time.
+
+An adapter wraps a stock model (a timm ``VisionTransformer``/``ResNet``/``EfficientNet``/``MobileNetV3``/
+``ConvNeXt``, or a transformers ``ViTModel``) and exposes what early exits need: the stem, unit ``i`` (a block or a
+stage) run on whatever images are still active, pooling of a unit's output, and the model's own head for the final
+exit. It calls the model's modules in the order the model's own ``forward_features``/``forward_head`` does; it never
+copies modeling code, so policy ``none`` reproduces the model's logits.
+
+To support another timm family, subclass :class:`TimmAdapter` (set ``model_classes`` and override ``stem_modules``,
+``stage_modules`` and, if needed, ``block_units``/``final_logits``) and pass it to
+:func:`register_timm_adapter`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .compaction import select_rows
+from .flops import encoder_layer_flops
+
+VISION_POOLINGS = ("mean", "cls")
+GRANULARITIES = ("block", "stage")
+
+
+@dataclass
+class ImageState:
+    """What flows between units for the images still being computed.
+
+    Attributes:
+        hidden_states: ``(rows, channels, height, width)`` feature maps or ``(rows, tokens, dim)`` tokens.
+        layer_kwargs: Extra per-unit inputs; tensors whose first dimension is the row count follow the rows.
+    """
+
+    hidden_states: torch.Tensor
+    layer_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_rows(self) -> int:
+        return self.hidden_states.size(0)
+
+    def select(self, rows: torch.Tensor) -> ImageState:
+        """Returns the state restricted to ``rows`` (a 1-D index tensor)."""
+        return ImageState(
+            self.hidden_states.index_select(0, rows), select_rows(self.layer_kwargs, rows, self.num_rows)
+        )
+
+
+def check_pixel_values(pixel_values: Any, in_chans: int) -> int:
+    """Validates an image batch; returns the batch size.
+
+    Args:
+        pixel_values: ``(batch, channels, height, width)`` floating-point images.
+        in_chans: Channels the model expects.
+    """
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(f"`pixel_values` must be a torch.Tensor of images; got {type(pixel_values).__name__}.")
+    if not pixel_values.dtype.is_floating_point:
+        raise TypeError(
+            f"`pixel_values` must be a floating-point tensor (normalized images, e.g. torch.float32); got "
+            f"{pixel_values.dtype}. Convert uint8 images with `.float() / 255` and normalize them."
+        )
+    if pixel_values.dim() != 4:
+        raise ValueError(
+            f"`pixel_values` must have shape (batch, channels, height, width); got shape {tuple(pixel_values.shape)}."
+            + (" Add a batch dimension with `.unsqueeze(0)`." if pixel_values.dim() == 3 else "")
+        )
+    if pixel_values.size(0) == 0:
+        raise ValueError("Empty batch: `pixel_values` has 0 images; pass at least one.")
+    if pixel_values.size(1) != in_chans:
+        raise ValueError(f"`pixel_values` must have {in_chans} channels (dim 1); got {pixel_values.size(1)}.")
+    return pixel_values.size(0)
+
+
+def pool_features(hidden_states: torch.Tensor, pooling: str, num_prefix_tokens: int = 1) -> torch.Tensor:
+    """Pools one unit's output into ``(rows, width)``.
+
+    Args:
+        hidden_states: ``(rows, C, H, W)`` feature maps (always averaged) or ``(rows, tokens, dim)`` tokens.
+        pooling: ``"mean"`` (average; over patch tokens only for token inputs) or ``"cls"`` (first token).
+        num_prefix_tokens: Class/distillation/register tokens in front of the patch tokens.
+    """
+    if hidden_states.dim() == 4:
+        return hidden_states.mean((2, 3))
+    if pooling == "cls":
+        return hidden_states[:, 0]
+    if pooling == "mean":
+        return hidden_states[:, num_prefix_tokens:].mean(1)
+    raise ValueError(f"`exit_pooling` must be one of {VISION_POOLINGS}; got {pooling!r}.")
+
+
+# ------------------------------------------------------------------------------------------------------ timm
+class TimmAdapter:
+    """Adapter over a timm classification model, exiting after its stages or blocks.
+
+    Args:
+        model: The timm model.
+        granularity: ``"stage"`` or ``"block"`` (transformers have only blocks).
+
+    Class attributes:
+        family: Short family name for messages and model cards.
+        model_classes: Names of the timm model classes this adapter handles (subclasses included).
+        is_transformer: Whether units output tokens (``(rows, tokens, dim)``) rather than feature maps.
+    """
+
+    family: ClassVar[str] = "timm"
+    model_classes: ClassVar[tuple[str, ...]] = ()
+    is_transformer: ClassVar[bool] = False
+
+    def __init__(self, model: nn.Module, granularity: str):
+        self.model = model
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"`exit_granularity` must be one of {GRANULARITIES}; got {granularity!r}.")
+        if granularity == "stage" and self.is_transformer:
+            raise ValueError(
+                f"`exit_granularity='stage'` is not available for {type(model).__name__}: a plain vision transformer "
+                "has no stages. Use 'block'."
+            )
+        self.granularity = granularity
+        self.units = self.stage_modules() if granularity == "stage" else self.block_units()
+
+    @classmethod
+    def handles(cls, model: nn.Module) -> bool:
+        return any(klass.__name__ in cls.model_classes for klass in type(model).__mro__)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.units)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(getattr(self.model, "num_prefix_tokens", 0))
+
+    def default_pooling(self) -> str:
+        return "mean"
+
+    def stem_modules(self) -> list[nn.Module]:
+        """Modules before the first unit, in ``forward_features`` order."""
+        raise NotImplementedError
+
+    def stage_modules(self) -> list[nn.Module]:
+        """The stages, in order."""
+        raise NotImplementedError
+
+    def block_units(self) -> list[nn.Module]:
+        """The blocks, in order (by default every block of every stage)."""
+        return [block for stage in self.stage_modules() for block in stage.children()]
+
+    def embed(self, pixel_values: torch.Tensor) -> ImageState:
+        """Runs the stem."""
+        hidden = pixel_values
+        for module in self.stem_modules():
+            hidden = module(hidden)
+        return ImageState(hidden)
+
+    def run_layer(self, index: int, state: ImageState) -> torch.Tensor:
+        """Runs unit ``index`` (0-based) on the images in ``state``; returns their new features."""
+        return self.units[index](state.hidden_states)
+
+    def final_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The model's own head on the last unit's output (the rest of ``forward_features``, then ``forward_head``)."""
+        return self.model.forward_head(hidden_states)
+
+    def pool(self, hidden_states: torch.Tensor, pooling: str) -> torch.Tensor:
+        return pool_features(hidden_states, pooling, self.num_prefix_tokens)
+
+
+class TimmViTAdapter(TimmAdapter):
+    """timm vision transformers (ViT, DeiT incl. distilled, DeiT III): one unit per block."""
+
+    family = "vit"
+    model_classes = ("VisionTransformer",)
+    is_transformer = True
+
+    def default_pooling(self) -> str:
+        return "cls" if getattr(self.model, "global_pool", "token") == "token" else "mean"
+
+    def embed(self, pixel_values: torch.Tensor) -> ImageState:
+        model = self.model
+        hidden = model.patch_embed(pixel_values)
+        hidden = model._pos_embed(hidden)
+        hidden = model.patch_drop(hidden)
+        return ImageState(model.norm_pre(hidden))
+
+    def block_units(self) -> list[nn.Module]:
+        return list(self.model.blocks)
+
+    def final_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.norm(hidden_states))
+
+
+class TimmResNetAdapter(TimmAdapter):
+    """timm ResNets (and ResNet-D/T variants): stages ``layer1..4``, blocks inside them."""
+
+    family = "resnet"
+    model_classes = ("ResNet",)
+
+    def stem_modules(self) -> list[nn.Module]:
+        model = self.model
+        return [model.conv1, model.bn1, model.act1, model.maxpool]
+
+    def stage_modules(self) -> list[nn.Module]:
+        return [self.model.layer1, self.model.layer2, self.model.layer3, self.model.layer4]
+
+
+class TimmEfficientNetAdapter(TimmAdapter):
+    """timm EfficientNet / MobileNetV2 / MobileNetV3 / MixNet (``blocks`` is a sequence of stages)."""
+
+    family = "efficientnet"
+    model_classes = ("EfficientNet", "MobileNetV3")
+
+    def stem_modules(self) -> list[nn.Module]:
+        return [self.model.conv_stem, self.model.bn1]
+
+    def stage_modules(self) -> list[nn.Module]:
+        return list(self.model.blocks)
+
+    def final_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        if type(model).__name__ != "MobileNetV3" and hasattr(model, "conv_head"):
+            # EfficientNet's forward_features ends with conv_head + bn2; MobileNetV3 runs them in forward_head.
+            hidden_states = model.bn2(model.conv_head(hidden_states))
+        return model.forward_head(hidden_states)
+
+
+class TimmConvNeXtAdapter(TimmAdapter):
+    """timm ConvNeXt: ``stages``; a stage's downsampling runs with its first block."""
+
+    family = "convnext"
+    model_classes = ("ConvNeXt",)
+
+    def stem_modules(self) -> list[nn.Module]:
+        return [self.model.stem]
+
+    def stage_modules(self) -> list[nn.Module]:
+        return list(self.model.stages)
+
+    def block_units(self) -> list[nn.Module]:
+        units: list[nn.Module] = []
+        for stage in self.model.stages:
+            for j, block in enumerate(stage.blocks):
+                units.append(nn.Sequential(stage.downsample, block) if j == 0 else block)
+        return units
+
+    def final_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.norm_pre(hidden_states))
+
+
+TIMM_ADAPTERS: list[type[TimmAdapter]] = [
+    TimmViTAdapter,
+    TimmResNetAdapter,
+    TimmEfficientNetAdapter,
+    TimmConvNeXtAdapter,
+]
+
+
+def register_timm_adapter(adapter: type[TimmAdapter]) -> None:
+    """Adds support for another timm family (checked before the built-in adapters).
+
+    Args:
+        adapter: A :class:`TimmAdapter` subclass with ``model_classes`` set.
+    """
+    TIMM_ADAPTERS.insert(0, adapter)
+
+
+def timm_adapter_for(model: nn.Module) -> type[TimmAdapter]:
+    """The adapter class for a timm model, or a ``ValueError`` naming the supported families.
+
+    Args:
+        model: A timm model.
+    """
+    for adapter in TIMM_ADAPTERS:
+        if adapter.handles(model):
+            return adapter
+    supported = ", ".join(name for adapter in TIMM_ADAPTERS for name in adapter.model_classes)
+    raise ValueError(
+        f"Unsupported timm model class {type(model).__name__} for early exit. Supported classes (and their "
+        f"subclasses): {supported}. To add one, subclass adaptive_hf.core.vision_backbones.TimmAdapter (set "
+        "model_classes, override stem_modules/stage_modules and final_logits if the head differs) and call "
+        "adaptive_hf.core.vision_backbones.register_timm_adapter(YourAdapter)."
+    )
+
+
+def create_timm_model(architecture: str, num_classes: int, model_args: dict[str, Any], **kwargs: Any) -> nn.Module:
+    """``timm.create_model(architecture, pretrained=False, num_classes=..., **model_args)`` with a clear error.
+
+    Args:
+        architecture: A timm model name.
+        num_classes: Classifier width.
+        model_args: Extra keyword arguments for the timm constructor.
+        **kwargs: Passed to ``timm.create_model`` as well.
+    """
+    import timm
+
+    if not isinstance(architecture, str) or not timm.is_model(architecture):
+        raise ValueError(
+            f"`architecture` must be a timm model name (see timm.list_models()); got {architecture!r}. Examples: "
+            "'resnet18', 'tf_efficientnet_lite0', 'mobilenetv3_small_100', 'convnext_atto', "
+            "'vit_tiny_patch16_224', 'deit_tiny_patch16_224'."
+        )
+    if not isinstance(model_args, dict):
+        raise TypeError(f"`model_args` must be a dict of timm constructor arguments; got {model_args!r}.")
+    if "num_classes" in model_args or "pretrained" in model_args:
+        raise ValueError("`model_args` must not hold `num_classes` or `pretrained`; use `num_labels` instead.")
+    return timm.create_model(architecture, pretrained=False, num_classes=num_classes, **model_args, **kwargs)
+
+
+@dataclass(frozen=True)
+class TimmDescription:
+    """Shapes and costs of a timm model split into units, measured once on the meta device.
+
+    Attributes:
+        family: Adapter family.
+        granularity: ``"stage"`` or ``"block"``.
+        num_units: Number of units (exit points).
+        widths: Channels (or token width) after each unit.
+        spatial: Positions pooled after each unit (H*W, or tokens).
+        stem_flops: FLOPs of the stem, one image.
+        unit_flops: FLOPs of each unit, one image.
+        final_head_flops: FLOPs of the model's own head (rest of ``forward_features`` + ``forward_head``).
+        image_size: ``(height, width)`` the costs were measured at.
+        in_chans: Input channels.
+        default_pooling: The pooling the model's own head uses (``"cls"`` or ``"mean"``).
+    """
+
+    family: str
+    granularity: str
+    num_units: int
+    widths: tuple[int, ...]
+    spatial: tuple[int, ...]
+    stem_flops: int
+    unit_flops: tuple[int, ...]
+    final_head_flops: int
+    image_size: tuple[int, int]
+    in_chans: int
+    default_pooling: str
+
+
+def describe_timm(
+    architecture: str,
+    model_args: dict[str, Any],
+    granularity: str | None = None,
+    image_size: tuple[int, int] | None = None,
+    num_classes: int = 1000,
+) -> TimmDescription:
+    """Builds the model on the meta device (no memory, no init cost) and measures units, widths and FLOPs.
+
+    Args:
+        architecture: timm model name.
+        model_args: timm constructor arguments.
+        granularity: ``"stage"``/``"block"``; ``None`` = the family default.
+        image_size: ``(height, width)``; ``None`` = the model's nominal input size.
+        num_classes: Classifier width (for the cost of the model's own head).
+    """
+    key = json.dumps(model_args, sort_keys=True)
+    size = tuple(int(s) for s in image_size) if image_size is not None else None
+    return _describe(architecture, key, granularity, size, num_classes)
+
+
+@functools.lru_cache(maxsize=64)
+def _meta_model(architecture: str, model_args_json: str, num_classes: int) -> nn.Module:
+    with torch.device("meta"):
+        model = create_timm_model(architecture, num_classes, json.loads(model_args_json))
+    return model.eval()
+
+
+@functools.lru_cache(maxsize=128)
+def _describe(
+    architecture: str, model_args_json: str, granularity: str | None, image_size, num_classes: int
+) -> TimmDescription:
+    from timm.models._input import get_model_input_config
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = _meta_model(architecture, model_args_json, num_classes)
+    adapter_class = timm_adapter_for(model)
+    if granularity is None:
+        granularity = "block" if adapter_class.is_transformer else "stage"
+    adapter = adapter_class(model, granularity)
+    input_size = get_model_input_config(model)["input_size"]
+    in_chans = int(input_size[0])
+    size = tuple(int(s) for s in (image_size or input_size[1:]))
+
+    def flops_of(fn, *args):
+        with FlopCounterMode(display=False) as counter:
+            out = fn(*args)
+        return out, int(counter.get_total_flops())
+
+    with torch.no_grad():
+        state, stem_flops = flops_of(adapter.embed, torch.empty(1, in_chans, *size, device="meta"))
+        widths, spatial, unit_flops = [], [], []
+        for index in range(adapter.num_layers):
+            state.hidden_states, flops = flops_of(adapter.run_layer, index, state)
+            hidden = state.hidden_states
+            widths.append(int(hidden.size(1) if hidden.dim() == 4 else hidden.size(-1)))
+            spatial.append(int(hidden.size(2) * hidden.size(3) if hidden.dim() == 4 else hidden.size(1)))
+            unit_flops.append(flops)
+        _, head_flops = flops_of(adapter.final_logits, state.hidden_states)
+    return TimmDescription(
+        family=adapter_class.family,
+        granularity=granularity,
+        num_units=adapter.num_layers,
+        widths=tuple(widths),
+        spatial=tuple(spatial),
+        stem_flops=stem_flops,
+        unit_flops=tuple(unit_flops),
+        final_head_flops=head_flops,
+        image_size=size,
+        in_chans=in_chans,
+        default_pooling=adapter.default_pooling(),
+    )
+
+
+# --------------------------------------------------------------------------------------------- HF ViT (transformers)
+class HFViTAdapter:
+    """Adapter over a transformers ``ViTModel``: one unit per encoder layer; the final exit is the ViT classifier.
+
+    Args:
+        base_model: A ``ViTModel`` (built without its pooler).
+
+    Class attributes mirror the text adapters so the early-exit config mixin can validate against them.
+    """
+
+    family: ClassVar[str] = "vit"
+    model_type: ClassVar[str] = "vit"
+    class_prefix: ClassVar[str] = "ViT"
+    has_pooler: ClassVar[bool] = False
+
+    def __init__(self, base_model: nn.Module):
+        self.base_model = base_model
+        self.config = base_model.config
+
+    @classmethod
+    def num_layers_of(cls, config) -> int:
+        return config.num_hidden_layers
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_hidden_layers
+
+    def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> ImageState:
+        expected = self.base_model.embeddings.patch_embeddings.projection.weight.dtype
+        hidden = self.base_model.embeddings(
+            pixel_values.to(expected), interpolate_pos_encoding=interpolate_pos_encoding
+        )
+        return ImageState(hidden)
+
+    def run_layer(self, index: int, state: ImageState) -> torch.Tensor:
+        # ViT attends over every patch: no attention mask (the stock ViTModel builds none either).
+        return self.base_model.layers[index](state.hidden_states, None)
+
+    def final_features(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The layer-normed first token that ``ViTForImageClassification`` classifies."""
+        return self.base_model.layernorm(hidden_states)[:, 0]
+
+    def pool(self, hidden_states: torch.Tensor, pooling: str) -> torch.Tensor:
+        return pool_features(hidden_states, pooling, 1)
+
+    def layer_flops(self, seq_len: int) -> int:
+        return encoder_layer_flops(seq_len, self.config.hidden_size, self.config.intermediate_size)

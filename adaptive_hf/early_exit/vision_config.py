@@ -1,0 +1,158 @@
+"""Early-exit configs for image classifiers: any timm model, and Hugging Face ViT.
+
+* :class:`EarlyExitTimmConfig` records the timm ``architecture`` and ``model_args``, so ``from_pretrained`` rebuilds
+  the timm model exactly (``timm.create_model(architecture, pretrained=False, num_classes=num_labels,
+  **model_args)``), plus the exit fields shared with the text classifiers.
+* :class:`EarlyExitViTConfig` *is* a ``ViTConfig`` (plain ViT checkpoints load into it) with the exit fields.
+
+The exit fields and their validation are those of :class:`~adaptive_hf.early_exit.config.EarlyExitConfigMixin`.
+Vision adds ``exit_granularity`` (timm CNNs exit after ``"stage"``\\ s or ``"block"``\\ s) and ``exit_dropout``;
+``exit_pooling`` is ``"cls"`` or ``"mean"`` (feature maps are always averaged).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PreTrainedConfig, ViTConfig
+
+from ..core.configuration import check_choice, check_number
+from ..core.vision_backbones import GRANULARITIES, VISION_POOLINGS, HFViTAdapter, TimmDescription, describe_timm
+from .config import EXIT_FIELDS, EarlyExitConfigMixin
+
+
+class _VisionExitConfigMixin(EarlyExitConfigMixin):
+    """Pooling/dropout checks shared by the vision configs (``pooler`` pooling does not exist for images)."""
+
+    def _check_vision_fields(self, token_model: bool) -> None:
+        check_choice("exit_pooling", self.exit_pooling, VISION_POOLINGS)
+        if self.exit_pooling == "cls" and not token_model:
+            raise ValueError(
+                "`exit_pooling='cls'` needs a transformer with a class token; CNN feature maps are averaged. Use "
+                "'mean'."
+            )
+        check_number("exit_dropout", self.exit_dropout, 0.0, 1.0, high_inclusive=False)
+
+
+class EarlyExitTimmConfig(_VisionExitConfigMixin, PreTrainedConfig):
+    """Config of :class:`~adaptive_hf.early_exit.vision_modeling.EarlyExitTimmForImageClassification`.
+
+    Args:
+        architecture: A timm model name, e.g. ``"tf_efficientnet_lite0"`` or ``"vit_tiny_patch16_224"``.
+        model_args: Extra ``timm.create_model`` keyword arguments (``img_size``, ``depth``, ``in_chans``, ...).
+            ``num_classes`` comes from ``num_labels``.
+        exit_granularity: ``"stage"`` or ``"block"``; ``None`` = ``"block"`` for vision transformers, ``"stage"``
+            for CNNs. ``exit_layers`` are 1-based indices of these units.
+        image_size: ``[height, width]`` the cost model assumes; ``None`` = the timm model's nominal input size.
+        exit_dropout: Dropout in the intermediate exit heads.
+        exit_pooling: ``"cls"`` or ``"mean"`` for transformers; ``None`` = what the model's own head uses.
+        exit_head: ``"linear"`` or ``"mlp"`` for the intermediate heads (the final exit is the timm head).
+        **kwargs: The exit fields of :class:`~adaptive_hf.early_exit.config.EarlyExitConfigMixin` and
+            ``PreTrainedConfig`` fields (``num_labels``, ``id2label``, ...).
+    """
+
+    model_type = "early_exit_timm"
+
+    architecture: str = "resnet18"
+    model_args: dict | None = None
+    exit_granularity: str | None = None
+    image_size: list[int] | None = None
+    exit_dropout: float = 0.0
+    exit_layers: list[int] | None = None
+    exit_pooling: str | None = None
+    exit_head: str = "linear"
+    exit_policy: str = "none"
+    exit_threshold: float | None = None
+    patience: int = 2
+    exit_training: str = "joint"
+    exit_loss_weights: list[float] | None = None
+    exit_training_stage: int = 1
+    distill_temperature: float = 2.0
+    calibration: dict | None = None
+
+    def describe(self, image_size: tuple[int, int] | None = None) -> TimmDescription:
+        """Units, widths and per-unit FLOPs of the timm model (measured once on the meta device, then cached).
+
+        Args:
+            image_size: ``(height, width)``; ``None`` = ``config.image_size``.
+        """
+        size = image_size if image_size is not None else self.image_size
+        try:
+            return describe_timm(self.architecture, self.model_args, self.exit_granularity, size, self.num_labels)
+        except (ValueError, TypeError):
+            raise
+        except Exception as error:  # timm asserts on shapes it cannot take
+            raise ValueError(
+                f"timm could not run {self.architecture!r} with model_args={self.model_args} at image_size={size}: "
+                f"{error}"
+            ) from error
+
+    @property
+    def num_backbone_layers(self) -> int:
+        return self.describe().num_units
+
+    def validate_early_exit(self) -> None:
+        if self.model_args is None:
+            self.model_args = {}
+        if self.exit_granularity is not None:
+            check_choice("exit_granularity", self.exit_granularity, GRANULARITIES)
+        if self.image_size is not None:
+            size = [self.image_size] * 2 if isinstance(self.image_size, int) else list(self.image_size)
+            if len(size) != 2:
+                raise ValueError(f"`image_size` must be [height, width] or one int; got {self.image_size!r}.")
+            for side in size:
+                check_number("image_size", side, 1, None, integer=True)
+            self.image_size = size
+        description = self.describe()
+        self.exit_granularity = description.granularity
+        self.image_size = list(description.image_size)
+        if self.exit_pooling is None:
+            self.exit_pooling = description.default_pooling
+        self._check_vision_fields(token_model=description.family == "vit")
+        super().validate_early_exit()
+
+
+class EarlyExitViTConfig(_VisionExitConfigMixin, ViTConfig):
+    """``ViTConfig`` plus the early-exit fields; the final exit is the ViT classifier on the layer-normed CLS token.
+
+    Args:
+        exit_pooling: ``"cls"`` (default) or ``"mean"`` for the intermediate heads.
+        exit_head: ``"linear"`` or ``"mlp"`` for the intermediate heads.
+        exit_dropout: Dropout in the intermediate exit heads.
+        **kwargs: ``ViTConfig`` fields and the exit fields of
+            :class:`~adaptive_hf.early_exit.config.EarlyExitConfigMixin`.
+    """
+
+    model_type = "early_exit_vit"
+    backbone_adapter = HFViTAdapter
+
+    exit_dropout: float = 0.0
+    exit_layers: list[int] | None = None
+    exit_pooling: str = "cls"
+    exit_head: str = "linear"
+    exit_policy: str = "none"
+    exit_threshold: float | None = None
+    patience: int = 2
+    exit_training: str = "joint"
+    exit_loss_weights: list[float] | None = None
+    exit_training_stage: int = 1
+    distill_temperature: float = 2.0
+    calibration: dict | None = None
+
+    def validate_early_exit(self) -> None:
+        self._check_vision_fields(token_model=True)
+        super().validate_early_exit()
+
+
+VISION_EXIT_FIELDS = ("exit_granularity", "exit_dropout")
+
+
+def split_exit_settings(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Splits keyword arguments into exit settings (config fields) and the rest.
+
+    Args:
+        kwargs: Mixed keyword arguments.
+    """
+    names = set(EXIT_FIELDS) | set(VISION_EXIT_FIELDS) | {"image_size"}
+    settings = {key: kwargs.pop(key) for key in list(kwargs) if key in names}
+    return settings, kwargs

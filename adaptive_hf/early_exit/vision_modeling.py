@@ -1,0 +1,670 @@
+"""Early-exit image classifiers: any timm model (:class:`EarlyExitTimmForImageClassification`) and Hugging Face ViT
+(:class:`EarlyExitViTForImageClassification`).
+
+Both reuse the exit loop of :class:`~adaptive_hf.early_exit.modeling.EarlyExitModelMixin`: training mode runs every
+unit and every head and returns the configured training objective as ``loss``; eval mode is batched adaptive
+inference where images that exit leave the batch before the next block or stage runs. The final exit is the
+backbone's own classifier (the timm head, or the ViT classifier on the layer-normed CLS token), so policy ``none``
+reproduces the plain model's logits; intermediate exits are new heads (pool, LayerNorm, linear or MLP).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.models.vit.modeling_vit import ViTModel, ViTPreTrainedModel
+from transformers.utils import ModelOutput
+
+from ..core.flops import classifier_head_flops, linear_flops
+from ..core.inputs import check_class_labels
+from ..core.vision_backbones import (
+    HFViTAdapter,
+    ImageState,
+    TimmAdapter,
+    check_pixel_values,
+    create_timm_model,
+    timm_adapter_for,
+)
+from .config import validate_exit_settings
+from .heads import ExitHead
+from .modeling import EarlyExitModelMixin
+from .vision_config import EarlyExitTimmConfig, EarlyExitViTConfig, split_exit_settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EarlyExitImageClassifierOutput(ModelOutput):
+    """Output of the early-exit image classifiers.
+
+    Args:
+        loss: Training objective (exit losses included) when ``labels`` are given. In eval mode, the cross-entropy
+            of the returned logits.
+        logits: ``(batch, num_labels)`` logits of the exit each image took.
+        exit_layer: ``(batch,)`` 1-based unit (block or stage) at which each image exited.
+        exit_logits: When requested, one ``(batch, num_labels)`` tensor per exit, in ``exit_layers`` order. Rows
+            that exited before an exit hold NaN there, since that head never ran for them.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    exit_layer: torch.Tensor | None = None
+    exit_logits: tuple[torch.Tensor, ...] | None = None
+
+
+class VisionExitHead(nn.Module):
+    """Intermediate exit: LayerNorm on the pooled features, then a linear or MLP classifier.
+
+    Args:
+        width: Channels (or token width) of the pooled vector.
+        num_labels: Number of classes.
+        head_type: ``"linear"`` or ``"mlp"``.
+        dropout: Dropout probability.
+    """
+
+    def __init__(self, width: int, num_labels: int, head_type: str, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.head = ExitHead(width, num_labels, head_type, dropout)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(pooled))
+
+
+class _VisionEarlyExitMixin(EarlyExitModelMixin):
+    """Forward, cost model and card shared by the two image classifiers."""
+
+    auto_class_name = "AutoModelForImageClassification"
+    main_input_name = "pixel_values"
+    output_class = EarlyExitImageClassifierOutput
+    accepts_loss_kwargs = False
+
+    def pipeline_tag(self) -> str:
+        return "image-classification"
+
+    def _in_chans(self) -> int:
+        raise NotImplementedError
+
+    def _embed(self, pixel_values: torch.Tensor, **kwargs) -> ImageState:
+        return self.adapter.embed(pixel_values, **kwargs)
+
+    def _head_logits(self, k: int, state: ImageState) -> torch.Tensor:
+        if k == len(self.config.exit_layers) - 1:
+            return self._final_logits(state.hidden_states)
+        pooled = self.adapter.pool(state.hidden_states, self.config.exit_pooling)
+        return self.exit_heads[k](pooled)
+
+    def _final_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _run(self, pixel_values, labels, output_exit_logits, return_dict, **embed_kwargs):
+        config = self.config
+        batch_size = check_pixel_values(pixel_values, self._in_chans())
+        if labels is not None:
+            check_class_labels(labels, batch_size, config.num_labels)
+        validate_exit_settings(config)
+        state = self._embed(pixel_values, **embed_kwargs)
+        if self.training:
+            output = self._forward_all_exits(state, labels, bool(output_exit_logits))
+        else:
+            output = self._forward_adaptive(state, labels, bool(output_exit_logits))
+        if return_dict is False:
+            return output.to_tuple()
+        return output
+
+    # ---------------------------------------------------------------------------------------------- cost model
+    def _unit_costs(self, image_size) -> tuple[int, list[int], list[int], list[int], int]:
+        """``(stem, per-unit FLOPs, widths, positions pooled, final head FLOPs)`` for one image."""
+        raise NotImplementedError
+
+    def exit_flops(self, image_size: int | tuple[int, int] | None = None) -> tuple[list[int], int]:
+        """Theoretical cost of exiting at each exit, and of the full-depth model (policy ``none``), for one image.
+
+        Args:
+            image_size: ``(height, width)`` or one side; ``None`` = the configured input size. (Calibration code
+                written for text passes a token count here; image models have a fixed cost per image, so pass
+                ``None``.)
+
+        Returns:
+            ``(costs, full_cost)``: ``costs[k]`` is the FLOPs spent by an image that exits at exit ``k`` (stem,
+            every unit up to it and every head evaluated on the way); ``full_cost`` is the plain model's forward.
+        """
+        if isinstance(image_size, int):
+            image_size = (image_size, image_size)
+        stem, units, widths, spatial, final_head = self._unit_costs(image_size)
+        config = self.config
+        costs, heads = [], 0
+        last = len(config.exit_layers) - 1
+        for k, layer in enumerate(config.exit_layers):
+            if k == last:
+                heads += final_head
+            else:
+                heads += classifier_head_flops(
+                    widths[layer - 1],
+                    config.num_labels,
+                    mlp=config.exit_head == "mlp",
+                    pooler=False,
+                    seq_len=spatial[layer - 1],
+                )
+            costs.append(stem + sum(units[:layer]) + heads)
+        return costs, stem + sum(units) + final_head
+
+    # ----------------------------------------------------------------------------------------------- weights
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any):
+        """``PreTrainedModel.from_pretrained``, with every tensor copied into its own aligned memory.
+
+        Loaded tensors can be views into the safetensors buffer at unaligned offsets, which sends oneDNN convolutions
+        down other kernels: the results then differ in the last bits from the saved model's. Copying makes the round
+        trip exact.
+        """
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        with torch.no_grad():
+            for tensor in list(model.parameters()) + list(model.buffers()):
+                if tensor.device.type == "cpu":
+                    tensor.data = tensor.data.clone()
+        return loaded
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Only the new exit heads are ours to initialise; backbone modules keep their own initialisation.
+        from transformers import initialization as init
+
+        if not getattr(module, "_ahf_exit_module", False):
+            return
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+    def _build_exit_heads(self, widths: list[int]) -> nn.ModuleList:
+        config = self.config
+        heads = nn.ModuleList(
+            [
+                VisionExitHead(widths[layer - 1], config.num_labels, config.exit_head, config.exit_dropout)
+                for layer in config.exit_layers[:-1]
+            ]
+        )
+        for module in heads.modules():
+            module._ahf_exit_module = True
+        return heads
+
+
+# ------------------------------------------------------------------------------------------------------ timm
+class EarlyExitTimmForImageClassification(_VisionEarlyExitMixin, PreTrainedModel):
+    """Early exits on any supported timm classifier (ViT/DeiT blocks; ResNet, EfficientNet, MobileNet, ConvNeXt
+    stages or blocks).
+
+    The timm model lives in ``self.timm_model`` and is built exactly as
+    ``timm.create_model(config.architecture, pretrained=False, num_classes=config.num_labels, **config.model_args)``.
+    Use :meth:`from_timm` to start from a timm name and optional local weights.
+
+    Args:
+        config: An :class:`~adaptive_hf.early_exit.vision_config.EarlyExitTimmConfig`.
+    """
+
+    config_class = EarlyExitTimmConfig
+    base_model_prefix = "timm_model"
+    input_modalities = ("image",)
+
+    def __init__(self, config: EarlyExitTimmConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.timm_model = create_timm_model(config.architecture, config.num_labels, config.model_args)
+        self.exit_heads = self._build_exit_heads(list(config.describe().widths))
+        self.post_init()
+        self._apply_training_stage()
+
+    @property
+    def adapter(self) -> TimmAdapter:
+        """The backbone adapter over ``self.timm_model``."""
+        cached = self.__dict__.get("_adapter")
+        if cached is None or cached.model is not self.timm_model or cached.granularity != self.config.exit_granularity:
+            cached = timm_adapter_for(self.timm_model)(self.timm_model, self.config.exit_granularity)
+            self.__dict__["_adapter"] = cached
+        return cached
+
+    @property
+    def adapter_class(self) -> type[TimmAdapter]:
+        return type(self.adapter)
+
+    def backbone_parameters(self):
+        """Parameters of the timm model, its own classifier (the final exit) included."""
+        return self.timm_model.parameters()
+
+    def final_exit_parameters(self):
+        return iter(())  # the final exit is the timm head, already among the backbone parameters
+
+    def card_tags(self) -> list[str]:
+        return ["timm", self.adapter_class.family, self.config.architecture, self.pipeline_tag()]
+
+    def _in_chans(self) -> int:
+        return self.config.describe().in_chans
+
+    def _final_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.adapter.final_logits(hidden_states)
+
+    def _unit_costs(self, image_size):
+        d = self.config.describe(image_size)
+        return d.stem_flops, list(d.unit_flops), list(d.widths), list(d.spatial), d.final_head_flops
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_exit_logits: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> EarlyExitImageClassifierOutput | tuple:
+        """Classifies a batch of images, exiting early per image in eval mode.
+
+        Args:
+            pixel_values: ``(batch, channels, height, width)`` normalized float images.
+            labels: ``(batch,)`` class ids; adds ``loss``.
+            output_exit_logits: Also return every exit's logits. With policy ``none`` in eval mode this evaluates
+                every head on every image (what calibration uses).
+            return_dict: Return a tuple when ``False``.
+        """
+        return self._run(pixel_values, labels, output_exit_logits, return_dict)
+
+    # ----------------------------------------------------------------------------------------- timm interop
+    @property
+    def num_classes(self) -> int:
+        """timm's name for ``config.num_labels`` (read by timm's export helpers)."""
+        return self.config.num_labels
+
+    @property
+    def num_features(self) -> int:
+        return self.timm_model.num_features
+
+    @property
+    def _model_args(self) -> dict[str, Any]:
+        """Everything ``timm.create_model("early_exit_<architecture>", ...)`` needs to rebuild this model.
+
+        timm's ``save_for_hf`` writes this into ``config.json``; it is derived from the config, so calibrated
+        settings changed after construction are included.
+        """
+        config = self.config
+        args = dict(config.model_args)
+        args["num_classes"] = config.num_labels
+        for name in (
+            "exit_layers",
+            "exit_granularity",
+            "exit_pooling",
+            "exit_head",
+            "exit_dropout",
+            "exit_policy",
+            "exit_threshold",
+            "patience",
+            "exit_training",
+            "exit_loss_weights",
+            "distill_temperature",
+        ):
+            value = getattr(config, name)
+            if value is not None:
+                args[name] = list(value) if isinstance(value, (list, tuple)) else value
+        return args
+
+    @_model_args.setter
+    def _model_args(self, value: dict[str, Any]) -> None:
+        pass  # timm's factory records its kwargs here; the config is already the source of truth
+
+    @classmethod
+    def from_timm(
+        cls,
+        architecture: str,
+        pretrained_weights: str | Path | dict[str, torch.Tensor] | None = None,
+        num_labels: int | None = None,
+        model_args: dict[str, Any] | None = None,
+        **exit_settings: Any,
+    ) -> EarlyExitTimmForImageClassification:
+        """Builds an early-exit classifier from a timm model name and, optionally, local weights.
+
+        Args:
+            architecture: A timm model name, e.g. ``"tf_efficientnet_lite0"``.
+            pretrained_weights: A plain timm state dict, or a path to one (``.safetensors``, or a ``.pt``/``.pth``
+                file read with ``torch.load(weights_only=True)``). Keys may be timm's own names, or (same count
+                and shapes, in order) another naming of the same tensors, e.g. the packaged EfficientNet-Lite0.
+                When ``num_labels`` differs from the weights' classifier, the classifier is re-initialized (a
+                warning says so) and every other tensor is loaded.
+            num_labels: Number of classes; ``None`` = the weights' classifier width (1000 without weights).
+            model_args: Extra ``timm.create_model`` arguments (``img_size``, ``in_chans``, ...).
+            **exit_settings: Exit fields (``exit_layers``, ``exit_policy``, ``exit_threshold``, ``patience``,
+                ``exit_granularity``, ``exit_training``, ...) and config fields such as ``id2label``. Other keyword
+                arguments are added to ``model_args``.
+        """
+        settings, rest = split_exit_settings(dict(exit_settings))
+        for key in ("id2label", "label2id"):
+            if key in rest:
+                settings[key] = rest.pop(key)
+        model_args = {**(model_args or {}), **rest}
+        state_dict = _read_state_dict(pretrained_weights) if pretrained_weights is not None else None
+        if num_labels is None:
+            num_labels = _classifier_width(architecture, model_args, state_dict) if state_dict is not None else 1000
+        config = EarlyExitTimmConfig(
+            architecture=architecture, model_args=model_args, num_labels=num_labels, **settings
+        )
+        model = cls(config)
+        if state_dict is not None:
+            model.load_timm_weights(state_dict)
+        return model
+
+    def load_timm_weights(self, state_dict: dict[str, torch.Tensor]) -> list[str]:
+        """Loads a plain timm state dict into ``self.timm_model`` (exit heads untouched).
+
+        Args:
+            state_dict: timm-named tensors, or the same tensors under other names in timm's order.
+
+        Returns:
+            The names of the timm parameters left as initialized (the classifier when its width differs).
+        """
+        target = self.timm_model.state_dict()
+        if not set(state_dict) <= set(target):
+            if len(state_dict) != len(target):
+                raise ValueError(
+                    f"`pretrained_weights` do not fit {self.config.architecture}: {len(state_dict)} tensors with "
+                    f"other names than the {len(target)} of the timm model (e.g. {next(iter(state_dict))!r} vs "
+                    f"{next(iter(target))!r})."
+                )
+            state_dict = dict(zip(target, state_dict.values(), strict=True))
+        skipped = [name for name, tensor in state_dict.items() if tuple(tensor.shape) != tuple(target[name].shape)]
+        classifier = set(_classifier_keys(self.timm_model))
+        wrong = [name for name in skipped if name not in classifier]
+        if wrong:
+            shapes = ", ".join(f"{n}: {tuple(state_dict[n].shape)} vs {tuple(target[n].shape)}" for n in wrong[:3])
+            raise ValueError(f"`pretrained_weights` shapes do not match {self.config.architecture}: {shapes}.")
+        if skipped:
+            logger.warning(
+                "The weights' classifier has another width than num_labels=%d: %s re-initialized; every other "
+                "tensor was loaded.",
+                self.config.num_labels,
+                ", ".join(skipped),
+            )
+        loadable = {name: tensor for name, tensor in state_dict.items() if name not in skipped}
+        missing, unexpected = self.timm_model.load_state_dict(loadable, strict=False)
+        missing = [name for name in missing if name not in skipped]
+        if missing or unexpected:
+            raise ValueError(
+                f"`pretrained_weights` are incomplete: missing {missing[:5]}, unexpected {unexpected[:5]}."
+            )
+        return skipped
+
+
+def _classifier_keys(timm_model: nn.Module) -> list[str]:
+    names = timm_model.pretrained_cfg.get("classifier") or ()
+    names = [names] if isinstance(names, str) else list(names)
+    return [f"{name}.{suffix}" for name in names for suffix in ("weight", "bias")]
+
+
+def _read_state_dict(weights) -> dict[str, torch.Tensor]:
+    if isinstance(weights, dict):
+        return dict(weights)
+    path = Path(weights)
+    if not path.is_file():
+        raise ValueError(f"`pretrained_weights` must be a state dict or a weights file; {str(path)!r} is no file.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise TypeError(f"`pretrained_weights` file {str(path)!r} holds a {type(state).__name__}, not a state dict.")
+    return state
+
+
+def _classifier_width(architecture: str, model_args: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> int:
+    with torch.device("meta"):
+        reference = create_timm_model(architecture, 1000, model_args)
+    names = list(reference.state_dict())
+    keys = _classifier_keys(reference)
+    weight = next((k for k in keys if k.endswith("weight")), None)
+    if weight is None:
+        return 1000
+    tensor = state_dict.get(weight)
+    if tensor is None and len(state_dict) == len(names):
+        tensor = list(state_dict.values())[names.index(weight)]
+    return int(tensor.shape[0]) if tensor is not None else 1000
+
+
+# ---------------------------------------------------------------------------------------------------- HF ViT
+class EarlyExitViTForImageClassification(_VisionEarlyExitMixin, ViTPreTrainedModel):
+    """Early exits on a Hugging Face ViT, one exit point per encoder layer.
+
+    Holds ``vit`` (a ``ViTModel`` without pooler) and ``classifier`` exactly like ``ViTForImageClassification``, so
+    its checkpoints load unchanged and give the final exit; ``exit_heads`` are the new intermediate heads.
+
+    Args:
+        config: An :class:`~adaptive_hf.early_exit.vision_config.EarlyExitViTConfig`.
+    """
+
+    config_class = EarlyExitViTConfig
+    base_model_prefix = "vit"
+    adapter_class = HFViTAdapter
+
+    def __init__(self, config: EarlyExitViTConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.vit = ViTModel(config, add_pooling_layer=False)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.exit_heads = self._build_exit_heads([config.hidden_size] * config.num_hidden_layers)
+        self.post_init()
+        self._apply_training_stage()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        ViTPreTrainedModel._init_weights(self, module)
+
+    @property
+    def adapter(self) -> HFViTAdapter:
+        cached = self.__dict__.get("_adapter")
+        if cached is None or cached.base_model is not self.vit:
+            cached = HFViTAdapter(self.vit)
+            self.__dict__["_adapter"] = cached
+        return cached
+
+    def backbone_parameters(self):
+        return self.vit.parameters()
+
+    def final_exit_parameters(self):
+        return self.classifier.parameters()
+
+    def _in_chans(self) -> int:
+        return self.config.num_channels
+
+    def _final_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.adapter.final_features(hidden_states))
+
+    def _unit_costs(self, image_size):
+        config = self.config
+        side = image_size[0] if image_size is not None else config.image_size
+        side = side[0] if isinstance(side, (list, tuple)) else side
+        patch = config.patch_size[0] if isinstance(config.patch_size, (list, tuple)) else config.patch_size
+        tokens = (side // patch) ** 2 + 1
+        stem = linear_flops(tokens - 1, config.num_channels * patch * patch, config.hidden_size)
+        layer = self.adapter.layer_flops(tokens)
+        final_head = linear_flops(1, config.hidden_size, config.num_labels)
+        layers = config.num_hidden_layers
+        return stem, [layer] * layers, [config.hidden_size] * layers, [tokens] * layers, final_head
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_exit_logits: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> EarlyExitImageClassifierOutput | tuple:
+        """Classifies a batch of images, exiting early per image in eval mode.
+
+        Args:
+            pixel_values: ``(batch, channels, height, width)`` images as the ViT image processor returns them.
+            labels: ``(batch,)`` class ids; adds ``loss``.
+            output_exit_logits: Also return every exit's logits (with policy ``none`` in eval mode: every head on
+                every image).
+            interpolate_pos_encoding: Interpolate the position embeddings for another image size.
+            return_dict: Return a tuple when ``False``.
+        """
+        return self._run(
+            pixel_values,
+            labels,
+            output_exit_logits,
+            return_dict,
+            interpolate_pos_encoding=bool(interpolate_pos_encoding),
+        )
+
+    @classmethod
+    def from_vit(cls, pretrained_model_name_or_path, num_labels: int | None = None, **kwargs: Any):
+        """Loads a plain ViT checkpoint (``ViTModel``/``ViTForImageClassification``) or our own with exit heads.
+
+        Only the intermediate exit heads are new (and the classifier, when the checkpoint has none). A classifier
+        of another width than ``num_labels`` is an error unless ``ignore_mismatched_sizes=True`` is passed, which
+        re-initializes it.
+
+        Args:
+            pretrained_model_name_or_path: Hub name or local folder.
+            num_labels: Number of classes.
+            **kwargs: Exit fields (``exit_policy=...``) and ``from_pretrained`` options.
+        """
+        from transformers import AutoConfig
+
+        settings, kwargs = split_exit_settings(kwargs)
+        hub = {
+            k: kwargs[k] for k in ("cache_dir", "local_files_only", "token", "revision", "subfolder") if k in kwargs
+        }
+        source = AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub)
+        if source.model_type not in ("vit", EarlyExitViTConfig.model_type):
+            raise ValueError(
+                f"{pretrained_model_name_or_path!r} is a {source.model_type!r} checkpoint; from_vit loads 'vit' or "
+                "'early_exit_vit' checkpoints. Use EarlyExitTimmForImageClassification.from_timm for timm models."
+            )
+        values = source.to_dict()
+        is_classifier = isinstance(source, EarlyExitViTConfig) or any(
+            name.endswith("ForImageClassification") for name in source.architectures or []
+        )
+        if num_labels is not None and num_labels != source.num_labels:
+            if is_classifier and not kwargs.get("ignore_mismatched_sizes"):
+                raise ValueError(
+                    f"`num_labels={num_labels}` disagrees with the checkpoint's classifier (num_labels="
+                    f"{source.num_labels}). Pass ignore_mismatched_sizes=True to re-initialize the classifier."
+                )
+            values.pop("id2label", None)
+            values.pop("label2id", None)
+            values["num_labels"] = num_labels
+        for key in ("model_type", "transformers_version", "architectures", "auto_map"):
+            values.pop(key, None)
+        values.update(settings)
+        config = EarlyExitViTConfig(**values)
+        return cls.from_pretrained(pretrained_model_name_or_path, config=config, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------ timm registration
+TIMM_EARLY_EXIT_PREFIX = "early_exit_"
+BUILTIN_TIMM_ARCHITECTURES = (
+    "vit_tiny_patch16_224",
+    "vit_small_patch16_224",
+    "vit_base_patch16_224",
+    "deit_tiny_patch16_224",
+    "deit_small_patch16_224",
+    "resnet18",
+    "resnet50",
+    "tf_efficientnet_lite0",
+    "efficientnet_b0",
+    "mobilenetv2_100",
+    "mobilenetv3_large_100",
+    "convnext_atto",
+    "convnext_tiny",
+)
+
+
+def register_timm_early_exit(architecture: str, name: str | None = None) -> str:
+    """Registers ``timm.create_model("early_exit_<architecture>", ...)``, which builds an early-exit classifier.
+
+    Keyword arguments of ``create_model`` that are exit fields go to the config; the others go to the timm
+    constructor. ``pretrained=True`` loads the base model's pretrained weights through timm (e.g. with
+    ``pretrained_cfg_overlay=dict(file=...)`` offline); a folder written by ``timm.models.save_for_hf(model, dir)``
+    reloads with ``timm.create_model("local-dir:" + dir, pretrained=True)``, exit heads and settings included.
+
+    Args:
+        architecture: The timm model name to wrap.
+        name: The registered name; default ``"early_exit_" + architecture``.
+
+    Returns:
+        The registered name.
+    """
+    import timm
+    from timm.models import load_pretrained, register_model
+
+    if not timm.is_model(architecture):
+        raise ValueError(f"`architecture` must be a timm model name; got {architecture!r}.")
+    name = name or TIMM_EARLY_EXIT_PREFIX + architecture
+
+    def entrypoint(pretrained=False, pretrained_cfg=None, pretrained_cfg_overlay=None, cache_dir=None, **kwargs):
+        kwargs.pop("pretrained_model_args", None)
+        num_classes = kwargs.pop("num_classes", None)
+        # "local-dir:"/"hf-hub:" sources are exports of this very name (timm resolved the name from their config).
+        own_checkpoint = isinstance(pretrained_cfg, dict) and pretrained_cfg.get("source") in ("local-dir", "hf-hub")
+        weights = None
+        if pretrained and not own_checkpoint:
+            settings, timm_args = split_exit_settings(dict(kwargs))
+            extra = {"num_classes": num_classes} if num_classes is not None else {}
+            base = timm.create_model(
+                architecture,
+                pretrained=True,
+                pretrained_cfg=pretrained_cfg,
+                pretrained_cfg_overlay=pretrained_cfg_overlay,
+                cache_dir=cache_dir,
+                **timm_args,
+                **extra,
+            )
+            weights = base.state_dict()
+            num_classes = base.num_classes
+        model = EarlyExitTimmForImageClassification.from_timm(
+            architecture, pretrained_weights=weights, num_labels=num_classes, **kwargs
+        )
+        cfg = dict(model.timm_model.pretrained_cfg)
+        cfg.update(architecture=name, tag=None, hf_hub_id=None, url=None, file=None, state_dict=None, source=None)
+        if cfg.get("classifier"):
+            classifier = cfg["classifier"]
+            classifier = [classifier] if isinstance(classifier, str) else list(classifier)
+            cfg["classifier"] = tuple(f"timm_model.{c}" for c in classifier)
+        if cfg.get("first_conv"):
+            cfg["first_conv"] = f"timm_model.{cfg['first_conv']}"
+        if own_checkpoint:
+            load_pretrained(model, pretrained_cfg=pretrained_cfg, num_classes=model.num_classes, strict=True)
+            cfg.update({k: v for k, v in pretrained_cfg.items() if k in ("mean", "std", "input_size", "crop_pct")})
+        model.pretrained_cfg = cfg
+        model.default_cfg = cfg
+        return model
+
+    entrypoint.__name__ = name
+    entrypoint.__qualname__ = name
+    entrypoint.__module__ = __name__
+    entrypoint.__doc__ = f"Early-exit {architecture} (adaptive_hf.EarlyExitTimmForImageClassification)."
+    if name not in timm.list_models(name):
+        register_model(entrypoint)
+    return name
+
+
+def register_vision_early_exit() -> None:
+    """Registers the vision early-exit configs/models with the Auto classes and the built-in timm names."""
+    from transformers import AutoModelForImageClassification
+
+    from ..core.registry import register
+
+    register(
+        "early_exit", "timm", EarlyExitTimmConfig, EarlyExitTimmForImageClassification, AutoModelForImageClassification
+    )
+    register(
+        "early_exit", "vit", EarlyExitViTConfig, EarlyExitViTForImageClassification, AutoModelForImageClassification
+    )
+    for architecture in BUILTIN_TIMM_ARCHITECTURES:
+        register_timm_early_exit(architecture)

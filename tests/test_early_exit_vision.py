@@ -1,0 +1,385 @@
+"""Invariants of the early-exit image classifiers: timm models (transformers and CNNs) and Hugging Face ViT."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import timm
+import torch
+from text_testers import split_threshold
+from transformers import AutoModelForImageClassification, Trainer, TrainingArguments, ViTConfig
+
+import adaptive_hf  # noqa: F401  (registers the Auto classes and timm names)
+from adaptive_hf.early_exit.policies import exit_score
+from adaptive_hf.early_exit.vision_config import EarlyExitTimmConfig, EarlyExitViTConfig
+from adaptive_hf.early_exit.vision_modeling import (
+    EarlyExitTimmForImageClassification,
+    EarlyExitViTForImageClassification,
+)
+
+TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=2)
+# name -> (timm architecture, model_args, exit settings)
+TIMM_CASES = {
+    "vit": ("vit_tiny_patch16_224", TINY_VIT, {}),
+    "vit_mean": ("vit_tiny_patch16_224", dict(TINY_VIT, global_pool="avg", class_token=False), {}),
+    "deit_distilled": ("deit_tiny_distilled_patch16_224", dict(TINY_VIT, depth=3), {}),
+    "resnet_stage": ("test_resnet", {}, {}),
+    "resnet_block": ("test_resnet", {"layers": [2, 1, 1, 1]}, {"exit_granularity": "block"}),
+    "efficientnet": ("test_efficientnet", {}, {}),
+    "mobilenetv3_block": ("mobilenetv3_small_050", {}, {"exit_granularity": "block", "exit_layers": [2, 5, 8]}),
+    "convnext_block": ("test_convnext", {}, {"exit_granularity": "block"}),
+}
+ADAPTIVE_CASES = ["vit", "resnet_block", "efficientnet", "convnext_block"]
+TINY_HF_VIT = dict(
+    hidden_size=32,
+    num_hidden_layers=4,
+    num_attention_heads=2,
+    intermediate_size=37,
+    image_size=32,
+    patch_size=8,
+    hidden_dropout_prob=0.1,
+)
+
+
+def build_timm(case: str, **settings):
+    architecture, model_args, defaults = TIMM_CASES[case]
+    torch.manual_seed(0)
+    settings = {**defaults, **settings}
+    settings.setdefault("num_labels", 3)
+    return EarlyExitTimmForImageClassification.from_timm(architecture, model_args=dict(model_args), **settings).eval()
+
+
+def build_vit(**settings):
+    torch.manual_seed(0)
+    settings.setdefault("num_labels", 3)
+    return EarlyExitViTForImageClassification(EarlyExitViTConfig(**TINY_HF_VIT, **settings)).eval()
+
+
+def images(batch_size=6, seed=0, size=32):
+    return torch.randn(batch_size, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def units_of(model):
+    return model.adapter.units if isinstance(model, EarlyExitTimmForImageClassification) else list(model.vit.layers)
+
+
+def split_settings(model, pixel_values, policy):
+    """Settings for ``policy`` that make about half the images exit at the first exit."""
+    model.config.exit_policy = "none"
+    with torch.no_grad():
+        first = model(pixel_values, output_exit_logits=True).exit_logits[0]
+    if policy == "patience":
+        return {"exit_policy": "patience", "patience": 1, "exit_threshold": None}
+    return {"exit_policy": policy, "exit_threshold": split_threshold(exit_score(policy, first))}
+
+
+def apply(model, settings):
+    for key in ("exit_threshold", "patience", "exit_policy"):
+        if key in settings:
+            setattr(model.config, key, settings[key])
+
+
+# ------------------------------------------------------------------------------------------------ invariants
+@pytest.mark.parametrize("case", TIMM_CASES)
+def test_policy_none_reproduces_timm_logits(case):
+    model = build_timm(case)
+    x = images()
+    with torch.no_grad():
+        out = model(x)
+        expected = model.timm_model(x)
+    torch.testing.assert_close(out.logits, expected, rtol=1e-5, atol=1e-5)
+    assert out.exit_layer.tolist() == [model.config.exit_layers[-1]] * 6 == [model.adapter.num_layers] * 6
+
+
+def test_policy_none_reproduces_hf_vit_classifier(tmp_path):
+    from transformers import ViTForImageClassification
+
+    torch.manual_seed(0)
+    plain = ViTForImageClassification(ViTConfig(**TINY_HF_VIT, num_labels=3)).eval()
+    plain.save_pretrained(tmp_path)
+    model = EarlyExitViTForImageClassification.from_vit(tmp_path, exit_layers=[1, 3]).eval()
+    assert model.config.exit_layers == [1, 3, 4] and len(model.exit_heads) == 2
+    x = images()
+    with torch.no_grad():
+        out = model(x)
+        expected = plain(x).logits
+    torch.testing.assert_close(out.logits, expected, rtol=1e-5, atol=1e-5)
+    assert out.exit_layer.tolist() == [4] * 6
+    with pytest.raises(ValueError, match="num_labels"):
+        EarlyExitViTForImageClassification.from_vit(tmp_path, num_labels=5)
+    resized = EarlyExitViTForImageClassification.from_vit(tmp_path, num_labels=5, ignore_mismatched_sizes=True)
+    assert resized.classifier.out_features == 5
+    torch.testing.assert_close(resized.vit.layernorm.weight, plain.vit.layernorm.weight)
+    torch.testing.assert_close(resized.vit.layers[1].state_dict(), plain.vit.layers[1].state_dict())
+
+
+@pytest.mark.parametrize("case", ADAPTIVE_CASES + ["hf_vit"])
+@pytest.mark.parametrize("policy", ["confidence", "entropy", "margin", "patience"])
+def test_batched_equals_one_at_a_time(case, policy):
+    model = build_vit() if case == "hf_vit" else build_timm(case)
+    x = images(8, seed=1)
+    apply(model, split_settings(model, x, policy))
+    with torch.no_grad():
+        batched = model(x)
+        for row in range(8):
+            single = model(x[row : row + 1])
+            assert single.exit_layer.item() == batched.exit_layer[row].item()
+            torch.testing.assert_close(single.logits[0], batched.logits[row], rtol=1e-4, atol=1e-5)
+    if policy != "patience":
+        assert len(set(batched.exit_layer.tolist())) > 1  # both early and late exits: compaction is exercised
+
+
+@pytest.mark.parametrize("case", ["vit", "resnet_block", "hf_vit"])
+def test_exited_images_are_not_computed(case):
+    model = build_vit() if case == "hf_vit" else build_timm(case)
+    x = images(8, seed=3)
+    apply(model, split_settings(model, x, "confidence"))
+    rows_seen = []
+    hooks = [unit.register_forward_hook(lambda m, a, o: rows_seen.append(a[0].size(0))) for unit in units_of(model)]
+    with torch.no_grad():
+        out = model(x)
+    for hook in hooks:
+        hook.remove()
+    exit_layers = out.exit_layer.tolist()
+    expected = [sum(1 for e in exit_layers if e > layer) for layer in range(len(units_of(model)))]
+    assert rows_seen == [n for n in expected if n > 0]
+    assert rows_seen[0] == 8 and min(rows_seen) < 8
+    model.config.exit_threshold = 0.0  # every image exits at the first exit: later units never run
+    rows_seen.clear()
+    hooks = [unit.register_forward_hook(lambda m, a, o: rows_seen.append(a[0].size(0))) for unit in units_of(model)]
+    with torch.no_grad():
+        out = model(x)
+    for hook in hooks:
+        hook.remove()
+    first = model.config.exit_layers[0]
+    assert out.exit_layer.tolist() == [first] * 8 and rows_seen == [8] * first
+
+
+@pytest.mark.parametrize("case", ["vit", "efficientnet", "hf_vit"])
+def test_output_exit_logits_for_calibration(case):
+    model = build_vit() if case == "hf_vit" else build_timm(case)
+    x = images()
+    with torch.no_grad():
+        out = model(x, output_exit_logits=True)
+        as_tuple = model(x, return_dict=False)
+    exits = model.config.exit_layers
+    assert len(out.exit_logits) == len(exits)
+    assert all(not torch.isnan(logits).any() for logits in out.exit_logits)  # policy none: every head on every row
+    assert torch.equal(out.exit_logits[-1], out.logits) and torch.equal(as_tuple[0], out.logits)
+    costs, full = model.exit_flops()
+    assert len(costs) == len(exits) and all(a < b for a, b in zip(costs, costs[1:], strict=False))
+    assert 0 < costs[0] < full < costs[-1]  # the last entry also pays for every intermediate head
+
+
+@pytest.mark.parametrize("case", list(TIMM_CASES) + ["hf_vit"])
+def test_save_and_reload_is_exact(case, tmp_path):
+    settings = dict(exit_policy="margin", exit_threshold=0.05)
+    model = build_vit(**settings) if case == "hf_vit" else build_timm(case, **settings)
+    x = images()
+    model.save_pretrained(tmp_path)
+    files = {path.name for path in tmp_path.iterdir()}
+    assert "model.safetensors" in files and not any(name.endswith((".bin", ".pt", ".pkl")) for name in files)
+    reloaded = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    assert type(reloaded) is type(model)
+    ignore = ("_name_or_path", "auto_map", "architectures")
+    saved = {k: v for k, v in model.config.to_dict().items() if k not in ignore}
+    assert {k: v for k, v in reloaded.config.to_dict().items() if k not in ignore} == saved
+    with torch.no_grad():
+        a, b = model(x), reloaded(x)
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.exit_layer, b.exit_layer)
+    state = reloaded.state_dict()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, state[name]), name
+
+
+def test_trust_remote_code_in_fresh_process(tmp_path):
+    models = {
+        "vit": build_timm("vit", exit_policy="confidence", exit_threshold=0.34),
+        "efficientnet": build_timm("efficientnet", exit_policy="patience", patience=1),
+        "hf_vit": build_vit(exit_policy="entropy", exit_threshold=0.999),
+    }
+    x = images()
+    torch.save(x, tmp_path / "images.pt")
+    expected = {}
+    for name, model in models.items():
+        model.save_pretrained(tmp_path / name)
+        with torch.no_grad():
+            out = model(x)
+        expected[name] = {"logits": out.logits.tolist(), "exit_layer": out.exit_layer.tolist()}
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        sys.modules["adaptive_hf"] = None  # the package cannot be imported in this process
+        import torch
+        from transformers import AutoModelForImageClassification
+        x = torch.load({str(tmp_path / "images.pt")!r})
+        result = {{}}
+        for name in {list(models)!r}:
+            folder = {str(tmp_path)!r} + "/" + name
+            model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True).eval()
+            assert not type(model).__module__.startswith("adaptive_hf"), type(model).__module__
+            with torch.no_grad():
+                out = model(x)
+            result[name] = {{"logits": out.logits.tolist(), "exit_layer": out.exit_layer.tolist()}}
+        print("RESULT" + json.dumps(result))
+        """
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT"))
+    result = json.loads(line[len("RESULT") :])
+    for name in models:
+        assert result[name]["exit_layer"] == expected[name]["exit_layer"], name
+        torch.testing.assert_close(torch.tensor(result[name]["logits"]), torch.tensor(expected[name]["logits"]))
+
+
+# -------------------------------------------------------------------------------------------- timm interop
+def test_from_timm_loads_weights_in_order_and_reinitializes_a_resized_classifier(tmp_path, caplog):
+    torch.manual_seed(1)
+    source = timm.create_model("test_efficientnet", num_classes=7).eval()
+    renamed = {f"tensor_{i}": t for i, t in enumerate(source.state_dict().values())}  # another naming, same order
+    same = EarlyExitTimmForImageClassification.from_timm("test_efficientnet", pretrained_weights=renamed).eval()
+    assert same.config.num_labels == 7  # read from the weights' classifier
+    x = images()
+    with torch.no_grad():
+        torch.testing.assert_close(same(x).logits, source(x), rtol=1e-5, atol=1e-5)
+    from safetensors.torch import save_file
+
+    save_file(source.state_dict(), tmp_path / "weights.safetensors")
+    with caplog.at_level("WARNING"):
+        resized = EarlyExitTimmForImageClassification.from_timm(
+            "test_efficientnet", pretrained_weights=tmp_path / "weights.safetensors", num_labels=3
+        )
+    assert "re-initialized" in caplog.text and "classifier.weight" in caplog.text
+    assert resized.timm_model.classifier.out_features == 3
+    torch.testing.assert_close(resized.timm_model.conv_stem.weight, source.conv_stem.weight)
+    with pytest.raises(ValueError, match="pretrained_weights"):
+        EarlyExitTimmForImageClassification.from_timm("test_resnet", pretrained_weights=renamed)
+
+
+def test_timm_create_model_and_timm_hub_save_reload(tmp_path):
+    from timm.models import save_for_hf
+
+    torch.manual_seed(0)
+    model = timm.create_model(
+        "early_exit_vit_tiny_patch16_224", num_classes=3, exit_policy="confidence", exit_threshold=0.3, **TINY_VIT
+    ).eval()
+    assert isinstance(model, EarlyExitTimmForImageClassification)
+    assert model.config.architecture == "vit_tiny_patch16_224" and model.config.model_args == TINY_VIT
+    model.config.exit_threshold = 0.36  # a setting changed after creation (e.g. by calibration) is saved too
+    save_for_hf(model, tmp_path, safe_serialization=True)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["architecture"] == "early_exit_vit_tiny_patch16_224"
+    reloaded = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
+    assert isinstance(reloaded, EarlyExitTimmForImageClassification)
+    assert reloaded.config.exit_threshold == 0.36 and reloaded.config.exit_policy == "confidence"
+    x = images()
+    with torch.no_grad():
+        a, b = model(x), reloaded(x)
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.exit_layer, b.exit_layer)
+
+
+# ------------------------------------------------------------------------------------------------- training
+def _dataset(n=16):
+    from datasets import Dataset
+
+    x = images(n, seed=5)
+    labels = (x[:, 0].mean((1, 2)) > 0).long()  # learnable from the first channel's brightness
+    return Dataset.from_dict({"pixel_values": x.numpy(), "labels": labels.tolist()}).with_format("torch")
+
+
+def _train(model, tmp_path, steps=3):
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        max_steps=steps,
+        learning_rate=1e-2,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=_dataset())
+    trainer.train()
+    return trainer
+
+
+def _changed(model, before):
+    return {name for name, p in model.named_parameters() if not torch.equal(before[name], p.detach())}
+
+
+@pytest.mark.parametrize("case", ["resnet_stage", "hf_vit"])
+@pytest.mark.parametrize("scheme", ["joint", "two_stage", "distill"])
+def test_stock_trainer_training_schemes(case, scheme, tmp_path):
+    settings = dict(num_labels=2, exit_training=scheme)
+    model = build_vit(**settings) if case == "hf_vit" else build_timm(case, **settings)
+    model.train()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainer = _train(model, tmp_path)
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
+    moved = _changed(model, before)
+    heads = {name for name in moved if name.startswith("exit_heads.")}
+    backbone = moved - heads
+    if scheme == "two_stage":
+        assert backbone and not heads  # stage 1: backbone and final (backbone's own) classifier only
+        model.set_exit_training_stage(2)
+        before = {name: p.detach().clone() for name, p in model.named_parameters()}
+        _train(model, tmp_path)
+        moved = _changed(model, before)
+        assert moved and all(name.startswith("exit_heads.") for name in moved)  # stage 2: frozen backbone
+    else:
+        assert backbone and heads
+        assert {f"exit_heads.{k}.head.classifier.weight" for k in range(len(model.exit_heads))} <= heads
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def test_clear_errors():
+    with pytest.raises(ValueError, match="architecture"):
+        EarlyExitTimmConfig(architecture="no_such_net")
+    with pytest.raises(ValueError, match="exit_layers"):
+        build_timm("resnet_stage", exit_layers=[0, 2])
+    with pytest.raises(ValueError, match="exit_layers"):
+        build_timm("resnet_stage", exit_layers=[9])
+    with pytest.raises(ValueError, match="exit_layers"):
+        build_timm("resnet_stage", exit_layers=[2, 2])
+    with pytest.raises(ValueError, match="exit_granularity"):
+        build_timm("vit", exit_granularity="stage")
+    with pytest.raises(ValueError, match="exit_granularity"):
+        build_timm("resnet_stage", exit_granularity="layer")
+    with pytest.raises(ValueError, match="exit_pooling"):
+        build_timm("resnet_stage", exit_pooling="cls")
+    with pytest.raises(ValueError, match="exit_policy"):
+        build_vit(exit_policy="sometimes")
+    with pytest.raises(ValueError, match="Unsupported timm model class"):
+        EarlyExitTimmConfig(architecture="test_byobnet")
+    model = build_timm("resnet_stage")
+    with pytest.raises(ValueError, match="shape"):
+        model(images()[0])
+    with pytest.raises(TypeError, match="floating-point"):
+        model((images() * 255).to(torch.uint8))
+    with pytest.raises(ValueError, match="Empty batch"):
+        model(torch.zeros(0, 3, 32, 32))
+    with pytest.raises(ValueError, match="channels"):
+        model(torch.zeros(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="labels"):
+        model(images(), labels=torch.zeros(5, dtype=torch.long))
+    model.config.exit_threshold = 2.0
+    with pytest.raises(ValueError, match="exit_threshold"):
+        model(images())
+
+
+def test_model_card_names_the_vision_task(tmp_path):
+    model = build_timm("efficientnet", exit_policy="confidence", exit_threshold=0.8)
+    model.save_pretrained(tmp_path)
+    card = (tmp_path / "README.md").read_text()
+    for expected in ("image-classification", "timm", "test_efficientnet", "exit_policy", "0.8"):
+        assert expected in card, expected
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForImageClassification"].startswith("ahf_early_exit_vision_modeling.")
+    assert config["architecture"] == "test_efficientnet" and config["model_type"] == "early_exit_timm"
