@@ -38,6 +38,7 @@ from transformers import (  # noqa: E402
 )
 
 import adaptive_hf  # noqa: E402
+import adaptive_hf.early_exit.heads  # noqa: E402
 from adaptive_hf.data import load_text_classification, packaged_minilm_path  # noqa: E402
 from adaptive_hf.early_exit.benchmarking import measure_speedup  # noqa: E402
 from adaptive_hf.early_exit.calibration import (  # noqa: E402
@@ -77,6 +78,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train_cost_steps", type=int, default=2, help="Optimizer steps per timed repetition.")
     parser.add_argument("--train_schemes", default=",".join(TRAINING_SCHEMES), help="Schemes in the cost table.")
     parser.add_argument("--skip_train_cost", action="store_true")
+    parser.add_argument(
+        "--probe_heads",
+        action="store_true",
+        help="Only compare poolings and heads on frozen backbone features (--train_samples rows), then exit.",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="Write the results here.")
     args = parser.parse_args(argv)
@@ -280,6 +286,88 @@ def training_cost(args, backbone: str, tokenizer, tokenized, num_labels: int) ->
     return out
 
 
+def probe_heads(args, backbone: str, tokenizer, tokenized) -> dict:
+    """Which pooling and head make early exits separable: heads trained on a frozen backbone's cached features.
+
+    Runs the backbone once over ``--train_samples`` training rows and the test rows, caches every layer's
+    pooled vectors (mean over tokens, first token, and the pretrained pooler on the first token), then fits a
+    linear and an MLP head per layer and pooling with AdamW (full batch). This is the regime of DeeBERT's second
+    stage, at a fraction of the cost of fine-tuning once per combination.
+    """
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(backbone).eval()
+    collator = DataCollatorWithPadding(tokenizer)
+
+    def features(dataset):
+        pooled = {"mean": [], "cls": [], "pooler": []}
+        columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in dataset.column_names]
+        with torch.inference_mode():
+            for start in range(0, len(dataset), 64):
+                rows = dataset[start : start + 64]
+                batch = collator([{c: rows[c][i] for c in columns} for i in range(len(rows["input_ids"]))])
+                out = encoder(**batch, output_hidden_states=True)
+                mask = batch["attention_mask"].unsqueeze(-1).float()
+                layers = out.hidden_states[1:]
+                pooled["mean"].append(torch.stack([(h * mask).sum(1) / mask.sum(1) for h in layers]))
+                pooled["cls"].append(torch.stack([h[:, 0] for h in layers]))
+                if getattr(encoder, "pooler", None) is not None:
+                    pooled["pooler"].append(torch.stack([encoder.pooler(h) for h in layers]))
+        return {k: torch.cat(v, 1) for k, v in pooled.items() if v}
+
+    train = tokenized["train"].shuffle(seed=args.seed).select(range(min(args.train_samples, len(tokenized["train"]))))
+    test = tokenized["test"]
+    started = time.perf_counter()
+    train_x, test_x = features(train), features(test)
+    extract_seconds = time.perf_counter() - started
+    train_y, test_y = torch.tensor(train["label"]), torch.tensor(test["label"])
+    num_labels = int(max(train_y.max(), test_y.max())) + 1
+    results = []
+    for pooling, train_layers in train_x.items():
+        for head_type in ("linear", "mlp"):
+            for layer in range(train_layers.size(0)):
+                torch.manual_seed(args.seed)
+                head = adaptive_hf.early_exit.heads.ExitHead(train_layers.size(-1), num_labels, head_type, 0.1)
+                optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=0.01)
+                head.train()
+                for _ in range(300):
+                    loss = torch.nn.functional.cross_entropy(head(train_layers[layer]), train_y)
+                    loss.backward()
+                    optimizer.step()
+                    optimizer.zero_grad()
+                head.eval()
+                with torch.no_grad():
+                    predictions = head(test_x[pooling][layer]).argmax(-1)
+                results.append(
+                    {
+                        "pooling": pooling,
+                        "head": head_type,
+                        "layer": layer + 1,
+                        "test_accuracy": float((predictions == test_y).double().mean()),
+                        "majority_prediction_share": float(torch.bincount(predictions).max() / len(predictions)),
+                    }
+                )
+    return {"train_rows": len(train), "test_rows": len(test), "extract_seconds": extract_seconds, "rows": results}
+
+
+def format_probe(probe: dict) -> str:
+    """One row per pooling and head; columns are layers (test accuracy, majority share in brackets)."""
+    layers = sorted({r["layer"] for r in probe["rows"]})
+    lines = [
+        "| pooling | head | " + " | ".join(f"L{layer}" for layer in layers) + " |",
+        "|---|---|" + "---|" * len(layers),
+    ]
+    keys = dict.fromkeys((r["pooling"], r["head"]) for r in probe["rows"])
+    for pooling, head in keys:
+        cells = [
+            f"{100 * r['test_accuracy']:.1f} ({100 * r['majority_prediction_share']:.0f})"
+            for r in probe["rows"]
+            if r["pooling"] == pooling and r["head"] == head
+        ]
+        lines.append(f"| {pooling} | {head} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def format_tables(result: dict) -> str:
     """Markdown tables of quality/speed and training cost."""
     sizes = result["batch_sizes"]
@@ -340,6 +428,14 @@ def main(argv=None) -> dict:
     num_labels = data["train"].features["label"].num_classes
     tokenizer = AutoTokenizer.from_pretrained(args.model or backbone)
     tokenized = tokenize(data, tokenizer, args.max_length)
+    if args.probe_heads:
+        probe = probe_heads(args, backbone, tokenizer, tokenized)
+        probe.update(command=" ".join([os.path.basename(sys.executable)] + sys.argv), date=time.strftime("%Y-%m-%d"))
+        print(format_probe(probe))
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump(probe, handle, indent=2)
+        return probe
     train_seconds = None
     if args.model:
         model = AutoModelForSequenceClassification.from_pretrained(args.model)
