@@ -245,8 +245,13 @@ def test_model_card_and_push_to_hub_offline(tmp_path, monkeypatch):
         "criterion": "max_accuracy_drop=0.005",
         "chosen": {"exit_policy": "patience", "patience": 2},
         "candidates": [
-            {"exit_policy": "patience", "patience": 2, "accuracy": 0.9, "average_exit_layer": 2.5,
-             "theoretical_speedup": 1.5}
+            {
+                "exit_policy": "patience",
+                "patience": 2,
+                "accuracy": 0.9,
+                "average_exit_layer": 2.5,
+                "theoretical_speedup": 1.5,
+            }
         ],
     }
     uploaded = {}

@@ -61,8 +61,11 @@ def test_joint_and_distill_train_every_head_and_backbone(scheme, tmp_path):
 def test_joint_loss_is_the_weighted_mean_of_exit_losses():
     torch.manual_seed(0)
     model = AutoEarlyExitModelForSequenceClassification.from_config(
-        tiny_backbone_config("bert"), num_labels=2, exit_loss_weights=[1, 0, 0, 3], hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0
+        tiny_backbone_config("bert"),
+        num_labels=2,
+        exit_loss_weights=[1, 0, 0, 3],
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
     )
     model.train()
     ids, mask = padded_batch(4, 6)
@@ -90,7 +93,9 @@ def test_two_stage_trains_backbone_then_heads_only(tmp_path):
     train(model, tmp_path / "stage2", steps=3)
     moved = changed(before, model)
     assert moved, "stage 2 must train the intermediate heads"
-    assert all(name.startswith("exit_heads.") and not name.startswith(f"exit_heads.{NUM_LAYERS - 1}.") for name in moved)
+    assert all(
+        name.startswith("exit_heads.") and not name.startswith(f"exit_heads.{NUM_LAYERS - 1}.") for name in moved
+    )
     assert "exit_heads.0.classifier.weight" in moved
 
 

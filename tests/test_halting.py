@@ -202,8 +202,14 @@ def test_trainer_steps_reduce_nothing_silently(tmp_path):
         {"input_ids": ids.tolist(), "attention_mask": mask.tolist(), "labels": (ids[:, 1] % 2).tolist()}
     )
     args = TrainingArguments(
-        output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=8, report_to=[], save_strategy="no",
-        use_cpu=True, disable_tqdm=True, logging_steps=1,
+        output_dir=str(tmp_path),
+        max_steps=3,
+        per_device_train_batch_size=8,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_steps=1,
     )
     before = model.halting_units[0].proj.weight.detach().clone()
     Trainer(model=model, args=args, train_dataset=data).train()

@@ -9,7 +9,15 @@ from transformers import AutoConfig
 from .registry import lookup
 
 # from_pretrained keyword arguments that concern where and how files are fetched, shared by config and weights.
-_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "trust_remote_code", "subfolder")
+_HUB_KWARGS = (
+    "cache_dir",
+    "force_download",
+    "local_files_only",
+    "token",
+    "revision",
+    "trust_remote_code",
+    "subfolder",
+)
 
 
 class AutoAdaptiveModel:
@@ -69,7 +77,9 @@ class AutoAdaptiveModel:
         return new_config
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str, *model_args: Any, num_labels: int | None = None, **kwargs):
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str, *model_args: Any, num_labels: int | None = None, **kwargs
+    ):
         """Loads a checkpoint as a model of this technique.
 
         Args:

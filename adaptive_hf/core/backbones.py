@@ -253,9 +253,10 @@ class TextEncoderAdapter:
             ``(num_active, hidden)`` new states of the active tokens, in ``active.nonzero()`` order.
         """
         if not self.supports_token_subsets:
+            supported = sorted(k for k, a in TEXT_ENCODER_ADAPTERS.items() if a.supports_token_subsets)
             raise NotImplementedError(
                 f"Running a layer on a subset of tokens is not implemented for {self.family}; token-level halting "
-                f"supports {', '.join(sorted(k for k, a in TEXT_ENCODER_ADAPTERS.items() if a.supports_token_subsets))}."
+                f"supports {', '.join(supported)}."
             )
         query, key, value, num_heads, attention_output, feed_forward = self.token_layer_parts(index)
         rows, seq, width = hidden_states.shape

@@ -67,7 +67,9 @@ def check_number(
     return value
 
 
-def normalize_layer_list(field: str, layers: Sequence[int] | None, num_layers: int, *, include_last: bool) -> list[int]:
+def normalize_layer_list(
+    field: str, layers: Sequence[int] | None, num_layers: int, *, include_last: bool
+) -> list[int]:
     """Validates a list of 1-based layer indices and returns it sorted.
 
     Args:

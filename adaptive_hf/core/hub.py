@@ -20,7 +20,9 @@ from typing import Any
 
 PACKAGE = "adaptive_hf"
 FLAT_PREFIX = "ahf_"
-_IMPORT_RE = re.compile(r"^(?P<indent>[ \t]*)from[ \t]+(?P<module>\.+[\w.]*|adaptive_hf(?:\.[\w.]+)?)[ \t]+import\b", re.M)
+_IMPORT_RE = re.compile(
+    r"^(?P<indent>[ \t]*)from[ \t]+(?P<module>\.+[\w.]*|adaptive_hf(?:\.[\w.]+)?)[ \t]+import\b", re.M
+)
 
 
 def flat_module_name(module_name: str) -> str:
@@ -66,7 +68,7 @@ def _bundle_sources(root_modules: list[str]) -> dict[str, str]:
             raise RuntimeError(f"{name} is a package; bundled modules must import modules, not packages.")
         source = path.read_text()
 
-        def rewrite(match: re.Match) -> str:
+        def rewrite(match: re.Match, name: str = name) -> str:
             target = _resolve(match.group("module"), name, importer_is_package=False)
             if target == PACKAGE or not target.startswith(PACKAGE + "."):
                 raise RuntimeError(f"{name} imports {target!r}; bundled modules may import only package modules.")

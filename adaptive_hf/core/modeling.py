@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 
-def make_family_model_class(adapter, *, class_name: str, mixin: type, config_class: type, module: str, doc: str) -> type:
+def make_family_model_class(
+    adapter, *, class_name: str, mixin: type, config_class: type, module: str, doc: str
+) -> type:
     """Builds a technique's model class for one backbone family.
 
     The class combines the technique's mixin with the family's ``PreTrainedModel`` base (weight init, attention

@@ -110,4 +110,3 @@ def pondernet_kl(step_probabilities: torch.Tensor, prior_lambda: float) -> torch
 def act_ponder_cost(steps: torch.Tensor, remainder: torch.Tensor) -> torch.Tensor:
     """ACT's ponder cost N + R per unit."""
     return steps.float() + remainder
-

@@ -288,7 +288,9 @@ class HaltingForSequenceClassificationMixin(AdaptiveHubMixin):
         return HaltingSequenceClassifierOutput(loss, logits, steps, ponder)
 
     # ------------------------------------------------------------------------------------------ cost model
-    def halting_flops(self, halting_steps: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[int, int]:
+    def halting_flops(
+        self, halting_steps: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[int, int]:
         """Theoretical FLOPs of full depth and of what the halting model spent, from its ``halting_steps``.
 
         Args:
@@ -330,6 +332,7 @@ class HaltingForSequenceClassificationMixin(AdaptiveHubMixin):
         full, spent = self.halting_flops(halting_steps, attention_mask)
         return full / spent
 
+
 def _make(adapter: type[TextEncoderAdapter]) -> type:
     return make_family_model_class(
         adapter,
@@ -337,7 +340,7 @@ def _make(adapter: type[TextEncoderAdapter]) -> type:
         mixin=HaltingForSequenceClassificationMixin,
         config_class=HALTING_CONFIGS[adapter.model_type],
         module=__name__,
-        doc=f"ACT/PonderNet halting classifier on a {adapter.family} encoder; see HaltingForSequenceClassificationMixin.",
+        doc=f"ACT/PonderNet halting classifier on a {adapter.family} encoder; see the halting mixin.",
     )
 
 
