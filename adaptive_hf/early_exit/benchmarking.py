@@ -6,13 +6,12 @@ interleaved A B A B after warm-up, the median of several repetitions, with a fix
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
+from ..core.timing import time_interleaved
 from .calibration import sample_costs
 
 SETTING_FIELDS = ("exit_policy", "exit_threshold", "patience")
@@ -26,12 +25,6 @@ def _apply(config, setting: Mapping[str, Any]) -> None:
         config.patience = setting["patience"]
     if "exit_policy" in setting:
         config.exit_policy = setting["exit_policy"]
-
-
-def _run(model, batches: Sequence[Mapping[str, torch.Tensor]]) -> tuple[float, list[torch.Tensor]]:
-    start = time.perf_counter()
-    exit_layers = [model(**batch).exit_layer for batch in batches]
-    return time.perf_counter() - start, exit_layers
 
 
 def measure_speedup(
@@ -71,38 +64,26 @@ def measure_speedup(
     batches = list(batches)
     if not batches:
         raise ValueError("`batches` is empty; pass at least one batch of model inputs.")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"`repeats` must be an integer >= 1; got {repeats!r}.")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"`warmup` must be an integer >= 0; got {warmup!r}.")
     config = model.config
     saved = {name: getattr(config, name) for name in SETTING_FIELDS}
     adaptive = dict(saved if setting is None else {**saved, **setting})
     if adaptive["exit_policy"] == "patience":
         adaptive["exit_threshold"] = None
-    full = {"exit_policy": "none"}
-    old_threads = torch.get_num_threads()
     was_training = model.training
-    adaptive_times: list[float] = []
-    full_times: list[float] = []
+
+    def run(setting_to_apply):
+        _apply(config, setting_to_apply)
+        return [model(**batch).exit_layer for batch in batches]
+
     try:
-        if threads is not None:
-            torch.set_num_threads(threads)
         model.eval()
-        with torch.inference_mode():
-            for round_index in range(warmup + repeats):
-                _apply(config, adaptive)
-                seconds_a, exit_layers = _run(model, batches)
-                _apply(config, full)
-                seconds_b, _ = _run(model, batches)
-                if round_index >= warmup:
-                    adaptive_times.append(seconds_a)
-                    full_times.append(seconds_b)
+        timing = time_interleaved(
+            lambda: run(adaptive), lambda: run({"exit_policy": "none"}), repeats, warmup, threads
+        )
     finally:
         _apply(config, saved)
         model.train(was_training)
-        torch.set_num_threads(old_threads)
-    exit_layer = torch.cat([x.cpu() for x in exit_layers]).long()
+    exit_layer = torch.cat([x.cpu() for x in timing.adaptive_output]).long()
     counts = []
     for batch in batches:
         mask = batch.get("attention_mask")
@@ -115,29 +96,12 @@ def measure_speedup(
         head_of_layer = {layer: k for k, layer in enumerate(config.exit_layers)}
         heads = torch.tensor([head_of_layer[int(layer)] for layer in exit_layer.tolist()])
         spent = costs.gather(1, heads.view(-1, 1)).sum()
-    theoretical = float(full_costs.sum() / spent)
-    adaptive_seconds = statistics.median(adaptive_times)
-    full_seconds = statistics.median(full_times)
-    realized = full_seconds / adaptive_seconds
-
-    def spread(times):
-        return (max(times) - min(times)) / statistics.median(times)
-
     result = {
         "setting": {k: adaptive[k] for k in SETTING_FIELDS},
         "batch_size": max(int(b["input_ids"].size(0)) for b in batches),
         "num_samples": int(exit_layer.numel()),
         "num_batches": len(batches),
-        "threads": torch.get_num_threads() if threads is None else threads,
-        "repeats": repeats,
-        "adaptive_seconds": adaptive_seconds,
-        "full_seconds": full_seconds,
-        "realized_speedup": realized,
-        "theoretical_speedup": theoretical,
-        "efficiency": realized / theoretical,
         "average_exit_layer": float(exit_layer.double().mean()),
-        "adaptive_spread": spread(adaptive_times),
-        "full_spread": spread(full_times),
     }
-    result["noisy"] = bool(max(result["adaptive_spread"], result["full_spread"]) > 0.2)
+    result.update(timing.summary(float(full_costs.sum() / spent)))
     return result
