@@ -492,8 +492,9 @@ def main(argv: list[str] | None = None) -> dict | None:
         "table": table,
     }
     title = (
-        f"{os.path.basename(model_path.rstrip('/'))} on {data_args.dataset_name}: pooling={exit_args.exit_pooling}, "
-        f"head={exit_args.exit_head}, training={exit_args.exit_training}; {threads} threads"
+        f"{model_args.model_name_or_path or 'all-MiniLM-L6-v2'} on {data_args.dataset_name}: "
+        f"pooling={exit_args.exit_pooling}, head={exit_args.exit_head}, training={exit_args.exit_training}; "
+        f"{threads} threads"
     )
     plot_path = os.path.join(training_args.output_dir, "tradeoff.png")
     if plot_tradeoff(plot_path, sweeps, results, full_row_test["accuracy"], title):
