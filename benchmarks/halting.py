@@ -1,0 +1,90 @@
+"""Halting benchmark: accuracy and realized vs theoretical speedup of trained halting classifiers.
+
+Train the models with the recipe first, then time them here, side by side with the same weights at full depth::
+
+    python recipes/halting_text.py --output_dir outputs/halting_token
+    python recipes/halting_text.py --output_dir outputs/halting_sample --halting_granularity sample
+    python benchmarks/halting.py outputs/halting_token/model outputs/halting_sample/model --json halting.json
+
+Per shared/benchmarks.md: quality on the test split next to full depth, theoretical speedup from the outputs
+(``halting_flops``), realized speedup interleaved A B A B after warm-up, median of ``--repeats``, fixed threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+import adaptive_hf  # noqa: F401  (registers the halting classes)
+from adaptive_hf.data import load_text_classification
+from adaptive_hf.early_exit.calibration import iterate_batches
+from adaptive_hf.halting.benchmarking import measure_halting_speedup
+from adaptive_hf.halting.evaluation import evaluate_halting
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Runs the benchmark; returns one result per model and batch size."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_dirs", nargs="+", help="Saved halting models (with their tokenizer).")
+    parser.add_argument("--dataset", default="amazon_fine_food")
+    parser.add_argument("--max_length", type=int, default=64)
+    parser.add_argument("--max_test_samples", type=int, default=None)
+    parser.add_argument("--batch_sizes", default="1,32,64")
+    parser.add_argument("--bench_samples", type=int, default=128, help="Test rows timed per batch size.")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", default=None, help="Write the results here.")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    test = load_text_classification(args.dataset, split="test")
+    if args.max_test_samples:
+        test = test.select(range(min(args.max_test_samples, len(test))))
+    results = []
+    for model_dir in args.model_dirs:
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        data = test.map(
+            lambda batch: tokenizer(batch["text"], truncation=True, max_length=args.max_length),
+            batched=True,
+            remove_columns=["text"],
+        )
+        quality = {row["setting"]: row for row in evaluate_halting(model, data, tokenizer=tokenizer)}
+        full, adaptive = quality["full depth"], quality[f"threshold={model.config.halting_threshold}"]
+        for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+            rows = min(len(data), max(batch_size, args.bench_samples - args.bench_samples % batch_size))
+            batches = list(iterate_batches(data.select(range(rows)), batch_size, tokenizer=tokenizer))
+            timing = measure_halting_speedup(model, batches, repeats=args.repeats, threads=args.threads)
+            results.append(
+                {
+                    "model": model_dir,
+                    "halting": model.config.halting,
+                    "granularity": model.config.halting_granularity,
+                    "halting_threshold": model.config.halting_threshold,
+                    "full_depth_accuracy": full["accuracy"],
+                    "accuracy": adaptive["accuracy"],
+                    "test_theoretical_speedup": adaptive["theoretical_speedup"],
+                    **timing,
+                }
+            )
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads")
+    print("| model | granularity | batch | acc full | acc halting | avg steps | theoretical | realized | real/theo |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| {r['model']} | {r['halting']}/{r['granularity']} | {r['batch_size']} | "
+            f"{100 * r['full_depth_accuracy']:.2f} | {100 * r['accuracy']:.2f} | {r['average_steps']:.2f} | "
+            f"{r['theoretical_speedup']:.2f}x | {r['realized_speedup']:.2f}x | {r['efficiency']:.2f}"
+            f"{' (noisy)' if r['noisy'] else ''} |"
+        )
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()
