@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         data = test.map(
-            lambda batch: tokenizer(batch["text"], truncation=True, max_length=args.max_length),
+            lambda batch, tokenizer=tokenizer: tokenizer(batch["text"], truncation=True, max_length=args.max_length),
             batched=True,
             remove_columns=["text"],
         )
