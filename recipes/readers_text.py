@@ -48,6 +48,13 @@ def parse_args(argv=None):
     parser.add_argument("--max_train_samples", type=int, default=4000)
     parser.add_argument("--max_eval_samples", type=int, default=1000)
     parser.add_argument("--max_length", type=int, default=128)
+    parser.add_argument(
+        "--embedding_std",
+        type=float,
+        default=1.0,
+        help="Rescale the copied embeddings to this standard deviation (MiniLM's is 0.056, too small for a fresh "
+        "LSTM to pick up in a short run); 0 keeps them as they are.",
+    )
     parser.add_argument("--hidden_size", type=int, default=512)
     parser.add_argument("--small_hidden_size", type=int, default=16)
     parser.add_argument("--skim_penalty", type=float, default=0.02)
@@ -104,6 +111,9 @@ def run_one(kind: str, dataset_name: str, data, tokenizer, embeddings_path: str,
         freeze_embeddings=True,
         **reader_settings(kind, args),
     )
+    if args.embedding_std > 0:
+        with torch.no_grad():
+            model.embeddings.weight.mul_(args.embedding_std / model.embeddings.weight.std())
     collator = DataCollatorWithPadding(tokenizer)
     output_dir = Path(args.output_dir) / dataset_name / kind
     training_args = TrainingArguments(

@@ -225,7 +225,7 @@ def test_jumped_tokens_and_stopped_rows_are_not_computed(monkeypatch):
     original = jump_module.lstm_steps
 
     def counting_lstm_steps(inputs, lengths, state, cell):
-        computed.append(int(lengths.sum()))
+        computed.append(inputs.size(0) * inputs.size(1) if lengths is None else int(lengths.sum()))
         return original(inputs, lengths, state, cell)
 
     monkeypatch.setattr(jump_module, "lstm_steps", counting_lstm_steps)
@@ -235,6 +235,11 @@ def test_jumped_tokens_and_stopped_rows_are_not_computed(monkeypatch):
     assert sum(computed) == int(out.tokens_read.sum())
     assert int(out.tokens_jumped.sum()) > 0
     assert len(computed) <= model.config.max_jumps + 1
+    for row in range(9):  # one row at a time takes the scalar-bookkeeping path
+        computed.clear()
+        with torch.no_grad():
+            one = model(**{key: value[row : row + 1] for key, value in batch.items()})
+        assert sum(computed) == int(one.tokens_read[0]) == int(out.tokens_read[row])
 
 
 def test_skim_threshold_and_reading_policy_are_read_at_every_forward():

@@ -80,6 +80,8 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
         if self.config.reading_policy == "full":
             last = self._read_all(self._embed(input_ids, inputs_embeds), lengths)
             read, decisions, jumps = lengths, zeros, zeros
+        elif not self.training and lengths.size(0) == 1:
+            last, read, decisions, jumps = self._jump_one_row(input_ids, inputs_embeds, int(lengths[0]))
         else:
             last, read, decisions, jumps, trace = self._forward_jump(input_ids, inputs_embeds, lengths)
         logits = self._classify(last)
@@ -105,6 +107,36 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
             return self.embeddings(input_ids.index_select(0, rows).gather(1, positions))
         embeds = inputs_embeds.index_select(0, rows)
         return embeds.gather(1, positions.unsqueeze(2).expand(-1, -1, embeds.size(2)))
+
+    def _jump_one_row(self, input_ids, inputs_embeds, length: int):
+        """Eval on one row: the same reading as :meth:`_forward_jump`, with the bookkeeping in Python integers."""
+        config = self.config
+        device = (input_ids if input_ids is not None else inputs_embeds).device
+        dtype = self.big_cell.weight_ih.dtype if inputs_embeds is None else inputs_embeds.dtype
+        h = torch.zeros(1, config.hidden_size, device=device, dtype=dtype)
+        c = torch.zeros_like(h)
+        position = read = decisions = jumps = 0
+        for round_index in range(config.max_jumps + 1):
+            if position >= length:
+                break
+            steps = min(config.read_tokens, length - position)
+            if input_ids is not None:
+                inputs = self.embeddings(input_ids[:, position : position + steps])
+            else:
+                inputs = inputs_embeds[:, position : position + steps]
+            h, c = lstm_steps(inputs, None, (h, c), self.big_cell)
+            position += steps
+            read += steps
+            if round_index == config.max_jumps or position >= length:
+                break
+            action = int(self.jump_policy(h).argmax())
+            decisions += 1
+            if action == 0:
+                break
+            position += action - 1
+            jumps += 1
+        counts = torch.tensor([[read], [decisions], [jumps]], device=device)
+        return h, counts[0], counts[1], counts[2]
 
     def _forward_jump(self, input_ids, inputs_embeds, lengths):
         config = self.config

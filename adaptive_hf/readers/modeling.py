@@ -115,7 +115,7 @@ def run_lstm(
 
 
 def lstm_steps(
-    inputs: torch.Tensor, lengths: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], cell: nn.LSTMCell
+    inputs: torch.Tensor, lengths: torch.Tensor | None, state: tuple[torch.Tensor, torch.Tensor], cell: nn.LSTMCell
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Runs ``cell`` over each row's first ``lengths`` inputs, step by step; returns the last ``(h, c)``.
 
@@ -126,14 +126,14 @@ def lstm_steps(
 
     Args:
         inputs: ``(rows, steps, input_size)``.
-        lengths: ``(rows,)`` steps to run per row, each in 0..steps.
+        lengths: ``(rows,)`` steps to run per row, each in 0..steps; ``None`` when every row runs all steps.
         state: Initial ``(h, c)``, each ``(rows, hidden)``.
         cell: The ``nn.LSTMCell`` whose weights are used.
     """
     h, c = state
     rows, width = inputs.size(0), inputs.size(1)
     hidden = h.size(1)
-    uniform = bool((lengths == width).all())
+    uniform = lengths is None or bool((lengths == width).all())
     if not uniform:
         order = torch.argsort(lengths, descending=True, stable=True)
         inputs, lengths, h, c = inputs[order], lengths[order], h[order], c[order]

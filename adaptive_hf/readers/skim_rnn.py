@@ -230,6 +230,11 @@ class SkimRnnForSequenceClassification(ReaderPreTrainedModel):
         last = inputs.new_zeros(batch_size, config.hidden_size)
         skimmed = torch.zeros_like(lengths)
         alive = batch_size
+        # One row: decide with Python floats, which saves several tensor ops per token.
+        single = batch_size == 1
+        gate_x_values = gate_x[0].tolist() if single else None
+        tail_gate_value = 0.0
+        skimmed_single = 0
         for t in range(steps):
             n = active_counts[t]
             if n < alive:
@@ -237,17 +242,27 @@ class SkimRnnForSequenceClassification(ReaderPreTrainedModel):
                 last[n:alive] = torch.cat([h_head[n:], h_tail[n:]], dim=1)
                 h_head, c_head, h_tail, c_tail = h_head[:n], c_head[:n], h_tail[:n], c_tail[:n]
                 tail_small, tail_gate, alive = tail_small[:n], tail_gate[:n], n
-            skim = (torch.mv(h_head, gate_w_head) + tail_gate + gate_x[:n, t]) >= cut
-            num_skim = int(skim.sum())
+            if single:
+                score = float(torch.dot(h_head[0], gate_w_head)) + tail_gate_value + gate_x_values[t]
+                num_skim = 1 if score >= cut else 0
+            else:
+                skim = (torch.mv(h_head, gate_w_head) + tail_gate + gate_x[:n, t]) >= cut
+                num_skim = int(skim.sum())
             if num_skim == n:
                 h_head, c_head = _small_step(small_x[:n, t] + tail_small, h_head, c_head, small_w_head)
-                skimmed[:n] += 1
+                if single:
+                    skimmed_single += 1
+                else:
+                    skimmed[:n] += 1
                 continue
             if num_skim == 0:
                 h, c = self.big_cell(inputs[:n, t], (torch.cat([h_head, h_tail], 1), torch.cat([c_head, c_tail], 1)))
                 h_head, h_tail, c_head, c_tail = h[:, :small], h[:, small:], c[:, :small], c[:, small:]
                 tail_small = F.linear(h_tail, small_w_tail)
-                tail_gate = torch.mv(h_tail, gate_w_tail)
+                if single:
+                    tail_gate_value = float(torch.dot(h_tail[0], gate_w_tail))
+                else:
+                    tail_gate = torch.mv(h_tail, gate_w_tail)
                 continue
             skimmed[:n] += skim
             read_rows = (~skim).nonzero().squeeze(1)
@@ -269,6 +284,8 @@ class SkimRnnForSequenceClassification(ReaderPreTrainedModel):
             tail_gate = tail_gate.index_copy(0, read_rows, torch.mv(h_big[:, small:], gate_w_tail))
         if alive > 0:
             last[:alive] = torch.cat([h_head, h_tail], dim=1)
+        if single:
+            skimmed.fill_(skimmed_single)
         if batch_size > 1:
             inverse = torch.empty_like(order)
             inverse[order] = torch.arange(batch_size, device=order.device)
