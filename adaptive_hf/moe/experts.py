@@ -222,7 +222,8 @@ class SwitchExperts(nn.Module):
         h = grouped_mm(x, self.up_proj, offsets)
         if self.up_bias is not None:
             bias_row = expert_index.clamp(max=self.num_experts - 1)
-            h = h + self.up_bias.index_select(0, bias_row)
+            # In place: the grouped matmul's backward needs its inputs, not its output.
+            h = h.add_(self.up_bias.index_select(0, bias_row))
         if self.gated:
             gate, up = h.chunk(2, dim=-1)
             h = self.act(gate) * up
@@ -230,7 +231,7 @@ class SwitchExperts(nn.Module):
             h = self.act(h)
         out = grouped_mm(h, self.down_proj, offsets)
         if self.down_bias is not None:
-            out = out + self.down_bias.index_select(0, bias_row)
+            out = out.add_(self.down_bias.index_select(0, bias_row))
         return out
 
     def forward_dense(self, x: torch.Tensor, expert: int) -> torch.Tensor:

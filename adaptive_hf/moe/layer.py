@@ -163,7 +163,9 @@ class SwitchMoEFeedForward(nn.Module):
             # The grouped matmul's input gradient is undefined beyond the kept rows; keep it out of x's gradient.
             rows = torch.where(plan.valid.unsqueeze(-1), rows, 0.0)
         out_rows = self.experts(rows, plan.offsets, plan.expert_index)
-        out_rows = out_rows * plan.gate.to(out_rows.dtype).unsqueeze(-1)
+        if not (top_k == 1 and config.gate_scaling == "straight_through" and not torch.is_grad_enabled()):
+            # (a straight-through top-1 gate is exactly 1; it only matters for the router's gradient)
+            out_rows = out_rows * plan.gate.to(out_rows.dtype).unsqueeze(-1)
         if plan.valid is not None:
             out_rows = torch.where(plan.valid.unsqueeze(-1), out_rows, 0.0)
         out = out_rows.index_select(0, plan.inverse)
