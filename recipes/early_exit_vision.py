@@ -308,6 +308,7 @@ def main(argv: list[str] | None = None) -> dict:
         "calibrated": results,
         "saved_setting": best_policy,
         "recipe_arguments": asdict(args),
+        "seed": training_args.seed,
         "torch_threads_for_timing": args.bench_threads,
     }
     plot_path = os.path.join(training_args.output_dir, "tradeoff.png")

@@ -383,3 +383,24 @@ def test_model_card_names_the_vision_task(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["auto_map"]["AutoModelForImageClassification"].startswith("ahf_early_exit_vision_modeling.")
     assert config["architecture"] == "test_efficientnet" and config["model_type"] == "early_exit_timm"
+
+
+# ---------------------------------------------------------------------------------------------- calibration
+def test_calibration_on_images_matches_inference():
+    from adaptive_hf.early_exit.vision_calibration import collect_image_exit_logits, measure_image_speedup
+
+    model = build_timm("efficientnet")
+    x = images(16, seed=7)
+    labels = torch.randint(0, 3, (16,), generator=torch.Generator().manual_seed(7))
+    table = collect_image_exit_logits(model, x, labels, batch_size=5)
+    assert table.logits.shape == (len(model.config.exit_layers), 16, 3)
+    report = adaptive_hf.calibrate(model, None, max_accuracy_drop=1.0, policies=["confidence"], exit_logits=table)
+    chosen = report.chosen
+    assert model.config.exit_policy == "confidence" and model.config.calibration is not None
+    with torch.no_grad():
+        out = model(x)
+    assert out.exit_layer.double().mean().item() == pytest.approx(chosen["average_exit_layer"])
+    assert (out.logits.argmax(-1) == labels).double().mean().item() == pytest.approx(chosen["accuracy"])
+    timing = measure_image_speedup(model, [x[:8], x[8:]], repeats=1, warmup=0)
+    assert timing["theoretical_speedup"] == pytest.approx(chosen["theoretical_speedup"])
+    assert model.config.exit_policy == "confidence"  # the measurement restores the setting
