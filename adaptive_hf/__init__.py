@@ -50,11 +50,19 @@ from .readers import (
     register_readers,
 )
 from .training import ExitStatisticsCallback, TwoStageExitTrainingCallback
+from .video import (
+    FrameSamplingVideoClassifier,
+    FrameSamplingVideoConfig,
+    VideoCollator,
+    load_moving_fashion_mnist,
+    register_video,
+)
 
 register_builtin()
 register_vision_early_exit()
 register_readers()
 register_switch_moe()
+register_video()
 
 # Halting<Arch>Config / Halting<Arch>ForSequenceClassification, built per family.
 _HALTING_CLASSES = {cls.__name__: cls for cls in (*HALTING_CONFIGS.values(), *HALTING_MODELS.values())}
@@ -109,3 +117,4 @@ __all__ += [
     "EarlyExitViTForImageClassification",
     "register_timm_early_exit",
 ]
+__all__ += ["FrameSamplingVideoClassifier", "FrameSamplingVideoConfig", "VideoCollator", "load_moving_fashion_mnist"]

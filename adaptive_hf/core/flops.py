@@ -48,3 +48,34 @@ def classifier_head_flops(hidden_size: int, num_labels: int, *, mlp: bool, poole
     if mlp:
         flops += linear_flops(1, hidden_size, hidden_size)
     return flops + linear_flops(1, hidden_size, num_labels)
+
+
+def frame_sampling_flops(
+    frames_used,
+    frame_flops: int,
+    *,
+    glance_frames=0,
+    glance_frame_flops: int = 0,
+    classifier_evals=1,
+    classifier_flops: int = 0,
+    gate_evals=0,
+    gate_flops: int = 0,
+):
+    """FLOPs of classifying one video from sampled frames (works elementwise on per-video tensors too).
+
+    Args:
+        frames_used: Frames the expensive per-frame network ran on.
+        frame_flops: FLOPs of the per-frame network (and its share of the aggregation) on one frame.
+        glance_frames: Frames the glance network scored.
+        glance_frame_flops: FLOPs of the glance network (downsampling and heads included) on one frame.
+        classifier_evals: Times the clip classifier ran on an aggregate (once per step for an early stop).
+        classifier_flops: FLOPs of one clip-classifier evaluation.
+        gate_evals: Stop-gate evaluations.
+        gate_flops: FLOPs of one stop-gate evaluation.
+    """
+    return (
+        frames_used * frame_flops
+        + glance_frames * glance_frame_flops
+        + classifier_evals * classifier_flops
+        + gate_evals * gate_flops
+    )

@@ -1,0 +1,613 @@
+"""Frame-sampling video classifier: a per-frame timm backbone that runs only on the frames a sampler picks.
+
+* ``uniform``: ``frame_budget`` evenly spaced frames (the baseline; with every frame it is the plain per-frame
+  classifier: backbone per frame, mean of the pooled features, the backbone's own head).
+* ``saliency`` (SCSampler / AdaFrame-like): a cheap glance network scores every frame at low resolution; only the top
+  ``frame_budget`` frames are gathered and sent to the backbone. In training the choice is a Gumbel top-k sample and
+  the gradient reaches the scorer through a straight-through relaxed top-k (``sampler_training="relaxed_topk"``) or
+  REINFORCE; the backbone still runs only on the chosen frames.
+* ``early_stop`` (FrameExit-like): frames in a fixed order; after each one the running aggregate is classified and a
+  gate decides whether to stop (probability >= ``exit_threshold``). Videos that stop leave the batch, so the
+  backbone's next step runs on the remaining ones only. In training every step up to ``frame_budget`` runs and is
+  supervised, and the gate learns "the prediction is already right".
+
+Costs (``flops`` in the output) come from a FLOP count of the backbone and the glance network on the meta device
+at the input's frame size, so reports count the glance and the gate as well as the frames.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from ..core.flops import frame_sampling_flops
+from ..core.hub import AdaptiveHubMixin
+from ..core.inputs import check_class_labels
+from ..core.vision_backbones import create_timm_model
+from .config import GLANCE_BUILTIN, FrameSamplingVideoConfig, validate_sampler_runtime
+from .samplers import (
+    AttentionPooling,
+    GlanceCNN,
+    GlanceNetwork,
+    StopGate,
+    aggregate,
+    attention_flops,
+    coverage_order,
+    gumbel_like,
+    plackett_luce_log_prob,
+    relaxed_topk,
+    stop_gate_flops,
+    uniform_indices,
+)
+
+try:  # transformers v5: init functions that respect the "already loaded" flags of from_pretrained
+    from transformers import initialization as init
+except ImportError:  # pragma: no cover - older transformers
+    init = nn.init
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FrameSamplingVideoClassifierOutput(ModelOutput):
+    """Output of :class:`FrameSamplingVideoClassifier`.
+
+    Args:
+        loss: Training objective when ``labels`` are given (cross-entropy plus the glance, policy and gate terms in
+            training). In eval mode, the cross-entropy of the returned logits.
+        logits: ``(batch, num_labels)``.
+        frames_used: ``(batch,)`` frames the backbone ran on per video.
+        frame_indices: ``(batch, frame_budget)`` the frames it ran on (in the order processed; ``-1`` pads videos
+            that stopped early).
+        frame_scores: ``(batch, T)`` glance scores when the glance network ran, else ``None``.
+        flops: ``(batch,)`` theoretical FLOPs spent per video, glance and gate included.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    frames_used: torch.Tensor | None = None
+    frame_indices: torch.Tensor | None = None
+    frame_scores: torch.Tensor | None = None
+    flops: torch.Tensor | None = None
+
+
+def _flop_count(module: nn.Module, fn, *inputs: torch.Tensor) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn(module, *inputs)
+    return int(counter.get_total_flops())
+
+
+@functools.lru_cache(maxsize=64)
+def _backbone_costs(architecture: str, model_args_json: str, num_labels: int, shape: tuple[int, int, int]):
+    """``(per-frame feature FLOPs, classifier FLOPs, feature width)`` of a timm backbone, counted on meta."""
+    with torch.device("meta"):
+        model = create_timm_model(architecture, num_labels, json.loads(model_args_json)).eval()
+        frame = torch.empty(1, *shape)
+    features = _flop_count(model, lambda m, x: m.forward_head(m.forward_features(x), pre_logits=True), frame)
+    width = int(model.num_features)
+    with torch.device("meta"):
+        pooled = torch.empty(1, model.forward_head(model.forward_features(frame), pre_logits=True).shape[-1])
+    classifier = _flop_count(model, lambda m, x: m.get_classifier()(x), pooled)
+    return features, classifier, width
+
+
+def _glance_costs(glance: GlanceNetwork, shape: tuple[int, int, int]) -> int:
+    """FLOPs of the glance network on one full-resolution frame (downsampling counted as one add per pixel)."""
+    cached = glance.__dict__.setdefault("_ahf_costs", {})
+    if shape not in cached:
+        # Count on a meta copy of the same structure: the real module keeps its weights and statistics untouched.
+        with torch.device("meta"):
+            low = torch.empty(1, shape[0], glance.resolution, glance.resolution)
+        import copy
+
+        meta = copy.deepcopy(glance).to("meta").eval()
+        count = _flop_count(meta, lambda m, x: (m.score(m.features(x)), m.classifier(m.features(x))), low)
+        count -= _flop_count(meta, lambda m, x: m.features(x), low)  # features ran twice above
+        cached[shape] = count + shape[0] * shape[1] * shape[2]
+    return cached[shape]
+
+
+def _check_video(pixel_values: Any, num_frames: int) -> tuple[int, int]:
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(f"`pixel_values` must be a torch.Tensor of video frames; got {type(pixel_values).__name__}.")
+    if not pixel_values.dtype.is_floating_point:
+        raise TypeError(
+            f"`pixel_values` must be a floating-point tensor of normalized frames; got {pixel_values.dtype}. Convert "
+            "uint8 frames with adaptive_hf.video.data.VideoCollator (or `.float() / 255` and normalize)."
+        )
+    if pixel_values.dim() != 5:
+        raise ValueError(
+            "`pixel_values` must have shape (batch, num_frames, channels, height, width); got shape "
+            f"{tuple(pixel_values.shape)}."
+            + (" Add a batch dimension with `.unsqueeze(0)`." if pixel_values.dim() == 4 else "")
+        )
+    if pixel_values.size(0) == 0:
+        raise ValueError("Empty batch: `pixel_values` has 0 videos; pass at least one.")
+    if pixel_values.size(1) != num_frames:
+        raise ValueError(
+            f"`pixel_values` has {pixel_values.size(1)} frames per video (dim 1) but `num_frames` is {num_frames}; "
+            "sample or pad clips to num_frames, or build the model with that many frames."
+        )
+    return pixel_values.size(0), pixel_values.size(1)
+
+
+class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
+    """Video classifier with a per-frame timm backbone, a frame sampler and temporal aggregation.
+
+    The backbone is ``timm.create_model(config.architecture, pretrained=False, num_classes=config.num_labels,
+    **config.model_args)`` in ``self.backbone``; its head classifies the aggregated features. The glance network, the
+    attention pooling and the stop gate are new modules. Use :meth:`from_timm` to start from local timm weights such as
+    the packaged EfficientNet-Lite0.
+
+    Args:
+        config: A :class:`~adaptive_hf.video.config.FrameSamplingVideoConfig`.
+    """
+
+    config_class = FrameSamplingVideoConfig
+    base_model_prefix = "backbone"
+    main_input_name = "pixel_values"
+    auto_class_name = "AutoModelForVideoClassification"
+    input_modalities = ("video",)
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: FrameSamplingVideoConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.backbone = create_timm_model(config.architecture, config.num_labels, config.model_args)
+        width = int(self.backbone.num_features)
+        in_chans = self.in_chans
+        if config.glance_architecture == GLANCE_BUILTIN:
+            glance_features = GlanceCNN(in_chans, config.glance_width)
+            glance_width = glance_features.num_features
+        else:
+            glance_args = {"in_chans": in_chans, **(config.glance_model_args or {})}
+            glance_features = create_timm_model(config.glance_architecture, 0, glance_args)
+            glance_width = int(glance_features.num_features)
+        self.glance = GlanceNetwork(glance_features, glance_width, config.num_labels, config.glance_resolution)
+        self.attention = (
+            AttentionPooling(width, config.attention_hidden_size) if config.aggregation == "attention" else None
+        )
+        self.gate = StopGate(width, config.num_labels, config.gate_hidden_size)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        new_parts = [self.glance.score, self.glance.classifier, self.attention, self.gate]
+        if config.glance_architecture == GLANCE_BUILTIN:
+            new_parts.append(self.glance.features)
+        for part in new_parts:
+            for module in part.modules() if part is not None else ():
+                module._ahf_new_module = True
+        self.post_init()
+
+    # ------------------------------------------------------------------------------------------------ weights
+    def _init_weights(self, module: nn.Module) -> None:
+        # Only our new modules are ours to initialise; the timm modules keep timm's initialisation.
+        if not getattr(module, "_ahf_new_module", False):
+            return
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d):
+            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, (nn.BatchNorm2d, nn.LayerNorm)):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any):
+        """``PreTrainedModel.from_pretrained``, with every tensor copied into its own aligned memory.
+
+        Loaded tensors can be views into the safetensors buffer at unaligned offsets, which sends oneDNN convolutions
+        down other kernels whose results differ in the last bits; copying makes the round trip exact.
+        """
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        with torch.no_grad():
+            for tensor in list(model.parameters()) + list(model.buffers()):
+                if tensor.device.type == "cpu":
+                    tensor.data = tensor.data.clone()
+        return loaded
+
+    @property
+    def in_chans(self) -> int:
+        """Input channels of the backbone."""
+        from timm.models._input import get_model_input_config
+
+        return int(get_model_input_config(self.backbone)["input_size"][0])
+
+    @classmethod
+    def from_timm(
+        cls,
+        architecture: str,
+        pretrained_weights: str | Path | dict[str, torch.Tensor] | None = None,
+        num_labels: int = 2,
+        model_args: dict[str, Any] | None = None,
+        **settings: Any,
+    ) -> FrameSamplingVideoClassifier:
+        """Builds a video classifier around a timm backbone, optionally with local weights.
+
+        Args:
+            architecture: timm model name, e.g. ``"tf_efficientnet_lite0"``.
+            pretrained_weights: A plain timm state dict or a path to one (``.safetensors``, or ``.pt``/``.pth`` read
+                with ``torch.load(weights_only=True)``). Keys may be timm's names or, with the same count and shapes
+                in timm's order, another naming (e.g. the packaged EfficientNet-Lite0 file). A classifier of another
+                width than ``num_labels`` is re-initialized (a warning says so).
+            num_labels: Number of classes.
+            model_args: Extra ``timm.create_model`` arguments.
+            **settings: :class:`~adaptive_hf.video.config.FrameSamplingVideoConfig` fields (``sampler``,
+                ``num_frames``, ``frame_budget``, ...) and ``id2label``/``label2id``.
+        """
+        allowed = set(FrameSamplingVideoConfig.__dataclass_fields__) | {"id2label", "label2id"}
+        unknown = sorted(set(settings) - allowed)
+        if unknown:
+            raise TypeError(
+                f"from_timm got unknown settings {unknown}; pass timm arguments in `model_args` and config fields "
+                f"among {sorted(set(FrameSamplingVideoConfig.__annotations__))}."
+            )
+        config = FrameSamplingVideoConfig(
+            architecture=architecture, model_args=dict(model_args or {}), num_labels=num_labels, **settings
+        )
+        model = cls(config)
+        if pretrained_weights is not None:
+            model.load_backbone_weights(pretrained_weights)
+        return model
+
+    def load_backbone_weights(self, weights: str | Path | dict[str, torch.Tensor]) -> list[str]:
+        """Loads a plain timm state dict (or a file of one) into the backbone; the new modules are untouched.
+
+        Args:
+            weights: timm-named tensors, or the same tensors under other names in timm's order, or a file.
+
+        Returns:
+            The backbone tensors left as initialized (its classifier when the width differs).
+        """
+        state_dict = _read_state_dict(weights)
+        target = self.backbone.state_dict()
+        if not set(state_dict) <= set(target):
+            if len(state_dict) != len(target):
+                raise ValueError(
+                    f"`pretrained_weights` do not fit {self.config.architecture}: {len(state_dict)} tensors named "
+                    f"differently from the {len(target)} of the timm model (e.g. {next(iter(state_dict))!r} vs "
+                    f"{next(iter(target))!r})."
+                )
+            state_dict = dict(zip(target, state_dict.values()))
+        classifier = {
+            f"{name}.{suffix}"
+            for name in _as_list(self.backbone.pretrained_cfg.get("classifier"))
+            for suffix in ("weight", "bias")
+        }
+        skipped = [name for name, tensor in state_dict.items() if tuple(tensor.shape) != tuple(target[name].shape)]
+        wrong = [name for name in skipped if name not in classifier]
+        if wrong:
+            shapes = ", ".join(f"{n}: {tuple(state_dict[n].shape)} vs {tuple(target[n].shape)}" for n in wrong[:3])
+            raise ValueError(f"`pretrained_weights` shapes do not match {self.config.architecture}: {shapes}.")
+        if skipped:
+            logger.warning(
+                "The weights' classifier has another width than num_labels=%d: %s re-initialized.",
+                self.config.num_labels,
+                ", ".join(skipped),
+            )
+        loadable = {name: tensor for name, tensor in state_dict.items() if name not in skipped}
+        missing, unexpected = self.backbone.load_state_dict(loadable, strict=False)
+        missing = [name for name in missing if name not in skipped]
+        if missing or unexpected:
+            raise ValueError(
+                f"`pretrained_weights` are incomplete: missing {missing[:5]}, unexpected {unexpected[:5]}."
+            )
+        return skipped
+
+    # ------------------------------------------------------------------------------------------------- pieces
+    def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features ``(n, dim)`` of ``(n, C, H, W)`` frames (the expensive part)."""
+        return self.backbone.forward_head(self.backbone.forward_features(frames), pre_logits=True)
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The backbone's own classifier on aggregated features."""
+        return self.backbone.get_classifier()(self.dropout(pooled))
+
+    def _aggregate(self, features, weights=None, mask=None) -> torch.Tensor:
+        logits = self.attention.frame_logits(features) if self.attention is not None else None
+        return aggregate(features, logits, weights, mask)
+
+    def _glance(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, steps = pixel_values.shape[:2]
+        scores, logits = self.glance(pixel_values.flatten(0, 1))
+        return scores.view(batch, steps), logits.view(batch, steps, -1)
+
+    @staticmethod
+    def _gather(pixel_values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """``(batch, k, C, H, W)`` frames at ``indices`` ``(batch, k)``, flattened to ``(batch * k, C, H, W)``."""
+        rows = torch.arange(pixel_values.size(0), device=pixel_values.device)[:, None]
+        return pixel_values[rows, indices].flatten(0, 1)
+
+    def frame_costs(self, frame_shape: tuple[int, int, int]) -> dict[str, int]:
+        """Theoretical FLOPs of the parts, for one frame of ``(C, H, W)``.
+
+        Args:
+            frame_shape: ``(channels, height, width)`` of the input frames.
+
+        Returns:
+            ``frame`` (backbone features + aggregation share), ``classifier``, ``glance`` (downsampling, glance
+            network and its heads), ``gate``.
+        """
+        config = self.config
+        shape = tuple(int(s) for s in frame_shape)
+        features, classifier, width = _backbone_costs(
+            config.architecture, json.dumps(config.model_args, sort_keys=True), config.num_labels, shape
+        )
+        share = attention_flops(width, config.attention_hidden_size) if self.attention is not None else width
+        return {
+            "frame": features + share,
+            "classifier": classifier,
+            "glance": _glance_costs(self.glance, shape),
+            "gate": stop_gate_flops(width, config.num_labels, config.gate_hidden_size),
+        }
+
+    def full_flops(self, frame_shape: tuple[int, int, int]) -> int:
+        """FLOPs of the full-compute reference (every frame, no glance) for one video.
+
+        Args:
+            frame_shape: ``(channels, height, width)`` of the input frames.
+        """
+        costs = self.frame_costs(frame_shape)
+        return frame_sampling_flops(self.config.num_frames, costs["frame"], classifier_flops=costs["classifier"])
+
+    # ----------------------------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> FrameSamplingVideoClassifierOutput | tuple:
+        """Classifies a batch of clips, running the backbone only on the sampled frames.
+
+        Args:
+            pixel_values: ``(batch, num_frames, channels, height, width)`` normalized float frames.
+            labels: ``(batch,)`` class ids; adds ``loss``.
+            return_dict: Return a tuple when ``False``.
+        """
+        config = self.config
+        validate_sampler_runtime(config)
+        batch, steps = _check_video(pixel_values, config.num_frames)
+        if pixel_values.size(2) != self.in_chans:
+            raise ValueError(
+                f"`pixel_values` must have {self.in_chans} channels (dim 2) for {config.architecture}; got "
+                f"{pixel_values.size(2)}."
+            )
+        if labels is not None:
+            check_class_labels(labels, batch, config.num_labels)
+        budget = config.budget
+        if config.sampler == "uniform":
+            output = self._forward_uniform(pixel_values, labels, budget)
+        elif config.sampler == "saliency":
+            output = self._forward_saliency(pixel_values, labels, budget)
+        elif self.training:
+            output = self._train_early_stop(pixel_values, labels, budget)
+        else:
+            output = self._eval_early_stop(pixel_values, labels, budget)
+        if return_dict is False:
+            return output.to_tuple()
+        return output
+
+    def _costs_tensor(self, pixel_values, frames_used, glance_frames, classifier_evals, gate_evals) -> torch.Tensor:
+        costs = self.frame_costs(tuple(pixel_values.shape[2:]))
+        flops = frame_sampling_flops(
+            frames_used.to(torch.float64),
+            costs["frame"],
+            glance_frames=glance_frames,
+            glance_frame_flops=costs["glance"],
+            classifier_evals=classifier_evals,
+            classifier_flops=costs["classifier"],
+            gate_evals=gate_evals,
+            gate_flops=costs["gate"],
+        )
+        return flops if isinstance(flops, torch.Tensor) else torch.full_like(frames_used, flops, dtype=torch.float64)
+
+    def _forward_uniform(self, pixel_values, labels, budget):
+        batch, steps = pixel_values.shape[:2]
+        indices = uniform_indices(steps, budget, pixel_values.device).expand(batch, budget)
+        features = self.frame_features(self._gather(pixel_values, indices)).view(batch, budget, -1)
+        logits = self.classify(self._aggregate(features))
+        loss = F.cross_entropy(logits, labels) if labels is not None else None
+        frames_used = torch.full((batch,), budget, dtype=torch.long, device=logits.device)
+        flops = self._costs_tensor(pixel_values, frames_used, 0, 1, 0)
+        return FrameSamplingVideoClassifierOutput(loss, logits, frames_used, indices.contiguous(), None, flops)
+
+    def _forward_saliency(self, pixel_values, labels, budget):
+        config = self.config
+        batch, steps = pixel_values.shape[:2]
+        scores, glance_logits = self._glance(pixel_values)
+        weights = None
+        if self.training:
+            keys = scores + gumbel_like(scores)  # a Gumbel top-k draw explores other frame sets while training
+            ordered = keys.detach().topk(budget, dim=1).indices
+        else:
+            ordered = scores.topk(budget, dim=1).indices
+        indices, order = ordered.sort(dim=1)
+        features = self.frame_features(self._gather(pixel_values, indices)).view(batch, budget, -1)
+        if self.training and config.sampler_training == "relaxed_topk":
+            soft = relaxed_topk(keys, budget, config.topk_temperature).gather(1, indices)
+            # Straight-through: the forward value stays 1 (the hard choice), the gradient is the relaxation's.
+            weights = 1.0 + soft - soft.detach()
+        logits = self.classify(self._aggregate(features, weights))
+        loss = None
+        if labels is not None:
+            per_video = F.cross_entropy(logits, labels, reduction="none")
+            loss = per_video.mean()
+            if self.training:
+                if config.glance_loss_weight > 0:
+                    frame_labels = labels[:, None].expand(batch, steps).reshape(-1)
+                    glance_loss = F.cross_entropy(glance_logits.flatten(0, 1), frame_labels)
+                    loss = loss + config.glance_loss_weight * glance_loss
+                if config.sampler_training == "reinforce":
+                    reward = -per_video.detach()
+                    advantage = reward - reward.mean()
+                    log_prob = plackett_luce_log_prob(scores, ordered)
+                    loss = loss - config.policy_loss_weight * (advantage * log_prob).mean()
+        frames_used = torch.full((batch,), budget, dtype=torch.long, device=logits.device)
+        flops = self._costs_tensor(pixel_values, frames_used, steps, 1, 0)
+        return FrameSamplingVideoClassifierOutput(loss, logits, frames_used, indices, scores.detach(), flops)
+
+    def _frame_order(self, pixel_values) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``(batch, T)`` processing order for ``early_stop``, and the glance scores/logits when they ran."""
+        batch, steps = pixel_values.shape[:2]
+        order = self.config.frame_order
+        if order == "glance":
+            scores, glance_logits = self._glance(pixel_values)
+            return scores.detach().argsort(dim=1, descending=True, stable=True), scores, glance_logits
+        base = coverage_order(steps) if order == "coverage" else torch.arange(steps)
+        return base.to(pixel_values.device).expand(batch, steps), None, None
+
+    def _train_early_stop(self, pixel_values, labels, budget):
+        config = self.config
+        batch, steps = pixel_values.shape[:2]
+        order, scores, glance_logits = self._frame_order(pixel_values)
+        indices = order[:, :budget]
+        features = self.frame_features(self._gather(pixel_values, indices)).view(batch, budget, -1)
+        # Every prefix 1..budget is classified: the classifier must be right early, and the gate learns when it is.
+        prefix = torch.ones(budget, budget, dtype=torch.bool, device=features.device).tril()
+        expanded = features[:, None].expand(batch, budget, budget, features.size(-1)).flatten(0, 1)
+        masks = prefix[None].expand(batch, budget, budget).flatten(0, 1)
+        pooled = self._aggregate(expanded, mask=masks)
+        step_logits = self.classify(pooled).view(batch, budget, -1)
+        gate_logits = self.gate(pooled, step_logits.flatten(0, 1)).view(batch, budget)
+        logits = step_logits[:, -1]
+        loss = None
+        if labels is not None:
+            step_labels = labels[:, None].expand(batch, budget)
+            step_losses = F.cross_entropy(step_logits.flatten(0, 1), step_labels.reshape(-1), reduction="none")
+            loss = step_losses.mean()
+            correct = (step_logits.argmax(-1) == step_labels).to(gate_logits.dtype)
+            loss = loss + config.gate_loss_weight * F.binary_cross_entropy_with_logits(gate_logits, correct)
+            if scores is not None:
+                if config.glance_loss_weight > 0:
+                    frame_labels = labels[:, None].expand(batch, steps).reshape(-1)
+                    glance_loss = F.cross_entropy(glance_logits.flatten(0, 1), frame_labels)
+                    loss = loss + config.glance_loss_weight * glance_loss
+                # The glance order should put the frames the classifier finds easiest first: match the scores of
+                # the processed frames to a softmax over their negated single-frame losses.
+                single = self.classify(features.flatten(0, 1)).view(batch, budget, -1)
+                frame_losses = F.cross_entropy(single.flatten(0, 1), step_labels.reshape(-1), reduction="none").view(
+                    batch, budget
+                )
+                target = torch.softmax(-frame_losses.detach(), dim=1)
+                chosen_scores = scores.gather(1, indices)
+                loss = loss - config.policy_loss_weight * (target * torch.log_softmax(chosen_scores, 1)).sum(1).mean()
+        frames_used = torch.full((batch,), budget, dtype=torch.long, device=logits.device)
+        flops = self._costs_tensor(pixel_values, frames_used, steps if scores is not None else 0, budget, budget)
+        scores = scores.detach() if scores is not None else None
+        return FrameSamplingVideoClassifierOutput(loss, logits, frames_used, indices.contiguous(), scores, flops)
+
+    def _eval_early_stop(self, pixel_values, labels, budget):
+        config = self.config
+        batch, steps = pixel_values.shape[:2]
+        device = pixel_values.device
+        order, scores, _ = self._frame_order(pixel_values)
+        order = order[:, :budget]
+        buffer = None
+        logits_out = None
+        frames_used = torch.zeros(batch, dtype=torch.long, device=device)
+        chosen = torch.full((batch, budget), -1, dtype=torch.long, device=device)
+        active = torch.arange(batch, device=device)
+        for step in range(budget):
+            frame_index = order.index_select(0, active)[:, step]
+            # Only the videos still running are gathered: finished ones never reach the backbone again.
+            frames = pixel_values[active, frame_index]
+            features = self.frame_features(frames)
+            if buffer is None:
+                width = features.size(-1)
+                buffer = features.new_zeros(batch, budget, width)
+                logits_out = features.new_empty(batch, config.num_labels)
+            buffer[active, step] = features
+            pooled = self._aggregate(buffer.index_select(0, active)[:, : step + 1])
+            logits = self.classify(pooled)
+            frames_used[active] = step + 1
+            chosen[active, step] = frame_index
+            if step + 1 == budget:
+                logits_out[active] = logits.to(logits_out.dtype)
+                break
+            if step + 1 < config.min_frames:
+                continue
+            stop = torch.sigmoid(self.gate(pooled, logits)) >= config.exit_threshold
+            if bool(stop.any()):
+                logits_out[active[stop]] = logits[stop].to(logits_out.dtype)
+                active = active[~stop]
+                if active.numel() == 0:
+                    break
+        loss = F.cross_entropy(logits_out, labels) if labels is not None else None
+        # The classifier ran once per step; the gate at every step from min_frames on, except after the last frame.
+        gate_evals = (frames_used.clamp(max=budget - 1) - config.min_frames + 1).clamp(min=0)
+        flops = self._costs_tensor(
+            pixel_values, frames_used, steps if scores is not None else 0, frames_used, gate_evals
+        )
+        scores = scores.detach() if scores is not None else None
+        return FrameSamplingVideoClassifierOutput(loss, logits_out, frames_used, chosen, scores, flops)
+
+    # ------------------------------------------------------------------------------------------------- card
+    def pipeline_tag(self) -> str:
+        return "video-classification"
+
+    def model_card_details(self) -> tuple[list[str], str]:
+        config = self.config
+        tags = ["adaptive-hf", "frame-sampling", "video-classification", "timm", config.architecture]
+        body = (
+            f"Frame sampling: sampler `{config.sampler}`, {config.num_frames} frames per clip, frame budget "
+            f"{config.budget}, aggregation `{config.aggregation}`, per-frame backbone `{config.architecture}`"
+            + (
+                f", exit threshold {config.exit_threshold}, order `{config.frame_order}`"
+                if config.sampler == "early_stop"
+                else ""
+            )
+            + ".\n"
+        )
+        return tags, body
+
+
+def _as_list(value) -> list[str]:
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _read_state_dict(weights) -> dict[str, torch.Tensor]:
+    if isinstance(weights, dict):
+        return dict(weights)
+    path = Path(weights)
+    if not path.is_file():
+        raise ValueError(f"`pretrained_weights` must be a state dict or a weights file; {str(path)!r} is no file.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise TypeError(f"`pretrained_weights` file {str(path)!r} holds a {type(state).__name__}, not a state dict.")
+    return state
+
+
+def register_video() -> None:
+    """Registers the video config/model with ``AutoConfig`` and ``AutoModelForVideoClassification``."""
+    from transformers import AutoModelForVideoClassification
+
+    from ..core.registry import register
+
+    register(
+        "frame_sampling",
+        "timm",
+        FrameSamplingVideoConfig,
+        FrameSamplingVideoClassifier,
+        AutoModelForVideoClassification,
+    )
