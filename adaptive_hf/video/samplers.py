@@ -121,7 +121,7 @@ def relaxed_topk(keys: torch.Tensor, k: int, temperature: float) -> torch.Tensor
         temperature: Softmax temperature (> 0).
 
     Returns:
-        ``(batch, T)`` soft selection in [0, 1].
+        ``(batch, T)`` soft selection (each row sums to ``k``).
     """
     khot = torch.zeros_like(keys)
     onehot = torch.zeros_like(keys)
@@ -129,7 +129,7 @@ def relaxed_topk(keys: torch.Tensor, k: int, temperature: float) -> torch.Tensor
         keys = keys + torch.log((1.0 - onehot).clamp_min(1e-20))
         onehot = torch.softmax(keys / temperature, dim=-1)
         khot = khot + onehot
-    return khot.clamp(max=1.0)
+    return khot
 
 
 def plackett_luce_log_prob(scores: torch.Tensor, ordered_choice: torch.Tensor) -> torch.Tensor:

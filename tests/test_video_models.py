@@ -1,0 +1,409 @@
+"""Invariants of FrameSamplingVideoClassifier on tiny random timm backbones (no downloads)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from transformers import AutoModelForVideoClassification
+
+import adaptive_hf  # noqa: F401  (registers the Auto classes)
+from adaptive_hf.video.config import FrameSamplingVideoConfig
+from adaptive_hf.video.modeling import FrameSamplingVideoClassifier
+from adaptive_hf.video.samplers import coverage_order, relaxed_topk, uniform_indices
+
+BACKBONES = {
+    "resnet": ("test_resnet", {"in_chans": 1}),
+    "efficientnet": ("test_efficientnet", {"in_chans": 1}),
+}
+SAMPLERS = ["uniform", "saliency", "early_stop"]
+AGGREGATIONS = ["mean", "attention"]
+NUM_FRAMES = 6
+SIZE = 32
+
+
+def build(backbone: str = "resnet", seed: int = 0, **settings) -> FrameSamplingVideoClassifier:
+    architecture, model_args = BACKBONES[backbone]
+    torch.manual_seed(seed)
+    settings.setdefault("num_labels", 3)
+    settings.setdefault("num_frames", NUM_FRAMES)
+    settings.setdefault("glance_resolution", 16)
+    settings.setdefault("glance_width", 4)
+    settings.setdefault("attention_hidden_size", 8)
+    settings.setdefault("gate_hidden_size", 8)
+    model = FrameSamplingVideoClassifier.from_timm(architecture, model_args=dict(model_args), **settings)
+    # Random BatchNorm statistics, so eval mode is not the identity at init.
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def videos(batch: int = 4, seed: int = 1, frames: int = NUM_FRAMES) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, frames, 1, SIZE, SIZE, generator=generator)
+
+
+def labels(batch: int = 4) -> torch.Tensor:
+    return torch.arange(batch) % 3
+
+
+def count_backbone_frames(model, pixel_values) -> tuple[int, object]:
+    seen = []
+    original = model.backbone.forward_features
+
+    def counting(x):
+        seen.append(x.size(0))
+        return original(x)
+
+    model.backbone.forward_features = counting
+    try:
+        with torch.no_grad():
+            out = model(pixel_values=pixel_values)
+    finally:
+        del model.backbone.forward_features
+    return sum(seen), out
+
+
+# ----------------------------------------------------------------------------------------------- equivalences
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_uniform_all_frames_equals_plain_per_frame_classifier(backbone):
+    model = build(backbone, sampler="uniform")
+    x = videos()
+    with torch.no_grad():
+        out = model(pixel_values=x)
+        # The plain per-frame classifier: the stock timm model on every frame, logits averaged over time.
+        per_frame = model.backbone(x.flatten(0, 1)).view(x.size(0), NUM_FRAMES, -1)
+    torch.testing.assert_close(out.logits, per_frame.mean(1), rtol=1e-5, atol=1e-5)
+    assert out.frames_used.tolist() == [NUM_FRAMES] * x.size(0)
+    assert out.frame_indices.tolist() == [list(range(NUM_FRAMES))] * x.size(0)
+
+
+def test_uniform_attention_matches_hand_computation():
+    model = build("efficientnet", sampler="uniform", aggregation="attention")
+    x = videos()
+    with torch.no_grad():
+        out = model(pixel_values=x)
+        backbone = model.backbone
+        features = backbone.forward_head(backbone.forward_features(x.flatten(0, 1)), pre_logits=True)
+        features = features.view(x.size(0), NUM_FRAMES, -1)
+        scores = model.attention.out(torch.tanh(model.attention.hidden(features))).squeeze(-1)
+        pooled = (torch.softmax(scores, 1)[..., None] * features).sum(1)
+        expected = backbone.get_classifier()(pooled)
+    torch.testing.assert_close(out.logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_uniform_budget_picks_evenly_spaced_frames():
+    assert uniform_indices(16, 4).tolist() == [2, 6, 10, 14]
+    assert uniform_indices(6, 6).tolist() == list(range(6))
+    assert sorted(coverage_order(16).tolist()) == list(range(16))
+    assert coverage_order(8).tolist() == [0, 4, 2, 6, 1, 5, 3, 7]
+    model = build(sampler="uniform", frame_budget=2)
+    x = videos()
+    frames, out = count_backbone_frames(model, x)
+    assert frames == 2 * x.size(0)
+    assert out.frame_indices.tolist() == [[1, 4]] * x.size(0)
+    with torch.no_grad():
+        expected = model.backbone(x[:, [1, 4]].flatten(0, 1)).view(x.size(0), 2, -1).mean(1)
+    torch.testing.assert_close(out.logits, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_batched_equals_one_at_a_time(sampler, aggregation):
+    model = build("efficientnet", sampler=sampler, aggregation=aggregation, frame_budget=4, exit_threshold=0.5)
+    x = videos(batch=5)
+    with torch.no_grad():
+        batched = model(pixel_values=x)
+        single = [model(pixel_values=x[i : i + 1]) for i in range(x.size(0))]
+    for name in ("frames_used", "frame_indices"):
+        assert torch.equal(getattr(batched, name), torch.cat([getattr(s, name) for s in single])), name
+    torch.testing.assert_close(batched.logits, torch.cat([s.logits for s in single]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(batched.flops, torch.cat([s.flops for s in single]))
+
+
+def test_saliency_runs_the_backbone_only_on_the_top_frames():
+    model = build(sampler="saliency", frame_budget=2)
+    x = videos()
+    frames, out = count_backbone_frames(model, x)
+    assert frames == 2 * x.size(0)
+    top = out.frame_scores.topk(2, dim=1).indices.sort(1).values
+    assert torch.equal(out.frame_indices, top)
+    with torch.no_grad():
+        rows = torch.arange(x.size(0))[:, None]
+        expected = model.backbone(x[rows, top].flatten(0, 1)).view(x.size(0), 2, -1).mean(1)
+    torch.testing.assert_close(out.logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_early_stop_compacts_and_respects_threshold():
+    x = videos(batch=6)
+    model = build(sampler="early_stop", frame_budget=5, exit_threshold=0.5)
+    # A saturated gate: every video stops after its first frame.
+    with torch.no_grad():
+        model.gate.out.weight.zero_()
+        model.gate.out.bias.fill_(10.0)
+    frames, out = count_backbone_frames(model, x)
+    assert out.frames_used.tolist() == [1] * 6 and frames == 6
+    model.config.exit_threshold = 1.0  # runtime knob: a sigmoid never reaches 1.0 at bias -10
+    with torch.no_grad():
+        model.gate.out.bias.fill_(-10.0)
+    frames, out = count_backbone_frames(model, x)
+    assert out.frames_used.tolist() == [5] * 6 and frames == 30
+    assert out.frame_indices[0].tolist() == coverage_order(NUM_FRAMES)[:5].tolist()
+    model.config.min_frames = 3
+    model.config.exit_threshold = 0.5
+    with torch.no_grad():
+        model.gate.out.bias.fill_(10.0)
+    frames, out = count_backbone_frames(model, x)
+    assert out.frames_used.tolist() == [3] * 6 and frames == 18
+    assert (out.frame_indices[:, 3:] == -1).all()
+
+
+def test_early_stop_mixed_stops_equal_prefix_classifier():
+    """Each video's logits are those of the uniform-mean classifier on exactly the frames it used."""
+    model = build(sampler="early_stop", frame_budget=NUM_FRAMES, exit_threshold=0.5, frame_order="sequential")
+    x = videos(batch=8, seed=3)
+    with torch.no_grad():
+        # A gate that reads the features: some videos stop early, others late.
+        model.gate.hidden.weight.normal_(0, 1.0)
+        model.gate.out.weight.normal_(0, 1.0)
+        # The threshold between the videos' first-frame stop probabilities: some stop at once, others go on.
+        first = model.frame_features(x[:, 0])
+        probabilities = torch.sigmoid(model.gate(first, model.classify(first)))
+        model.config.exit_threshold = float(probabilities.median())
+        frames, out = count_backbone_frames(model, x)
+        assert frames == int(out.frames_used.sum())
+        assert len(set(out.frames_used.tolist())) > 1, out.frames_used
+        for i in range(x.size(0)):
+            used = int(out.frames_used[i])
+            expected = model.backbone(x[i, :used]).mean(0)
+            torch.testing.assert_close(out.logits[i], expected, rtol=1e-5, atol=1e-5)
+            assert out.frame_indices[i, :used].tolist() == list(range(used))
+
+
+def test_flops_count_frames_glance_and_gate():
+    x = videos()
+    full = build(sampler="uniform")
+    with torch.no_grad():
+        reference = full(pixel_values=x).flops
+    assert torch.allclose(reference, torch.full_like(reference, full.full_flops((1, SIZE, SIZE))))
+    costs = full.frame_costs((1, SIZE, SIZE))
+    assert costs["glance"] > 0 and costs["frame"] > 10 * costs["glance"]
+    for sampler in ("uniform", "saliency"):
+        model = build(sampler=sampler, frame_budget=2)
+        with torch.no_grad():
+            flops = model(pixel_values=x).flops
+        expected = (
+            2 * costs["frame"] + costs["classifier"] + (NUM_FRAMES * costs["glance"] if sampler == "saliency" else 0)
+        )
+        assert flops.tolist() == [float(expected)] * x.size(0)
+    model = build(sampler="early_stop", frame_budget=4, exit_threshold=0.0)
+    with torch.no_grad():
+        flops = model(pixel_values=x).flops
+    assert flops.tolist() == [float(costs["frame"] + costs["classifier"] + costs["gate"])] * x.size(0)
+
+
+# --------------------------------------------------------------------------------------------------- training
+@pytest.mark.parametrize(
+    "settings,sampler_part",
+    [
+        ({"sampler": "saliency", "sampler_training": "relaxed_topk", "glance_loss_weight": 0.0}, "glance.score"),
+        ({"sampler": "saliency", "sampler_training": "reinforce", "glance_loss_weight": 0.0}, "glance.score"),
+        ({"sampler": "saliency", "aggregation": "attention", "glance_loss_weight": 0.0}, "glance.features"),
+        ({"sampler": "early_stop"}, "gate"),
+        ({"sampler": "early_stop", "frame_order": "glance", "glance_loss_weight": 0.0}, "glance.score"),
+    ],
+)
+def test_gradient_reaches_the_sampler(settings, sampler_part):
+    model = build(frame_budget=3, **settings).train()
+    out = model(pixel_values=videos(), labels=labels())
+    out.loss.backward()
+    grads = [p.grad for name, p in model.named_parameters() if name.startswith(sampler_part)]
+    assert grads and all(g is not None for g in grads), sampler_part
+    assert sum(float(g.abs().sum()) for g in grads) > 0, sampler_part
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in model.backbone.parameters())
+
+
+def test_relaxed_topk_is_a_soft_k_hot():
+    keys = torch.tensor([[3.0, 1.0, 2.0, -1.0]])
+    hard = relaxed_topk(keys, 2, 0.01)
+    torch.testing.assert_close(hard, torch.tensor([[1.0, 0.0, 1.0, 0.0]]), atol=1e-3, rtol=0)
+    soft = relaxed_topk(keys, 2, 1.0)
+    assert 0 < float(soft[0, 1]) < 1 and abs(float(soft.sum()) - 2.0) < 1e-4
+
+
+def test_training_saliency_backbone_sees_only_budget_frames():
+    model = build(sampler="saliency", frame_budget=2).train()
+    seen = []
+    original = model.backbone.forward_features
+    model.backbone.forward_features = lambda x: seen.append(x.size(0)) or original(x)
+    model(pixel_values=videos(), labels=labels()).loss.backward()
+    assert sum(seen) == 2 * 4
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_stock_trainer_runs(sampler, tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    model = build(sampler=sampler, frame_budget=3).train()
+    data = [{"pixel_values": v, "labels": int(y)} for v, y in zip(videos(batch=8, seed=5), labels(8))]
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=4,
+        max_steps=2,
+        learning_rate=1e-2,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=data, eval_dataset=data)
+    result = trainer.train()
+    assert result.training_loss == result.training_loss  # not NaN
+    changed = [name for name, p in model.named_parameters() if not torch.equal(before[name], p.detach())]
+    assert any(name.startswith("backbone") for name in changed)
+    metrics = trainer.evaluate()
+    assert "eval_loss" in metrics and metrics["eval_loss"] == metrics["eval_loss"]
+
+
+# -------------------------------------------------------------------------------------------------- hub round trip
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_save_load_round_trip_is_exact(sampler, tmp_path):
+    model = build("efficientnet", sampler=sampler, aggregation="attention", frame_budget=3, exit_threshold=0.5)
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForVideoClassification.from_pretrained(tmp_path).eval()
+    assert type(reloaded) is FrameSamplingVideoClassifier
+    ignored = ("_name_or_path", "transformers_version")
+    saved = {k: v for k, v in model.config.to_dict().items() if k not in ignored}
+    assert {k: v for k, v in reloaded.config.to_dict().items() if k not in ignored} == saved
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, reloaded.state_dict()[name]), name
+    x = videos()
+    with torch.no_grad():
+        a, b = model(pixel_values=x), reloaded(pixel_values=x)
+    assert torch.equal(a.logits, b.logits)
+    assert torch.equal(a.frame_indices, b.frame_indices)
+    assert (tmp_path / "model.safetensors").exists()
+    assert "video-classification" in (tmp_path / "README.md").read_text()
+
+
+def test_trust_remote_code_in_fresh_process(tmp_path):
+    expected = {}
+    for sampler in SAMPLERS:
+        model = build("efficientnet", sampler=sampler, frame_budget=3, exit_threshold=0.5, seed=4)
+        model.save_pretrained(tmp_path / sampler)
+        x = videos(seed=9)
+        torch.save(x, tmp_path / sampler / "videos.pt")
+        with torch.no_grad():
+            out = model(pixel_values=x)
+        expected[sampler] = {"logits": out.logits.tolist(), "frame_indices": out.frame_indices.tolist()}
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        sys.modules["adaptive_hf"] = None  # the package cannot be imported in this process
+        import torch
+        from transformers import AutoModelForVideoClassification
+        torch.set_num_threads(1)
+        result = {{}}
+        for sampler in {SAMPLERS!r}:
+            folder = {str(tmp_path)!r} + "/" + sampler
+            model = AutoModelForVideoClassification.from_pretrained(folder, trust_remote_code=True).eval()
+            assert not type(model).__module__.startswith("adaptive_hf"), type(model).__module__
+            with torch.no_grad():
+                out = model(pixel_values=torch.load(folder + "/videos.pt"))
+            result[sampler] = {{"logits": out.logits.tolist(), "frame_indices": out.frame_indices.tolist()}}
+        print("RESULT" + json.dumps(result))
+        """
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT"))
+    result = json.loads(line[len("RESULT") :])
+    for sampler in SAMPLERS:
+        assert result[sampler]["frame_indices"] == expected[sampler]["frame_indices"], sampler
+        torch.testing.assert_close(torch.tensor(result[sampler]["logits"]), torch.tensor(expected[sampler]["logits"]))
+
+
+def test_from_timm_loads_plain_weights_renamed_in_order(caplog):
+    import timm
+
+    torch.manual_seed(3)
+    plain = timm.create_model("test_resnet", in_chans=1, num_classes=5).eval()
+    renamed = {f"w{i}": tensor for i, tensor in enumerate(plain.state_dict().values())}
+    model = FrameSamplingVideoClassifier.from_timm(
+        "test_resnet", pretrained_weights=renamed, num_labels=5, model_args={"in_chans": 1}, num_frames=NUM_FRAMES
+    )
+    for name, tensor in plain.state_dict().items():
+        assert torch.equal(model.backbone.state_dict()[name], tensor), name
+    with caplog.at_level(logging.WARNING):
+        other = FrameSamplingVideoClassifier.from_timm(
+            "test_resnet", pretrained_weights=plain.state_dict(), num_labels=3, model_args={"in_chans": 1}
+        )
+    assert "re-initialized" in caplog.text
+    first = next(iter(plain.state_dict()))
+    assert torch.equal(other.backbone.state_dict()[first], plain.state_dict()[first])
+
+
+def test_runtime_knobs_apply_without_rebuilding():
+    model = build(sampler="uniform")
+    x = videos()
+    model.config.sampler = "saliency"
+    model.config.frame_budget = 2
+    with torch.no_grad():
+        out = model(pixel_values=x)
+    assert out.frames_used.tolist() == [2] * 4 and out.frame_scores is not None
+    model.config.frame_budget = 99
+    with pytest.raises(ValueError, match="frame_budget"):
+        model(pixel_values=x)
+
+
+# -------------------------------------------------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    "settings,match",
+    [
+        ({"sampler": "random"}, "`sampler` must be one of 'uniform', 'saliency', 'early_stop'"),
+        ({"frame_budget": 7}, "`frame_budget` must be an integer in \\[1, 6\\]"),
+        ({"frame_budget": 0}, "frame_budget"),
+        ({"aggregation": "max"}, "`aggregation` must be one of 'mean', 'attention'"),
+        ({"exit_threshold": 1.5}, "exit_threshold"),
+        ({"frame_order": "random"}, "frame_order"),
+        ({"sampler_training": "ppo"}, "`sampler_training` must be one of 'relaxed_topk', 'reinforce'"),
+        ({"topk_temperature": 0.0}, "topk_temperature"),
+        ({"min_frames": 0}, "min_frames"),
+        ({"model_args": {"num_classes": 3}}, "model_args"),
+        ({"glance_model_args": {"depth": 2}}, "glance_model_args"),
+        ({"num_labels": 1}, "num_labels"),
+    ],
+)
+def test_config_errors_name_the_field(settings, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        FrameSamplingVideoConfig(architecture="test_resnet", num_frames=NUM_FRAMES, **settings)
+
+
+def test_input_errors_are_clear():
+    model = build()
+    x = videos()
+    with pytest.raises(TypeError, match="floating-point"):
+        model(pixel_values=(x * 10).to(torch.uint8))
+    with pytest.raises(ValueError, match="unsqueeze"):
+        model(pixel_values=x[0])
+    with pytest.raises(ValueError, match="num_frames"):
+        model(pixel_values=videos(frames=NUM_FRAMES + 1))
+    with pytest.raises(ValueError, match="channels"):
+        model(pixel_values=x.expand(-1, -1, 3, -1, -1))
+    with pytest.raises(ValueError, match="labels"):
+        model(pixel_values=x, labels=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(TypeError, match="unknown settings"):
+        FrameSamplingVideoClassifier.from_timm("test_resnet", model_args={"in_chans": 1}, budget=3)
+    with pytest.raises(ValueError, match="architecture"):
+        FrameSamplingVideoClassifier(FrameSamplingVideoConfig(architecture="no_such_net"))
