@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
@@ -221,9 +222,10 @@ class SwitchExperts(nn.Module):
         """
         h = grouped_mm(x, self.up_proj, offsets)
         if self.up_bias is not None:
-            bias_row = expert_index.clamp(max=self.num_experts - 1)
-            # In place: the grouped matmul's backward needs its inputs, not its output.
-            h = h.add_(self.up_bias.index_select(0, bias_row))
+            # Rows that do not run (expert index E) take a zero bias row outside the parameter, so the arbitrary
+            # gradient of those rows never reaches the biases. In place: the grouped matmul's backward needs its
+            # inputs, not its output.
+            h = h.add_(F.pad(self.up_bias, (0, 0, 0, 1)).index_select(0, expert_index))
         if self.gated:
             gate, up = h.chunk(2, dim=-1)
             h = self.act(gate) * up
@@ -231,7 +233,7 @@ class SwitchExperts(nn.Module):
             h = self.act(h)
         out = grouped_mm(h, self.down_proj, offsets)
         if self.down_bias is not None:
-            out = out.add_(self.down_bias.index_select(0, bias_row))
+            out = out.add_(F.pad(self.down_bias, (0, 0, 0, 1)).index_select(0, expert_index))
         return out
 
     def forward_dense(self, x: torch.Tensor, expert: int) -> torch.Tensor:

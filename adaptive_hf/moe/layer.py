@@ -163,11 +163,12 @@ class SwitchMoEFeedForward(nn.Module):
             # The grouped matmul's input gradient is undefined beyond the kept rows; keep it out of x's gradient.
             rows = torch.where(plan.valid.unsqueeze(-1), rows, 0.0)
         out_rows = self.experts(rows, plan.offsets, plan.expert_index)
+        if plan.valid is not None:
+            # Before the gate: rows that did not run hold arbitrary values, and 0 * inf would reach the router.
+            out_rows = torch.where(plan.valid.unsqueeze(-1), out_rows, 0.0)
         if not (top_k == 1 and config.gate_scaling == "straight_through" and not torch.is_grad_enabled()):
             # (a straight-through top-1 gate is exactly 1; it only matters for the router's gradient)
             out_rows = out_rows * plan.gate.to(out_rows.dtype).unsqueeze(-1)
-        if plan.valid is not None:
-            out_rows = torch.where(plan.valid.unsqueeze(-1), out_rows, 0.0)
         out = out_rows.index_select(0, plan.inverse)
         if top_k > 1:
             out = out.view(top_k, num_tokens, hidden).sum(0)
