@@ -134,7 +134,11 @@ class ExitArguments:
         exit_pooling: ``mean``, ``cls`` or ``pooler``.
         exit_head: ``linear`` or ``mlp``.
         exit_training: ``joint``, ``two_stage`` or ``distill``.
-        exit_loss_weights: One weight per exit (``joint``/``distill``); default: PABEE's layer-index weights.
+        exit_loss_weights: One weight per exit (``joint``/``distill``); default: ``exit_loss_weighting``.
+        exit_loss_weighting: Without explicit weights: ``uniform`` (every exit 1) or ``pabee`` (layer index, the
+            config's default, which gives the first heads little gradient).
+        exit_head_learning_rate: Learning rate of the exit heads (new, randomly initialised); ``None`` = the
+            backbone's ``--learning_rate``.
         two_stage_switch: Fraction of the steps in stage 1 for ``two_stage``.
         max_accuracy_drop: Calibration bound on validation (0.005 = 0.5 points).
         target_speedup: Calibrate for this theoretical speedup instead of an accuracy bound.
@@ -152,6 +156,8 @@ class ExitArguments:
     exit_head: str = field(default="mlp", metadata={"help": "linear or mlp."})
     exit_training: str = field(default="joint", metadata={"help": "joint, two_stage or distill."})
     exit_loss_weights: list[float] | None = field(default=None, metadata={"help": "One weight per exit."})
+    exit_loss_weighting: str = field(default="uniform", metadata={"help": "uniform or pabee (no explicit weights)."})
+    exit_head_learning_rate: float | None = field(default=1e-3, metadata={"help": "Learning rate of the heads."})
     two_stage_switch: float = field(default=0.5, metadata={"help": "two_stage: fraction of steps in stage 1."})
     max_accuracy_drop: float | None = field(default=0.005, metadata={"help": "Calibration accuracy bound."})
     target_speedup: float | None = field(default=None, metadata={"help": "Calibrate for this speedup instead."})
@@ -184,6 +190,33 @@ def parse_args(argv: list[str] | None = None):
             raise ValueError(f"--policies must be a comma-separated subset of {SWEEP_POLICIES}; got {policy!r}.")
     exit_args.policies = policies
     return model_args, data_args, exit_args, training_args
+
+
+def build_optimizer(model, training_args: TrainingArguments, head_learning_rate: float | None):
+    """AdamW with the Trainer's settings, and a separate learning rate for the newly initialised exit heads.
+
+    The heads start from random weights while the backbone is pretrained; with one small learning rate and a few
+    hundred steps the early heads stay near the prior and predict the majority class.
+    """
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, parameter in model.named_parameters():
+        is_head = name.startswith("exit_heads.")
+        decay = not any(name.endswith(suffix) for suffix in no_decay)
+        groups.setdefault((is_head, decay), []).append(parameter)
+    param_groups = [
+        {
+            "params": params,
+            "lr": (head_learning_rate or training_args.learning_rate) if is_head else training_args.learning_rate,
+            "weight_decay": training_args.weight_decay if decay else 0.0,
+        }
+        for (is_head, decay), params in groups.items()
+    ]
+    return torch.optim.AdamW(
+        param_groups,
+        betas=(training_args.adam_beta1, training_args.adam_beta2),
+        eps=training_args.adam_epsilon,
+    )
 
 
 def tokenize_splits(data, tokenizer, max_length: int):
@@ -352,6 +385,13 @@ def main(argv: list[str] | None = None) -> dict | None:
         label2id={name: i for i, name in enumerate(label_names)},
         **exit_settings,
     )
+    if exit_args.exit_loss_weights is None:
+        if exit_args.exit_loss_weighting not in ("uniform", "pabee"):
+            raise ValueError(
+                f"--exit_loss_weighting must be 'uniform' or 'pabee'; got {exit_args.exit_loss_weighting!r}."
+            )
+        if exit_args.exit_loss_weighting == "uniform":
+            model.config.exit_loss_weights = [1.0] * len(model.config.exit_layers)
     callbacks = []
     if exit_args.exit_training == "two_stage":
         callbacks.append(TwoStageExitTrainingCallback(switch_fraction=exit_args.two_stage_switch))
@@ -365,6 +405,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=exit_compute_metrics,
         callbacks=callbacks,
+        optimizers=(build_optimizer(model, training_args, exit_args.exit_head_learning_rate), None),
     )
     train_result = trainer.train()
     train_seconds = time.perf_counter() - start_time
