@@ -63,6 +63,9 @@ def parse_args(argv=None):
     parser.add_argument("--max_jump", type=int, default=12)
     parser.add_argument("--max_jumps", type=int, default=6)
     parser.add_argument("--entropy_coef", type=float, default=0.01)
+    parser.add_argument(
+        "--policy_gradient_to_reader", type=int, default=0, help="1: REINFORCE also trains the LSTM (paper)."
+    )
     parser.add_argument("--num_train_epochs", type=float, default=2.0)
     parser.add_argument("--learning_rate", type=float, default=3e-3)
     parser.add_argument("--batch_size", type=int, default=32)
@@ -87,6 +90,7 @@ def reader_settings(kind: str, args) -> dict:
         "max_jump": args.max_jump,
         "max_jumps": args.max_jumps,
         "entropy_coef": args.entropy_coef,
+        "policy_gradient_to_reader": bool(args.policy_gradient_to_reader),
     }
 
 

@@ -510,3 +510,16 @@ def test_evaluation_helpers(kind):
     assert model.config.reading_policy == "adaptive"  # overrides are restored
     timing = time_reader(model, batches, repetitions=2, warmup=0)
     assert timing["adaptive_s"] > 0 and timing["full_s"] > 0 and timing["spread"] >= 1.0
+
+
+def test_policy_gradient_to_reader_switch():
+    grads = {}
+    for through in (True, False):
+        model = build("jump_lstm", policy_gradient_to_reader=through, classifier_dropout=0.0).train()
+        torch.manual_seed(0)
+        out = model(**padded_batch(batch_size=8, max_len=14), labels=torch.arange(8) % 3)
+        out.loss.backward()
+        assert model.jump_policy.weight.grad.abs().sum() > 0
+        grads[through] = model.big_cell.weight_hh.grad.clone()
+    # Same sampled trajectories (same seed); only the REINFORCE term's path into the LSTM differs.
+    assert not torch.allclose(grads[True], grads[False])

@@ -10,8 +10,8 @@ that are jumped over, and rows that stopped or reached their end, are never comp
 ``max_jumps + 1`` rounds.
 
 * Training: jumps are sampled; REINFORCE with a learned baseline (reward +1 for a correct prediction, -1 otherwise)
-  adds ``policy_loss_coef * policy term + baseline_loss_coef * baseline MSE - entropy_coef * entropy`` to the
-  cross-entropy in ``loss``, so the stock ``Trainer`` trains the policy.
+  adds ``policy_loss_coef * policy term + baseline_loss_coef * baseline MSE - entropy_coef * entropy`` (each a
+  mean over the sampled decisions) to the cross-entropy in ``loss``, so the stock ``Trainer`` trains the policy.
 * Eval: greedy (argmax) decisions.
 """
 
@@ -177,6 +177,8 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
             local = undecided.nonzero().squeeze(1)
             deciding = rows.index_select(0, local)
             state = h_rows.index_select(0, local)
+            if sample and not config.policy_gradient_to_reader:
+                state = state.detach()
             policy_logits = self.jump_policy(state)
             if sample:
                 log_probs = F.log_softmax(policy_logits, dim=-1)
@@ -201,9 +203,8 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
         return h, read, decisions, jumps, trace
 
     def _reinforce_loss(self, trace, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """REINFORCE with a learned baseline over the sampled jump decisions, averaged over the batch."""
+        """REINFORCE with a learned baseline, averaged over the sampled jump decisions of the batch."""
         config = self.config
-        batch_size = logits.size(0)
         if not trace:
             return logits.new_zeros(())
         reward = (logits.detach().argmax(-1) == labels).to(logits.dtype) * 2 - 1
@@ -213,10 +214,10 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
         value = torch.cat([step[3] for step in trace])
         returns = reward.index_select(0, rows)
         advantage = (returns - value).detach()
-        policy = -(advantage * log_prob).sum() / batch_size
-        baseline = F.mse_loss(value, returns, reduction="sum") / batch_size
+        policy = -(advantage * log_prob).mean()
+        baseline = F.mse_loss(value, returns)
         return (
             config.policy_loss_coef * policy
             + config.baseline_loss_coef * baseline
-            - config.entropy_coef * entropy.sum() / batch_size
+            - config.entropy_coef * entropy.mean()
         )
