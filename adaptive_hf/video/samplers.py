@@ -5,6 +5,8 @@ Everything here works on per-video tensors: ``scores`` are ``(batch, T)``, frame
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,6 +35,11 @@ def coverage_order(num_frames: int, device: torch.device | None = None) -> torch
         num_frames: Frames in the clip (T).
         device: Device of the result.
     """
+    return torch.tensor(_coverage_order(num_frames), dtype=torch.long, device=device)
+
+
+@functools.lru_cache(maxsize=32)
+def _coverage_order(num_frames: int) -> tuple[int, ...]:
     order: list[int] = []
     seen: set[int] = set()
     for n in range(4 * num_frames):
@@ -47,7 +54,7 @@ def coverage_order(num_frames: int, device: torch.device | None = None) -> torch
             seen.add(index)
             order.append(index)
     order.extend(i for i in range(num_frames) if i not in seen)
-    return torch.tensor(order, dtype=torch.long, device=device)
+    return tuple(order)
 
 
 class GlanceCNN(nn.Module):

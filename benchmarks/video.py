@@ -1,0 +1,134 @@
+"""Frame samplers: accuracy, frames used, theoretical and realized speedup against uniform sampling of every frame.
+
+Measures the models that ``recipes/video_sampler.py`` saves (``<models>/{uniform,saliency,early_stop}``) on Moving
+Fashion-MNIST test clips, following ../shared/benchmarks.md: accuracy next to the full-compute reference (the same
+backbone, ``sampler="uniform"`` on every frame); theoretical speedup from the outputs' FLOPs (backbone frames, glance
+network and stop gate all counted); realized speedup as the ratio of median wall-clock times, adaptive and full
+interleaved (A B A B) on the same batches after a warm-up, at a fixed thread count::
+
+    python benchmarks/video.py --models outputs/video_sampler --json outputs/video_bench.json
+
+Without ``--models`` (or when a model is missing) it times randomly initialised models of the same shapes
+(speed only; accuracy is then meaningless and marked as such).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+import adaptive_hf  # noqa: E402,F401
+from adaptive_hf.video.data import VideoCollator, load_moving_fashion_mnist  # noqa: E402
+from adaptive_hf.video.evaluation import evaluate_video_classifier, time_video_samplers  # noqa: E402
+from adaptive_hf.video.modeling import FrameSamplingVideoClassifier  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="outputs/video_sampler", help="The recipe's output_dir.")
+    parser.add_argument("--num_test", type=int, default=256, help="Test clips for accuracy.")
+    parser.add_argument("--timing_videos", type=int, default=64, help="Clips timed per batch size.")
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[16, 1])
+    parser.add_argument("--repetitions", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--budgets", type=int, nargs="+", default=[2, 4, 8])
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.8, 0.9])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="Write the results here.")
+    return parser.parse_args(argv)
+
+
+def load(models: Path, name: str, fallback: FrameSamplingVideoClassifier | None):
+    folder = models / name
+    if (folder / "config.json").is_file():
+        return FrameSamplingVideoClassifier.from_pretrained(folder).eval(), True
+    if fallback is None:
+        return FrameSamplingVideoClassifier.from_timm(
+            "test_efficientnet", num_labels=10, model_args={"in_chans": 1}, glance_resolution=16, glance_width=8
+        ).eval(), False
+    return FrameSamplingVideoClassifier(fallback.config).eval(), False
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    models = Path(args.models)
+    reference, trained = load(models, "uniform", None)
+    saliency, _ = load(models, "saliency", reference)
+    early, _ = load(models, "early_stop", reference)
+    config = reference.config
+    settings = (
+        json.loads((models / "results.json").read_text())["settings"] if (models / "results.json").is_file() else {}
+    )
+    image_size = int(settings.get("image_size", 48))
+    collator = VideoCollator(num_channels=reference.in_chans)
+    test = load_moving_fashion_mnist(
+        "test", args.num_test, num_frames=config.num_frames, image_size=image_size, seed=args.seed
+    ).with_format("numpy")[:]
+    pixels = collator.frames_to_pixel_values(test["frames"])
+    labels = torch.as_tensor(test["label"])
+    reference.config.sampler, reference.config.frame_budget = "uniform", None
+
+    cases = [("uniform", reference, {"frame_budget": b}) for b in args.budgets]
+    cases += [("saliency", saliency, {"frame_budget": b}) for b in args.budgets]
+    cases += [("early_stop", early, {"exit_threshold": t, "frame_budget": None}) for t in args.thresholds]
+    full_quality = evaluate_video_classifier(reference, pixels, labels)
+    print(f"reference: uniform, all {config.num_frames} frames: accuracy {full_quality['accuracy']:.3f}")
+    rows = []
+    for sampler, model, knobs in cases:
+        model.config.sampler = sampler
+        for key, value in knobs.items():
+            setattr(model.config, key, value)
+        quality = evaluate_video_classifier(model, pixels, labels)
+        row = {"sampler": sampler, **knobs, "accuracy": quality["accuracy"], "frames_used": quality["frames_used"]}
+        row["accuracy_drop_points"] = 100 * (full_quality["accuracy"] - quality["accuracy"])
+        for batch_size in args.batch_sizes:
+            videos = args.timing_videos if batch_size > 1 else min(args.timing_videos, 16)
+            timing = time_video_samplers(
+                model, reference, pixels[:videos], batch_size, repeats=args.repetitions, threads=args.threads
+            )
+            row[f"batch{batch_size}"] = timing
+        rows.append(row)
+        timing = row[f"batch{args.batch_sizes[0]}"]
+        print(
+            f"{sampler:<10} {json.dumps(knobs):<38} acc {row['accuracy']:.3f} "
+            f"({-row['accuracy_drop_points']:+.1f} pt) "
+            f"frames {row['frames_used']:5.2f}  theoretical x{timing['theoretical_speedup']:.2f}  "
+            + "  ".join(
+                f"b{b}: realized x{row[f'batch{b}']['realized_speedup']:.2f} "
+                f"({row[f'batch{b}']['adaptive_videos_per_second']:.1f} vs "
+                f"{row[f'batch{b}']['full_videos_per_second']:.1f} videos/s)"
+                + (" NOISY" if row[f"batch{b}"]["noisy"] else "")
+                for b in args.batch_sizes
+            ),
+            flush=True,
+        )
+    result = {
+        "command": "python benchmarks/video.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
+        "trained_models": trained,
+        "architecture": config.architecture,
+        "num_frames": config.num_frames,
+        "image_size": image_size,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "reference_accuracy": full_quality["accuracy"],
+        "rows": rows,
+    }
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
