@@ -36,6 +36,7 @@ from .early_exit.vision_modeling import (
 from .halting.auto import AutoHaltingModelForSequenceClassification
 from .halting.config import HALTING_CONFIGS
 from .halting.modeling import HALTING_MODELS
+from .halting.vision import HaltingTimmConfig, HaltingTimmForImageClassification
 from .moe.auto import register_moe_family, register_switch_moe
 from .moe.callbacks import ExpertLoadCallback
 from .moe.config import SWITCH_MOE_CONFIGS, SwitchMoEConfig
@@ -109,7 +110,12 @@ __all__ = [
     "upcycle",
 ]
 __all__ += sorted(_SWITCH_MOE_CLASSES)
-__all__ += ["AutoHaltingModelForSequenceClassification", *sorted(_HALTING_CLASSES)]
+__all__ += [
+    "AutoHaltingModelForSequenceClassification",
+    "HaltingTimmConfig",
+    "HaltingTimmForImageClassification",
+    *sorted(_HALTING_CLASSES),
+]
 __all__ += [
     "EarlyExitTimmConfig",
     "EarlyExitTimmForImageClassification",

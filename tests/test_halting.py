@@ -156,6 +156,12 @@ def test_trust_remote_code_in_fresh_process(tmp_path):
     torch.save(batch, tmp_path / "batch.pt")
     with torch.no_grad():
         expected = model(**batch)
+    vit = build_vit(halting="act", halting_granularity="token", halting_threshold=0.9)
+    images = torch.randn(3, 3, 32, 32)
+    vit.save_pretrained(tmp_path / "vit")
+    torch.save(images, tmp_path / "images.pt")
+    with torch.no_grad():
+        expected_vit = vit(pixel_values=images)
     script = textwrap.dedent(
         f"""
         import sys
@@ -166,6 +172,12 @@ def test_trust_remote_code_in_fresh_process(tmp_path):
         with torch.no_grad():
             out = model(**torch.load({str(tmp_path / "batch.pt")!r}))
         torch.save({{"logits": out.logits, "steps": out.halting_steps}}, {str(tmp_path / "out.pt")!r})
+        from transformers import AutoModelForImageClassification
+        vit = AutoModelForImageClassification.from_pretrained({str(tmp_path / "vit")!r}, trust_remote_code=True)
+        assert not type(vit).__module__.startswith("adaptive_hf")
+        with torch.no_grad():
+            out = vit.eval()(pixel_values=torch.load({str(tmp_path / "images.pt")!r}))
+        torch.save({{"logits": out.logits, "steps": out.halting_steps}}, {str(tmp_path / "vit_out.pt")!r})
         """
     )
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
@@ -173,6 +185,9 @@ def test_trust_remote_code_in_fresh_process(tmp_path):
     result = torch.load(tmp_path / "out.pt")
     torch.testing.assert_close(result["logits"], expected.logits)
     assert torch.equal(result["steps"], expected.halting_steps)
+    result = torch.load(tmp_path / "vit_out.pt")
+    torch.testing.assert_close(result["logits"], expected_vit.logits)
+    assert torch.equal(result["steps"], expected_vit.halting_steps)
 
 
 @pytest.mark.parametrize(
@@ -229,3 +244,72 @@ def test_measure_halting_speedup_reports_both_sides(granularity):
     assert model.config.halting_enabled is True  # restored
     if granularity == "token":
         assert 0 < result["token_layer_fraction"] < 1
+
+
+# ------------------------------------------------------------------------------------------ timm vision transformers
+VIT_ARGS = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": NUM_LAYERS, "num_heads": 2}
+
+
+def build_vit(randomize_units=True, **settings):
+    from adaptive_hf import HaltingTimmConfig, HaltingTimmForImageClassification
+
+    torch.manual_seed(0)
+    config = HaltingTimmConfig(architecture="vit_tiny_patch16_224", model_args=VIT_ARGS, num_labels=3, **settings)
+    model = HaltingTimmForImageClassification(config)
+    if randomize_units:
+        for unit in model.halting_units:
+            torch.nn.init.normal_(unit.proj.weight, std=0.6)
+            torch.nn.init.zeros_(unit.proj.bias)
+    return model.eval()
+
+
+@pytest.mark.parametrize("granularity", ["sample", "token"])
+@pytest.mark.parametrize("method", METHODS)
+def test_vit_disabled_halting_reproduces_timm(granularity, method):
+    model = build_vit(halting=method, halting_granularity=granularity, halting_enabled=False)
+    images = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixel_values=images).logits, model.timm_model(images), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("granularity", ["sample", "token"])
+@pytest.mark.parametrize("method", METHODS)
+def test_vit_batched_equals_one_at_a_time_and_gradients(granularity, method):
+    threshold = 0.9 if method == "act" else 0.5  # PonderNet's threshold is on the probability of having halted
+    model = build_vit(halting=method, halting_granularity=granularity, halting_threshold=threshold)
+    images = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        batched = model(pixel_values=images)
+        for row in range(5):
+            single = model(pixel_values=images[row : row + 1])
+            torch.testing.assert_close(single.logits[0], batched.logits[row], rtol=1e-4, atol=1e-5)
+            assert torch.equal(single.halting_steps[0], batched.halting_steps[row])
+    assert batched.halting_steps.min() < NUM_LAYERS
+    assert model.theoretical_speedup(batched.halting_steps) > 1.0
+    model.train()
+    model(pixel_values=images, labels=torch.tensor([0, 1, 2, 0, 1])).loss.backward()
+    assert model.halting_units[0].proj.weight.grad.abs().sum() > 0
+
+
+def test_vit_round_trip_and_auto_class(tmp_path):
+    from transformers import AutoModelForImageClassification
+
+    model = build_vit(halting="act", halting_granularity="token", halting_threshold=0.9)
+    images = torch.randn(3, 3, 32, 32)
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    assert type(reloaded) is type(model)
+    with torch.no_grad():
+        a, b = model(pixel_values=images), reloaded(pixel_values=images)
+    assert torch.equal(a.halting_steps, b.halting_steps)
+    torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=1e-6)
+
+
+def test_vit_rejects_cnn_and_bad_images():
+    from adaptive_hf import HaltingTimmConfig
+
+    with pytest.raises(ValueError, match="supports timm vision transformers"):
+        HaltingTimmConfig(architecture="resnet18", num_labels=3)
+    model = build_vit()
+    with pytest.raises(ValueError, match="pixel_values"):
+        model(pixel_values=torch.randn(3, 32, 32))

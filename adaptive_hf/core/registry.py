@@ -72,3 +72,14 @@ def register_builtin() -> None:
     for technique, models in (("early_exit", EARLY_EXIT_MODELS), ("halting", HALTING_MODELS)):
         for model_type, model_class in models.items():
             register(technique, model_type, model_class.config_class, model_class, AutoModelForSequenceClassification)
+    from transformers import AutoModelForImageClassification
+
+    from ..halting.vision import HaltingTimmForImageClassification
+
+    register(
+        "halting",
+        "timm",
+        HaltingTimmForImageClassification.config_class,
+        HaltingTimmForImageClassification,
+        AutoModelForImageClassification,
+    )

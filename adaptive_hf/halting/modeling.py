@@ -98,7 +98,12 @@ class HaltingForSequenceClassificationMixin(AdaptiveHubMixin):
 
     # -------------------------------------------------------------------------------------- shared pieces
     def _pool(self, hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+        """The per-sample vector the sample-level halting units read."""
         return self.adapter.pool(hidden, token_mask, self.config.halting_pooling)
+
+    def _classify(self, hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+        """Logits from token states. Pooling is linear, so mixing states first equals mixing pooled vectors."""
+        return self.classifier(self._pool(hidden, token_mask))
 
     def _step(self, n: int, lam_input: torch.Tensor, tracker: HaltingTracker):
         config = self.config
@@ -139,13 +144,13 @@ class HaltingForSequenceClassificationMixin(AdaptiveHubMixin):
             pooled = self._pool(state.hidden_states, state.token_mask)
             weight, halted, tracker = self._step(n, pooled, tracker)
             if config.halting == "act":
-                contribution = weight.to(pooled.dtype)[:, None] * pooled
+                contribution = weight.to(pooled.dtype)[:, None, None] * state.hidden_states
                 mixture = contribution if mixture is None else mixture + contribution
             if not bool(halted.any()):
                 continue
             rows = halted.nonzero().squeeze(1)
-            features = (mixture if config.halting == "act" else pooled).index_select(0, rows)
-            logits = self.classifier(features)
+            states = mixture if config.halting == "act" else state.hidden_states
+            logits = self._classify(states.index_select(0, rows), state.token_mask.index_select(0, rows))
             if logits_out is None:
                 logits_out = logits.new_full((batch_size, logits.size(-1)), float("nan"))
             target = active.index_select(0, rows)
@@ -184,17 +189,17 @@ class HaltingForSequenceClassificationMixin(AdaptiveHubMixin):
             newly = halted & running
             if config.halting == "act":
                 weight = weight * running
-                mixture = mixture + weight.to(pooled.dtype)[:, None] * pooled
+                mixture = mixture + weight.to(pooled.dtype)[:, None, None] * state.hidden_states
                 remainder = torch.where(newly, weight, remainder)
             else:
-                logits_n = self.classifier(pooled)
+                logits_n = self._classify(state.hidden_states, state.token_mask)
                 step_logits.append(logits_n)
                 step_weights.append(weight)
                 chosen = logits_n if chosen is None else torch.where(newly[:, None], logits_n, chosen)
             steps = torch.where(newly, torch.full_like(steps, n + 1), steps)
             running = running & ~halted
         if config.halting == "act":
-            logits = self.classifier(mixture)
+            logits = self._classify(mixture, state.token_mask)
             ponder = act_ponder_cost(steps, remainder)
             return HaltingSequenceClassifierOutput(self._loss(logits, labels, ponder, None), logits, steps, ponder)
         probabilities = torch.stack(step_weights, dim=1)  # (batch, steps), rows sum to 1
@@ -272,7 +277,7 @@ class HaltingForSequenceClassificationMixin(AdaptiveHubMixin):
             if not self.training and not bool(active.any()):
                 break
         token_count = real.sum(1).clamp(min=1)
-        logits = self.classifier(self._pool(output_states, state.token_mask))
+        logits = self._classify(output_states, state.token_mask)
         if config.halting == "act":
             ponder = (act_ponder_cost(steps, remainder) * real).sum(1) / token_count
             loss = self._loss(logits, labels, ponder, None)
