@@ -64,7 +64,7 @@ def parse_args(argv=None):
     parser.add_argument("--max_jumps", type=int, default=6)
     parser.add_argument("--entropy_coef", type=float, default=0.01)
     parser.add_argument(
-        "--policy_gradient_to_reader", type=int, default=0, help="1: REINFORCE also trains the LSTM (paper)."
+        "--policy_gradient_to_reader", type=int, default=1, help="0: REINFORCE trains only the jump policy."
     )
     parser.add_argument("--num_train_epochs", type=float, default=2.0)
     parser.add_argument("--learning_rate", type=float, default=3e-3)

@@ -224,9 +224,9 @@ def test_jumped_tokens_and_stopped_rows_are_not_computed(monkeypatch):
     computed = []
     original = jump_module.lstm_steps
 
-    def counting_lstm_steps(inputs, lengths, state, cell):
+    def counting_lstm_steps(inputs, lengths, state, cell, *rest):
         computed.append(inputs.size(0) * inputs.size(1) if lengths is None else int(lengths.sum()))
-        return original(inputs, lengths, state, cell)
+        return original(inputs, lengths, state, cell, *rest)
 
     monkeypatch.setattr(jump_module, "lstm_steps", counting_lstm_steps)
     batch = padded_batch(batch_size=9, max_len=20, seed=7)

@@ -116,6 +116,7 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
         h = torch.zeros(1, config.hidden_size, device=device, dtype=dtype)
         c = torch.zeros_like(h)
         position = read = decisions = jumps = 0
+        weight_hh_t = self.transposed_weight(self.big_cell.weight_hh)
         for round_index in range(config.max_jumps + 1):
             if position >= length:
                 break
@@ -124,7 +125,7 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
                 inputs = self.embeddings(input_ids[:, position : position + steps])
             else:
                 inputs = inputs_embeds[:, position : position + steps]
-            h, c = lstm_steps(inputs, None, (h, c), self.big_cell)
+            h, c = lstm_steps(inputs, None, (h, c), self.big_cell, weight_hh_t)
             position += steps
             read += steps
             if round_index == config.max_jumps or position >= length:
@@ -152,6 +153,7 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
         jumps = torch.zeros_like(lengths)
         stopped = torch.zeros_like(lengths, dtype=torch.bool)
         trace = [] if sample else None
+        weight_hh_t = self.transposed_weight(self.big_cell.weight_hh)
         for round_index in range(config.max_jumps + 1):
             active = ~stopped & (position < lengths)
             rows = active.nonzero().squeeze(1)
@@ -162,7 +164,7 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
             width = int(steps.max())
             inputs = self._gather_chunk(input_ids, inputs_embeds, rows, start, width)
             h_rows, c_rows = lstm_steps(
-                inputs, steps, (h.index_select(0, rows), c.index_select(0, rows)), self.big_cell
+                inputs, steps, (h.index_select(0, rows), c.index_select(0, rows)), self.big_cell, weight_hh_t
             )
             h = h.index_copy(0, rows, h_rows)
             c = c.index_copy(0, rows, c_rows)

@@ -115,7 +115,11 @@ def run_lstm(
 
 
 def lstm_steps(
-    inputs: torch.Tensor, lengths: torch.Tensor | None, state: tuple[torch.Tensor, torch.Tensor], cell: nn.LSTMCell
+    inputs: torch.Tensor,
+    lengths: torch.Tensor | None,
+    state: tuple[torch.Tensor, torch.Tensor],
+    cell: nn.LSTMCell,
+    weight_hh_t: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Runs ``cell`` over each row's first ``lengths`` inputs, step by step; returns the last ``(h, c)``.
 
@@ -129,6 +133,8 @@ def lstm_steps(
         lengths: ``(rows,)`` steps to run per row, each in 0..steps; ``None`` when every row runs all steps.
         state: Initial ``(h, c)``, each ``(rows, hidden)``.
         cell: The ``nn.LSTMCell`` whose weights are used.
+        weight_hh_t: ``cell.weight_hh`` transposed into contiguous memory, when the caller has it cached (a
+            matrix-vector product on that layout is much faster at batch 1); ``None`` uses a transposed view.
     """
     h, c = state
     rows, width = inputs.size(0), inputs.size(1)
@@ -144,7 +150,7 @@ def lstm_steps(
     else:
         counts = [rows] * width
         projected = F.linear(inputs, cell.weight_ih, cell.bias_ih + cell.bias_hh)
-    w_hh = cell.weight_hh.t()
+    w_hh = cell.weight_hh.t() if weight_hh_t is None else weight_hh_t
     final_h, final_c = h, c
     alive = rows
     for step in range(width):
@@ -223,6 +229,25 @@ class ReaderPreTrainedModel(AdaptiveHubMixin, PreTrainedModel):
             first, *rest = model
             return (cls._own_parameters(first), *rest)
         return cls._own_parameters(model)
+
+    def transposed_weight(self, weight: torch.Tensor) -> torch.Tensor | None:
+        """``weight.t()`` in contiguous memory, cached across forwards, for inference; ``None`` while grads flow.
+
+        The cache is keyed on the tensor's storage and version counter, so optimizer steps and
+        ``load_state_dict`` (in-place updates) invalidate it.
+
+        Args:
+            weight: A 2-D parameter of this model.
+        """
+        if torch.is_grad_enabled() and weight.requires_grad:
+            return None
+        key = (weight.data_ptr(), weight._version, tuple(weight.shape), weight.dtype)
+        cache = self.__dict__.setdefault("_transposed_cache", {})
+        entry = cache.get(id(weight))
+        if entry is None or entry[0] != key:
+            entry = (key, weight.detach().t().contiguous())
+            cache[id(weight)] = entry
+        return entry[1]
 
     @staticmethod
     def _own_parameters(model):
