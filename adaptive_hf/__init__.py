@@ -31,8 +31,8 @@ from .early_exit.vision_modeling import (
     EarlyExitTimmForImageClassification,
     EarlyExitViTForImageClassification,
     register_timm_early_exit,
-    register_vision_early_exit,
 )
+from .early_exit.vision_registration import register_vision_early_exit
 from .halting.auto import AutoHaltingModelForSequenceClassification
 from .halting.config import HALTING_CONFIGS
 from .halting.modeling import HALTING_MODELS

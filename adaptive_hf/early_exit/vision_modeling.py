@@ -652,19 +652,3 @@ def register_timm_early_exit(architecture: str, name: str | None = None) -> str:
     if name not in timm.list_models(name):
         register_model(entrypoint)
     return name
-
-
-def register_vision_early_exit() -> None:
-    """Registers the vision early-exit configs/models with the Auto classes and the built-in timm names."""
-    from transformers import AutoModelForImageClassification
-
-    from ..core.registry import register
-
-    register(
-        "early_exit", "timm", EarlyExitTimmConfig, EarlyExitTimmForImageClassification, AutoModelForImageClassification
-    )
-    register(
-        "early_exit", "vit", EarlyExitViTConfig, EarlyExitViTForImageClassification, AutoModelForImageClassification
-    )
-    for architecture in BUILTIN_TIMM_ARCHITECTURES:
-        register_timm_early_exit(architecture)
