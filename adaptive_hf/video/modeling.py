@@ -596,18 +596,3 @@ def _read_state_dict(weights) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise TypeError(f"`pretrained_weights` file {str(path)!r} holds a {type(state).__name__}, not a state dict.")
     return state
-
-
-def register_video() -> None:
-    """Registers the video config/model with ``AutoConfig`` and ``AutoModelForVideoClassification``."""
-    from transformers import AutoModelForVideoClassification
-
-    from ..core.registry import register
-
-    register(
-        "frame_sampling",
-        "timm",
-        FrameSamplingVideoConfig,
-        FrameSamplingVideoClassifier,
-        AutoModelForVideoClassification,
-    )
