@@ -75,6 +75,12 @@ def parse_args(argv=None):
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (training and timing).")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--train_full_reference",
+        action="store_true",
+        help="Also train each reader with reading_policy='full' (a plain LSTM of the same size): the accuracy "
+        "reference that skipping should be compared with.",
+    )
     return parser.parse_args(argv)
 
 
@@ -167,6 +173,42 @@ def run_one(kind: str, dataset_name: str, data, tokenizer, embeddings_path: str,
     }
 
 
+def train_full_reference(kind, dataset_name, data, tokenizer, embeddings_path, num_labels, args) -> dict:
+    """Test accuracy of the same reader trained and evaluated with ``reading_policy="full"`` (a plain LSTM)."""
+    set_seed(args.seed)
+    model = READER_CLASSES[kind].from_pretrained_embeddings(
+        embeddings_path,
+        num_labels=num_labels,
+        hidden_size=args.hidden_size,
+        freeze_embeddings=True,
+        reading_policy="full",
+        **reader_settings(kind, args),
+    )
+    if args.embedding_std > 0:
+        with torch.no_grad():
+            model.embeddings.weight.mul_(args.embedding_std / model.embeddings.weight.std())
+    collator = DataCollatorWithPadding(tokenizer)
+    training_args = TrainingArguments(
+        output_dir=str(Path(args.output_dir) / dataset_name / f"{kind}_full_reference"),
+        per_device_train_batch_size=args.batch_size,
+        num_train_epochs=args.num_train_epochs,
+        learning_rate=args.learning_rate,
+        warmup_steps=20,
+        logging_steps=25,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=args.seed,
+    )
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    Trainer(model=model, args=training_args, train_dataset=data["train"], data_collator=collator).train()
+    seconds = time.perf_counter() - started
+    test = iterate_batches(data["test"], collator, 64)
+    return {"accuracy": evaluate_reader(model, test)["accuracy"], "train_seconds": seconds}
+
+
 def table(results: list[dict]) -> str:
     lines = [
         "| dataset | reader | acc full | acc adaptive | read / skim / jump rate | theoretical | realized b1 | "
@@ -211,6 +253,12 @@ def main(argv=None):
             result = run_one(kind, dataset_name, data, tokenizer, embeddings_path, num_labels, args)
             results.append(result)
             print(table([result]), flush=True)
+            if args.train_full_reference:
+                reference = train_full_reference(
+                    kind, dataset_name, data, tokenizer, embeddings_path, num_labels, args
+                )
+                result["full_reference"] = reference
+                print(f"full-reading reference ({kind} trained without skipping): {reference}", flush=True)
     summary = {
         "results": results,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
