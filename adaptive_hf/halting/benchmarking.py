@@ -10,6 +10,23 @@ import torch
 from ..core.timing import time_interleaved
 
 
+def token_mask_of(batch: Mapping[str, torch.Tensor], steps: torch.Tensor) -> torch.Tensor | None:
+    """The ``(batch, tokens)`` mask of real tokens for a batch of inputs and its ``halting_steps``.
+
+    Text batches carry ``attention_mask`` (or every ``input_ids`` token is real); for images every token is real
+    (per-token steps give the token count) and per-image steps need no mask (``None``).
+
+    Args:
+        batch: Model inputs.
+        steps: The output's ``halting_steps`` for that batch.
+    """
+    if batch.get("attention_mask") is not None:
+        return batch["attention_mask"].cpu()
+    if "input_ids" in batch:
+        return torch.ones(batch["input_ids"].shape, dtype=torch.long)
+    return torch.ones(steps.shape, dtype=torch.long) if steps.dim() == 2 else None
+
+
 def measure_halting_speedup(
     model,
     batches: Sequence[Mapping[str, torch.Tensor]],
@@ -51,10 +68,9 @@ def measure_halting_speedup(
     step_values, token_layers, token_total = [], 0, 0
     num_layers = model.adapter.num_layers
     for steps, batch in zip(timing.adaptive_output, batches):
-        mask = batch.get("attention_mask")
-        if mask is None:
-            mask = torch.ones_like(batch["input_ids"])
-        batch_full, batch_spent = model.halting_flops(steps.cpu(), mask.cpu())
+        steps = steps.cpu()
+        mask = token_mask_of(batch, steps)
+        batch_full, batch_spent = model.halting_flops(steps, mask)
         full, spent = full + batch_full, spent + batch_spent
         if steps.dim() == 2:
             real = mask.bool()
@@ -64,9 +80,10 @@ def measure_halting_speedup(
         else:
             step_values.append(steps.float())
     result = timing.summary(full / spent)
+    sizes = [int(next(iter(b.values())).size(0)) for b in batches]
     result.update(
-        batch_size=max(int(b["input_ids"].size(0)) for b in batches),
-        num_samples=sum(int(b["input_ids"].size(0)) for b in batches),
+        batch_size=max(sizes),
+        num_samples=sum(sizes),
         average_steps=float(torch.cat(step_values).mean()),
         granularity=config.halting_granularity,
     )

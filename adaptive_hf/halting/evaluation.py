@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..early_exit.calibration import iterate_batches
+from .benchmarking import token_mask_of
 
 
 def _labels(dataset) -> torch.Tensor:
@@ -17,21 +18,25 @@ def _labels(dataset) -> torch.Tensor:
 
 def evaluate_halting(
     model,
-    dataset,
+    dataset=None,
     thresholds: Sequence[float] = (),
     batch_size: int = 64,
     tokenizer=None,
     data_collator=None,
+    batches: Sequence[dict[str, torch.Tensor]] | None = None,
+    labels: torch.Tensor | None = None,
 ) -> list[dict[str, Any]]:
-    """Runs the model over ``dataset`` at full depth and at each halting threshold.
+    """Runs the model over ``dataset`` (or ready ``batches``) at full depth and at each halting threshold.
 
     Args:
-        model: A ``Halting<Arch>ForSequenceClassification``.
-        dataset: Tokenized dataset with ``label``/``labels``.
+        model: A halting classifier (text or ``HaltingTimmForImageClassification``).
+        dataset: Tokenized text dataset with ``label``/``labels``.
         thresholds: Halting thresholds to sweep (the model's own threshold is always included).
         batch_size: Rows per batch.
         tokenizer: Pads unpadded rows (or pass ``data_collator``).
         data_collator: Pads a list of feature dicts.
+        batches: Model-input batches instead of ``dataset`` (e.g. ``{"pixel_values": ...}``).
+        labels: The labels of ``batches``, in order.
 
     Returns:
         One row per setting: ``setting`` (``"full depth"`` or the threshold), ``accuracy``, ``average_steps``,
@@ -41,8 +46,11 @@ def evaluate_halting(
     config = model.config
     saved = (config.halting_enabled, config.halting_threshold)
     was_training = model.training
-    labels = _labels(dataset)
-    batches = list(iterate_batches(dataset, batch_size, data_collator=data_collator, tokenizer=tokenizer))
+    if batches is None:
+        labels = _labels(dataset)
+        batches = list(iterate_batches(dataset, batch_size, data_collator=data_collator, tokenizer=tokenizer))
+    elif labels is None:
+        raise ValueError("Pass `labels` together with `batches`.")
     device = next(model.parameters()).device
     settings: list[tuple[str, bool, float | None]] = [("full depth", False, saved[1])]
     for threshold in dict.fromkeys([saved[1], *thresholds]):
@@ -57,8 +65,8 @@ def evaluate_halting(
                 for batch in batches:
                     batch = {key: value.to(device) for key, value in batch.items()}
                     out = model(**batch)
-                    mask = batch["attention_mask"].cpu()
                     steps = out.halting_steps.cpu()
+                    mask = token_mask_of(batch, steps)
                     predictions.append(out.logits.argmax(-1).cpu())
                     batch_full, batch_spent = model.halting_flops(steps, mask)
                     full, spent = full + batch_full, spent + batch_spent
