@@ -7,12 +7,12 @@ the repetitions is compared.
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
+
+from ..core.timing import time_interleaved
 
 
 def iterate_batches(dataset, collator, batch_size: int, limit: int | None = None) -> list[dict[str, torch.Tensor]]:
@@ -89,56 +89,57 @@ def evaluate_reader(model, batches: Iterable[dict[str, torch.Tensor]], **config_
     }
 
 
-@torch.no_grad()
 def time_reader(
-    model, batches: Sequence[dict[str, torch.Tensor]], repetitions: int = 5, warmup: int = 1
+    model,
+    batches: Sequence[dict[str, torch.Tensor]],
+    repetitions: int = 5,
+    warmup: int = 1,
+    threads: int | None = None,
 ) -> dict[str, float]:
     """Realized speedup of adaptive reading over full reading (the same weights), interleaved, medians.
 
-    Each repetition times one pass over ``batches`` with ``reading_policy="adaptive"`` and one with ``"full"``,
-    alternating which goes first.
+    Each repetition times one pass over ``batches`` with ``reading_policy="adaptive"`` and one with ``"full"``
+    (A B A B ..., through :func:`adaptive_hf.core.timing.time_interleaved`).
 
     Args:
         model: A reader.
         batches: Batches of ``input_ids``/``attention_mask`` (labels are ignored).
         repetitions: Timed repetitions (>= 5 for reported figures).
         warmup: Untimed passes of each policy first.
+        threads: Fixed ``torch.set_num_threads`` while timing (``None`` keeps the current count).
 
     Returns:
         ``adaptive_s`` and ``full_s`` (median seconds per pass), ``realized_speedup`` (full / adaptive),
-        ``spread`` (max/min of the per-repetition ratios, a noise indicator) and ``samples_per_s`` of both.
+        ``spread`` (max/min of the per-repetition ratios, a noise indicator), ``samples_per_s`` of both, and the
+        shared timing summary fields (``threads``, ``noisy``, ...; its theoretical fields are those of one
+        adaptive pass).
     """
     was_training, policy = model.training, model.config.reading_policy
     model.eval()
     inputs = [{"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]} for b in batches]
 
-    def run(name: str) -> float:
+    def run(name: str):
         model.config.reading_policy = name
-        start = time.perf_counter()
-        for batch in inputs:
-            model(**batch)
-        return time.perf_counter() - start
+        return [model(**batch) for batch in inputs]
 
     try:
-        for _ in range(warmup):
-            run("adaptive")
-            run("full")
-        adaptive, full = [], []
-        for repetition in range(repetitions):
-            order = ("adaptive", "full") if repetition % 2 == 0 else ("full", "adaptive")
-            for name in order:
-                (adaptive if name == "adaptive" else full).append(run(name))
+        timing = time_interleaved(lambda: run("adaptive"), lambda: run("full"), repetitions, warmup, threads)
     finally:
         model.config.reading_policy = policy
         model.train(was_training)
-    ratios = [f / a for a, f in zip(adaptive, full, strict=True)]
+    spent = full = 0.0
+    for out in timing.adaptive_output:
+        batch_spent, batch_full = model.theoretical_flops(out)
+        spent, full = spent + float(batch_spent.sum()), full + float(batch_full.sum())
+    ratios = [f / a for a, f in zip(timing.adaptive_times, timing.full_times, strict=True)]
     rows = sum(int(b["input_ids"].size(0)) for b in inputs)
-    adaptive_s, full_s = statistics.median(adaptive), statistics.median(full)
-    return {
-        "adaptive_s": adaptive_s,
-        "full_s": full_s,
-        "realized_speedup": full_s / adaptive_s,
-        "spread": max(ratios) / min(ratios),
-        "adaptive_samples_per_s": rows / adaptive_s,
-        "full_samples_per_s": rows / full_s,
-    }
+    result = timing.summary(full / max(spent, 1.0))
+    result.update(
+        adaptive_s=result["adaptive_seconds"],
+        full_s=result["full_seconds"],
+        spread=max(ratios) / min(ratios),
+        adaptive_samples_per_s=rows / result["adaptive_seconds"],
+        full_samples_per_s=rows / result["full_seconds"],
+        batch_size=max(int(b["input_ids"].size(0)) for b in inputs),
+    )
+    return result
