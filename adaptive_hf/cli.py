@@ -44,13 +44,28 @@ def load_model(model_dir: str):
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(str(path))
-    if not hasattr(model, "exit_flops"):
-        raise CliError(
-            f"{model_dir!r} holds a {type(model).__name__}, not an early-exit classifier. Load it with "
-            "AutoEarlyExitModelForSequenceClassification.from_pretrained, train it, and save it first."
-        )
+    technique_of(model, model_dir)
     model.eval()
     return model
+
+
+def technique_of(model, model_dir: str = "the model") -> str:
+    """Which text technique a loaded model belongs to: ``early_exit``, ``halting`` or ``readers``.
+
+    Args:
+        model: A loaded model.
+        model_dir: Its folder, for the error message.
+    """
+    if hasattr(model, "exit_flops"):
+        return "early_exit"
+    if hasattr(model, "halting_flops"):
+        return "halting"
+    if getattr(model.config, "model_type", None) in ("skim_rnn", "jump_lstm"):
+        return "readers"
+    raise CliError(
+        f"{model_dir!r} holds a {type(model).__name__}, not an adaptive text classifier. The CLI works on early-exit, "
+        "halting (ACT/PonderNet) and Skim-RNN/LSTM-Jump classifiers saved with save_pretrained."
+    )
 
 
 def load_tokenizer(model_dir: str, tokenizer: str | None):
@@ -235,6 +250,11 @@ def cmd_calibrate(args) -> int:
     from .early_exit.calibration import calibrate
 
     model, tokenizer, dataset = prepare(args, require_labels=True)
+    if technique_of(model) != "early_exit":
+        raise CliError(
+            f"calibrate picks the exit policy of early-exit classifiers; {args.model_dir!r} holds a "
+            f"{type(model).__name__}. Use `adaptive-hf evaluate` to sweep its runtime knob instead."
+        )
     report = calibrate(
         model,
         dataset,
@@ -253,10 +273,20 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
-def _batches(dataset, tokenizer, batch_size: int, device) -> list[dict]:
+def _batches(dataset, tokenizer, batch_size: int, device, with_labels: bool = False) -> list[dict]:
+    import torch
+
     from .early_exit.calibration import iterate_batches
 
-    return [{k: v.to(device) for k, v in b.items()} for b in iterate_batches(dataset, batch_size, tokenizer=tokenizer)]
+    batches = [
+        {k: v.to(device) for k, v in b.items()} for b in iterate_batches(dataset, batch_size, tokenizer=tokenizer)
+    ]
+    if with_labels:
+        column = "labels" if "labels" in dataset.column_names else "label"
+        labels = torch.as_tensor(dataset[column])
+        for start, batch in zip(range(0, len(labels), batch_size), batches):
+            batch["labels"] = labels[start : start + batch_size].to(device)
+    return batches
 
 
 def _current_setting(config) -> dict[str, Any]:
@@ -290,6 +320,8 @@ def cmd_evaluate(args) -> int:
     )
 
     model, tokenizer, dataset = prepare(args, require_labels=True)
+    if technique_of(model) != "early_exit":
+        return _evaluate_sweep(args, model, tokenizer, dataset)
     policies = _check_policies(args.policies)
     exit_logits = collect_exit_logits(
         model, dataset, args.batch_size, tokenizer=tokenizer, show_progress=not args.no_progress
@@ -426,6 +458,8 @@ def cmd_bench(args) -> int:
     from .early_exit.benchmarking import measure_speedup
 
     model, tokenizer, dataset = prepare(args, require_labels=False)
+    if technique_of(model) != "early_exit":
+        return _bench_other(args, model, tokenizer, dataset)
     setting = _setting_override(args)
     effective = {**_current_setting(model.config), **(setting or {})}
     if effective["exit_policy"] == "none":
@@ -454,6 +488,99 @@ def cmd_bench(args) -> int:
         lines.append(
             f"| {r['batch_size']} | {r['average_exit_layer']:.2f} | {r['theoretical_speedup']:.2f}x | "
             f"{r['realized_speedup']:.2f}x | {r['efficiency']:.2f} | {spread:.0%}{' (noisy)' if r['noisy'] else ''} |"
+        )
+    print("\n".join(lines))
+    _write_json(args.json, {"model": str(args.model_dir), "dataset": args.dataset, "results": results})
+    return 0
+
+
+HALTING_SWEEP = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+SKIM_SWEEP = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+
+
+def _evaluate_sweep(args, model, tokenizer, dataset) -> int:
+    """``evaluate`` for halting and reader models: accuracy against theoretical speedup over their runtime knob."""
+    technique = technique_of(model)
+    if technique == "halting":
+        from .halting.evaluation import evaluate_halting
+
+        rows = evaluate_halting(model, dataset, HALTING_SWEEP, batch_size=args.batch_size, tokenizer=tokenizer)
+    else:
+        from .readers.evaluation import evaluate_reader
+
+        device = next(model.parameters()).device
+        batches = _batches(dataset, tokenizer, args.batch_size, device, with_labels=True)
+        rows = [{"setting": "full reading", **evaluate_reader(model, batches, reading_policy="full")}]
+        if model.config.model_type == "skim_rnn":
+            for threshold in dict.fromkeys([model.config.skim_threshold, *SKIM_SWEEP]):
+                result = evaluate_reader(model, batches, reading_policy="adaptive", skim_threshold=threshold)
+                rows.append({"setting": f"skim_threshold={threshold}", **result})
+        else:
+            rows.append({"setting": "adaptive", **evaluate_reader(model, batches, reading_policy="adaptive")})
+    lines = ["| setting | accuracy | theoretical speedup |", "|---|---|---|"]
+    lines += [f"| {r['setting']} | {r['accuracy']:.4f} | {r['theoretical_speedup']:.2f}x |" for r in rows]
+    print("\n".join(lines))
+    payload = {"model": str(args.model_dir), "dataset": args.dataset, "technique": technique, "rows": rows}
+    _write_json(args.json, payload)
+    if args.plot:
+        _plot_sweep(rows, args.plot, f"{type(model).__name__} on {args.dataset}")
+        print(f"Wrote {args.plot}")
+    return 0
+
+
+def _plot_sweep(rows: list[dict[str, Any]], path: str, title: str) -> None:
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise CliError("--plot needs matplotlib: pip install 'adaptive-hf[plot]'.") from error
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    points = sorted(rows[1:], key=lambda r: r["theoretical_speedup"])
+    axes.plot([r["theoretical_speedup"] for r in points], [r["accuracy"] for r in points], "o-", label="sweep")
+    axes.axhline(rows[0]["accuracy"], color="gray", linestyle=":", label=rows[0]["setting"])
+    axes.set_xlabel("theoretical speedup over full compute (x)")
+    axes.set_ylabel("accuracy")
+    axes.set_title(title, fontsize=9)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _bench_other(args, model, tokenizer, dataset) -> int:
+    """``bench`` for halting and reader models: the same weights with and without skipping, interleaved."""
+    import torch
+
+    technique = technique_of(model)
+    threads = args.threads if args.threads is not None else torch.get_num_threads()
+    device = next(model.parameters()).device
+    results = []
+    for batch_size in args.batch_sizes:
+        batches = _batches(dataset, tokenizer, batch_size, device)
+        if technique == "halting":
+            from .halting.benchmarking import measure_halting_speedup
+
+            result = measure_halting_speedup(model, batches, repeats=args.repeats, threads=threads)
+        else:
+            from .readers.evaluation import time_reader
+
+            result = time_reader(model, batches, repetitions=args.repeats, threads=threads)
+            result["batch_size"] = batch_size
+        results.append(result)
+    lines = [
+        f"{type(model).__name__}; {len(dataset)} samples; torch {torch.__version__}, {threads} thread(s)",
+        "",
+        "| batch size | theoretical speedup | realized speedup | realized / theoretical | noisy |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['batch_size']} | {r['theoretical_speedup']:.2f}x | {r['realized_speedup']:.2f}x | "
+            f"{r['efficiency']:.2f} | {'yes' if r['noisy'] else 'no'} |"
         )
     print("\n".join(lines))
     _write_json(args.json, {"model": str(args.model_dir), "dataset": args.dataset, "results": results})
@@ -497,7 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .early_exit.calibration import SWEEP_POLICIES
 
     parser = argparse.ArgumentParser(
-        prog="adaptive-hf", description="Calibrate, evaluate, benchmark and describe a saved early-exit classifier."
+        prog="adaptive-hf", description="Calibrate, evaluate, benchmark and describe saved adaptive text classifiers."
     )
     parser.add_argument("--traceback", action="store_true", help="Show the full traceback on errors.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

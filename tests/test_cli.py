@@ -170,3 +170,54 @@ def test_criterion_is_required(workspace):
     with pytest.raises(SystemExit):
         main(["calibrate", str(workspace / "model"), "--dataset", "x", "--max-accuracy-drop", "0.1",
               "--target-speedup", "2"])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def other_models(workspace):
+    """A tiny token-halting classifier and a tiny Skim-RNN reader, saved with the tiny tokenizer."""
+    import torch
+    from text_testers import tiny_backbone_config
+
+    from adaptive_hf import AutoHaltingModelForSequenceClassification, SkimRnnConfig, SkimRnnForSequenceClassification
+
+    torch.manual_seed(0)
+    halting = AutoHaltingModelForSequenceClassification.from_config(
+        tiny_backbone_config("bert"), num_labels=2, halting_granularity="token", halting_threshold=0.9
+    )
+    for unit in halting.halting_units:
+        torch.nn.init.normal_(unit.proj.weight, std=0.6)
+    reader = SkimRnnForSequenceClassification(
+        SkimRnnConfig(vocab_size=99, embedding_size=16, hidden_size=24, small_hidden_size=6, num_labels=2)
+    )
+    folders = {}
+    for name, model in (("halting", halting), ("skim", reader)):
+        folders[name] = workspace / name
+        model.save_pretrained(folders[name])
+        tiny_tokenizer().save_pretrained(folders[name])
+    return folders
+
+
+@pytest.mark.parametrize("kind", ["halting", "skim"])
+def test_evaluate_and_bench_on_halting_and_reader_models(workspace, other_models, tmp_path, capsys, kind):
+    data = ["--dataset", str(workspace / "data.jsonl"), "--text-column", "sentence", "--no-progress"]
+    out_json, out_png = tmp_path / "eval.json", tmp_path / "sweep.png"
+    argv = ["evaluate", str(other_models[kind]), *data, "--json", str(out_json), "--plot", str(out_png)]
+    assert main(argv) == 0
+    rows = json.loads(out_json.read_text())["rows"]
+    assert rows[0]["setting"] in ("full depth", "full reading") and rows[0]["theoretical_speedup"] == pytest.approx(1)
+    assert len(rows) > 2 and all(0 <= r["accuracy"] <= 1 for r in rows)
+    assert max(r["theoretical_speedup"] for r in rows) > 1.0
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bench_json = tmp_path / "bench.json"
+    argv = ["bench", str(other_models[kind]), *data, "--batch-sizes", "1", "4", "--threads", "1", "--repeats", "1"]
+    assert main([*argv, "--max-samples", "8", "--json", str(bench_json)]) == 0
+    assert "realized / theoretical" in capsys.readouterr().out
+    results = json.loads(bench_json.read_text())["results"]
+    assert [r["batch_size"] for r in results] == [1, 4]
+    assert all(r["realized_speedup"] > 0 and r["threads"] == 1 for r in results)
+
+
+def test_calibrate_rejects_non_early_exit_models(workspace, other_models, capsys):
+    argv = ["calibrate", str(other_models["halting"]), "--dataset", str(workspace / "data.jsonl")]
+    assert main([*argv, "--text-column", "sentence", "--max-accuracy-drop", "0.01", "--no-progress"]) == 2
+    assert "calibrate picks the exit policy of early-exit classifiers" in capsys.readouterr().err
