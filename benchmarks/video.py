@@ -15,6 +15,7 @@ Without ``--models`` (or when a model is missing) it times randomly initialised 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -76,11 +77,13 @@ def main(argv=None):
     pixels = collator.frames_to_pixel_values(test["frames"])
     labels = torch.as_tensor(test["label"])
     reference.config.sampler, reference.config.frame_budget = "uniform", None
+    # The full-compute reference is its own copy: the uniform rows change the sampled model's frame budget.
+    full = copy.deepcopy(reference)
 
     cases = [("uniform", reference, {"frame_budget": b}) for b in args.budgets]
     cases += [("saliency", saliency, {"frame_budget": b}) for b in args.budgets]
     cases += [("early_stop", early, {"exit_threshold": t, "frame_budget": None}) for t in args.thresholds]
-    full_quality = evaluate_video_classifier(reference, pixels, labels)
+    full_quality = evaluate_video_classifier(full, pixels, labels)
     print(f"reference: uniform, all {config.num_frames} frames: accuracy {full_quality['accuracy']:.3f}")
     rows = []
     for sampler, model, knobs in cases:
@@ -93,7 +96,7 @@ def main(argv=None):
         for batch_size in args.batch_sizes:
             videos = args.timing_videos if batch_size > 1 else min(args.timing_videos, 16)
             timing = time_video_samplers(
-                model, reference, pixels[:videos], batch_size, repeats=args.repetitions, threads=args.threads
+                model, full, pixels[:videos], batch_size, repeats=args.repetitions, threads=args.threads
             )
             row[f"batch{batch_size}"] = timing
         rows.append(row)
