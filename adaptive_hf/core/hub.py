@@ -4,7 +4,9 @@
 nothing else. A saved folder therefore carries a flat copy of the package modules the model needs: each
 ``adaptive_hf.a.b`` module is written as ``ahf_a_b.py`` with its package imports rewritten to same-folder
 relative imports. Package modules that a model uses import each other only as ``from <module> import <names>``,
-never through ``adaptive_hf/__init__`` (which registers Auto classes and pulls in everything).
+never through ``adaptive_hf/__init__`` (which registers Auto classes and pulls in everything). Imports inside
+functions are followed too, so a bundled module must not lazily import the registry or other techniques either:
+registration code lives in modules that no saved model imports (e.g. ``<technique>/auto.py``).
 """
 
 from __future__ import annotations
