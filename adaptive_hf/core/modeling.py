@@ -1,6 +1,54 @@
-"""Helpers shared by the technique models: per-family class factories."""
+"""Helpers shared by the technique models: the text-backbone mixin and per-family class factories."""
 
 from __future__ import annotations
+
+import torch
+
+from .backbones import EncoderState, TextEncoderAdapter
+from .inputs import check_class_labels, check_token_inputs
+
+
+class TextBackboneMixin:
+    """For models whose stock base model sits under ``base_model_prefix``: its adapter and validated embedding.
+
+    Subclasses set ``adapter_class``.
+    """
+
+    adapter_class: type[TextEncoderAdapter] = TextEncoderAdapter
+
+    @property
+    def adapter(self) -> TextEncoderAdapter:
+        """The backbone adapter over this model's base model (rebuilt if the base model is replaced)."""
+        base_model = getattr(self, self.base_model_prefix)
+        cached = self.__dict__.get("_adapter")
+        if cached is None or cached.base_model is not base_model:
+            cached = self.adapter_class(base_model)
+            self.__dict__["_adapter"] = cached
+        return cached
+
+    def embed_text_inputs(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        labels: torch.Tensor | None,
+    ) -> EncoderState:
+        """Checks the inputs and labels (errors name the field) and runs the embeddings.
+
+        Args:
+            input_ids: ``(batch, seq)`` token ids.
+            attention_mask: ``(batch, seq)`` 1 for tokens, 0 for padding.
+            token_type_ids: ``(batch, seq)`` segment ids.
+            position_ids: ``(batch, seq)`` positions.
+            inputs_embeds: ``(batch, seq, dim)`` instead of ``input_ids``.
+            labels: ``(batch,)`` class ids, or ``None``.
+        """
+        batch_size = check_token_inputs(input_ids, attention_mask, inputs_embeds)
+        if labels is not None:
+            check_class_labels(labels, batch_size, self.config.num_labels)
+        return self.adapter.embed(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
 
 
 def make_family_model_class(

@@ -19,7 +19,7 @@ from torch import nn
 from ..core.backbones import TEXT_ENCODER_ADAPTERS, EncoderState, TextEncoderAdapter
 from ..core.flops import classifier_head_flops
 from ..core.hub import AdaptiveHubMixin
-from ..core.inputs import check_class_labels, check_token_inputs
+from ..core.modeling import TextBackboneMixin
 from ..core.outputs import EarlyExitSequenceClassifierOutput
 from .config import EARLY_EXIT_CONFIGS, validate_exit_settings
 from .heads import ExitHead
@@ -200,7 +200,8 @@ class EarlyExitModelMixin(AdaptiveHubMixin):
             body += "\n## Calibration report\n\n"
             chosen = calibration.get("chosen", {})
             body += f"Chosen: `{chosen}` (criterion: `{calibration.get('criterion')}`).\n\n"
-            body += "| policy | setting | accuracy | average exit layer | theoretical speedup |\n|---|---|---|---|---|\n"
+            body += "| policy | setting | accuracy | average exit layer | theoretical speedup |\n"
+            body += "|---|---|---|---|---|\n"
             for row in calibration.get("candidates", []):
                 body += (
                     f"| {row['exit_policy']} | {row.get('exit_threshold', row.get('patience'))} | "
@@ -211,7 +212,7 @@ class EarlyExitModelMixin(AdaptiveHubMixin):
         return tags, body
 
 
-class EarlyExitForSequenceClassificationMixin(EarlyExitModelMixin):
+class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelMixin):
     """The early-exit logic shared by every ``EarlyExit<Arch>ForSequenceClassification``.
 
     Combined with a family's ``PreTrainedModel`` base by :func:`make_early_exit_model_class`.
@@ -232,16 +233,6 @@ class EarlyExitForSequenceClassificationMixin(EarlyExitModelMixin):
         )
         self.post_init()
         self._apply_training_stage()
-
-    @property
-    def adapter(self) -> TextEncoderAdapter:
-        """The backbone adapter over this model's base model."""
-        base_model = getattr(self, self.base_model_prefix)
-        cached = self.__dict__.get("_adapter")
-        if cached is None or cached.base_model is not base_model:
-            cached = self.adapter_class(base_model)
-            self.__dict__["_adapter"] = cached
-        return cached
 
     def backbone_parameters(self):
         """Parameters of the base model (embeddings, layers, pooler)."""
@@ -299,12 +290,8 @@ class EarlyExitForSequenceClassificationMixin(EarlyExitModelMixin):
                 every head on every row (what calibration uses).
             return_dict: Return a tuple when ``False``.
         """
-        config = self.config
-        batch_size = check_token_inputs(input_ids, attention_mask, inputs_embeds)
-        if labels is not None:
-            check_class_labels(labels, batch_size, config.num_labels)
-        validate_exit_settings(config)
-        state = self.adapter.embed(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        state = self.embed_text_inputs(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, labels)
+        validate_exit_settings(self.config)
         if self.training:
             output = self._forward_all_exits(state, labels, bool(output_exit_logits))
         else:

@@ -20,15 +20,14 @@ from transformers import initialization as hf_init
 from ..core.backbones import TEXT_ENCODER_ADAPTERS, EncoderState, TextEncoderAdapter
 from ..core.flops import linear_flops
 from ..core.hub import AdaptiveHubMixin
-from ..core.inputs import check_class_labels, check_token_inputs
-from ..core.modeling import make_family_model_class
+from ..core.modeling import TextBackboneMixin, make_family_model_class
 from ..core.outputs import HaltingSequenceClassifierOutput
 from ..early_exit.heads import ExitHead
 from .config import HALTING_CONFIGS, validate_halting_settings
 from .layers import HaltingTracker, HaltingUnit, act_ponder_cost, halting_step, pondernet_kl
 
 
-class HaltingForSequenceClassificationMixin(AdaptiveHubMixin):
+class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin):
     """The halting logic shared by every ``Halting<Arch>ForSequenceClassification``."""
 
     adapter_class: type[TextEncoderAdapter] = TextEncoderAdapter
@@ -53,16 +52,6 @@ class HaltingForSequenceClassificationMixin(AdaptiveHubMixin):
             hf_init.zeros_(module.proj.weight)
             hf_init.constant_(module.proj.bias, module.bias_init)
 
-    @property
-    def adapter(self) -> TextEncoderAdapter:
-        """The backbone adapter over this model's base model."""
-        base_model = getattr(self, self.base_model_prefix)
-        cached = self.__dict__.get("_adapter")
-        if cached is None or cached.base_model is not base_model:
-            cached = self.adapter_class(base_model)
-            self.__dict__["_adapter"] = cached
-        return cached
-
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -84,13 +73,9 @@ class HaltingForSequenceClassificationMixin(AdaptiveHubMixin):
             labels: ``(batch,)`` class ids; adds ``loss`` (task loss plus ponder cost or KL).
             return_dict: Return a tuple when ``False``.
         """
-        config = self.config
-        batch_size = check_token_inputs(input_ids, attention_mask, inputs_embeds)
-        if labels is not None:
-            check_class_labels(labels, batch_size, config.num_labels)
-        validate_halting_settings(config)
-        state = self.adapter.embed(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
-        if config.halting_granularity == "sample":
+        state = self.embed_text_inputs(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, labels)
+        validate_halting_settings(self.config)
+        if self.config.halting_granularity == "sample":
             output = self._forward_sample(state, labels)
         else:
             output = self._forward_token(state, labels)
