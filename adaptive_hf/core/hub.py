@@ -11,6 +11,7 @@ registration code lives in modules that no saved model imports (e.g. ``<techniqu
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -59,7 +60,8 @@ def _bundle_sources(root_modules: list[str]) -> dict[str, str]:
         if name in seen:
             continue
         seen.add(name)
-        module = sys.modules[name]
+        # A lazily imported module may not be loaded yet: load it to find its file.
+        module = sys.modules.get(name) or importlib.import_module(name)
         path = Path(module.__file__)
         if not name.startswith(PACKAGE + "."):
             # A model loaded through trust_remote_code: its folder already holds the flat bundle.
