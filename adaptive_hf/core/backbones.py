@@ -208,9 +208,7 @@ class TextEncoderAdapter:
 
     def layer_flops(self, seq_len: int) -> int:
         """Theoretical FLOPs of one encoder layer on one sequence of ``seq_len`` tokens."""
-        return encoder_layer_flops(
-            seq_len, self.hidden_size_of(self.config), self.intermediate_size_of(self.config)
-        )
+        return encoder_layer_flops(seq_len, self.hidden_size_of(self.config), self.intermediate_size_of(self.config))
 
     # ------------------------------------------------------------------ token subsets (per-token halting)
     supports_token_subsets: ClassVar[bool] = True

@@ -97,9 +97,7 @@ class EarlyExitModelMixin(AdaptiveHubMixin):
         exit_layer = torch.full((batch_size,), config.exit_layers[-1], dtype=torch.long, device=logits.device)
         all_logits = None
         if output_exit_logits:
-            all_logits = tuple(
-                x if x is not None else torch.full_like(logits, float("nan")) for x in exit_logits
-            )
+            all_logits = tuple(x if x is not None else torch.full_like(logits, float("nan")) for x in exit_logits)
         return self.output_class(loss=loss, logits=logits, exit_layer=exit_layer, exit_logits=all_logits)
 
     def _training_loss(self, exit_logits: list[torch.Tensor | None], labels: torch.Tensor) -> torch.Tensor:
