@@ -30,7 +30,7 @@ from adaptive_hf import AutoHaltingModelForSequenceClassification  # noqa: E402
 from adaptive_hf.data import load_text_classification, packaged_minilm_path  # noqa: E402
 from adaptive_hf.early_exit.calibration import iterate_batches  # noqa: E402
 from adaptive_hf.halting.benchmarking import measure_halting_speedup  # noqa: E402
-from adaptive_hf.halting.evaluation import evaluate_halting  # noqa: E402
+from adaptive_hf.halting.evaluation import evaluate_halting, format_halting_report  # noqa: E402
 from adaptive_hf.training import exit_compute_metrics  # noqa: E402
 
 TRAINING_DEFAULTS = {
@@ -130,28 +130,20 @@ def main(argv: list[str] | None = None) -> dict:
 
     thresholds = [float(t) for t in args.sweep.split(",") if t.strip()]
     rows = evaluate_halting(model, data["test"], thresholds, tokenizer=tokenizer)
-    print(f"\n{args.halting} / {args.halting_granularity} on {args.dataset_name} (test, {len(data['test'])} rows)")
-    print("| setting | accuracy | average steps | token-layer fraction | theoretical speedup |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        fraction = f"{row['token_layer_fraction']:.3f}" if "token_layer_fraction" in row else "-"
-        print(
-            f"| {row['setting']} | {100 * row['accuracy']:.2f} | {row['average_steps']:.2f} | {fraction} | "
-            f"{row['theoretical_speedup']:.2f}x |"
-        )
-
     timings = []
     for batch_size in [int(b) for b in args.bench_batch_sizes.split(",") if b.strip()]:
         rows_timed = min(len(data["test"]), max(batch_size, args.bench_samples - args.bench_samples % batch_size))
         batches = list(iterate_batches(data["test"].select(range(rows_timed)), batch_size, tokenizer=tokenizer))
         timing = measure_halting_speedup(model, batches, threads=args.bench_threads)
         timings.append(timing)
-        print(
-            f"batch {batch_size}: realized {timing['realized_speedup']:.2f}x, theoretical "
-            f"{timing['theoretical_speedup']:.2f}x, realized/theoretical {timing['efficiency']:.2f} "
-            f"({timing['threads']} threads{', noisy' if timing['noisy'] else ''})"
-        )
 
+    print(
+        format_halting_report(
+            f"\n{args.halting} / {args.halting_granularity} on {args.dataset_name} (test, {len(data['test'])} rows)",
+            rows,
+            timings,
+        )
+    )
     os.makedirs(training_args.output_dir, exist_ok=True)
     model.save_pretrained(os.path.join(training_args.output_dir, "model"))
     tokenizer.save_pretrained(os.path.join(training_args.output_dir, "model"))

@@ -24,7 +24,7 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 from adaptive_hf import HaltingTimmConfig, HaltingTimmForImageClassification
 from adaptive_hf.data import load_image_classification
 from adaptive_hf.halting.benchmarking import measure_halting_speedup
-from adaptive_hf.halting.evaluation import evaluate_halting
+from adaptive_hf.halting.evaluation import evaluate_halting, format_halting_report
 from adaptive_hf.training import exit_compute_metrics
 
 TRAINING_DEFAULTS = {
@@ -135,26 +135,19 @@ def main(argv: list[str] | None = None) -> dict:
     batches = [{"pixel_values": test_pixels[i : i + 64]} for i in range(0, len(test_labels), 64)]
     thresholds = [float(t) for t in args.sweep.split(",") if t.strip()]
     rows = evaluate_halting(model, thresholds=thresholds, batches=batches, labels=test_labels)
-    print(f"\n{args.halting} / {args.halting_granularity} ViT on {args.dataset} (test, {len(test_labels)} images)")
-    print("| setting | accuracy | average steps | token-layer fraction | theoretical speedup |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        fraction = f"{row['token_layer_fraction']:.3f}" if "token_layer_fraction" in row else "-"
-        print(
-            f"| {row['setting']} | {100 * row['accuracy']:.2f} | {row['average_steps']:.2f} | {fraction} | "
-            f"{row['theoretical_speedup']:.2f}x |"
-        )
     timings = []
     for batch_size in [int(b) for b in args.bench_batch_sizes.split(",") if b.strip()]:
         count = max(batch_size, 128 - 128 % batch_size)
         timed = [{"pixel_values": test_pixels[i : i + batch_size]} for i in range(0, count, batch_size)]
         timing = measure_halting_speedup(model, timed, threads=args.bench_threads)
         timings.append(timing)
-        print(
-            f"batch {batch_size}: realized {timing['realized_speedup']:.2f}x, theoretical "
-            f"{timing['theoretical_speedup']:.2f}x, realized/theoretical {timing['efficiency']:.2f} "
-            f"({timing['threads']} threads{', noisy' if timing['noisy'] else ''})"
+    print(
+        format_halting_report(
+            f"\n{args.halting} / {args.halting_granularity} ViT on {args.dataset} (test, {len(test_labels)} images)",
+            rows,
+            timings,
         )
+    )
     os.makedirs(training_args.output_dir, exist_ok=True)
     model.save_pretrained(os.path.join(training_args.output_dir, "model"))
     report = {"arguments": asdict(args), "sweep": rows, "timings": timings}

@@ -90,3 +90,31 @@ def evaluate_halting(
         config.halting_enabled, config.halting_threshold = saved
         model.train(was_training)
     return rows
+
+
+def format_halting_report(title: str, rows: Sequence[dict[str, Any]], timings: Sequence[dict[str, Any]]) -> str:
+    """The recipes' printed report: the threshold sweep as a markdown table, then one line per timed batch size.
+
+    Args:
+        title: First line.
+        rows: Rows of :func:`evaluate_halting`.
+        timings: Results of :func:`~adaptive_hf.halting.benchmarking.measure_halting_speedup`.
+    """
+    lines = [
+        title,
+        "| setting | accuracy | average steps | token-layer fraction | theoretical speedup |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        fraction = f"{row['token_layer_fraction']:.3f}" if "token_layer_fraction" in row else "-"
+        lines.append(
+            f"| {row['setting']} | {100 * row['accuracy']:.2f} | {row['average_steps']:.2f} | {fraction} | "
+            f"{row['theoretical_speedup']:.2f}x |"
+        )
+    for timing in timings:
+        lines.append(
+            f"batch {timing['batch_size']}: realized {timing['realized_speedup']:.2f}x, theoretical "
+            f"{timing['theoretical_speedup']:.2f}x, realized/theoretical {timing['efficiency']:.2f} "
+            f"({timing['threads']} threads{', noisy' if timing['noisy'] else ''})"
+        )
+    return "\n".join(lines)
