@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -462,3 +463,26 @@ class HFViTAdapter:
 
     def layer_flops(self, seq_len: int) -> int:
         return encoder_layer_flops(seq_len, self.config.hidden_size, self.config.intermediate_size)
+
+
+def read_state_dict(weights) -> dict[str, torch.Tensor]:
+    """A plain state dict from a dict, a ``.safetensors`` file, or a ``.pt``/``.pth`` file (``weights_only``).
+
+    Args:
+        weights: A state dict or a path to a weights file (a ``{"state_dict": ...}`` checkpoint is unwrapped).
+    """
+    if isinstance(weights, dict):
+        return dict(weights)
+    path = Path(weights)
+    if not path.is_file():
+        raise ValueError(f"`pretrained_weights` must be a state dict or a weights file; {str(path)!r} is no file.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise TypeError(f"`pretrained_weights` file {str(path)!r} holds a {type(state).__name__}, not a state dict.")
+    return state

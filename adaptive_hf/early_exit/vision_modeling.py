@@ -29,6 +29,7 @@ from ..core.vision_backbones import (
     TimmAdapter,
     check_pixel_values,
     create_timm_model,
+    read_state_dict,
     timm_adapter_for,
 )
 from .config import validate_exit_settings
@@ -346,7 +347,7 @@ class EarlyExitTimmForImageClassification(_VisionEarlyExitMixin, PreTrainedModel
             if key in rest:
                 settings[key] = rest.pop(key)
         model_args = {**(model_args or {}), **rest}
-        state_dict = _read_state_dict(pretrained_weights) if pretrained_weights is not None else None
+        state_dict = read_state_dict(pretrained_weights) if pretrained_weights is not None else None
         if num_labels is None:
             num_labels = _classifier_width(architecture, model_args, state_dict) if state_dict is not None else 1000
         config = EarlyExitTimmConfig(
@@ -402,24 +403,6 @@ def _classifier_keys(timm_model: nn.Module) -> list[str]:
     names = timm_model.pretrained_cfg.get("classifier") or ()
     names = [names] if isinstance(names, str) else list(names)
     return [f"{name}.{suffix}" for name in names for suffix in ("weight", "bias")]
-
-
-def _read_state_dict(weights) -> dict[str, torch.Tensor]:
-    if isinstance(weights, dict):
-        return dict(weights)
-    path = Path(weights)
-    if not path.is_file():
-        raise ValueError(f"`pretrained_weights` must be a state dict or a weights file; {str(path)!r} is no file.")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise TypeError(f"`pretrained_weights` file {str(path)!r} holds a {type(state).__name__}, not a state dict.")
-    return state
 
 
 def _classifier_width(architecture: str, model_args: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> int:

@@ -33,7 +33,7 @@ from transformers.utils import ModelOutput
 from ..core.flops import frame_sampling_flops
 from ..core.hub import AdaptiveHubMixin
 from ..core.inputs import check_class_labels
-from ..core.vision_backbones import create_timm_model
+from ..core.vision_backbones import create_timm_model, read_state_dict
 from .config import GLANCE_BUILTIN, FrameSamplingVideoConfig, validate_sampler_runtime
 from .samplers import (
     AttentionPooling,
@@ -272,7 +272,7 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         Returns:
             The backbone tensors left as initialized (its classifier when the width differs).
         """
-        state_dict = _read_state_dict(weights)
+        state_dict = read_state_dict(weights)
         target = self.backbone.state_dict()
         if not set(state_dict) <= set(target):
             if len(state_dict) != len(target):
@@ -578,21 +578,3 @@ def _as_list(value) -> list[str]:
     if not value:
         return []
     return [value] if isinstance(value, str) else list(value)
-
-
-def _read_state_dict(weights) -> dict[str, torch.Tensor]:
-    if isinstance(weights, dict):
-        return dict(weights)
-    path = Path(weights)
-    if not path.is_file():
-        raise ValueError(f"`pretrained_weights` must be a state dict or a weights file; {str(path)!r} is no file.")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise TypeError(f"`pretrained_weights` file {str(path)!r} holds a {type(state).__name__}, not a state dict.")
-    return state
