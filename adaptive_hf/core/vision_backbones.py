@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +25,8 @@ from torch import nn
 
 from .compaction import select_rows
 from .flops import encoder_layer_flops
+
+logger = logging.getLogger(__name__)
 
 VISION_POOLINGS = ("mean", "cls")
 GRANULARITIES = ("block", "stage")
@@ -486,3 +489,54 @@ def read_state_dict(weights) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise TypeError(f"`pretrained_weights` file {str(path)!r} holds a {type(state).__name__}, not a state dict.")
     return state
+
+
+def timm_classifier_keys(timm_model: nn.Module) -> list[str]:
+    """State-dict names of a timm model's classifier (from its ``pretrained_cfg``)."""
+    names = timm_model.pretrained_cfg.get("classifier") or ()
+    names = [names] if isinstance(names, str) else list(names)
+    return [f"{name}.{suffix}" for name in names for suffix in ("weight", "bias")]
+
+
+def load_timm_state_dict(
+    timm_model: nn.Module, state_dict: dict[str, torch.Tensor], architecture: str, num_labels: int
+) -> list[str]:
+    """Loads a plain timm state dict into ``timm_model``, re-initializing only a classifier of another width.
+
+    Args:
+        timm_model: The timm model to fill.
+        state_dict: timm-named tensors, or the same tensors under other names in timm's order (e.g. the packaged
+            EfficientNet-Lite0).
+        architecture: The timm name, for messages.
+        num_labels: The model's classifier width, for messages.
+
+    Returns:
+        The names of the tensors left as initialized (the classifier when its width differs).
+    """
+    target = timm_model.state_dict()
+    if not set(state_dict) <= set(target):
+        if len(state_dict) != len(target):
+            raise ValueError(
+                f"`pretrained_weights` do not fit {architecture}: {len(state_dict)} tensors with other names than "
+                f"the {len(target)} of the timm model (e.g. {next(iter(state_dict))!r} vs {next(iter(target))!r})."
+            )
+        state_dict = dict(zip(target, state_dict.values(), strict=True))
+    skipped = [name for name, tensor in state_dict.items() if tuple(tensor.shape) != tuple(target[name].shape)]
+    classifier = set(timm_classifier_keys(timm_model))
+    wrong = [name for name in skipped if name not in classifier]
+    if wrong:
+        shapes = ", ".join(f"{n}: {tuple(state_dict[n].shape)} vs {tuple(target[n].shape)}" for n in wrong[:3])
+        raise ValueError(f"`pretrained_weights` shapes do not match {architecture}: {shapes}.")
+    if skipped:
+        logger.warning(
+            "The weights' classifier has another width than num_labels=%d: %s re-initialized; every other tensor "
+            "was loaded.",
+            num_labels,
+            ", ".join(skipped),
+        )
+    loadable = {name: tensor for name, tensor in state_dict.items() if name not in skipped}
+    missing, unexpected = timm_model.load_state_dict(loadable, strict=False)
+    missing = [name for name in missing if name not in skipped]
+    if missing or unexpected:
+        raise ValueError(f"`pretrained_weights` are incomplete: missing {missing[:5]}, unexpected {unexpected[:5]}.")
+    return skipped

@@ -10,7 +10,6 @@ reproduces the plain model's logits; intermediate exits are new heads (pool, Lay
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,15 +28,15 @@ from ..core.vision_backbones import (
     TimmAdapter,
     check_pixel_values,
     create_timm_model,
+    load_timm_state_dict,
     read_state_dict,
     timm_adapter_for,
+    timm_classifier_keys,
 )
 from .config import validate_exit_settings
 from .heads import ExitHead
 from .modeling import EarlyExitModelMixin
 from .vision_config import EarlyExitTimmConfig, EarlyExitViTConfig, split_exit_settings
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -367,49 +366,14 @@ class EarlyExitTimmForImageClassification(_VisionEarlyExitMixin, PreTrainedModel
         Returns:
             The names of the timm parameters left as initialized (the classifier when its width differs).
         """
-        target = self.timm_model.state_dict()
-        if not set(state_dict) <= set(target):
-            if len(state_dict) != len(target):
-                raise ValueError(
-                    f"`pretrained_weights` do not fit {self.config.architecture}: {len(state_dict)} tensors with "
-                    f"other names than the {len(target)} of the timm model (e.g. {next(iter(state_dict))!r} vs "
-                    f"{next(iter(target))!r})."
-                )
-            state_dict = dict(zip(target, state_dict.values(), strict=True))
-        skipped = [name for name, tensor in state_dict.items() if tuple(tensor.shape) != tuple(target[name].shape)]
-        classifier = set(_classifier_keys(self.timm_model))
-        wrong = [name for name in skipped if name not in classifier]
-        if wrong:
-            shapes = ", ".join(f"{n}: {tuple(state_dict[n].shape)} vs {tuple(target[n].shape)}" for n in wrong[:3])
-            raise ValueError(f"`pretrained_weights` shapes do not match {self.config.architecture}: {shapes}.")
-        if skipped:
-            logger.warning(
-                "The weights' classifier has another width than num_labels=%d: %s re-initialized; every other "
-                "tensor was loaded.",
-                self.config.num_labels,
-                ", ".join(skipped),
-            )
-        loadable = {name: tensor for name, tensor in state_dict.items() if name not in skipped}
-        missing, unexpected = self.timm_model.load_state_dict(loadable, strict=False)
-        missing = [name for name in missing if name not in skipped]
-        if missing or unexpected:
-            raise ValueError(
-                f"`pretrained_weights` are incomplete: missing {missing[:5]}, unexpected {unexpected[:5]}."
-            )
-        return skipped
-
-
-def _classifier_keys(timm_model: nn.Module) -> list[str]:
-    names = timm_model.pretrained_cfg.get("classifier") or ()
-    names = [names] if isinstance(names, str) else list(names)
-    return [f"{name}.{suffix}" for name in names for suffix in ("weight", "bias")]
+        return load_timm_state_dict(self.timm_model, state_dict, self.config.architecture, self.config.num_labels)
 
 
 def _classifier_width(architecture: str, model_args: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> int:
     with torch.device("meta"):
         reference = create_timm_model(architecture, 1000, model_args)
     names = list(reference.state_dict())
-    keys = _classifier_keys(reference)
+    keys = timm_classifier_keys(reference)
     weight = next((k for k in keys if k.endswith("weight")), None)
     if weight is None:
         return 1000

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from transformers.utils import ModelOutput
 from ..core.flops import frame_sampling_flops
 from ..core.hub import AdaptiveHubMixin
 from ..core.inputs import check_class_labels
-from ..core.vision_backbones import create_timm_model, read_state_dict
+from ..core.vision_backbones import create_timm_model, load_timm_state_dict, read_state_dict
 from .config import GLANCE_BUILTIN, FrameSamplingVideoConfig, validate_sampler_runtime
 from .samplers import (
     AttentionPooling,
@@ -54,8 +53,6 @@ try:  # transformers v5: init functions that respect the "already loaded" flags 
     from transformers import initialization as init
 except ImportError:  # pragma: no cover - older transformers
     init = nn.init
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -272,40 +269,9 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         Returns:
             The backbone tensors left as initialized (its classifier when the width differs).
         """
-        state_dict = read_state_dict(weights)
-        target = self.backbone.state_dict()
-        if not set(state_dict) <= set(target):
-            if len(state_dict) != len(target):
-                raise ValueError(
-                    f"`pretrained_weights` do not fit {self.config.architecture}: {len(state_dict)} tensors named "
-                    f"differently from the {len(target)} of the timm model (e.g. {next(iter(state_dict))!r} vs "
-                    f"{next(iter(target))!r})."
-                )
-            state_dict = dict(zip(target, state_dict.values()))
-        classifier = {
-            f"{name}.{suffix}"
-            for name in _as_list(self.backbone.pretrained_cfg.get("classifier"))
-            for suffix in ("weight", "bias")
-        }
-        skipped = [name for name, tensor in state_dict.items() if tuple(tensor.shape) != tuple(target[name].shape)]
-        wrong = [name for name in skipped if name not in classifier]
-        if wrong:
-            shapes = ", ".join(f"{n}: {tuple(state_dict[n].shape)} vs {tuple(target[n].shape)}" for n in wrong[:3])
-            raise ValueError(f"`pretrained_weights` shapes do not match {self.config.architecture}: {shapes}.")
-        if skipped:
-            logger.warning(
-                "The weights' classifier has another width than num_labels=%d: %s re-initialized.",
-                self.config.num_labels,
-                ", ".join(skipped),
-            )
-        loadable = {name: tensor for name, tensor in state_dict.items() if name not in skipped}
-        missing, unexpected = self.backbone.load_state_dict(loadable, strict=False)
-        missing = [name for name in missing if name not in skipped]
-        if missing or unexpected:
-            raise ValueError(
-                f"`pretrained_weights` are incomplete: missing {missing[:5]}, unexpected {unexpected[:5]}."
-            )
-        return skipped
+        return load_timm_state_dict(
+            self.backbone, read_state_dict(weights), self.config.architecture, self.config.num_labels
+        )
 
     # ------------------------------------------------------------------------------------------------- pieces
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
@@ -572,9 +538,3 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
             + ".\n"
         )
         return tags, body
-
-
-def _as_list(value) -> list[str]:
-    if not value:
-        return []
-    return [value] if isinstance(value, str) else list(value)
