@@ -9,24 +9,26 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.backbones import POOLINGS, TEXT_ENCODER_ADAPTERS, TextEncoderAdapter
-from ..core.configuration import check_choice, check_number, normalize_layer_list
+from ..core.configuration import check_choice, check_number, make_family_config_class, normalize_layer_list
 from .heads import EXIT_HEADS
 from .policies import EXIT_POLICIES, THRESHOLD_POLICIES
 
 EXIT_TRAINING = ("joint", "two_stage", "distill")
-EXIT_FIELDS = (
-    "exit_layers",
-    "exit_pooling",
-    "exit_head",
-    "exit_policy",
-    "exit_threshold",
-    "patience",
-    "exit_training",
-    "exit_loss_weights",
-    "exit_training_stage",
-    "distill_temperature",
-    "calibration",
-)
+# name -> (annotation, default) of the early-exit fields every EarlyExit<Arch>Config adds to its family's config.
+EXIT_FIELD_SPECS: dict[str, tuple[str, Any]] = {
+    "exit_layers": ("list[int] | None", None),
+    "exit_pooling": ("str", "mean"),
+    "exit_head": ("str", "mlp"),
+    "exit_policy": ("str", "none"),
+    "exit_threshold": ("float | None", None),
+    "patience": ("int", 2),
+    "exit_training": ("str", "joint"),
+    "exit_loss_weights": ("list[float] | None", None),
+    "exit_training_stage": ("int", 1),
+    "distill_temperature": ("float", 2.0),
+    "calibration": ("dict | None", None),
+}
+EXIT_FIELDS = tuple(EXIT_FIELD_SPECS)
 
 
 def validate_exit_settings(config) -> None:
@@ -117,39 +119,14 @@ class EarlyExitConfigMixin:
 
 
 def _make_config_class(adapter: type[TextEncoderAdapter]) -> type:
-    name = f"EarlyExit{adapter.class_prefix}Config"
-    namespace = {
-        "__module__": __name__,
-        "__qualname__": name,
-        "__doc__": f"{adapter.config_class.__name__} plus the early-exit fields of :class:`EarlyExitConfigMixin`.",
-        "__annotations__": {
-            "exit_layers": "list[int] | None",
-            "exit_pooling": "str",
-            "exit_head": "str",
-            "exit_policy": "str",
-            "exit_threshold": "float | None",
-            "patience": "int",
-            "exit_training": "str",
-            "exit_loss_weights": "list[float] | None",
-            "exit_training_stage": "int",
-            "distill_temperature": "float",
-            "calibration": "dict | None",
-        },
-        "exit_layers": None,
-        "exit_pooling": "mean",
-        "exit_head": "mlp",
-        "exit_policy": "none",
-        "exit_threshold": None,
-        "patience": 2,
-        "exit_training": "joint",
-        "exit_loss_weights": None,
-        "exit_training_stage": 1,
-        "distill_temperature": 2.0,
-        "calibration": None,
-        "model_type": f"early_exit_{adapter.model_type}",
-        "backbone_adapter": adapter,
-    }
-    return type(name, (EarlyExitConfigMixin, adapter.config_class), namespace)
+    return make_family_config_class(
+        adapter,
+        class_name=f"EarlyExit{adapter.class_prefix}Config",
+        model_type=f"early_exit_{adapter.model_type}",
+        mixin=EarlyExitConfigMixin,
+        fields=EXIT_FIELD_SPECS,
+        module=__name__,
+    )
 
 
 EarlyExitBertConfig = _make_config_class(TEXT_ENCODER_ADAPTERS["bert"])
