@@ -8,12 +8,11 @@ import textwrap
 
 import pytest
 import torch
-from text_testers import FAMILIES, NUM_LAYERS, padded_batch, tiny_backbone_config
+from text_testers import COMMON, FAMILIES, NUM_LAYERS, padded_batch, tiny_backbone_config
 from transformers import AutoModelForSequenceClassification
 
 from adaptive_hf import AutoHaltingModelForSequenceClassification, HaltingBertConfig
 
-TOKEN_FAMILIES = ["bert", "roberta", "xlm-roberta", "distilbert", "electra"]
 METHODS = ["act", "pondernet"]
 
 
@@ -25,6 +24,8 @@ def build(family="bert", randomize_units=True, **settings):
         for unit in model.halting_units:
             torch.nn.init.normal_(unit.proj.weight, std=0.6)
             torch.nn.init.zeros_(unit.proj.bias)
+    if family == "mpnet":  # a bias as large as trained ones, so a misplaced bias row or column changes the logits
+        torch.nn.init.normal_(model.mpnet.encoder.relative_attention_bias.weight, std=2.0)
     return model.eval()
 
 
@@ -43,10 +44,6 @@ def backbone_logits(model, batch):
 @pytest.mark.parametrize("granularity", ["sample", "token"])
 @pytest.mark.parametrize("method", METHODS)
 def test_disabled_halting_reproduces_backbone(family, granularity, method):
-    if granularity == "token" and family not in TOKEN_FAMILIES:
-        with pytest.raises(ValueError, match="halting_granularity='token'"):
-            build(family, halting=method, halting_granularity=granularity)
-        return
     model = build(family, halting=method, halting_granularity=granularity, halting_enabled=False)
     batch = batch_for(model)
     with torch.no_grad():
@@ -63,8 +60,6 @@ def test_disabled_halting_reproduces_backbone(family, granularity, method):
 @pytest.mark.parametrize("granularity", ["sample", "token"])
 @pytest.mark.parametrize("method", METHODS)
 def test_batched_equals_one_at_a_time(family, granularity, method):
-    if granularity == "token" and family not in TOKEN_FAMILIES:
-        pytest.skip("token halting is not available for this family")
     model = build(family, halting=method, halting_granularity=granularity, halting_threshold=0.9)
     batch = batch_for(model, batch_size=7, seed=2)
     with torch.no_grad():
@@ -81,13 +76,22 @@ def test_batched_equals_one_at_a_time(family, granularity, method):
     assert steps.min() < NUM_LAYERS, "nothing halted early: the test would not exercise halting"
 
 
-def test_halted_tokens_are_not_computed():
-    model = build("bert", halting="act", halting_granularity="token", halting_threshold=0.9)
+# The module whose input is the (packed) tokens a layer's feed-forward block computes, per family.
+FFN_INPUT_MODULE = {"distilbert": "ffn", "albert": "ffn", "mpnet": "intermediate"}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_halted_tokens_are_not_computed(family):
+    model = build(family, halting="act", halting_granularity="token", halting_threshold=0.9)
     batch = batch_for(model, seed=4)
     rows_seen = []
+    suffix = FFN_INPUT_MODULE.get(family, "intermediate")
+    ffn_modules = [m for name, m in model.named_modules() if name.split(".")[-1] == suffix]
+    # ALBERT shares one layer across depth, so its hook fires once per layer application.
+    assert len(ffn_modules) == (1 if family == "albert" else NUM_LAYERS)
     handles = [
-        layer.intermediate.register_forward_hook(lambda module, args, output: rows_seen.append(args[0].shape[0]))
-        for layer in model.bert.encoder.layer
+        module.register_forward_hook(lambda module, args, output: rows_seen.append(args[0].shape[0]))
+        for module in ffn_modules
     ]
     with torch.no_grad():
         out = model(**batch)
@@ -313,3 +317,28 @@ def test_vit_rejects_cnn_and_bad_images():
     model = build_vit()
     with pytest.raises(ValueError, match="pixel_values"):
         model(pixel_values=torch.randn(3, 32, 32))
+
+
+def test_albert_token_halting_with_grouped_sublayers():
+    """ALBERT with two groups of two layers: every sublayer runs on the active tokens only, in order."""
+    from transformers import AlbertConfig
+
+    torch.manual_seed(0)
+    backbone = AlbertConfig(**COMMON, embedding_size=16, num_hidden_groups=2, inner_group_num=2)
+    settings = {"num_labels": 3, "halting": "act", "halting_granularity": "token"}
+    model = AutoHaltingModelForSequenceClassification.from_config(backbone, halting_enabled=False, **settings).eval()
+    batch = batch_for(model, batch_size=5, seed=3)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, backbone_logits(model, batch), rtol=1e-5, atol=1e-5)
+    model.config.halting_enabled = True
+    model.config.halting_threshold = 0.9
+    for unit in model.halting_units:
+        torch.nn.init.normal_(unit.proj.weight, std=0.6)
+    with torch.no_grad():
+        batched = model(**batch)
+        for row in range(5):
+            length = int(batch["attention_mask"][row].sum())
+            single = model(**{key: value[row : row + 1, :length] for key, value in batch.items()})
+            torch.testing.assert_close(single.logits[0], batched.logits[row], rtol=1e-4, atol=1e-5)
+            assert single.halting_steps[0].tolist() == batched.halting_steps[row, :length].tolist()
+    assert batched.halting_steps[batch["attention_mask"].bool()].min() < NUM_LAYERS

@@ -232,20 +232,41 @@ class TextEncoderAdapter:
             lambda x: layer.output(layer.intermediate(x), x),
         )
 
+    def token_sublayer_parts(self, index: int) -> list[tuple[nn.Module, nn.Module, nn.Module, int, Any, Any]]:
+        """The attention + FFN sublayers that make up layer ``index``, each as :meth:`token_layer_parts` returns.
+
+        Most families have one per layer; ALBERT's layer ``i`` is a group of ``inner_group_num`` of them.
+        """
+        return [self.token_layer_parts(index)]
+
+    def token_position_bias(self, hidden_states: torch.Tensor, layer_kwargs: dict[str, Any] | None) -> Any:
+        """An additive ``(1, heads, seq, seq)`` attention bias shared by every row, or ``None`` (no such bias)."""
+        return None
+
     def run_layer_on_tokens(
-        self, index: int, hidden_states: torch.Tensor, active: torch.Tensor, key_mask: torch.Tensor
+        self,
+        index: int,
+        hidden_states: torch.Tensor,
+        active: torch.Tensor,
+        key_mask: torch.Tensor,
+        layer_kwargs: dict[str, Any] | None = None,
     ) -> torch.Tensor:
         """Runs layer ``index`` for the ``active`` tokens only; every real token still serves as key and value.
 
         Queries, the attention output and the feed-forward block are computed for active tokens only (packed
         across the batch, no padding). Keys and values are projected from every token's current state, so tokens
-        that stopped updating are still attended to.
+        that stopped updating are still attended to. A relative position bias (MPNet) follows the token subset:
+        its rows are those of the active tokens (the queries), its columns every token (the keys). A layer made of
+        several sublayers (ALBERT's layer groups) updates the active tokens after each sublayer, as the family does.
 
         Args:
             index: 0-based layer index.
             hidden_states: ``(rows, seq, hidden)`` current states of every token.
             active: ``(rows, seq)`` bool, tokens to update.
             key_mask: ``(rows, seq)`` bool, tokens that may be attended to (real tokens).
+            layer_kwargs: The per-layer inputs from :meth:`embed`; only their row-independent entries are read (a
+                family's position bias, instead of recomputing it), so they may cover more rows than
+                ``hidden_states``.
 
         Returns:
             ``(num_active, hidden)`` new states of the active tokens, in ``active.nonzero()`` order.
@@ -256,19 +277,37 @@ class TextEncoderAdapter:
                 f"Running a layer on a subset of tokens is not implemented for {self.family}; token-level halting "
                 f"supports {', '.join(supported)}."
             )
-        query, key, value, num_heads, attention_output, feed_forward = self.token_layer_parts(index)
-        rows, seq, width = hidden_states.shape
-        head_dim = width // num_heads
+        rows, seq, _ = hidden_states.shape
         row_index, token_index = active.nonzero(as_tuple=True)
-        tokens = hidden_states[row_index, token_index]
         slot = active.long().cumsum(1).sub_(1)[row_index, token_index]
         slots = int(active.sum(1).max())
+        attn_mask = key_mask[:, None, None, :]
+        bias = self.token_position_bias(hidden_states, layer_kwargs)
+        if bias is not None:
+            # Query rows of the bias follow the packed tokens: slot s of row r is token token_index there.
+            positions = torch.zeros(rows, slots, dtype=torch.long, device=hidden_states.device)
+            positions[row_index, slot] = token_index
+            bias = bias[0][:, positions].transpose(0, 1)  # (rows, heads, slots, seq)
+            attn_mask = bias.masked_fill(~attn_mask, float("-inf"))
+        tokens = hidden_states[row_index, token_index]
+        for number, parts in enumerate(self.token_sublayer_parts(index)):
+            if number:  # the next sublayer's keys and values see the active tokens' updated states
+                hidden_states = hidden_states.index_put((row_index, token_index), tokens)
+            tokens = self._update_tokens(parts, hidden_states, tokens, row_index, slot, slots, attn_mask)
+        return tokens
+
+    @staticmethod
+    def _update_tokens(parts, hidden_states, tokens, row_index, slot, slots, attn_mask) -> torch.Tensor:
+        """One attention + FFN sublayer for the packed ``tokens`` (queries) over every row's ``hidden_states``."""
+        query, key, value, num_heads, attention_output, feed_forward = parts
+        rows, seq, width = hidden_states.shape
+        head_dim = width // num_heads
         queries = tokens.new_zeros(rows, slots, width)
         queries[row_index, slot] = query(tokens)
         keys = key(hidden_states).view(rows, seq, num_heads, head_dim).transpose(1, 2)
         values = value(hidden_states).view(rows, seq, num_heads, head_dim).transpose(1, 2)
         queries = queries.view(rows, slots, num_heads, head_dim).transpose(1, 2)
-        context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=key_mask[:, None, None, :])
+        context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=attn_mask)
         context = context.transpose(1, 2).reshape(rows, slots, width)[row_index, slot]
         return feed_forward(attention_output(context, tokens))
 
@@ -365,12 +404,31 @@ class AlbertAdapter(TextEncoderAdapter):
     config_class = AlbertConfig
     base_model_class = AlbertModel
     pretrained_model_class = AlbertPreTrainedModel
-    supports_token_subsets = False
+
+    def _group(self, index: int) -> nn.Module:
+        group = int(index / (self.config.num_hidden_layers / self.config.num_hidden_groups))
+        return self.base_model.encoder.albert_layer_groups[group]
 
     def run_layer(self, index: int, state: EncoderState) -> torch.Tensor:
-        encoder = self.base_model.encoder
-        group = int(index / (self.config.num_hidden_layers / self.config.num_hidden_groups))
-        return encoder.albert_layer_groups[group](state.hidden_states, state.layer_kwargs["attention_mask"])
+        return self._group(index)(state.hidden_states, state.layer_kwargs["attention_mask"])
+
+    def token_sublayer_parts(self, index: int):
+        # Layer ``index`` is one application of a shared group of ``inner_group_num`` ALBERT layers.
+        return [self._albert_layer_parts(layer) for layer in self._group(index).albert_layers]
+
+    @staticmethod
+    def _albert_layer_parts(layer: nn.Module):
+        attention = layer.attention
+        return (
+            attention.query,
+            attention.key,
+            attention.value,
+            attention.num_attention_heads,
+            lambda context, residual: attention.LayerNorm(
+                residual + attention.output_dropout(attention.dense(context))
+            ),
+            lambda x: layer.full_layer_layer_norm(layer.ff_chunk(x) + x),
+        )
 
     def _embeddings(self, input_ids, token_type_ids, position_ids, inputs_embeds) -> torch.Tensor:
         hidden = super()._embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
@@ -395,10 +453,26 @@ class MPNetAdapter(TextEncoderAdapter):
     base_model_class = MPNetModel
     pretrained_model_class = MPNetPreTrainedModel
     accepts_token_type_ids = False
-    supports_token_subsets = False
 
     def _embeddings(self, input_ids, token_type_ids, position_ids, inputs_embeds) -> torch.Tensor:
         return self.base_model.embeddings(input_ids=input_ids, position_ids=position_ids, inputs_embeds=inputs_embeds)
+
+    def token_layer_parts(self, index: int):
+        layer = self.layer_modules()[index]
+        attention = layer.attention
+        return (
+            attention.attn.q,
+            attention.attn.k,
+            attention.attn.v,
+            attention.attn.num_attention_heads,
+            lambda context, residual: attention.LayerNorm(attention.dropout(attention.attn.o(context)) + residual),
+            lambda x: layer.output(layer.intermediate(x), x),
+        )
+
+    def token_position_bias(self, hidden_states, layer_kwargs):
+        if layer_kwargs is not None and "position_bias" in layer_kwargs:
+            return layer_kwargs["position_bias"][:1]
+        return self.base_model.encoder.compute_position_bias(hidden_states[:1])
 
     def embed(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None):
         state = super().embed(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)

@@ -226,7 +226,7 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
                 rows = active.any(1).nonzero().squeeze(1)
                 sub_active = active.index_select(0, rows)
                 new_tokens = self.adapter.run_layer_on_tokens(
-                    n, hidden.index_select(0, rows), sub_active, real.index_select(0, rows)
+                    n, hidden.index_select(0, rows), sub_active, real.index_select(0, rows), state.layer_kwargs
                 )
                 row_index, token_index = sub_active.nonzero(as_tuple=True)
                 row_index = rows.index_select(0, row_index)

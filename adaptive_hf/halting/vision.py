@@ -50,7 +50,12 @@ class TimmViTHaltingAdapter(TimmViTAdapter):
         return super().pool(hidden_states, pooling)
 
     def run_layer_on_tokens(
-        self, index: int, hidden_states: torch.Tensor, active: torch.Tensor, key_mask: torch.Tensor
+        self,
+        index: int,
+        hidden_states: torch.Tensor,
+        active: torch.Tensor,
+        key_mask: torch.Tensor,
+        layer_kwargs: dict[str, Any] | None = None,
     ) -> torch.Tensor:
         """Runs block ``index`` for the ``active`` tokens only; every token still serves as key and value.
 
@@ -59,6 +64,7 @@ class TimmViTHaltingAdapter(TimmViTAdapter):
             hidden_states: ``(rows, tokens, dim)`` current states of every token.
             active: ``(rows, tokens)`` bool, tokens to update.
             key_mask: ``(rows, tokens)`` bool, tokens that may be attended to.
+            layer_kwargs: Unused (timm blocks take no extra per-layer inputs); kept for the adapter interface.
 
         Returns:
             ``(num_active, dim)`` new states of the active tokens, in ``active.nonzero()`` order.
