@@ -10,8 +10,10 @@ Steps:
    of the ``--num_frames`` frames, the others show a distractor, an occlusion or noise).
 2. Train the per-frame classifier with ``sampler="uniform"`` on every frame (the full-compute reference).
 3. ``saliency``: start from it, train the glance network (and fine-tune the backbone) at ``--train_budget`` frames
-   with the relaxed top-k.
-4. ``early_stop``: start from it, train every prefix of the coverage order and the stop gate.
+   with the relaxed top-k, the glance scores supervised SCSampler-style (``--glance_usefulness_weight``: each
+   frame's score predicts the backbone's probability of the true class on that frame).
+4. ``early_stop``: start from the saliency model (its glance network orders the frames, ``--frame_order glance``),
+   train every prefix of ``--frames_per_step`` frames and the stop gate.
 5. On the test clips, report accuracy, frames used, theoretical speedup (glance and gate included) and videos/second
    for uniform at every ``--budgets`` value, saliency at every budget and early stop at every ``--thresholds`` value;
    save the models and ``results.json``. ``benchmarks/video.py`` times the saved models interleaved.
@@ -65,6 +67,9 @@ def parse_args(argv=None):
     parser.add_argument("--aggregation", default="mean", choices=["mean", "attention"])
     parser.add_argument("--glance_resolution", type=int, default=16)
     parser.add_argument("--glance_width", type=int, default=8)
+    parser.add_argument("--glance_usefulness_weight", type=float, default=1.0)
+    parser.add_argument("--frame_order", default="glance", choices=["glance", "coverage", "sequential"])
+    parser.add_argument("--frames_per_step", type=int, default=1, help="early stop: frames per backbone call")
     parser.add_argument(
         "--threads",
         type=int,
@@ -143,13 +148,17 @@ def main(argv=None):
 
     saliency = copy.deepcopy(reference)
     saliency.config.sampler, saliency.config.frame_budget = "saliency", args.train_budget
+    saliency.config.glance_usefulness_weight = args.glance_usefulness_weight
     timings["saliency"] = train(
         saliency, train_set, collator, args, args.sampler_epochs, args.learning_rate / 3, "saliency"
     )
     saliency.save_pretrained(output / "saliency")
 
-    early = copy.deepcopy(reference)
-    early.config.sampler, early.config.frame_budget, early.config.frame_order = "early_stop", None, "coverage"
+    # The early stop starts from the saliency model: with frame_order="glance" its trained glance network puts the
+    # clear frames first.
+    early = copy.deepcopy(saliency if args.frame_order == "glance" else reference)
+    early.config.sampler, early.config.frame_budget, early.config.frame_order = "early_stop", None, args.frame_order
+    early.config.frames_per_step = args.frames_per_step
     timings["early_stop"] = train(
         early, train_set, collator, args, args.sampler_epochs, args.learning_rate / 3, "early_stop"
     )

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 import torch
-from transformers import AutoModelForVideoClassification
+from transformers import AutoModelForVideoClassification, TimesformerConfig, VideoMAEConfig
 
 import adaptive_hf  # noqa: F401  (registers the Auto classes)
 from adaptive_hf.video.config import FrameSamplingVideoConfig
@@ -25,15 +25,32 @@ SAMPLERS = ["uniform", "saliency", "early_stop"]
 AGGREGATIONS = ["mean", "attention"]
 NUM_FRAMES = 6
 SIZE = 32
+HF_FRAMES = 4  # the HF video clip classifiers' num_frames: the frame budget they take
+TINY_HF = dict(image_size=SIZE, patch_size=8, num_channels=1, num_frames=HF_FRAMES, hidden_size=16)
+TINY_HF.update(num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+# HF video models as clip classifiers (clip_classifier="hf_video"), from tiny random configs.
+HF_CLIPS = {
+    "videomae": lambda: VideoMAEConfig(tubelet_size=2, **TINY_HF),
+    "timesformer": lambda: TimesformerConfig(**TINY_HF),
+}
+# (clip classifier, sampler) pairs every generic invariant runs on: the per-frame backbone with every sampler, and
+# each HF video model with the samplers that fit a fixed-length clip classifier.
+CLIP_SAMPLERS = [("efficientnet", s) for s in SAMPLERS] + [(h, s) for h in HF_CLIPS for s in ("uniform", "saliency")]
 
 
 def build(backbone: str = "resnet", seed: int = 0, **settings) -> FrameSamplingVideoClassifier:
-    architecture, model_args = BACKBONES[backbone]
     torch.manual_seed(seed)
     settings.setdefault("num_labels", 3)
     settings.setdefault("num_frames", NUM_FRAMES)
     settings.setdefault("glance_resolution", 16)
     settings.setdefault("glance_width", 4)
+    if backbone in HF_CLIPS:
+        if settings.get("frame_budget") is not None:
+            settings["frame_budget"] = HF_FRAMES  # the HF model's frame count fixes the budget
+        settings.pop("aggregation", None)
+        model = FrameSamplingVideoClassifier.from_hf_video(HF_CLIPS[backbone](), **settings)
+        return model.eval()
+    architecture, model_args = BACKBONES[backbone]
     settings.setdefault("attention_hidden_size", 8)
     settings.setdefault("gate_hidden_size", 8)
     model = FrameSamplingVideoClassifier.from_timm(architecture, model_args=dict(model_args), **settings)
@@ -129,6 +146,81 @@ def test_batched_equals_one_at_a_time(sampler, aggregation):
     torch.testing.assert_close(batched.flops, torch.cat([s.flops for s in single]))
 
 
+@pytest.mark.parametrize("frames_per_step", [2, 4])
+def test_early_stop_in_chunks_batched_equals_one_at_a_time(frames_per_step):
+    model = build("efficientnet", sampler="early_stop", frame_budget=5, frames_per_step=frames_per_step)
+    x = videos(batch=6, seed=2)
+    with torch.no_grad():
+        first = model.frame_features(x[:, 0])
+        model.gate.hidden.weight.normal_(0, 1.0)
+        model.gate.out.weight.normal_(0, 1.0)
+        model.config.exit_threshold = float(torch.sigmoid(model.gate(first, model.classify(first))).median())
+        frames, batched = count_backbone_frames(model, x)
+        single = [model(pixel_values=x[i : i + 1]) for i in range(x.size(0))]
+    # A video stops only after a whole chunk (or at the budget), and the backbone ran on exactly those frames.
+    assert frames == int(batched.frames_used.sum())
+    assert set(batched.frames_used.tolist()) <= set(range(frames_per_step, 5, frames_per_step)) | {5}
+    for name in ("frames_used", "frame_indices"):
+        assert torch.equal(getattr(batched, name), torch.cat([getattr(s, name) for s in single])), name
+    torch.testing.assert_close(batched.logits, torch.cat([s.logits for s in single]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(batched.flops, torch.cat([s.flops for s in single]))
+    costs = model.frame_costs((1, SIZE, SIZE))
+    for i, used in enumerate(batched.frames_used.tolist()):
+        steps = -(-used // frames_per_step)
+        gates = steps - (used == 5)
+        expected = used * costs["frame"] + steps * costs["classifier"] + gates * costs["gate"]
+        assert float(batched.flops[i]) == float(expected)
+
+
+@pytest.mark.parametrize("clip", list(HF_CLIPS))
+@pytest.mark.parametrize("sampler", ["uniform", "saliency"])
+def test_hf_video_clip_classifier_batched_equals_one_at_a_time(clip, sampler):
+    model = build(clip, sampler=sampler, frame_budget=HF_FRAMES)
+    x = videos(batch=5)
+    with torch.no_grad():
+        batched = model(pixel_values=x)
+        single = [model(pixel_values=x[i : i + 1]) for i in range(x.size(0))]
+    assert torch.equal(batched.frame_indices, torch.cat([s.frame_indices for s in single]))
+    assert batched.frames_used.tolist() == [HF_FRAMES] * 5
+    torch.testing.assert_close(batched.logits, torch.cat([s.logits for s in single]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("clip", list(HF_CLIPS))
+def test_hf_video_model_classifies_the_chosen_frames_in_temporal_order(clip):
+    model = build(clip, sampler="saliency", frame_budget=HF_FRAMES)
+    x = videos()
+    with torch.no_grad():
+        out = model(pixel_values=x)
+        top = out.frame_scores.topk(HF_FRAMES, dim=1).indices.sort(1).values
+        rows = torch.arange(x.size(0))[:, None]
+        expected = model.backbone(pixel_values=x[rows, top]).logits
+    assert torch.equal(out.frame_indices, top)
+    torch.testing.assert_close(out.logits, expected, rtol=1e-5, atol=1e-5)
+    model.config.sampler = "uniform"  # runtime knob: evenly spaced frames, the plain HF model on them
+    with torch.no_grad():
+        out = model(pixel_values=x)
+        indices = uniform_indices(NUM_FRAMES, HF_FRAMES)
+        torch.testing.assert_close(out.logits, model.backbone(pixel_values=x[:, indices]).logits)
+    assert out.frame_indices.tolist() == [indices.tolist()] * x.size(0)
+
+
+@pytest.mark.parametrize("clip", list(HF_CLIPS))
+def test_hf_video_flops_count_clip_and_glance(clip):
+    model = build(clip, sampler="saliency", frame_budget=HF_FRAMES)
+    x = videos()
+    costs = model.frame_costs((1, SIZE, SIZE))
+    with torch.no_grad():
+        saliency = model(pixel_values=x).flops
+        model.config.sampler = "uniform"
+        uniform = model(pixel_values=x).flops
+    clip_flops = HF_FRAMES * costs["frame"]
+    assert costs["glance"] > 0 and clip_flops > 0
+    torch.testing.assert_close(uniform, torch.full_like(uniform, clip_flops))
+    torch.testing.assert_close(saliency, torch.full_like(saliency, clip_flops + NUM_FRAMES * costs["glance"]))
+    # The reference is the same HF model on all NUM_FRAMES frames: more than on HF_FRAMES of them.
+    assert model.full_flops((1, SIZE, SIZE)) > clip_flops
+
+
 def test_saliency_runs_the_backbone_only_on_the_top_frames():
     model = build(sampler="saliency", frame_budget=2)
     x = videos()
@@ -219,16 +311,40 @@ def test_flops_count_frames_glance_and_gate():
         ({"sampler": "saliency", "aggregation": "attention", "glance_loss_weight": 0.0}, "glance.features"),
         ({"sampler": "early_stop"}, "gate"),
         ({"sampler": "early_stop", "frame_order": "glance", "glance_loss_weight": 0.0}, "glance.score"),
+        ({"sampler": "early_stop", "frame_order": "glance", "frames_per_step": 2}, "gate"),
+        ({"sampler": "saliency", "sampler_training": "reinforce", "glance_loss_weight": 0.0}, "glance.features"),
+        ({"sampler": "saliency", "glance_usefulness_weight": 1.0, "glance_loss_weight": 0.0}, "glance.score"),
+        ({"clip": "videomae", "sampler": "saliency", "glance_loss_weight": 0.0}, "glance.score"),
+        ({"clip": "timesformer", "sampler": "saliency", "glance_loss_weight": 0.0}, "glance.score"),
+        (
+            {"clip": "videomae", "sampler": "saliency", "sampler_training": "reinforce", "glance_loss_weight": 0.0},
+            "glance.score",
+        ),
     ],
 )
 def test_gradient_reaches_the_sampler(settings, sampler_part):
-    model = build(frame_budget=3, **settings).train()
+    settings = dict(settings)
+    model = build(settings.pop("clip", "resnet"), frame_budget=3, **settings).train()
     out = model(pixel_values=videos(), labels=labels())
     out.loss.backward()
     grads = [p.grad for name, p in model.named_parameters() if name.startswith(sampler_part)]
     assert grads and all(g is not None for g in grads), sampler_part
     assert sum(float(g.abs().sum()) for g in grads) > 0, sampler_part
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in model.backbone.parameters())
+
+
+def test_usefulness_supervision_targets_the_backbones_frame_confidence():
+    """The glance scores are pulled toward the frames the backbone alone classifies correctly."""
+    model = build(sampler="saliency", frame_budget=2, glance_usefulness_weight=1.0).eval()
+    x, y = videos(), labels()
+    with torch.no_grad():
+        frame_logits = model.backbone(x.flatten(0, 1)).view(4, NUM_FRAMES, -1)
+    target = torch.softmax(frame_logits, -1)[torch.arange(4)[:, None], :, y[:, None]].squeeze(1)
+    scores = torch.zeros(4, NUM_FRAMES, requires_grad=True)
+    loss = model._usefulness_loss(x, scores, y)
+    loss.backward()
+    # d BCE / d score = (sigmoid(score) - target) / n: descending it raises the scores of the useful frames.
+    torch.testing.assert_close(scores.grad, (0.5 - target) / scores.numel(), rtol=1e-4, atol=1e-6)
 
 
 def test_relaxed_topk_is_a_soft_k_hot():
@@ -248,11 +364,11 @@ def test_training_saliency_backbone_sees_only_budget_frames():
     assert sum(seen) == 2 * 4
 
 
-@pytest.mark.parametrize("sampler", SAMPLERS)
-def test_stock_trainer_runs(sampler, tmp_path):
+@pytest.mark.parametrize("clip,sampler", [("resnet", s) for s in SAMPLERS] + [(h, "saliency") for h in HF_CLIPS])
+def test_stock_trainer_runs(clip, sampler, tmp_path):
     from transformers import Trainer, TrainingArguments
 
-    model = build(sampler=sampler, frame_budget=3).train()
+    model = build(clip, sampler=sampler, frame_budget=3).train()
     data = [{"pixel_values": v, "labels": int(y)} for v, y in zip(videos(batch=8, seed=5), labels(8))]
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     args = TrainingArguments(
@@ -277,9 +393,9 @@ def test_stock_trainer_runs(sampler, tmp_path):
 
 
 # -------------------------------------------------------------------------------------------------- hub round trip
-@pytest.mark.parametrize("sampler", SAMPLERS)
-def test_save_load_round_trip_is_exact(sampler, tmp_path):
-    model = build("efficientnet", sampler=sampler, aggregation="attention", frame_budget=3, exit_threshold=0.5)
+@pytest.mark.parametrize("clip,sampler", CLIP_SAMPLERS)
+def test_save_load_round_trip_is_exact(clip, sampler, tmp_path):
+    model = build(clip, sampler=sampler, aggregation="attention", frame_budget=3, exit_threshold=0.5)
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForVideoClassification.from_pretrained(tmp_path).eval()
     assert type(reloaded) is FrameSamplingVideoClassifier
@@ -299,23 +415,26 @@ def test_save_load_round_trip_is_exact(sampler, tmp_path):
 
 def test_trust_remote_code_in_fresh_process(tmp_path):
     expected = {}
-    for sampler in SAMPLERS:
-        model = build("efficientnet", sampler=sampler, frame_budget=3, exit_threshold=0.5, seed=4)
-        model.save_pretrained(tmp_path / sampler)
+    # Every sampler of the per-frame model, and each HF clip classifier behind the saliency sampler.
+    cases = [(clip, sampler) for clip, sampler in CLIP_SAMPLERS if clip not in HF_CLIPS or sampler == "saliency"]
+    names = [f"{clip}-{sampler}" for clip, sampler in cases]
+    for name, (clip, sampler) in zip(names, cases):
+        model = build(clip, sampler=sampler, frame_budget=3, exit_threshold=0.5, seed=4)
+        model.save_pretrained(tmp_path / name)
         x = videos(seed=9)
-        torch.save(x, tmp_path / sampler / "videos.pt")
+        torch.save(x, tmp_path / name / "videos.pt")
         with torch.no_grad():
             out = model(pixel_values=x)
-        expected[sampler] = {"logits": out.logits.tolist(), "frame_indices": out.frame_indices.tolist()}
+        expected[name] = {"logits": out.logits.tolist(), "frame_indices": out.frame_indices.tolist()}
     script = textwrap.dedent(
         f"""
         import json, sys
         sys.modules["adaptive_hf"] = None  # the package cannot be imported in this process
         import torch
-        from transformers import AutoModelForVideoClassification
+        from transformers import AutoModelForVideoClassification, TimesformerConfig, VideoMAEConfig
         torch.set_num_threads(1)
         result = {{}}
-        for sampler in {SAMPLERS!r}:
+        for sampler in {names!r}:
             folder = {str(tmp_path)!r} + "/" + sampler
             model = AutoModelForVideoClassification.from_pretrained(folder, trust_remote_code=True).eval()
             assert not type(model).__module__.startswith("adaptive_hf"), type(model).__module__
@@ -329,7 +448,7 @@ def test_trust_remote_code_in_fresh_process(tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT"))
     result = json.loads(line[len("RESULT") :])
-    for sampler in SAMPLERS:
+    for sampler in names:
         assert result[sampler]["frame_indices"] == expected[sampler]["frame_indices"], sampler
         torch.testing.assert_close(torch.tensor(result[sampler]["logits"]), torch.tensor(expected[sampler]["logits"]))
 
@@ -388,6 +507,48 @@ def test_runtime_knobs_apply_without_rebuilding():
 def test_config_errors_name_the_field(settings, match):
     with pytest.raises((ValueError, TypeError), match=match):
         FrameSamplingVideoConfig(architecture="test_resnet", num_frames=NUM_FRAMES, **settings)
+
+
+def test_hf_video_errors_are_clear():
+    video = HF_CLIPS["videomae"]()
+    with pytest.raises(
+        ValueError, match="`frame_budget` \\(3\\) must equal the HF video model's `num_frames` \\(4\\)"
+    ):
+        FrameSamplingVideoClassifier.from_hf_video(video, num_labels=3, num_frames=NUM_FRAMES, frame_budget=3)
+    with pytest.raises(ValueError, match="early_stop.*frame_backbone"):
+        FrameSamplingVideoClassifier.from_hf_video(video, num_labels=3, num_frames=NUM_FRAMES, sampler="early_stop")
+    with pytest.raises(ValueError, match="aggregation"):
+        FrameSamplingVideoClassifier.from_hf_video(video, num_labels=3, aggregation="attention")
+    with pytest.raises(ValueError, match="glance_usefulness_weight"):
+        FrameSamplingVideoClassifier.from_hf_video(video, num_labels=3, glance_usefulness_weight=1.0)
+    with pytest.raises(TypeError, match="clip_classifier_config"):
+        FrameSamplingVideoConfig(clip_classifier="hf_video", num_frames=NUM_FRAMES)
+    with pytest.raises(ValueError, match="not a video classifier config"):
+        FrameSamplingVideoClassifier(
+            FrameSamplingVideoConfig(
+                clip_classifier="hf_video", clip_classifier_config={"model_type": "bert"}, num_frames=NUM_FRAMES
+            )
+        )
+    model = build("videomae", sampler="uniform", frame_budget=HF_FRAMES)
+    for knob, value, match in (("frame_budget", 2, "must equal"), ("sampler", "early_stop", "frame_backbone")):
+        setattr(model.config, knob, value)
+        with pytest.raises(ValueError, match=match):
+            model(pixel_values=videos())
+        model.config.frame_budget, model.config.sampler = HF_FRAMES, "uniform"
+
+
+def test_from_hf_video_loads_a_saved_checkpoint(tmp_path):
+    from transformers import VideoMAEForVideoClassification
+
+    torch.manual_seed(0)
+    plain = VideoMAEForVideoClassification(HF_CLIPS["videomae"]()).eval()
+    plain.save_pretrained(tmp_path)
+    model = FrameSamplingVideoClassifier.from_hf_video(str(tmp_path), num_labels=2, num_frames=NUM_FRAMES).eval()
+    assert model.config.frame_budget == HF_FRAMES and model.config.clip_classifier == "hf_video"
+    kept = {k: v for k, v in plain.state_dict().items() if not k.startswith("classifier")}
+    for name, tensor in kept.items():
+        assert torch.equal(model.backbone.state_dict()[name], tensor), name
+    assert model.backbone.classifier.out_features == 2  # re-initialized for the new label count
 
 
 def test_input_errors_are_clear():

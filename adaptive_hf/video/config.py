@@ -17,6 +17,7 @@ AGGREGATIONS = ("mean", "attention")
 FRAME_ORDERS = ("coverage", "glance", "sequential")
 SAMPLER_TRAININGS = ("relaxed_topk", "reinforce")
 GLANCE_BUILTIN = "glance_cnn"
+CLIP_CLASSIFIERS = ("frame_backbone", "hf_video")
 
 
 def validate_sampler_runtime(config) -> None:
@@ -32,6 +33,20 @@ def validate_sampler_runtime(config) -> None:
     check_number("exit_threshold", config.exit_threshold, 0.0, 1.0)
     check_choice("frame_order", config.frame_order, FRAME_ORDERS)
     check_number("min_frames", config.min_frames, 1, config.num_frames, integer=True)
+    check_number("frames_per_step", config.frames_per_step, 1, config.num_frames, integer=True)
+    if getattr(config, "clip_classifier", "frame_backbone") == "hf_video":
+        if config.sampler == "early_stop":
+            raise ValueError(
+                "`sampler='early_stop'` needs `clip_classifier='frame_backbone'`: an HF video model classifies a "
+                "fixed number of frames at once, so it cannot stop part-way. Use 'uniform' or 'saliency'."
+            )
+        hf_frames = (config.clip_classifier_config or {}).get("num_frames")
+        if hf_frames is not None and config.budget != hf_frames:
+            raise ValueError(
+                f"`frame_budget` ({config.budget}) must equal the HF video model's `num_frames` ({hf_frames}) with "
+                "`clip_classifier='hf_video'`: its position embeddings are sized for that many frames, and the "
+                "sampler passes it exactly `frame_budget` frames in temporal order."
+            )
 
 
 class FrameSamplingVideoConfig(PreTrainedConfig):
@@ -53,6 +68,8 @@ class FrameSamplingVideoConfig(PreTrainedConfig):
         frame_order: ``early_stop`` order: ``"coverage"`` (0, T/2, T/4, 3T/4, ...: the clip is covered coarse to
             fine), ``"glance"`` (by glance score) or ``"sequential"``.
         min_frames: ``early_stop`` never stops before this many frames.
+        frames_per_step: ``early_stop`` runs the backbone on this many frames of each remaining video per step
+            (and may stop only after each such chunk): fewer, larger backbone calls cut the per-step overhead.
         aggregation: ``"mean"`` of the frames' pooled features, or ``"attention"`` pooling (a learned score per
             frame, softmax over the chosen frames).
         attention_hidden_size: Hidden width of the attention scorer.
@@ -62,6 +79,10 @@ class FrameSamplingVideoConfig(PreTrainedConfig):
         glance_width: Channels of the first layer of the built-in glance CNN (doubled at each of its 3 layers).
         glance_loss_weight: Weight of the glance network's own frame classification loss (clip label on every
             frame), which teaches its features what the labelled items look like.
+        glance_usefulness_weight: SCSampler-style supervision of the glance scores (0 disables it): in training
+            the backbone also classifies every frame on its own (without gradient), and ``sigmoid(score)`` is
+            trained (binary cross-entropy) to predict that frame's probability of the true class, i.e. how useful
+            the frame is to the classifier. Needs ``clip_classifier='frame_backbone'``.
         sampler_training: How the gradient reaches the saliency scorer in training: ``"relaxed_topk"`` (Gumbel
             top-k with a straight-through relaxation: the backbone still runs only on the chosen frames) or
             ``"reinforce"`` (score-function gradient of the Plackett-Luce choice with a batch-mean baseline).
@@ -70,6 +91,11 @@ class FrameSamplingVideoConfig(PreTrainedConfig):
         gate_loss_weight: Weight of the ``early_stop`` gate's loss (binary cross-entropy against "the prediction
             after this frame is correct").
         gate_hidden_size: Hidden width of the gate.
+        clip_classifier: ``"frame_backbone"`` (the timm per-frame backbone, pooled over the chosen frames) or
+            ``"hf_video"`` (a transformers video classifier such as VideoMAE, TimeSformer or ViViT classifies the
+            chosen frames as one clip, in temporal order; ``architecture`` and ``model_args`` are then unused).
+        clip_classifier_config: With ``"hf_video"``: the HF video model's config as a dict (``config.to_dict()``,
+            with its ``model_type``); the model is rebuilt from it. Its ``num_frames`` must equal ``frame_budget``.
         classifier_dropout: Dropout on the aggregated features before the classifier, in [0, 1).
         initializer_range: Std of the normal init of the new linear layers.
         **kwargs: ``PreTrainedConfig`` fields (``num_labels``, ``id2label``, ...).
@@ -85,6 +111,7 @@ class FrameSamplingVideoConfig(PreTrainedConfig):
     exit_threshold: float = 0.9
     frame_order: str = "coverage"
     min_frames: int = 1
+    frames_per_step: int = 1
     aggregation: str = "mean"
     attention_hidden_size: int = 64
     glance_architecture: str = GLANCE_BUILTIN
@@ -92,11 +119,14 @@ class FrameSamplingVideoConfig(PreTrainedConfig):
     glance_resolution: int = 32
     glance_width: int = 16
     glance_loss_weight: float = 0.5
+    glance_usefulness_weight: float = 0.0
     sampler_training: str = "relaxed_topk"
     topk_temperature: float = 0.5
     policy_loss_weight: float = 1.0
     gate_loss_weight: float = 1.0
     gate_hidden_size: int = 64
+    clip_classifier: str = "frame_backbone"
+    clip_classifier_config: dict | None = None
     classifier_dropout: float = 0.0
     initializer_range: float = 0.02
 
@@ -141,6 +171,30 @@ class FrameSamplingVideoConfig(PreTrainedConfig):
         check_number("glance_resolution", self.glance_resolution, 8, None, integer=True)
         check_number("glance_width", self.glance_width, 1, None, integer=True)
         check_number("glance_loss_weight", self.glance_loss_weight, 0.0, None)
+        check_number("glance_usefulness_weight", self.glance_usefulness_weight, 0.0, None)
+        check_choice("clip_classifier", self.clip_classifier, CLIP_CLASSIFIERS)
+        if self.clip_classifier == "hf_video":
+            hf = self.clip_classifier_config
+            if not isinstance(hf, dict) or not isinstance(hf.get("model_type"), str):
+                raise TypeError(
+                    "`clip_classifier_config` must be the HF video model's config as a dict with its `model_type` "
+                    f"(e.g. VideoMAEConfig(...).to_dict()) when `clip_classifier='hf_video'`; got {hf!r}."
+                )
+            if self.aggregation != "mean":
+                raise ValueError(
+                    "`aggregation` applies to the per-frame backbone; with `clip_classifier='hf_video'` the HF video "
+                    f"model pools over time itself, so leave it at 'mean' (got {self.aggregation!r})."
+                )
+            if self.glance_usefulness_weight > 0:
+                raise ValueError(
+                    "`glance_usefulness_weight` needs per-frame predictions, i.e. `clip_classifier='frame_backbone'`;"
+                    " with 'hf_video' train the glance scores with `sampler_training` ('relaxed_topk', 'reinforce')."
+                )
+        elif self.clip_classifier_config is not None:
+            raise ValueError(
+                "`clip_classifier_config` is the HF video model's config; it applies only with "
+                f"`clip_classifier='hf_video'` (got clip_classifier={self.clip_classifier!r})."
+            )
         check_choice("sampler_training", self.sampler_training, SAMPLER_TRAININGS)
         check_number("topk_temperature", self.topk_temperature, 0.0, None, low_inclusive=False)
         check_number("policy_loss_weight", self.policy_loss_weight, 0.0, None)

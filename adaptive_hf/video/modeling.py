@@ -11,6 +11,10 @@
   backbone's next step runs on the remaining ones only. In training every step up to ``frame_budget`` runs and is
   supervised, and the gate learns "the prediction is already right".
 
+With ``clip_classifier="hf_video"`` a transformers video classifier (VideoMAE, TimeSformer, ViViT, ...) replaces the
+per-frame backbone and pooling: the sampler still picks the frames, and the HF model classifies the ``frame_budget``
+chosen frames as one clip, in temporal order (its position embeddings fix that frame count).
+
 Costs (``flops`` in the output) come from a FLOP count of the backbone and the glance network on the meta device
 at the input's frame size, so reports count the glance and the gate as well as the frames.
 """
@@ -100,6 +104,59 @@ def _backbone_costs(architecture: str, model_args_json: str, num_labels: int, sh
     return features, classifier, width
 
 
+_HF_CONFIG_DROP = ("architectures", "transformers_version", "_name_or_path", "torch_dtype", "dtype")
+
+
+def hf_video_config(config: FrameSamplingVideoConfig, num_frames: int | None = None):
+    """The HF video model's config rebuilt from ``config.clip_classifier_config``, with the clip's labels.
+
+    Args:
+        config: A :class:`FrameSamplingVideoConfig` with ``clip_classifier="hf_video"``.
+        num_frames: Override its ``num_frames`` (to count the cost of another clip length).
+    """
+    from transformers import AutoConfig
+
+    settings = {k: v for k, v in config.clip_classifier_config.items() if k not in _HF_CONFIG_DROP}
+    settings.update(num_labels=config.num_labels, id2label=dict(config.id2label), label2id=dict(config.label2id))
+    settings.pop("problem_type", None)
+    if num_frames is not None:
+        settings["num_frames"] = num_frames
+    model_type = settings.pop("model_type")
+    try:
+        return AutoConfig.for_model(model_type, **settings)
+    except ValueError as error:
+        raise ValueError(
+            f"`clip_classifier_config` has model_type {model_type!r}, which transformers does not know ({error})."
+        ) from error
+
+
+def build_hf_video_model(hf_config) -> nn.Module:
+    """``AutoModelForVideoClassification.from_config(hf_config)``, with a clear error for non-video configs."""
+    from transformers import AutoModelForVideoClassification
+
+    try:
+        return AutoModelForVideoClassification.from_config(hf_config)
+    except ValueError as error:
+        raise ValueError(
+            f"`clip_classifier_config` (model_type {hf_config.model_type!r}) is not a video classifier config; use "
+            "e.g. VideoMAEConfig, TimesformerConfig or VivitConfig."
+        ) from error
+
+
+@functools.lru_cache(maxsize=64)
+def _hf_clip_flops(config_json: str, num_frames: int, shape: tuple[int, int, int]) -> int:
+    """FLOPs of the HF video classifier on one clip of ``num_frames`` frames of ``shape``, counted on meta."""
+    from transformers import AutoConfig
+
+    settings = json.loads(config_json)
+    hf_config = AutoConfig.for_model(settings.pop("model_type"), **settings)
+    hf_config.num_frames = num_frames
+    with torch.device("meta"):
+        model = build_hf_video_model(hf_config).eval()
+        clip = torch.empty(1, num_frames, *shape)
+    return _flop_count(model, lambda m, x: m(pixel_values=x).logits, clip)
+
+
 def _glance_costs(glance: GlanceNetwork, shape: tuple[int, int, int]) -> int:
     """FLOPs of the glance network on one full-resolution frame (downsampling counted as one add per pixel)."""
     cached = glance.__dict__.setdefault("_ahf_costs", {})
@@ -162,8 +219,14 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
     def __init__(self, config: FrameSamplingVideoConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.backbone = create_timm_model(config.architecture, config.num_labels, config.model_args)
-        width = int(self.backbone.num_features)
+        self.uses_hf_video = config.clip_classifier == "hf_video"
+        if self.uses_hf_video:
+            # The HF video model is the clip classifier; it keeps its own initialisation (or loaded weights).
+            self.backbone = build_hf_video_model(hf_video_config(config))
+            width = None
+        else:
+            self.backbone = create_timm_model(config.architecture, config.num_labels, config.model_args)
+            width = int(self.backbone.num_features)
         in_chans = self.in_chans
         if config.glance_architecture == GLANCE_BUILTIN:
             glance_features = GlanceCNN(in_chans, config.glance_width)
@@ -174,9 +237,11 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
             glance_width = int(glance_features.num_features)
         self.glance = GlanceNetwork(glance_features, glance_width, config.num_labels, config.glance_resolution)
         self.attention = (
-            AttentionPooling(width, config.attention_hidden_size) if config.aggregation == "attention" else None
+            AttentionPooling(width, config.attention_hidden_size)
+            if config.aggregation == "attention" and width is not None
+            else None
         )
-        self.gate = StopGate(width, config.num_labels, config.gate_hidden_size)
+        self.gate = StopGate(width, config.num_labels, config.gate_hidden_size) if width is not None else None
         self.dropout = nn.Dropout(config.classifier_dropout)
         new_parts = [self.glance.score, self.glance.classifier, self.attention, self.gate]
         if config.glance_architecture == GLANCE_BUILTIN:
@@ -218,7 +283,9 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
 
     @property
     def in_chans(self) -> int:
-        """Input channels of the backbone."""
+        """Input channels of the backbone (or of the HF video model)."""
+        if self.config.clip_classifier == "hf_video":
+            return int(self.backbone.config.num_channels)
         from timm.models._input import get_model_input_config
 
         return int(get_model_input_config(self.backbone)["input_size"][0])
@@ -260,6 +327,74 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
             model.load_backbone_weights(pretrained_weights)
         return model
 
+    @classmethod
+    def from_hf_video(
+        cls,
+        video_model: str | Path | Any,
+        num_labels: int | None = None,
+        **settings: Any,
+    ) -> FrameSamplingVideoClassifier:
+        """Builds a frame-sampling classifier whose clip classifier is a transformers video model.
+
+        The sampler picks ``frame_budget`` frames (default: the HF model's ``num_frames``) and the HF model
+        classifies them as one clip, in temporal order.
+
+        Args:
+            video_model: A Hub checkpoint name or local folder of a video classifier (VideoMAE, TimeSformer,
+                ViViT, ...; its weights are loaded, a classifier of another width is re-initialized), or an HF config
+                (the model is randomly initialized from it).
+            num_labels: Number of classes (default: the HF config's).
+            **settings: :class:`~adaptive_hf.video.config.FrameSamplingVideoConfig` fields (``sampler``,
+                ``num_frames``, ``frame_budget``, ``glance_resolution``, ...) and ``id2label``/``label2id``.
+        """
+        from transformers import AutoConfig, AutoModelForVideoClassification, PreTrainedConfig
+
+        allowed = set(FrameSamplingVideoConfig.__dataclass_fields__) | {"id2label", "label2id"}
+        unknown = sorted(set(settings) - allowed)
+        if unknown or {"clip_classifier", "clip_classifier_config"} & set(settings):
+            raise TypeError(
+                f"from_hf_video got unsupported settings {unknown or ['clip_classifier(_config)']}; pass config "
+                f"fields among {sorted(set(FrameSamplingVideoConfig.__annotations__))}."
+            )
+        weights = None
+        if isinstance(video_model, PreTrainedConfig):
+            hf_config = video_model
+        elif isinstance(video_model, (str, Path)):
+            hf_config = AutoConfig.from_pretrained(str(video_model))
+            weights = str(video_model)
+        else:
+            raise TypeError(
+                f"`video_model` must be a Hub name, a local folder or a transformers config; got {type(video_model)}."
+            )
+        num_labels = num_labels or hf_config.num_labels
+        hf_frames = getattr(hf_config, "num_frames", None)
+        if not isinstance(hf_frames, int):
+            raise ValueError(
+                f"{type(hf_config).__name__} has no integer `num_frames`; it is not a video model config."
+            )
+        settings.setdefault("num_frames", hf_frames)
+        if settings.get("frame_budget") is None and settings["num_frames"] != hf_frames:
+            settings["frame_budget"] = hf_frames
+        config_dict = {k: v for k, v in hf_config.to_dict().items() if k not in _HF_CONFIG_DROP}
+        for key in ("id2label", "label2id", "num_labels", "problem_type"):
+            config_dict.pop(key, None)
+        config = FrameSamplingVideoConfig(
+            architecture=hf_config.model_type,
+            clip_classifier="hf_video",
+            clip_classifier_config=config_dict,
+            num_labels=num_labels,
+            **settings,
+        )
+        model = cls(config)
+        if weights is not None:
+            pretrained = AutoModelForVideoClassification.from_pretrained(
+                weights, num_labels=num_labels, ignore_mismatched_sizes=True
+            )
+            missing = model.backbone.load_state_dict(pretrained.state_dict(), strict=False)
+            if missing.unexpected_keys or missing.missing_keys:
+                raise ValueError(f"{weights!r} does not match its own config: {missing}.")
+        return model
+
     def load_backbone_weights(self, weights: str | Path | dict[str, torch.Tensor]) -> list[str]:
         """Loads a plain timm state dict (or a file of one) into the backbone; the new modules are untouched.
 
@@ -269,6 +404,8 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         Returns:
             The backbone tensors left as initialized (its classifier when the width differs).
         """
+        if self.uses_hf_video:
+            raise ValueError("load_backbone_weights loads timm weights; an HF video model loads in from_hf_video.")
         return load_timm_state_dict(
             self.backbone, read_state_dict(weights), self.config.architecture, self.config.num_labels
         )
@@ -309,6 +446,15 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         """
         config = self.config
         shape = tuple(int(s) for s in frame_shape)
+        if self.uses_hf_video:
+            # The HF model classifies the clip as a whole; its cost is shared evenly over the clip's frames.
+            clip = _hf_clip_flops(self._hf_config_json(), config.budget, shape)
+            return {
+                "frame": clip / config.budget,
+                "classifier": 0,
+                "glance": _glance_costs(self.glance, shape),
+                "gate": 0,
+            }
         features, classifier, width = _backbone_costs(
             config.architecture, json.dumps(config.model_args, sort_keys=True), config.num_labels, shape
         )
@@ -326,8 +472,18 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         Args:
             frame_shape: ``(channels, height, width)`` of the input frames.
         """
+        if self.uses_hf_video:
+            # The same HF video model run on every frame of the clip (its config with num_frames = T).
+            shape = tuple(int(s) for s in frame_shape)
+            return _hf_clip_flops(self._hf_config_json(), self.config.num_frames, shape)
         costs = self.frame_costs(frame_shape)
         return frame_sampling_flops(self.config.num_frames, costs["frame"], classifier_flops=costs["classifier"])
+
+    def _hf_config_json(self) -> str:
+        settings = self.backbone.config.to_dict()
+        for key in ("id2label", "label2id", *_HF_CONFIG_DROP):
+            settings.pop(key, None)
+        return json.dumps(settings, sort_keys=True, default=str)
 
     # ----------------------------------------------------------------------------------------------- forward
     def forward(
@@ -380,11 +536,22 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         )
         return flops if isinstance(flops, torch.Tensor) else torch.full_like(frames_used, flops, dtype=torch.float64)
 
+    def _classify_clip(self, pixel_values, indices, weights=None) -> torch.Tensor:
+        """HF video model on the chosen frames ``(batch, k)`` (temporal order); ``weights`` scale the frames
+        (straight-through: value 1, so the gradient reaches the scorer)."""
+        clip = self._gather(pixel_values, indices).view(*indices.shape, *pixel_values.shape[2:])
+        if weights is not None:
+            clip = clip * weights[:, :, None, None, None].to(clip.dtype)
+        return self.backbone(pixel_values=clip).logits
+
     def _forward_uniform(self, pixel_values, labels, budget):
         batch, steps = pixel_values.shape[:2]
         indices = uniform_indices(steps, budget, pixel_values.device).expand(batch, budget)
-        features = self.frame_features(self._gather(pixel_values, indices)).view(batch, budget, -1)
-        logits = self.classify(self._aggregate(features))
+        if self.uses_hf_video:
+            logits = self._classify_clip(pixel_values, indices)
+        else:
+            features = self.frame_features(self._gather(pixel_values, indices)).view(batch, budget, -1)
+            logits = self.classify(self._aggregate(features))
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         frames_used = torch.full((batch,), budget, dtype=torch.long, device=logits.device)
         flops = self._costs_tensor(pixel_values, frames_used, 0, 1, 0)
@@ -400,13 +567,16 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
             ordered = keys.detach().topk(budget, dim=1).indices
         else:
             ordered = scores.topk(budget, dim=1).indices
-        indices, order = ordered.sort(dim=1)
-        features = self.frame_features(self._gather(pixel_values, indices)).view(batch, budget, -1)
+        indices, order = ordered.sort(dim=1)  # temporal order: what an HF video model expects
         if self.training and config.sampler_training == "relaxed_topk":
             soft = relaxed_topk(keys, budget, config.topk_temperature).gather(1, indices)
             # Straight-through: the forward value stays 1 (the hard choice), the gradient is the relaxation's.
             weights = 1.0 + soft - soft.detach()
-        logits = self.classify(self._aggregate(features, weights))
+        if self.uses_hf_video:
+            logits = self._classify_clip(pixel_values, indices, weights)
+        else:
+            features = self.frame_features(self._gather(pixel_values, indices)).view(batch, budget, -1)
+            logits = self.classify(self._aggregate(features, weights))
         loss = None
         if labels is not None:
             per_video = F.cross_entropy(logits, labels, reduction="none")
@@ -416,6 +586,8 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
                     frame_labels = labels[:, None].expand(batch, steps).reshape(-1)
                     glance_loss = F.cross_entropy(glance_logits.flatten(0, 1), frame_labels)
                     loss = loss + config.glance_loss_weight * glance_loss
+                if config.glance_usefulness_weight > 0:
+                    loss = loss + config.glance_usefulness_weight * self._usefulness_loss(pixel_values, scores, labels)
                 if config.sampler_training == "reinforce":
                     reward = -per_video.detach()
                     advantage = reward - reward.mean()
@@ -424,6 +596,20 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         frames_used = torch.full((batch,), budget, dtype=torch.long, device=logits.device)
         flops = self._costs_tensor(pixel_values, frames_used, steps, 1, 0)
         return FrameSamplingVideoClassifierOutput(loss, logits, frames_used, indices, scores.detach(), flops)
+
+    def _usefulness_loss(self, pixel_values, scores, labels, frame_logits=None) -> torch.Tensor:
+        """SCSampler-style glance supervision: ``sigmoid(score)`` of each frame regresses (binary cross-entropy)
+        the backbone's probability of the true class on that frame alone, computed without gradient (training
+        only; the backbone then runs on every frame, which is the price of the supervision)."""
+        batch, steps = scores.shape
+        if frame_logits is None:
+            with torch.no_grad():
+                features = self.frame_features(pixel_values.flatten(0, 1))
+                frame_logits = self.backbone.get_classifier()(features).view(batch, steps, -1)
+        target = torch.softmax(frame_logits.detach().float(), -1).gather(
+            -1, labels[:, None, None].expand(batch, steps, 1)
+        )
+        return F.binary_cross_entropy_with_logits(scores, target.squeeze(-1).to(scores.dtype))
 
     def _frame_order(self, pixel_values) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """``(batch, T)`` processing order for ``early_stop``, and the glance scores/logits when they ran."""
@@ -435,23 +621,31 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         base = coverage_order(steps) if order == "coverage" else torch.arange(steps)
         return base.to(pixel_values.device).expand(batch, steps), None, None
 
+    @staticmethod
+    def _chunk_ends(budget: int, frames_per_step: int) -> list[int]:
+        """Frames processed after each early-stop step: ``k, 2k, ...``, ending at ``budget``."""
+        return list(range(frames_per_step, budget, frames_per_step)) + [budget]
+
     def _train_early_stop(self, pixel_values, labels, budget):
         config = self.config
         batch, steps = pixel_values.shape[:2]
         order, scores, glance_logits = self._frame_order(pixel_values)
         indices = order[:, :budget]
         features = self.frame_features(self._gather(pixel_values, indices)).view(batch, budget, -1)
-        # Every prefix 1..budget is classified: the classifier must be right early, and the gate learns when it is.
-        prefix = torch.ones(budget, budget, dtype=torch.bool, device=features.device).tril()
-        expanded = features[:, None].expand(batch, budget, budget, features.size(-1)).flatten(0, 1)
-        masks = prefix[None].expand(batch, budget, budget).flatten(0, 1)
+        # Every prefix that inference can stop after (one per chunk of frames_per_step frames) is classified: the
+        # classifier must be right early, and the gate learns when it is.
+        ends = torch.tensor(self._chunk_ends(budget, config.frames_per_step), device=features.device)
+        num_steps = len(ends)
+        prefix = torch.arange(budget, device=features.device)[None] < ends[:, None]
+        expanded = features[:, None].expand(batch, num_steps, budget, features.size(-1)).flatten(0, 1)
+        masks = prefix[None].expand(batch, num_steps, budget).flatten(0, 1)
         pooled = self._aggregate(expanded, mask=masks)
-        step_logits = self.classify(pooled).view(batch, budget, -1)
-        gate_logits = self.gate(pooled, step_logits.flatten(0, 1)).view(batch, budget)
+        step_logits = self.classify(pooled).view(batch, num_steps, -1)
+        gate_logits = self.gate(pooled, step_logits.flatten(0, 1)).view(batch, num_steps)
         logits = step_logits[:, -1]
         loss = None
         if labels is not None:
-            step_labels = labels[:, None].expand(batch, budget)
+            step_labels = labels[:, None].expand(batch, num_steps)
             step_losses = F.cross_entropy(step_logits.flatten(0, 1), step_labels.reshape(-1), reduction="none")
             loss = step_losses.mean()
             correct = (step_logits.argmax(-1) == step_labels).to(gate_logits.dtype)
@@ -464,14 +658,18 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
                 # The glance order should put the frames the classifier finds easiest first: match the scores of
                 # the processed frames to a softmax over their negated single-frame losses.
                 single = self.classify(features.flatten(0, 1)).view(batch, budget, -1)
-                frame_losses = F.cross_entropy(single.flatten(0, 1), step_labels.reshape(-1), reduction="none").view(
+                frame_labels = labels[:, None].expand(batch, budget).reshape(-1)
+                frame_losses = F.cross_entropy(single.flatten(0, 1), frame_labels, reduction="none").view(
                     batch, budget
                 )
                 target = torch.softmax(-frame_losses.detach(), dim=1)
                 chosen_scores = scores.gather(1, indices)
                 loss = loss - config.policy_loss_weight * (target * torch.log_softmax(chosen_scores, 1)).sum(1).mean()
+                if config.glance_usefulness_weight > 0:
+                    usefulness = self._usefulness_loss(pixel_values, chosen_scores, labels, frame_logits=single)
+                    loss = loss + config.glance_usefulness_weight * usefulness
         frames_used = torch.full((batch,), budget, dtype=torch.long, device=logits.device)
-        flops = self._costs_tensor(pixel_values, frames_used, steps if scores is not None else 0, budget, budget)
+        flops = self._costs_tensor(pixel_values, frames_used, steps if scores is not None else 0, num_steps, num_steps)
         scores = scores.detach() if scores is not None else None
         return FrameSamplingVideoClassifierOutput(loss, logits, frames_used, indices.contiguous(), scores, flops)
 
@@ -484,27 +682,33 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         buffer = None
         logits_out = None
         frames_used = torch.zeros(batch, dtype=torch.long, device=device)
+        classifier_evals = torch.zeros(batch, dtype=torch.long, device=device)
+        gate_evals = torch.zeros(batch, dtype=torch.long, device=device)
         chosen = torch.full((batch, budget), -1, dtype=torch.long, device=device)
         active = torch.arange(batch, device=device)
-        for step in range(budget):
-            frame_index = order.index_select(0, active)[:, step]
-            # Only the videos still running are gathered: finished ones never reach the backbone again.
-            frames = pixel_values[active, frame_index]
-            features = self.frame_features(frames)
+        start = 0
+        for end in self._chunk_ends(budget, config.frames_per_step):
+            frame_index = order.index_select(0, active)[:, start:end]
+            # Only the videos still running are gathered: finished ones never reach the backbone again. A chunk of
+            # frames_per_step frames per video goes to the backbone in one call.
+            frames = pixel_values[active[:, None], frame_index].flatten(0, 1)
+            features = self.frame_features(frames).view(active.numel(), end - start, -1)
             if buffer is None:
-                width = features.size(-1)
-                buffer = features.new_zeros(batch, budget, width)
+                buffer = features.new_zeros(batch, budget, features.size(-1))
                 logits_out = features.new_empty(batch, config.num_labels)
-            buffer[active, step] = features
-            pooled = self._aggregate(buffer.index_select(0, active)[:, : step + 1])
+            buffer[active, start:end] = features
+            pooled = self._aggregate(buffer.index_select(0, active)[:, :end])
             logits = self.classify(pooled)
-            frames_used[active] = step + 1
-            chosen[active, step] = frame_index
-            if step + 1 == budget:
+            frames_used[active] = end
+            classifier_evals[active] += 1
+            chosen[active, start:end] = frame_index
+            start = end
+            if end == budget:
                 logits_out[active] = logits.to(logits_out.dtype)
                 break
-            if step + 1 < config.min_frames:
+            if end < config.min_frames:
                 continue
+            gate_evals[active] += 1
             stop = torch.sigmoid(self.gate(pooled, logits)) >= config.exit_threshold
             if bool(stop.any()):
                 logits_out[active[stop]] = logits[stop].to(logits_out.dtype)
@@ -512,10 +716,8 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
                 if active.numel() == 0:
                     break
         loss = F.cross_entropy(logits_out, labels) if labels is not None else None
-        # The classifier ran once per step; the gate at every step from min_frames on, except after the last frame.
-        gate_evals = (frames_used.clamp(max=budget - 1) - config.min_frames + 1).clamp(min=0)
         flops = self._costs_tensor(
-            pixel_values, frames_used, steps if scores is not None else 0, frames_used, gate_evals
+            pixel_values, frames_used, steps if scores is not None else 0, classifier_evals, gate_evals
         )
         scores = scores.detach() if scores is not None else None
         return FrameSamplingVideoClassifierOutput(loss, logits_out, frames_used, chosen, scores, flops)
@@ -526,10 +728,16 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
 
     def model_card_details(self) -> tuple[list[str], str]:
         config = self.config
-        tags = ["adaptive-hf", "frame-sampling", "video-classification", "timm", config.architecture]
+        library = "transformers" if self.uses_hf_video else "timm"
+        tags = ["adaptive-hf", "frame-sampling", "video-classification", library, config.architecture]
         body = (
             f"Frame sampling: sampler `{config.sampler}`, {config.num_frames} frames per clip, frame budget "
-            f"{config.budget}, aggregation `{config.aggregation}`, per-frame backbone `{config.architecture}`"
+            f"{config.budget}, aggregation `{config.aggregation}`, "
+            + (
+                f"HF video clip classifier `{config.architecture}`"
+                if self.uses_hf_video
+                else f"per-frame backbone `{config.architecture}`"
+            )
             + (
                 f", exit threshold {config.exit_threshold}, order `{config.frame_order}`"
                 if config.sampler == "early_stop"
