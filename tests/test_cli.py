@@ -221,3 +221,192 @@ def test_calibrate_rejects_non_early_exit_models(workspace, other_models, capsys
     argv = ["calibrate", str(other_models["halting"]), "--dataset", str(workspace / "data.jsonl")]
     assert main([*argv, "--text-column", "sentence", "--max-accuracy-drop", "0.01", "--no-progress"]) == 2
     assert "calibrate picks the exit policy of early-exit classifiers" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------------ images
+TINY_TIMM_VIT = dict(img_size=28, patch_size=7, embed_dim=16, depth=3, num_heads=2, in_chans=1)
+IMAGE_MEAN, IMAGE_STD = [0.13], [0.31]
+
+
+@pytest.fixture(scope="module")
+def image_models(tmp_path_factory):
+    """Tiny saved image models: early exits on a 1-channel timm ViT, a timm ResNet (3 channels, 32 px) and an HF
+    ViT (3 channels, 28 px), and token halting on a timm ViT. No tokenizer anywhere."""
+    import torch
+
+    from adaptive_hf import (
+        EarlyExitTimmForImageClassification,
+        EarlyExitViTForImageClassification,
+        HaltingTimmConfig,
+        HaltingTimmForImageClassification,
+    )
+    from adaptive_hf.early_exit.vision_config import EarlyExitViTConfig
+
+    root = tmp_path_factory.mktemp("cli_images")
+    torch.manual_seed(0)
+    models = {
+        "timm_vit": EarlyExitTimmForImageClassification.from_timm(
+            "vit_tiny_patch16_224", num_labels=10, model_args=dict(TINY_TIMM_VIT), image_mean=IMAGE_MEAN,
+            image_std=IMAGE_STD,
+        ),
+        "timm_resnet": EarlyExitTimmForImageClassification.from_timm(
+            "test_resnet", num_labels=10, image_size=[32, 32]
+        ),
+        "hf_vit": EarlyExitViTForImageClassification(
+            EarlyExitViTConfig(
+                hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=24, image_size=28,
+                patch_size=7, num_labels=10,
+            )
+        ),
+        "halting": HaltingTimmForImageClassification(
+            HaltingTimmConfig(
+                architecture="vit_tiny_patch16_224", model_args=dict(TINY_TIMM_VIT), num_labels=10,
+                halting_granularity="token", halting_threshold=0.9, image_mean=IMAGE_MEAN, image_std=IMAGE_STD,
+            )
+        ),
+    }  # fmt: skip
+    for unit in models["halting"].halting_units:
+        torch.nn.init.normal_(unit.proj.weight, std=0.6)
+    folders = {}
+    for name, model in models.items():
+        folders[name] = root / name
+        model.save_pretrained(folders[name])
+    return folders
+
+
+def _expected_full_depth_accuracy(model_dir, count, mean, std, size, channels):
+    """What full depth scores on the first ``count`` test digits, prepared by hand."""
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    from adaptive_hf.data import load_image_arrays, to_pixel_values
+
+    model = AutoModelForImageClassification.from_pretrained(model_dir).eval()
+    images, labels = load_image_arrays("mnist_subset", validation=True)["test"]
+    pixels = to_pixel_values(images[:count], size, channels, mean, std)
+    with torch.no_grad():
+        if hasattr(model.config, "exit_policy"):
+            model.config.exit_policy = "none"
+        else:
+            model.config.halting_enabled = False
+        predictions = model(pixels).logits.argmax(-1)
+    return float((predictions == torch.as_tensor(labels[:count])).double().mean())
+
+
+@pytest.mark.parametrize(
+    ("kind", "size", "channels", "mean"),
+    [("timm_vit", 28, 1, IMAGE_MEAN), ("timm_resnet", 32, 3, [0.5, 0.5, 0.5]), ("hf_vit", 28, 3, [0.5, 0.5, 0.5])],
+)
+def test_image_early_exit_calibrate_evaluate_bench(image_models, tmp_path, capsys, kind, size, channels, mean):
+    import shutil
+
+    from transformers import AutoModelForImageClassification
+
+    model_dir = tmp_path / kind
+    shutil.copytree(image_models[kind], model_dir)
+    data = ["--dataset", "mnist_subset", "--max-samples", "40", "--no-progress"]
+    report_path = tmp_path / "calibration.json"
+    argv = ["calibrate", str(model_dir), *data, "--max-accuracy-drop", "0.05", "--json", str(report_path), "--save"]
+    assert main(argv) == 0
+    report = json.loads(report_path.read_text())
+    assert report["num_samples"] == 40 and report["criterion"] == "max_accuracy_drop=0.05"
+    saved = AutoModelForImageClassification.from_pretrained(model_dir)
+    assert saved.config.exit_policy == report["chosen"]["exit_policy"]
+    capsys.readouterr()
+
+    out_json, out_png = tmp_path / "eval.json", tmp_path / "tradeoff.png"
+    argv = [
+        "evaluate", str(model_dir), *data, "--json", str(out_json), "--plot", str(out_png), "--policies",
+        "confidence", "patience", "--realized-points", "1", "--realized-samples", "8", "--repeats", "1",
+        "--batch-size", "16", "--threads", "1",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    payload = json.loads(out_json.read_text())
+    std = IMAGE_STD if kind == "timm_vit" else [0.5] * channels
+    assert payload["preprocessing"] == {"image_size": [size, size], "num_channels": channels, "mean": mean, "std": std}
+    # The CLI prepares the digits the way the model records (size, channels, normalization): same accuracy by hand.
+    expected = _expected_full_depth_accuracy(model_dir, 40, mean, std, size, channels)
+    assert payload["num_samples"] == 40 and payload["full_depth_accuracy"] == pytest.approx(expected)
+    assert {r["exit_policy"] for r in payload["rows"]} == {"none", "confidence", "patience"}
+    assert payload["realized"] and all(
+        r["realized_speedup"] > 0 and r["timed_samples"] == 8 for r in payload["realized"]
+    )
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    bench_json = tmp_path / "bench.json"
+    argv = [
+        "bench", str(model_dir), "--dataset", "mnist_subset", "--max-samples", "8", "--batch-sizes", "1", "4",
+        "--threads", "1", "--repeats", "1", "--policy", "confidence", "--threshold", "0.15", "--json",
+        str(bench_json), "--no-progress",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert "| batch size |" in capsys.readouterr().out
+    results = json.loads(bench_json.read_text())["results"]
+    assert [r["batch_size"] for r in results] == [1, 4] and all(r["num_samples"] == 8 for r in results)
+    assert results[0]["average_exit_layer"] == pytest.approx(results[1]["average_exit_layer"])
+    assert all(r["theoretical_speedup"] > 0 and r["realized_speedup"] > 0 for r in results)
+
+
+def test_image_halting_evaluate_and_bench_and_calibrate_rejects(image_models, tmp_path, capsys):
+    model_dir = image_models["halting"]
+    data = ["--dataset", "mnist_subset", "--max-samples", "24", "--no-progress"]
+    out_json, out_png = tmp_path / "eval.json", tmp_path / "sweep.png"
+    assert main(["evaluate", str(model_dir), *data, "--json", str(out_json), "--plot", str(out_png)]) == 0
+    rows = json.loads(out_json.read_text())["rows"]
+    assert rows[0]["setting"] == "full depth" and rows[0]["theoretical_speedup"] == pytest.approx(1)
+    expected = _expected_full_depth_accuracy(model_dir, 24, IMAGE_MEAN, IMAGE_STD, 28, 1)
+    assert rows[0]["accuracy"] == pytest.approx(expected)
+    assert max(r["theoretical_speedup"] for r in rows) > 1.0
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bench_json = tmp_path / "bench.json"
+    argv = ["bench", str(model_dir), *data, "--batch-sizes", "1", "4", "--threads", "1", "--repeats", "1"]
+    assert main([*argv, "--json", str(bench_json)]) == 0
+    results = json.loads(bench_json.read_text())["results"]
+    assert [r["batch_size"] for r in results] == [1, 4] and all(r["num_samples"] == 24 for r in results)
+    capsys.readouterr()
+    assert main(["calibrate", str(model_dir), *data, "--max-accuracy-drop", "0.01"]) == 2
+    assert "calibrate picks the exit policy of early-exit classifiers" in capsys.readouterr().err
+
+
+def test_image_dataset_folder_with_pil_images(image_models, tmp_path, capsys):
+    """A save_to_disk folder (what a Hub image dataset looks like): RGB PIL images of mixed sizes, named labels."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pictures = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in [(30, 30), (20, 24)] * 6]
+    features = datasets.Features(
+        {"img": datasets.Image(), "digit": datasets.ClassLabel(names=[str(i) for i in range(10)])}
+    )
+    folder = tmp_path / "pictures"
+    datasets.Dataset.from_dict(
+        {"img": pictures, "digit": [i % 10 for i in range(12)]}, features=features
+    ).save_to_disk(str(folder))
+    for kind in ("timm_vit", "timm_resnet"):  # RGB to gray for the 1-channel ViT; resized to 32 px for the ResNet
+        out_json = tmp_path / f"{kind}.json"
+        argv = [
+            "evaluate", str(image_models[kind]), "--dataset", str(folder), "--label-column", "digit",
+            "--realized-points", "0", "--json", str(out_json), "--no-progress",
+        ]  # fmt: skip
+        assert main(argv) == 0
+        assert json.loads(out_json.read_text())["num_samples"] == 12
+    capsys.readouterr()
+    argv = ["evaluate", str(image_models["timm_vit"]), "--dataset", str(folder), "--image-column", "nope"]
+    assert main([*argv, "--no-progress"]) == 2
+    assert "--image-column" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--dataset", "mnist_subset", "--split", "dev"], "--split"),
+        (["--dataset", "mnist_subset", "--image-mean", "0.1", "0.2"], "image_mean"),
+        (["--dataset", "mnist_subset", "--image-std", "0"], "image_std"),
+        (["--dataset", "no_such_image_set_xyz"], "Unknown dataset"),
+    ],
+)
+def test_image_errors_are_clear(image_models, capsys, extra, match):
+    argv = ["evaluate", str(image_models["timm_vit"]), *extra, "--max-samples", "8", "--no-progress"]
+    assert main(argv) == 2
+    assert match in capsys.readouterr().err

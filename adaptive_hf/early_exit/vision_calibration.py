@@ -4,22 +4,21 @@
 table. For text it builds that table from token ids; :func:`collect_image_exit_logits` builds it from images
 (``pixel_values``), with per-image costs from ``model.exit_flops()``, so image models calibrate with
 ``adaptive_hf.calibrate(model, None, max_accuracy_drop=..., exit_logits=collect_image_exit_logits(...))``.
-:func:`measure_image_speedup` is the image counterpart of the text benchmark's measurement (same protocol:
-same inputs, interleaved A B A B after warm-up, medians, fixed threads).
+:func:`measure_image_speedup` is the image counterpart of the text benchmark's measurement, on the shared timer
+(:func:`adaptive_hf.core.timing.time_interleaved`: same inputs, interleaved A B A B after warm-up, medians, fixed
+threads).
 """
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 
+from ..core.timing import time_interleaved
+from .benchmarking import SETTING_FIELDS, _apply
 from .calibration import ExitLogits
-
-SETTING_FIELDS = ("exit_policy", "exit_threshold", "patience")
 
 
 def _batches(pixel_values: torch.Tensor | Iterable, batch_size: int):
@@ -75,16 +74,6 @@ def collect_image_exit_logits(
     )
 
 
-def _apply(config, setting: Mapping[str, Any]) -> None:
-    # Threshold first: a threshold next to policy 'patience' is rejected at the next forward.
-    if "exit_threshold" in setting:
-        config.exit_threshold = setting["exit_threshold"]
-    if "patience" in setting:
-        config.patience = setting["patience"]
-    if "exit_policy" in setting:
-        config.exit_policy = setting["exit_policy"]
-
-
 def measure_image_speedup(
     model,
     batches: Sequence[torch.Tensor],
@@ -119,57 +108,32 @@ def measure_image_speedup(
     adaptive = dict(saved if setting is None else {**saved, **setting})
     if adaptive["exit_policy"] == "patience":
         adaptive["exit_threshold"] = None
-    old_threads, was_training = torch.get_num_threads(), model.training
-    adaptive_times, full_times = [], []
+    was_training = model.training
+
+    def run(setting_to_apply):
+        _apply(config, setting_to_apply)
+        return [model(batch).exit_layer for batch in batches]
+
     try:
-        if threads is not None:
-            torch.set_num_threads(threads)
         model.eval()
-        with torch.inference_mode():
-            for round_index in range(warmup + repeats):
-                _apply(config, adaptive)
-                start = time.perf_counter()
-                exit_layers = [model(batch).exit_layer for batch in batches]
-                seconds_a = time.perf_counter() - start
-                _apply(config, {"exit_policy": "none"})
-                start = time.perf_counter()
-                for batch in batches:
-                    model(batch)
-                seconds_b = time.perf_counter() - start
-                if round_index >= warmup:
-                    adaptive_times.append(seconds_a)
-                    full_times.append(seconds_b)
+        timing = time_interleaved(
+            lambda: run(adaptive), lambda: run({"exit_policy": "none"}), repeats, warmup, threads
+        )
     finally:
         _apply(config, saved)
         model.train(was_training)
-        torch.set_num_threads(old_threads)
-    exit_layer = torch.cat([x.cpu() for x in exit_layers]).long()
+    exit_layer = torch.cat([x.cpu() for x in timing.adaptive_output]).long()
     costs, full = model.exit_flops()
     if adaptive["exit_policy"] == "none":
         spent = full * exit_layer.numel()
     else:
         cost_of_layer = dict(zip(config.exit_layers, costs, strict=True))
         spent = sum(cost_of_layer[int(layer)] for layer in exit_layer.tolist())
-    theoretical = full * exit_layer.numel() / spent
-    realized = statistics.median(full_times) / statistics.median(adaptive_times)
-
-    def spread(times):
-        return (max(times) - min(times)) / statistics.median(times)
-
     result = {
         "setting": {k: adaptive[k] for k in SETTING_FIELDS},
         "batch_size": max(int(b.size(0)) for b in batches),
         "num_images": int(exit_layer.numel()),
-        "threads": torch.get_num_threads() if threads is None else threads,
-        "repeats": repeats,
-        "adaptive_seconds": statistics.median(adaptive_times),
-        "full_seconds": statistics.median(full_times),
-        "realized_speedup": realized,
-        "theoretical_speedup": theoretical,
-        "efficiency": realized / theoretical,
         "average_exit_layer": float(exit_layer.double().mean()),
-        "adaptive_spread": spread(adaptive_times),
-        "full_spread": spread(full_times),
     }
-    result["noisy"] = bool(max(result["adaptive_spread"], result["full_spread"]) > 0.2)
+    result.update(timing.summary(full * exit_layer.numel() / spent))
     return result

@@ -32,6 +32,18 @@ class _VisionExitConfigMixin(EarlyExitConfigMixin):
                 "'mean'."
             )
         check_number("exit_dropout", self.exit_dropout, 0.0, 1.0, high_inclusive=False)
+        for name in ("image_mean", "image_std"):
+            value = getattr(self, name, None)
+            if value is None:
+                continue
+            values = [value] if isinstance(value, (int, float)) else list(value)
+            if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                raise ValueError(
+                    f"`{name}` must be None, a number or a list of numbers (one per channel); got {value!r}."
+                )
+            if name == "image_std" and min(values) <= 0:
+                raise ValueError(f"`image_std` values must be > 0; got {value!r}.")
+            setattr(self, name, [float(v) for v in values])
 
 
 class EarlyExitTimmConfig(_VisionExitConfigMixin, PreTrainedConfig):
@@ -47,6 +59,10 @@ class EarlyExitTimmConfig(_VisionExitConfigMixin, PreTrainedConfig):
         exit_dropout: Dropout in the intermediate exit heads.
         exit_pooling: ``"cls"`` or ``"mean"`` for transformers; ``None`` = what the model's own head uses.
         exit_head: ``"linear"`` or ``"mlp"`` for the intermediate heads (the final exit is the timm head).
+        image_mean: Per-channel mean the training inputs were normalized with (after scaling to [0, 1]); recorded
+            so tools such as ``adaptive-hf evaluate`` preprocess new images the same way. ``None`` = the timm
+            model's ``pretrained_cfg`` mean.
+        image_std: Per-channel standard deviation, likewise.
         **kwargs: The exit fields of :class:`~adaptive_hf.early_exit.config.EarlyExitConfigMixin` and
             ``PreTrainedConfig`` fields (``num_labels``, ``id2label``, ...).
     """
@@ -57,6 +73,8 @@ class EarlyExitTimmConfig(_VisionExitConfigMixin, PreTrainedConfig):
     model_args: dict | None = None
     exit_granularity: str | None = None
     image_size: list[int] | None = None
+    image_mean: list[float] | None = None
+    image_std: list[float] | None = None
     exit_dropout: float = 0.0
     exit_layers: list[int] | None = None
     exit_pooling: str | None = None
@@ -119,6 +137,9 @@ class EarlyExitViTConfig(_VisionExitConfigMixin, ViTConfig):
         exit_pooling: ``"cls"`` (default) or ``"mean"`` for the intermediate heads.
         exit_head: ``"linear"`` or ``"mlp"`` for the intermediate heads.
         exit_dropout: Dropout in the intermediate exit heads.
+        image_mean: Per-channel mean the training inputs were normalized with (after scaling to [0, 1]), for tools
+            that preprocess new images; ``None`` = the ViT image processor's default (0.5).
+        image_std: Per-channel standard deviation, likewise.
         **kwargs: ``ViTConfig`` fields and the exit fields of
             :class:`~adaptive_hf.early_exit.config.EarlyExitConfigMixin`.
     """
@@ -127,6 +148,8 @@ class EarlyExitViTConfig(_VisionExitConfigMixin, ViTConfig):
     backbone_adapter = HFViTAdapter
 
     exit_dropout: float = 0.0
+    image_mean: list[float] | None = None
+    image_std: list[float] | None = None
     exit_layers: list[int] | None = None
     exit_pooling: str = "cls"
     exit_head: str = "linear"
@@ -144,7 +167,7 @@ class EarlyExitViTConfig(_VisionExitConfigMixin, ViTConfig):
         super().validate_early_exit()
 
 
-VISION_EXIT_FIELDS = ("exit_granularity", "exit_dropout")
+VISION_EXIT_FIELDS = ("exit_granularity", "exit_dropout", "image_mean", "image_std")
 
 
 def split_exit_settings(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

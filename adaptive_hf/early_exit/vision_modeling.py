@@ -301,6 +301,8 @@ class EarlyExitTimmForImageClassification(_VisionEarlyExitMixin, PreTrainedModel
             "exit_pooling",
             "exit_head",
             "exit_dropout",
+            "image_mean",
+            "image_std",
             "exit_policy",
             "exit_threshold",
             "patience",
