@@ -8,12 +8,14 @@ Steps:
 
 1. Generate train / validation / test clips (seeded, disjoint source images; the labelled item is clear in only 3-6
    of the ``--num_frames`` frames, the others show a distractor, an occlusion or noise).
-2. Train the per-frame classifier with ``sampler="uniform"`` on every frame (the full-compute reference).
+2. Pretrain the per-frame backbone on single clear frames (``--pretrain_frames`` Fashion-MNIST items at random
+   places, from the training split's source images), then train the per-frame classifier with ``sampler="uniform"``
+   on every frame (the full-compute reference). Both the reference and the samplers start from this backbone.
 3. ``saliency``: start from it, train the glance network (and fine-tune the backbone) at ``--train_budget`` frames
    with the relaxed top-k, the glance scores supervised SCSampler-style (``--glance_usefulness_weight``: each
    frame's score predicts the backbone's probability of the true class on that frame).
 4. ``early_stop``: start from the saliency model (its glance network orders the frames, ``--frame_order glance``),
-   train every prefix of ``--frames_per_step`` frames and the stop gate.
+   train every prefix of ``--frames_per_step`` frames (up to ``--early_stop_budget`` frames) and the stop gate.
 5. On the test clips, report accuracy, frames used, theoretical speedup (glance and gate included) and videos/second
    for uniform at every ``--budgets`` value, saliency at every budget and early stop at every ``--thresholds`` value;
    save the models and ``results.json``. ``benchmarks/video.py`` times the saved models interleaved.
@@ -37,8 +39,13 @@ import torch  # noqa: E402
 from transformers import Trainer, TrainingArguments, set_seed  # noqa: E402
 
 import adaptive_hf  # noqa: E402,F401
-from adaptive_hf.video.data import VideoCollator, fashion_mnist_available, load_moving_fashion_mnist  # noqa: E402
-from adaptive_hf.video.evaluation import evaluate_video_classifier  # noqa: E402
+from adaptive_hf.video.data import (  # noqa: E402
+    VideoCollator,
+    fashion_mnist_available,
+    load_fashion_mnist_frames,
+    load_moving_fashion_mnist,
+)
+from adaptive_hf.video.evaluation import evaluate_video_classifier, save_video_collator  # noqa: E402
 from adaptive_hf.video.modeling import FrameSamplingVideoClassifier  # noqa: E402
 
 
@@ -57,6 +64,8 @@ def parse_args(argv=None):
     parser.add_argument("--num_train", type=int, default=1024)
     parser.add_argument("--num_validation", type=int, default=128)
     parser.add_argument("--num_test", type=int, default=256)
+    parser.add_argument("--pretrain_frames", type=int, default=8000, help="single frames to pretrain on (0: none)")
+    parser.add_argument("--pretrain_epochs", type=float, default=2.0)
     parser.add_argument("--epochs", type=float, default=4.0, help="epochs of the uniform reference")
     parser.add_argument("--sampler_epochs", type=float, default=1.5, help="epochs of each sampler's fine-tuning")
     parser.add_argument("--learning_rate", type=float, default=3e-3)
@@ -70,6 +79,7 @@ def parse_args(argv=None):
     parser.add_argument("--glance_usefulness_weight", type=float, default=1.0)
     parser.add_argument("--frame_order", default="glance", choices=["glance", "coverage", "sequential"])
     parser.add_argument("--frames_per_step", type=int, default=1, help="early stop: frames per backbone call")
+    parser.add_argument("--early_stop_budget", type=int, default=8, help="early stop: most frames per video")
     parser.add_argument(
         "--threads",
         type=int,
@@ -80,10 +90,10 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def train(model, dataset, collator, args, epochs: float, learning_rate: float, name: str):
+def train(model, dataset, collator, args, epochs: float, learning_rate: float, name: str, batch_size=None):
     training_args = TrainingArguments(
         output_dir=str(Path(args.output_dir, "checkpoints", name)),
-        per_device_train_batch_size=args.batch_size,
+        per_device_train_batch_size=batch_size or args.batch_size,
         num_train_epochs=epochs,
         learning_rate=learning_rate,
         weight_decay=0.01,
@@ -143,8 +153,21 @@ def main(argv=None):
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
     )
-    timings = {"uniform": train(reference, train_set, collator, args, args.epochs, args.learning_rate, "uniform")}
+    timings = {}
+    if args.pretrain_frames > 0:
+        # Frame-level pretraining: the same backbone as a one-frame "video" classifier on clear single frames.
+        frames = load_fashion_mnist_frames("train", args.pretrain_frames, args.image_size, seed=args.seed)
+        single = FrameSamplingVideoClassifier(copy.deepcopy(reference.config))
+        single.config.num_frames = 1
+        single.backbone.load_state_dict(reference.backbone.state_dict())
+        timings["pretrain_frames"] = train(
+            single, frames, collator, args, args.pretrain_epochs, args.learning_rate, "frames", batch_size=64
+        )
+        reference.backbone.load_state_dict(single.backbone.state_dict())
+    timings["uniform"] = train(reference, train_set, collator, args, args.epochs, args.learning_rate, "uniform")
+    clip_settings_saved = {"image_size": args.image_size, "num_frames": args.num_frames}
     reference.save_pretrained(output / "uniform")
+    save_video_collator(collator, output / "uniform", **clip_settings_saved)
 
     saliency = copy.deepcopy(reference)
     saliency.config.sampler, saliency.config.frame_budget = "saliency", args.train_budget
@@ -153,16 +176,19 @@ def main(argv=None):
         saliency, train_set, collator, args, args.sampler_epochs, args.learning_rate / 3, "saliency"
     )
     saliency.save_pretrained(output / "saliency")
+    save_video_collator(collator, output / "saliency", **clip_settings_saved)
 
     # The early stop starts from the saliency model: with frame_order="glance" its trained glance network puts the
     # clear frames first.
     early = copy.deepcopy(saliency if args.frame_order == "glance" else reference)
-    early.config.sampler, early.config.frame_budget, early.config.frame_order = "early_stop", None, args.frame_order
+    early.config.sampler, early.config.frame_order = "early_stop", args.frame_order
+    early.config.frame_budget = min(args.early_stop_budget, args.num_frames)
     early.config.frames_per_step = args.frames_per_step
     timings["early_stop"] = train(
         early, train_set, collator, args, args.sampler_epochs, args.learning_rate / 3, "early_stop"
     )
     early.save_pretrained(output / "early_stop")
+    save_video_collator(collator, output / "early_stop", **clip_settings_saved)
 
     rows = []
 
@@ -185,7 +211,7 @@ def main(argv=None):
     for budget in budgets:
         report(saliency, "saliency", frame_budget=budget)
     for threshold in (float(t) for t in args.thresholds.split(",")):
-        report(early, "early_stop", exit_threshold=threshold, frame_budget=None)
+        report(early, "early_stop", exit_threshold=threshold, frame_budget=early.config.frame_budget)
     results = {
         "command": "python recipes/video_sampler.py " + " ".join(argv or os.sys.argv[1:]),
         "settings": vars(args),

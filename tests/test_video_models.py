@@ -586,3 +586,63 @@ def test_from_timm_loads_the_packaged_efficientnet_lite0():
         expected = plain.forward_head(plain.forward_features(x[0]), pre_logits=True)
         torch.testing.assert_close(model.frame_features(x[0]), expected)
         assert model(pixel_values=x).logits.shape == (1, 10)
+
+
+# ------------------------------------------------------------------------------------------------------------ CLI
+@pytest.mark.parametrize("clip,sampler", [("resnet", "saliency"), ("resnet", "early_stop"), ("videomae", "saliency")])
+def test_cli_evaluate_and_bench_on_video_models(clip, sampler, tmp_path, capsys):
+    import datasets
+    import numpy as np
+
+    from adaptive_hf.cli import main
+    from adaptive_hf.video.data import VideoCollator
+    from adaptive_hf.video.evaluation import save_video_collator
+
+    model = build(clip, sampler=sampler, frame_budget=3, exit_threshold=0.6)
+    model.save_pretrained(tmp_path / "model")
+    collator = VideoCollator(num_channels=1)
+    save_video_collator(collator, tmp_path / "model", image_size=SIZE)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(8, NUM_FRAMES, SIZE, SIZE), dtype=np.uint8)
+    datasets.Dataset.from_dict({"frames": frames, "label": [i % 3 for i in range(8)]}).save_to_disk(tmp_path / "data")
+    data = str(tmp_path / "data")
+    x, y = collator.frames_to_pixel_values(frames), torch.arange(8) % 3
+    with torch.no_grad():
+        out = model(pixel_values=x)
+    assert main(["evaluate", str(tmp_path / "model"), "--dataset", data, "--json", str(tmp_path / "e.json")]) == 0
+    rows = json.loads((tmp_path / "e.json").read_text())["rows"]
+    saved = rows[0]
+    assert saved["setting"].startswith(f"saved: {sampler}")
+    assert saved["accuracy"] == float((out.logits.argmax(-1) == y).float().mean())
+    assert saved["frames_used"] == float(out.frames_used.float().mean())
+    theoretical = model.full_flops((1, SIZE, SIZE)) / float(out.flops.mean())
+    assert abs(saved["theoretical_speedup"] - theoretical) < 1e-6
+    assert any(r["sampler"] == "uniform" for r in rows[1:])
+    assert "| setting | accuracy |" in capsys.readouterr().out
+    argv = ["bench", str(tmp_path / "model"), "--dataset", data, "--batch-sizes", "4", "--repeats", "1"]
+    assert main(argv + ["--threads", "1", "--json", str(tmp_path / "b.json")]) == 0
+    result = json.loads((tmp_path / "b.json").read_text())["results"][0]
+    assert result["batch_size"] == 4 and result["frames_used"] == float(out.frames_used.float().mean())
+    assert result["realized_speedup"] > 0 and "realized speedup" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "model"), "--dataset", "no_such_video_set"]) == 2
+    assert "moving_fashion_mnist" in capsys.readouterr().err
+
+
+def test_cli_evaluate_generates_moving_fashion_mnist(tmp_path, capsys):
+    from adaptive_hf.cli import main
+    from adaptive_hf.video.data import VideoCollator, fashion_mnist_available
+    from adaptive_hf.video.evaluation import save_video_collator
+
+    if not fashion_mnist_available():
+        pytest.skip("apt-get install -y dataset-fashion-mnist provides the images")
+    model = build(sampler="uniform")
+    model.save_pretrained(tmp_path)
+    # The clip settings saved next to the model are the ones the CLI generates the clips with.
+    save_video_collator(VideoCollator(num_channels=1), tmp_path, image_size=SIZE, max_clear_frames=4)
+    argv = ["evaluate", str(tmp_path), "--dataset", "moving_fashion_mnist", "--max-samples", "4", "--json"]
+    assert main(argv + [str(tmp_path / "e.json")]) == 0
+    payload = json.loads((tmp_path / "e.json").read_text())
+    assert payload["num_samples"] == 4 and payload["split"] == "test"
+    assert payload["rows"][0]["frames_used"] == NUM_FRAMES
+    assert main(["evaluate", str(tmp_path), "--dataset", "moving_fashion_mnist", "--split", "dev"]) == 2
+    assert "--split" in capsys.readouterr().err

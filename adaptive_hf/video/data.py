@@ -306,19 +306,12 @@ def load_moving_fashion_mnist(
         }
     )
     import pyarrow as pa
-    from datasets.features.features import Array3DExtensionType
 
-    frames = arrays["frames"]
-    count, steps, height, width = frames.shape
-    # Building the nested Arrow list by hand views the uint8 buffer instead of converting row by row.
-    storage = pa.array(frames.reshape(-1))
-    for size, total in ((width, count * steps * height), (height, count * steps), (steps, count)):
-        storage = pa.ListArray.from_arrays(pa.array(np.arange(0, total + 1, dtype=np.int32) * size), storage)
     clear = arrays["clear"]
     clear_offsets = np.concatenate([[0], np.cumsum(clear.sum(1))]).astype(np.int32)
     table = pa.table(
         {
-            "frames": pa.ExtensionArray.from_storage(Array3DExtensionType((steps, height, width), "uint8"), storage),
+            "frames": _frames_to_arrow(arrays["frames"]),
             "label": pa.array(arrays["label"]),
             "clear_frames": pa.ListArray.from_arrays(
                 pa.array(clear_offsets), pa.array(np.nonzero(clear)[1].astype(np.int64))
@@ -338,6 +331,70 @@ def load_moving_fashion_mnist(
         info=datasets.DatasetInfo(features=features),
         split=datasets.NamedSplit(split),
         fingerprint=f"moving_fashion_mnist_{fingerprint}",
+    )
+
+
+def _frames_to_arrow(frames: np.ndarray):
+    """``(n, T, H, W)`` uint8 frames as an Arrow ``Array3D`` column."""
+    import pyarrow as pa
+    from datasets.features.features import Array3DExtensionType
+
+    count, steps, height, width = frames.shape
+    # Building the nested Arrow list by hand views the uint8 buffer instead of converting row by row.
+    storage = pa.array(frames.reshape(-1))
+    for size, total in ((width, count * steps * height), (height, count * steps), (steps, count)):
+        storage = pa.ListArray.from_arrays(pa.array(np.arange(0, total + 1, dtype=np.int32) * size), storage)
+    return pa.ExtensionArray.from_storage(Array3DExtensionType((steps, height, width), "uint8"), storage)
+
+
+def load_fashion_mnist_frames(
+    split: str = "train", num_images: int = 8000, image_size: int = 64, seed: int = 0, data_dir: str | None = None
+):
+    """Single clear frames for frame-level pretraining of a per-frame backbone: one Fashion-MNIST item pasted at a
+    random place on an ``image_size`` canvas, from the same source images as the clips of ``split``.
+
+    Args:
+        split: ``"train"``, ``"validation"`` or ``"test"`` (the sources of :func:`load_moving_fashion_mnist`).
+        num_images: Number of frames.
+        image_size: Canvas side (>= 28).
+        seed: Frame ``i`` depends only on ``(seed, split, i)``.
+        data_dir: Fashion-MNIST folder.
+
+    Returns:
+        A ``datasets.Dataset`` with ``frames`` ``(1, H, W)`` uint8 (a one-frame clip, so :class:`VideoCollator`
+        and a ``num_frames=1`` video classifier take it) and ``label``.
+    """
+    import datasets
+    import pyarrow as pa
+
+    from ..core.configuration import check_choice, check_number
+
+    check_choice("split", split, VIDEO_SPLITS)
+    check_number("num_images", num_images, 0, None, integer=True)
+    check_number("image_size", image_size, ITEM_SIZE, None, integer=True)
+    part, sources = split_source_indices(split, data_dir)
+    images, labels = load_fashion_mnist_arrays(part, data_dir)
+    rng = np.random.default_rng([seed, _SPLIT_IDS[split], 2**30])
+    chosen = sources[rng.integers(len(sources), size=num_images)]
+    corners = rng.integers(image_size - ITEM_SIZE + 1, size=(num_images, 2))
+    frames = np.zeros((num_images, 1, image_size, image_size), dtype=np.uint8)
+    for i in range(num_images):
+        _paste(frames[i, 0], images[chosen[i]], corners[i])
+    features = datasets.Features(
+        {
+            "frames": datasets.Array3D((1, image_size, image_size), "uint8"),
+            "label": datasets.ClassLabel(names=list(FASHION_MNIST_CLASSES)),
+        }
+    )
+    table = pa.table({"frames": _frames_to_arrow(frames), "label": pa.array(labels[chosen])}).cast(
+        features.arrow_schema
+    )
+    fingerprint = hashlib.sha256(repr(("frames", split, num_images, image_size, seed, data_dir)).encode()).hexdigest()
+    return datasets.Dataset(
+        table,
+        info=datasets.DatasetInfo(features=features),
+        split=datasets.NamedSplit(split),
+        fingerprint=f"fashion_mnist_frames_{fingerprint[:16]}",
     )
 
 
