@@ -133,7 +133,7 @@ def test_batched_equals_one_at_a_time(case, policy):
         assert len(set(batched.exit_layer.tolist())) > 1  # both early and late exits: compaction is exercised
 
 
-@pytest.mark.parametrize("case", ["vit", "resnet_block", "hf_vit"])
+@pytest.mark.parametrize("case", ["vit", "resnet_block", "efficientnet", "hf_vit"])
 def test_exited_images_are_not_computed(case):
     model = build_vit() if case == "hf_vit" else build_timm(case)
     x = images(8, seed=3)
@@ -177,7 +177,7 @@ def test_output_exit_logits_for_calibration(case):
 
 @pytest.mark.parametrize("case", list(TIMM_CASES) + ["hf_vit"])
 def test_save_and_reload_is_exact(case, tmp_path):
-    settings = dict(exit_policy="margin", exit_threshold=0.05)
+    settings = dict(exit_policy="margin", exit_threshold=0.05, image_mean=[0.25, 0.5, 0.75], image_std=0.3)
     model = build_vit(**settings) if case == "hf_vit" else build_timm(case, **settings)
     x = images()
     model.save_pretrained(tmp_path)
@@ -281,6 +281,36 @@ def test_timm_create_model_and_timm_hub_save_reload(tmp_path):
     with torch.no_grad():
         a, b = model(x), reloaded(x)
     assert torch.equal(a.logits, b.logits) and torch.equal(a.exit_layer, b.exit_layer)
+    # timm's own checkpoint loader reads the exported weights into a freshly created model.
+    from timm.models import load_checkpoint
+
+    fresh = timm.create_model("early_exit_vit_tiny_patch16_224", num_classes=3, **TINY_VIT).eval()
+    load_checkpoint(fresh, str(tmp_path / "model.safetensors"), strict=True)
+    fresh.config.exit_policy, fresh.config.exit_threshold = "confidence", 0.36
+    with torch.no_grad():
+        c = fresh(x)
+    assert torch.equal(a.logits, c.logits) and torch.equal(a.exit_layer, c.exit_layer)
+
+
+def test_timm_create_model_registers_any_architecture_and_round_trips_a_cnn(tmp_path):
+    from timm.models import save_for_hf
+
+    from adaptive_hf.early_exit.vision_modeling import register_timm_early_exit
+
+    name = register_timm_early_exit("test_efficientnet")
+    assert name == "early_exit_test_efficientnet" and name in timm.list_models("early_exit_*")
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=3, exit_policy="patience", patience=1, image_mean=[0.4] * 3).eval()
+    assert isinstance(model, EarlyExitTimmForImageClassification) and model.config.model_args == {}
+    assert model.config.image_mean == [0.4] * 3  # an exit/preprocessing field, not a timm constructor argument
+    save_for_hf(model, tmp_path, safe_serialization=True)
+    reloaded = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
+    assert reloaded.config.exit_policy == "patience" and reloaded.config.image_mean == [0.4] * 3
+    x = images()
+    with torch.no_grad():
+        a, b = model(x), reloaded(x)
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.exit_layer, b.exit_layer)
+    assert len(set(a.exit_layer.tolist())) >= 1 and a.exit_layer.min() < model.adapter.num_layers
 
 
 # ------------------------------------------------------------------------------------------------- training
@@ -313,7 +343,7 @@ def _changed(model, before):
     return {name for name, p in model.named_parameters() if not torch.equal(before[name], p.detach())}
 
 
-@pytest.mark.parametrize("case", ["resnet_stage", "hf_vit"])
+@pytest.mark.parametrize("case", ["resnet_stage", "vit", "hf_vit"])
 @pytest.mark.parametrize("scheme", ["joint", "two_stage", "distill"])
 def test_stock_trainer_training_schemes(case, scheme, tmp_path):
     settings = dict(num_labels=2, exit_training=scheme)
@@ -338,6 +368,21 @@ def test_stock_trainer_training_schemes(case, scheme, tmp_path):
         assert {f"exit_heads.{k}.head.classifier.weight" for k in range(len(model.exit_heads))} <= heads
 
 
+def test_two_stage_callback_switches_an_image_model(tmp_path):
+    from adaptive_hf.training import TwoStageExitTrainingCallback
+
+    model = build_timm("vit", num_labels=2, exit_training="two_stage").train()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    args = TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=8, max_steps=4, learning_rate=1e-2, report_to=[],
+        save_strategy="no", use_cpu=True, disable_tqdm=True,
+    )  # fmt: skip
+    Trainer(model=model, args=args, train_dataset=_dataset(), callbacks=[TwoStageExitTrainingCallback()]).train()
+    moved = _changed(model, before)
+    assert model.config.exit_training_stage == 2
+    assert any(n.startswith("exit_heads.") for n in moved) and any(n.startswith("timm_model.") for n in moved)
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 def test_clear_errors():
     with pytest.raises(ValueError, match="architecture"):
@@ -358,6 +403,10 @@ def test_clear_errors():
         build_vit(exit_policy="sometimes")
     with pytest.raises(ValueError, match="Unsupported timm model class"):
         EarlyExitTimmConfig(architecture="test_byobnet")
+    with pytest.raises(ValueError, match="image_std"):
+        build_timm("resnet_stage", image_std=[0.5, 0.0, 0.5])
+    with pytest.raises(ValueError, match="image_mean"):
+        build_vit(image_mean="gray")
     model = build_timm("resnet_stage")
     with pytest.raises(ValueError, match="shape"):
         model(images()[0])
