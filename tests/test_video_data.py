@@ -15,6 +15,7 @@ from adaptive_hf.video.data import (
     fashion_mnist_available,
     generate_moving_fashion_mnist,
     load_fashion_mnist_arrays,
+    load_fashion_mnist_frames,
     load_moving_fashion_mnist,
     split_source_indices,
 )
@@ -103,6 +104,29 @@ def test_dataset_columns_and_collator():
     plain = VideoCollator()(rows)["pixel_values"]
     expected = (torch.from_numpy(clips["frames"][:3]).float() / 255 - 0.5) / 0.5
     torch.testing.assert_close(plain[:, :, 0], expected)
+
+
+@needs_data
+def test_pretraining_frames_are_clear_items_from_the_split_sources():
+    frames = load_fashion_mnist_frames("validation", 20, image_size=40, seed=1).with_format("numpy")[:]
+    again = load_fashion_mnist_frames("validation", 20, image_size=40, seed=1).with_format("numpy")[:]
+    assert np.array_equal(frames["frames"], again["frames"]) and frames["frames"].shape == (20, 1, 40, 40)
+    images, labels = load_fashion_mnist_arrays("train")
+    _, sources = split_source_indices("validation")
+    pool = images[sources]
+    sums, counts = pool.reshape(len(pool), -1).sum(1), np.count_nonzero(pool.reshape(len(pool), -1), 1)
+    for frame, label in zip(frames["frames"][:, 0], frames["label"]):
+        # The frame is one source image of the split pasted on a black canvas, with that image's label.
+        candidates = np.flatnonzero((sums == frame.sum()) & (counts == np.count_nonzero(frame)))
+        room = 40 - ITEM_SIZE + 1
+        found = [
+            i
+            for i in candidates
+            for y in range(room)
+            for x in range(room)
+            if np.array_equal(frame[y : y + ITEM_SIZE, x : x + ITEM_SIZE], pool[i])
+        ]
+        assert found and any(labels[sources[i]] == label for i in found)
 
 
 def test_missing_files_say_how_to_install(tmp_path):
