@@ -42,6 +42,8 @@ from .moe.callbacks import ExpertLoadCallback
 from .moe.config import SWITCH_MOE_CONFIGS, SwitchMoEConfig
 from .moe.layer import SwitchMoEFeedForward
 from .moe.modeling import SWITCH_MOE_MODELS
+from .moe.timm_config import SwitchMoETimmConfig
+from .moe.timm_modeling import SwitchMoETimmForImageClassification
 from .moe.upcycle import upcycle
 from .readers import (
     JumpLstmConfig,
@@ -106,6 +108,8 @@ __all__ = [
     "ExpertLoadCallback",
     "SwitchMoEConfig",
     "SwitchMoEFeedForward",
+    "SwitchMoETimmConfig",
+    "SwitchMoETimmForImageClassification",
     "register_moe_family",
     "upcycle",
 ]

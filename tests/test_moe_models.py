@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+import timm
 import torch
 import transformers
 from text_testers import VOCAB, padded_batch, tiny_backbone_config
@@ -25,11 +26,17 @@ import adaptive_hf
 from adaptive_hf import ExpertLoadCallback, SwitchMoEConfig, upcycle
 
 TEXT_FAMILIES = ["bert", "roberta", "xlm-roberta", "electra", "distilbert", "mpnet"]
-FAMILIES = TEXT_FAMILIES + ["gpt2", "llama", "vit"]
+IMAGE_FAMILIES = ["vit", "timm"]  # Hugging Face ViT, timm ViT
+FAMILIES = TEXT_FAMILIES + ["gpt2", "llama"] + IMAGE_FAMILIES
+# A tiny random timm ViT: 16x16 images, 4x4 patches, 4 blocks of width 32.
+TIMM_ARCH = "vit_tiny_patch16_224"
+TIMM_ARGS = {"img_size": 16, "patch_size": 4, "depth": 4, "embed_dim": 32, "num_heads": 4}
 
 
 def tiny_config(family: str, **kwargs):
     """A tiny random dense config of ``family`` (dropout off so train and eval forwards compare)."""
+    if family == "timm":
+        return {"architecture": TIMM_ARCH, "model_args": dict(TIMM_ARGS), **kwargs}
     if family == "gpt2":
         config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=4, n_head=4, n_positions=64, pad_token_id=0)
     elif family == "llama":
@@ -63,6 +70,8 @@ def tiny_config(family: str, **kwargs):
 def dense_model(family: str, seed: int = 0, num_labels: int = 3):
     """A dense sequence/image classifier of ``family`` with random weights."""
     torch.manual_seed(seed)
+    if family == "timm":
+        return timm.create_model(TIMM_ARCH, pretrained=False, num_classes=num_labels, **TIMM_ARGS).eval()
     config = tiny_config(family, num_labels=num_labels)
     if family == "vit":
         return transformers.ViTForImageClassification(config).eval()
@@ -71,7 +80,7 @@ def dense_model(family: str, seed: int = 0, num_labels: int = 3):
 
 def batch_for(family: str, batch_size: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    if family == "vit":
+    if family in IMAGE_FAMILIES:
         return {"pixel_values": torch.randn(batch_size, 3, 16, 16, generator=generator)}
     pad = 1 if family in ("roberta", "xlm-roberta", "mpnet") else 0
     input_ids, mask = padded_batch(batch_size, 9, seed=seed, pad_token_id=pad)
@@ -80,15 +89,31 @@ def batch_for(family: str, batch_size: int = 4, seed: int = 0) -> dict[str, torc
     return {"input_ids": input_ids, "attention_mask": mask}
 
 
+def dense_logits(dense, batch):
+    """Logits of a dense model: a stock HF model's output, or a plain timm model's tensor."""
+    if isinstance(dense, transformers.PreTrainedModel):
+        return dense(**batch).logits
+    return dense(batch["pixel_values"])
+
+
+def image_auto_class(family: str):
+    return transformers.AutoModelForImageClassification if family in IMAGE_FAMILIES else None
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_upcycled_equals_dense_at_conversion(family):
     dense = dense_model(family)
     batch = batch_for(family)
     moe = upcycle(dense, SwitchMoEConfig(num_experts=4, moe_layers=[1, 3, 4], capacity_factor=0.0), seed=0)
-    assert type(moe).__name__ == f"SwitchMoE{type(dense).__name__}"
-    assert isinstance(moe, type(dense))
+    if family == "timm":
+        assert type(moe) is adaptive_hf.SwitchMoETimmForImageClassification
+        assert moe.config.architecture == TIMM_ARCH and moe.config.model_args == TIMM_ARGS
+        assert moe.config.num_labels == 3
+    else:
+        assert type(moe).__name__ == f"SwitchMoE{type(dense).__name__}"
+        assert isinstance(moe, type(dense))
     with torch.no_grad():
-        expected = dense(**batch).logits
+        expected = dense_logits(dense, batch)
         out = moe(**batch)
     torch.testing.assert_close(out.logits, expected, rtol=1e-5, atol=1e-5)
     assert out.expert_counts.shape == (3, 4)
@@ -115,11 +140,16 @@ def test_expert_noise_and_capacity_change_the_function(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_built_from_scratch_trains(family):
-    config_class = adaptive_hf.SWITCH_MOE_CONFIGS[family]
-    dense_config = tiny_config(family, num_labels=3).to_dict()
-    dense_config.pop("model_type", None)
-    config = config_class(**dense_config, num_experts=4, moe_layers=[2, 4], num_experts_per_tok=2)
-    model_class = getattr(adaptive_hf, f"SwitchMoE{config_class.moe_family.task_classes[1].__name__}")
+    moe_settings = dict(num_experts=4, moe_layers=[2, 4], num_experts_per_tok=2)
+    if family == "timm":
+        config = adaptive_hf.SwitchMoETimmConfig(**tiny_config(family, num_labels=3), **moe_settings)
+        model_class = adaptive_hf.SwitchMoETimmForImageClassification
+    else:
+        config_class = adaptive_hf.SWITCH_MOE_CONFIGS[family]
+        dense_config = tiny_config(family, num_labels=3).to_dict()
+        dense_config.pop("model_type", None)
+        config = config_class(**dense_config, **moe_settings)
+        model_class = getattr(adaptive_hf, f"SwitchMoE{config_class.moe_family.task_classes[1].__name__}")
     model = model_class(config).train()
     batch = batch_for(family)
     if family in ("gpt2", "llama"):
@@ -130,6 +160,8 @@ def test_built_from_scratch_trains(family):
     out.loss.backward()
     task_loss = out.loss - config.router_aux_loss_coef * out.aux_loss - config.router_z_loss_coef * out.z_loss
     assert task_loss.item() > 0
+    if family not in ("gpt2", "llama"):  # the aux losses are in `loss`, on top of the task's cross-entropy
+        torch.testing.assert_close(task_loss, torch.nn.functional.cross_entropy(out.logits, batch["labels"]))
     for module in model.moe_modules():
         assert module.router.weight.grad is not None and module.experts.up_proj.grad.abs().sum() > 0
 
@@ -160,13 +192,13 @@ def test_aux_losses_join_the_loss_in_training_only():
     assert len(model(**batch, output_router_logits=True).router_logits) == 2
 
 
-@pytest.mark.parametrize("family", ["bert", "distilbert", "gpt2", "llama", "vit"])
+@pytest.mark.parametrize("family", ["bert", "distilbert", "gpt2", "llama", "vit", "timm"])
 def test_save_load_round_trip_is_exact(tmp_path, family):
     dense = dense_model(family)
     moe = upcycle(dense, num_experts=4, moe_layers=[2, 3], expert_noise=0.1, capacity_factor=1.0, seed=1)
     moe.config.capacity_group = "batch"  # a runtime knob changed after building travels in the config
     moe.save_pretrained(tmp_path)
-    auto = transformers.AutoModelForImageClassification if family == "vit" else AutoModelForSequenceClassification
+    auto = image_auto_class(family) or AutoModelForSequenceClassification
     loaded = auto.from_pretrained(tmp_path).eval()
     assert type(loaded) is type(moe)
     assert loaded.config.moe_layers == [2, 3] and loaded.config.capacity_group == "batch"
@@ -193,14 +225,14 @@ def test_dense_checkpoint_loads_into_moe_class_by_upcycling(tmp_path):
 
 def test_trust_remote_code_without_the_package(tmp_path):
     expected = {}
-    for family in ("bert", "gpt2"):
+    for family in ("bert", "gpt2", "timm"):
         torch.manual_seed(0)
-        config = tiny_config(family)
-        dense = (
-            transformers.BertForSequenceClassification(config)
-            if family == "bert"
-            else transformers.GPT2LMHeadModel(config)
-        ).eval()
+        if family == "timm":
+            dense = dense_model("timm")
+        elif family == "bert":
+            dense = transformers.BertForSequenceClassification(tiny_config(family)).eval()
+        else:
+            dense = transformers.GPT2LMHeadModel(tiny_config(family)).eval()
         moe = upcycle(dense, num_experts=4, moe_layers=[1, 2], capacity_factor=1.0, expert_noise=0.2, seed=0)
         folder = tmp_path / family
         moe.save_pretrained(folder)
@@ -214,9 +246,15 @@ def test_trust_remote_code_without_the_package(tmp_path):
         import json, sys
         sys.modules["adaptive_hf"] = None  # the package cannot be imported in this process
         import torch
-        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+        from transformers import AutoModelForCausalLM, AutoModelForImageClassification
+        from transformers import AutoModelForSequenceClassification
         result = {{}}
-        for family, auto in (("bert", AutoModelForSequenceClassification), ("gpt2", AutoModelForCausalLM)):
+        autos = (
+            ("bert", AutoModelForSequenceClassification),
+            ("gpt2", AutoModelForCausalLM),
+            ("timm", AutoModelForImageClassification),
+        )
+        for family, auto in autos:
             folder = {str(tmp_path)!r} + "/" + family
             model = auto.from_pretrained(folder, trust_remote_code=True).eval()
             assert not type(model).__module__.startswith("adaptive_hf"), type(model).__module__
@@ -261,9 +299,24 @@ class _Tokens(torch.utils.data.Dataset):
         return {"input_ids": self.ids[index], "attention_mask": self.mask[index], "labels": self.labels[index]}
 
 
-def test_stock_trainer_reduces_loss_and_logs_expert_load(tmp_path):
-    dense = dense_model("bert", num_labels=2)
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, count: int = 32):
+        generator = torch.Generator().manual_seed(3)
+        self.images = torch.randn(count, 3, 16, 16, generator=generator)
+        self.labels = (self.images[:, 0, :4, :4].mean((1, 2)) > 0).long()  # learnable from the first patch
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return {"pixel_values": self.images[index], "labels": self.labels[index]}
+
+
+@pytest.mark.parametrize("family", ["bert", "timm"])
+def test_stock_trainer_reduces_loss_and_logs_expert_load(tmp_path, family):
+    dense = dense_model(family, num_labels=2)
     model = upcycle(dense, num_experts=4, moe_layers=[2, 4], capacity_factor=1.0, router_jitter=0.01, seed=0)
+    dataset = _Images if family == "timm" else _Tokens
     args = TrainingArguments(
         output_dir=str(tmp_path),
         per_device_train_batch_size=8,
@@ -275,7 +328,7 @@ def test_stock_trainer_reduces_loss_and_logs_expert_load(tmp_path):
         use_cpu=True,
         disable_tqdm=True,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=_Tokens(), callbacks=[ExpertLoadCallback(per_expert=True)])
+    trainer = Trainer(model=model, args=args, train_dataset=dataset(), callbacks=[ExpertLoadCallback(per_expert=True)])
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert losses[-1] < losses[0]
@@ -286,7 +339,7 @@ def test_stock_trainer_reduces_loss_and_logs_expert_load(tmp_path):
     assert entry["moe/layer_2/load_max"] >= 1.0
     assert sum(entry[f"moe/layer_2/expert_{e}"] for e in range(4)) == pytest.approx(1.0)
     # evaluation predictions are the logits alone: the routing statistics are not collected as predictions
-    predictions = trainer.predict(_Tokens(8)).predictions
+    predictions = trainer.predict(dataset(8)).predictions
     assert isinstance(predictions, __import__("numpy").ndarray) and predictions.shape == (8, 2)
 
 
@@ -298,6 +351,12 @@ def test_unsupported_family_error_names_the_supported_ones():
         upcycle(transformers.AlbertForSequenceClassification(config), num_experts=2)
     with pytest.raises(TypeError, match="Unknown MoE settings"):
         upcycle(dense_model("bert"), num_expert=2)
+    resnet = timm.create_model("resnet18", pretrained=False, num_classes=2)
+    with pytest.raises(ValueError, match="supports vision transformers.*resnet18.* is a resnet"):
+        upcycle(resnet, num_experts=2)
+    handmade = timm.models.VisionTransformer(**TIMM_ARGS, num_classes=2)
+    with pytest.raises(ValueError, match="timm.create_model"):
+        upcycle(handmade, num_experts=2)
 
 
 def test_causal_lm_auto_class(tmp_path):

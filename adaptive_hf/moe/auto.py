@@ -8,6 +8,8 @@ from ..core.registry import register
 from . import config as moe_config
 from . import modeling as moe_modeling
 from .families import MOE_FAMILIES, MoEFamily, auto_class_name_for
+from .timm_config import SwitchMoETimmConfig
+from .timm_modeling import SwitchMoETimmForImageClassification
 
 
 def _register_family_classes(family: type[MoEFamily]) -> list[type]:
@@ -24,9 +26,17 @@ def _register_family_classes(family: type[MoEFamily]) -> list[type]:
 
 
 def register_switch_moe() -> None:
-    """Registers every built-in ``SwitchMoE<Arch>Config`` and ``SwitchMoE<Arch><Task>`` with the Auto classes."""
+    """Registers every built-in ``SwitchMoE<Arch>Config`` and ``SwitchMoE<Arch><Task>`` (timm ViTs included) with the
+    Auto classes."""
     for family in MOE_FAMILIES.values():
         _register_family_classes(family)
+    register(
+        "switch_moe:AutoModelForImageClassification",
+        "timm",
+        SwitchMoETimmConfig,
+        SwitchMoETimmForImageClassification,
+        transformers.AutoModelForImageClassification,
+    )
 
 
 def register_moe_family(family: type[MoEFamily]) -> tuple[type, list[type]]:

@@ -190,16 +190,18 @@ class SwitchMoEConfigMixin:
         return SwitchMoEConfig(**moe_settings_dict(self))
 
 
-def make_moe_config_class(family) -> type:
+def make_moe_config_class(family, module: str | None = None) -> type:
     """Builds ``SwitchMoE<Arch>Config`` for a family: its config class plus the MoE fields.
 
     Args:
         family: A ``families.MoEFamily`` subclass.
+        module: Module the class is attributed to (it must be defined there under its name, for
+            ``trust_remote_code``); default this one.
     """
     name = f"SwitchMoE{family.class_prefix}Config"
     ignore = list(getattr(family.config_class, "keys_to_ignore_at_inference", []))
     namespace = {
-        "__module__": __name__,
+        "__module__": module or __name__,
         "__qualname__": name,
         "__doc__": (
             f"{family.config_class.__name__} plus the switch-MoE fields; see :class:`SwitchMoEConfig` for their "

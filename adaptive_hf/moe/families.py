@@ -137,6 +137,25 @@ class MoEFamily:
         return 0.0
 
     @classmethod
+    def ffn_spec(cls, config, layer: nn.Module | None = None) -> dict:
+        """Shape of one expert, as keyword arguments of ``SwitchMoEFeedForward`` (after ``config``).
+
+        By default read from the config; families whose config does not describe the FFN (timm) read ``layer``.
+
+        Args:
+            config: The model config.
+            layer: The transformer layer whose FFN becomes the MoE layer, when available.
+        """
+        return {
+            "hidden_size": cls.hidden_size_of(config),
+            "intermediate_size": cls.intermediate_size_of(config),
+            "activation": cls.activation_of(config),
+            "gated": cls.gated,
+            "bias": cls.has_bias(config),
+            "dropout": cls.ffn_dropout_of(config),
+        }
+
+    @classmethod
     def check_config(cls, config) -> None:
         """Rejects family settings the MoE layer cannot honour."""
         if getattr(config, "chunk_size_feed_forward", 0):

@@ -56,22 +56,15 @@ def moe_output_class(base: type) -> type:
     return cls
 
 
-def build_moe_layer(config, family: type[MoEFamily]) -> SwitchMoEFeedForward:
+def build_moe_layer(config, family: type[MoEFamily], layer: torch.nn.Module | None = None) -> SwitchMoEFeedForward:
     """A fresh MoE layer shaped like ``family``'s dense FFN for ``config``.
 
     Args:
         config: The model config (with the MoE fields).
         family: The architecture family.
+        layer: The transformer layer that receives it (families that read the FFN's shape from the layer).
     """
-    return SwitchMoEFeedForward(
-        config,
-        family.hidden_size_of(config),
-        family.intermediate_size_of(config),
-        family.activation_of(config),
-        gated=family.gated,
-        bias=family.has_bias(config),
-        dropout=family.ffn_dropout_of(config),
-    )
+    return SwitchMoEFeedForward(config, **family.ffn_spec(config, layer))
 
 
 class SwitchMoEModelMixin(AdaptiveHubMixin):
@@ -94,7 +87,7 @@ class SwitchMoEModelMixin(AdaptiveHubMixin):
                 # Some task classes build their base model with AutoModel.from_config, which for our config is the
                 # SwitchMoE base model: its layers are already converted.
                 if not isinstance(getattr(layer, name, None), SwitchMoEFeedForward):
-                    self.moe_family.install(layer, build_moe_layer(self.config, self.moe_family))
+                    self.moe_family.install(layer, build_moe_layer(self.config, self.moe_family, layer))
             self.__dict__["_moe_installed"] = True
         super().post_init()
 
@@ -233,13 +226,17 @@ class SwitchMoEModelMixin(AdaptiveHubMixin):
         return tags, body
 
 
-def make_moe_model_class(family: type[MoEFamily], task_class: type, config_class: type) -> type:
+def make_moe_model_class(
+    family: type[MoEFamily], task_class: type, config_class: type, module: str | None = None
+) -> type:
     """Builds ``SwitchMoE<StockClassName>`` for a family's stock task class.
 
     Args:
         family: The :class:`MoEFamily`.
         task_class: The stock class, e.g. ``BertForSequenceClassification``.
         config_class: The family's ``SwitchMoE<Arch>Config``.
+        module: Module the class is attributed to (it must be defined there under its name, for
+            ``trust_remote_code``); default this one.
     """
     name = f"SwitchMoE{task_class.__name__}"
     keep_fp32 = list(getattr(task_class, "_keep_in_fp32_modules", None) or [])
@@ -256,7 +253,7 @@ def make_moe_model_class(family: type[MoEFamily], task_class: type, config_class
     forward.__doc__ = SwitchMoEModelMixin.forward.__doc__
     forward.__qualname__ = f"{name}.forward"
     namespace = {
-        "__module__": __name__,
+        "__module__": module or __name__,
         "__qualname__": name,
         "__doc__": (
             f"{task_class.__name__} with switch mixture-of-experts feed-forward layers in ``config.moe_layers``. "

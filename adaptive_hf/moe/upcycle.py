@@ -2,9 +2,11 @@
 
 ``upcycle(model, SwitchMoEConfig(num_experts=8, moe_layers=[2, 4, 6]))`` returns the matching
 ``SwitchMoE<StockClass>`` with all the dense weights, and in each MoE layer E copies of that layer's FFN (plus
-optional noise) behind a fresh router. With the default ``gate_scaling="straight_through"`` every kept token's
-expert output is weighted by exactly 1, so with enough capacity (or ``capacity_factor=0``) and no noise the
-upcycled model computes the same function as the dense one.
+optional noise) behind a fresh router. A timm vision transformer becomes a
+``SwitchMoETimmForImageClassification`` whose config records the timm architecture and constructor arguments.
+With the default ``gate_scaling="straight_through"`` every kept token's expert output is weighted by exactly 1, so
+with enough capacity (or ``capacity_factor=0``) and no noise the upcycled model computes the same function as the
+dense one.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from torch import nn
 from .config import MOE_FIELDS, SWITCH_MOE_CONFIGS, SwitchMoEConfig
 from .families import get_moe_family
 from .modeling import SwitchMoEModelMixin, moe_model_class_for
+from .timm_config import SwitchMoETimmConfig, TimmViTMoEFamily
+from .timm_modeling import SwitchMoETimmForImageClassification, is_timm_model, timm_model_description
 
 _DROPPED_CONFIG_KEYS = ("model_type", "architectures", "auto_map", "transformers_version")
 
@@ -64,38 +68,47 @@ def upcycle(
     seed: int | None = None,
     **overrides: Any,
 ) -> SwitchMoEModelMixin:
-    """Converts a dense Hugging Face model into its ``SwitchMoE`` counterpart, experts copied from the dense FFNs.
+    """Converts a dense model into its ``SwitchMoE`` counterpart, experts copied from the dense FFNs.
 
     Args:
-        model: A stock model of a supported family (BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT, MPNet, GPT-2,
-            Llama, ViT), any task head.
+        model: A stock Hugging Face model of a supported family (BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT, MPNet,
+            GPT-2, Llama, ViT), any task head; or a timm vision transformer made by ``timm.create_model`` (ViT,
+            DeiT), which becomes a ``SwitchMoETimmForImageClassification`` (``moe_layers`` are then block indices).
         moe_config: The MoE settings; ``None`` = :class:`SwitchMoEConfig` defaults.
         seed: Seed for the router initialization and the expert noise (``None`` = the global RNG).
         **overrides: MoE fields that replace those of ``moe_config`` (e.g. ``num_experts=4``).
 
     Returns:
-        The ``SwitchMoE<StockClass>`` model, in the dense model's dtype, device and train/eval mode. Its config is
-        the dense config plus the MoE fields, so ``save_pretrained``/``from_pretrained`` round-trip it.
+        The ``SwitchMoE`` model, in the dense model's dtype, device and train/eval mode. Its config is the dense
+        config (for timm: the architecture and constructor arguments) plus the MoE fields, so
+        ``save_pretrained``/``from_pretrained`` round-trip it.
     """
     if isinstance(model, SwitchMoEModelMixin):
         raise ValueError("`model` is already a switch-MoE model; upcycle a dense model.")
-    family = get_moe_family(getattr(model.config, "model_type", ""))
-    target_class = moe_model_class_for(type(model))
     settings = (moe_config or SwitchMoEConfig()).to_moe_dict()
     unknown = sorted(set(overrides) - set(MOE_FIELDS))
     if unknown:
         raise TypeError(f"Unknown MoE settings {unknown}; the fields are {list(MOE_FIELDS)}.")
     settings.update(overrides)
-    config_dict = {k: v for k, v in model.config.to_dict().items() if k not in _DROPPED_CONFIG_KEYS}
-    config_dict.update(settings)
-    config = SWITCH_MOE_CONFIGS[family.model_type].from_dict(config_dict)
-    config._attn_implementation = model.config._attn_implementation
+    if is_timm_model(model):
+        family = TimmViTMoEFamily
+        config = SwitchMoETimmConfig(**timm_model_description(model), **settings)
+        moe_model = SwitchMoETimmForImageClassification(config)
+        target = moe_model.timm_model  # the timm model's own state-dict names
+    else:
+        family = get_moe_family(getattr(model.config, "model_type", ""))
+        target_class = moe_model_class_for(type(model))
+        config_dict = {k: v for k, v in model.config.to_dict().items() if k not in _DROPPED_CONFIG_KEYS}
+        config_dict.update(settings)
+        config = SWITCH_MOE_CONFIGS[family.model_type].from_dict(config_dict)
+        config._attn_implementation = model.config._attn_implementation
+        moe_model = target_class(config)
+        target = moe_model
 
     parameter = next(model.parameters())
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    moe_model = target_class(config)
-    missing, unexpected = moe_model.load_state_dict(model.state_dict(), strict=False)
-    moe_prefixes = _moe_key_prefixes(moe_model)
+    missing, unexpected = target.load_state_dict(model.state_dict(), strict=False)
+    moe_prefixes = _moe_key_prefixes(target, moe_model.moe_modules())
     dense_layers = family.layers(model)
     bad_missing = [key for key in missing if not key.startswith(moe_prefixes)]
     if bad_missing:
@@ -113,6 +126,6 @@ def upcycle(
     return moe_model
 
 
-def _moe_key_prefixes(moe_model: SwitchMoEModelMixin) -> tuple[str, ...]:
-    names = {id(module): name for name, module in moe_model.named_modules()}
-    return tuple(names[id(module)] + "." for module in moe_model.moe_modules())
+def _moe_key_prefixes(root: nn.Module, modules: list[nn.Module]) -> tuple[str, ...]:
+    names = {id(module): name for name, module in root.named_modules()}
+    return tuple(names[id(module)] + "." for module in modules)
