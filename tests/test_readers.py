@@ -204,19 +204,32 @@ def test_batched_equals_one_at_a_time_with_padding(kind):
 def test_skim_rows_run_only_the_small_cell(monkeypatch):
     model = build("skim_rnn", seed=4)
     rows = {"big": 0, "small": 0}
-    model.big_cell.register_forward_hook(lambda m, args, out: rows.__setitem__("big", rows["big"] + args[0].size(0)))
-    original = skim_module._small_step
+    originals = {name: getattr(skim_module, name) for name in ("_small_update", "_big_update", "_read_rows")}
 
-    def counting_small_step(input_terms, h_head, c_head, w_head_t):
-        rows["small"] += h_head.size(0)
-        return original(input_terms, h_head, c_head, w_head_t)
+    def counting(name, key, rows_of):
+        def wrapper(*args):
+            rows[key] += rows_of(*args)
+            return originals[name](*args)
 
-    monkeypatch.setattr(skim_module, "_small_step", counting_small_step)
+        return wrapper
+
+    monkeypatch.setattr(
+        skim_module, "_small_update", counting("_small_update", "small", lambda v, c, h, s: v[0].size(0))
+    )
+    monkeypatch.setattr(skim_module, "_big_update", counting("_big_update", "big", lambda g, c, h: g.size(0)))
+    monkeypatch.setattr(skim_module, "_read_rows", counting("_read_rows", "big", lambda x, h, c, r, big: x.size(0)))
+    model.big_cell.register_forward_hook(lambda *args: pytest.fail("the nn.LSTMCell module must not run in eval"))
+    batch = padded_batch(batch_size=9, max_len=12, seed=5)
     with torch.no_grad():
-        out = model(**padded_batch(batch_size=9, max_len=12, seed=5))
-    assert rows["big"] == int(out.tokens_read.sum())
-    assert rows["small"] == int(out.tokens_skimmed.sum())
-    assert rows["big"] > 0 and rows["small"] > 0
+        out = model(**batch)
+        assert rows["big"] == int(out.tokens_read.sum())
+        assert rows["small"] == int(out.tokens_skimmed.sum())
+        assert rows["big"] > 0 and rows["small"] > 0
+        for row in range(9):  # one row at a time takes the scalar-decision path
+            rows.update(big=0, small=0)
+            one = model(**{key: value[row : row + 1] for key, value in batch.items()})
+            assert rows["big"] == int(one.tokens_read[0]) == int(out.tokens_read[row])
+            assert rows["small"] == int(one.tokens_skimmed[0])
 
 
 def test_jumped_tokens_and_stopped_rows_are_not_computed(monkeypatch):

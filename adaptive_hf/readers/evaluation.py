@@ -123,7 +123,8 @@ def time_reader(
         return [model(**batch) for batch in inputs]
 
     try:
-        timing = time_interleaved(lambda: run("adaptive"), lambda: run("full"), repetitions, warmup, threads)
+        with torch.no_grad():  # inference, as deployed: neither policy records an autograd graph
+            timing = time_interleaved(lambda: run("adaptive"), lambda: run("full"), repetitions, warmup, threads)
     finally:
         model.config.reading_policy = policy
         model.train(was_training)

@@ -80,10 +80,17 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
         if self.config.reading_policy == "full":
             last = self._read_all(self._embed(input_ids, inputs_embeds), lengths)
             read, decisions, jumps = lengths, zeros, zeros
-        elif not self.training and lengths.size(0) == 1:
-            last, read, decisions, jumps = self._jump_one_row(input_ids, inputs_embeds, int(lengths[0]))
-        else:
+        elif self.training:
             last, read, decisions, jumps, trace = self._forward_jump(input_ids, inputs_embeds, lengths)
+        else:
+            # Eval: greedy jumps, inference only (prepacked weights, in-place updates, no autograd graph).
+            fast = self.fast_lstm()
+            with torch.inference_mode():
+                if lengths.size(0) == 1:
+                    last, read, decisions, jumps = self._jump_one_row(input_ids, inputs_embeds, int(lengths[0]), fast)
+                else:
+                    last, read, decisions, jumps, _ = self._forward_jump(input_ids, inputs_embeds, lengths, fast)
+            last, read, decisions, jumps = (t.clone() for t in (last, read, decisions, jumps))
         logits = self._classify(last)
         loss = self._cross_entropy(logits, labels)
         if loss is not None and trace is not None:
@@ -108,7 +115,7 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
         embeds = inputs_embeds.index_select(0, rows)
         return embeds.gather(1, positions.unsqueeze(2).expand(-1, -1, embeds.size(2)))
 
-    def _jump_one_row(self, input_ids, inputs_embeds, length: int):
+    def _jump_one_row(self, input_ids, inputs_embeds, length: int, fast):
         """Eval on one row: the same reading as :meth:`_forward_jump`, with the bookkeeping in Python integers."""
         config = self.config
         device = (input_ids if input_ids is not None else inputs_embeds).device
@@ -116,7 +123,6 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
         h = torch.zeros(1, config.hidden_size, device=device, dtype=dtype)
         c = torch.zeros_like(h)
         position = read = decisions = jumps = 0
-        weight_hh_t = self.transposed_weight(self.big_cell.weight_hh)
         for round_index in range(config.max_jumps + 1):
             if position >= length:
                 break
@@ -125,7 +131,7 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
                 inputs = self.embeddings(input_ids[:, position : position + steps])
             else:
                 inputs = inputs_embeds[:, position : position + steps]
-            h, c = lstm_steps(inputs, None, (h, c), self.big_cell, weight_hh_t)
+            h, c = lstm_steps(inputs, None, (h, c), self.big_cell, fast)
             position += steps
             read += steps
             if round_index == config.max_jumps or position >= length:
@@ -139,7 +145,7 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
         counts = torch.tensor([[read], [decisions], [jumps]], device=device)
         return h, counts[0], counts[1], counts[2]
 
-    def _forward_jump(self, input_ids, inputs_embeds, lengths):
+    def _forward_jump(self, input_ids, inputs_embeds, lengths, fast=None):
         config = self.config
         sample = self.training
         batch_size, hidden, chunk = lengths.size(0), config.hidden_size, config.read_tokens
@@ -153,7 +159,6 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
         jumps = torch.zeros_like(lengths)
         stopped = torch.zeros_like(lengths, dtype=torch.bool)
         trace = [] if sample else None
-        weight_hh_t = self.transposed_weight(self.big_cell.weight_hh)
         for round_index in range(config.max_jumps + 1):
             active = ~stopped & (position < lengths)
             rows = active.nonzero().squeeze(1)
@@ -164,7 +169,7 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
             width = int(steps.max())
             inputs = self._gather_chunk(input_ids, inputs_embeds, rows, start, width)
             h_rows, c_rows = lstm_steps(
-                inputs, steps, (h.index_select(0, rows), c.index_select(0, rows)), self.big_cell, weight_hh_t
+                inputs, steps, (h.index_select(0, rows), c.index_select(0, rows)), self.big_cell, fast
             )
             h = h.index_copy(0, rows, h_rows)
             c = c.index_copy(0, rows, c_rows)

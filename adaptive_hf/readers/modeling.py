@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,11 @@ try:  # transformers v5: init functions that respect the "already loaded" flags 
     from transformers import initialization as init
 except ImportError:  # pragma: no cover - older transformers
     init = nn.init
+
+# Per-model caches of inference weight layouts (see ReaderPreTrainedModel.inference_cache).
+_INFERENCE_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Full reading of up to this many rows steps through the prepacked cell (faster than torch's fused LSTM there).
+FAST_FULL_READING_MAX_ROWS = 4
 
 
 @dataclass
@@ -114,69 +120,171 @@ def run_lstm(
     return h[0].index_select(0, back), c[0].index_select(0, back)
 
 
+def _onednn_linear_available() -> bool:
+    """Whether this torch build has oneDNN's prepacked linear (CPU builds with mkldnn)."""
+    ops = torch.ops.mkldnn
+    return (
+        torch.backends.mkldnn.is_available()
+        and hasattr(ops, "_linear_pointwise")
+        and hasattr(ops, "_reorder_linear_weight")
+    )
+
+
+class InferenceLinear:
+    """``x @ weight.T + bias`` for inference, with the weight laid out once for the fastest CPU kernel.
+
+    On CPU builds with oneDNN the weight is prepacked for oneDNN's inner product: on the machines we measured
+    (AMD EPYC, one thread) it runs the LSTM-sized products 1.5-3x faster than the default BLAS ``addmm``, most of
+    all at 2-16 rows, where BLAS re-packs the whole weight at every call. Elsewhere it is ``addmm`` on a cached
+    transposed copy. The results equal ``F.linear`` up to float rounding.
+
+    Args:
+        weight: ``(out, in)``; detached and copied.
+        bias: ``(out,)``; detached and copied.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        weight, self.bias = weight.detach(), bias.detach().contiguous()
+        self.packed = None
+        if weight.device.type == "cpu" and weight.dtype == torch.float32 and _onednn_linear_available():
+            try:
+                # The batch-size hint only tunes the layout; any number of rows works.
+                self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), 8)
+            except RuntimeError:  # pragma: no cover - builds without a usable oneDNN
+                self.packed = None
+        self.weight_t = weight.t().contiguous() if self.packed is None else None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``(rows, in)`` -> ``(rows, out)``."""
+        if self.packed is not None:
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        return torch.addmm(self.bias, x, self.weight_t)
+
+
+@dataclass
+class FastLstm:
+    """An ``nn.LSTMCell``'s weights laid out for inference (see :meth:`ReaderPreTrainedModel.fast_lstm`).
+
+    Args:
+        input: ``x -> W_ih x + b_ih + b_hh`` (the whole bias).
+        recurrent: ``h -> W_hh h``.
+        joint: ``[x; h] -> W_ih x + W_hh h + b_ih + b_hh`` in one product (one token at a time).
+    """
+
+    input: InferenceLinear
+    recurrent: InferenceLinear
+    joint: InferenceLinear
+
+
+def lstm_update_(gates: torch.Tensor, c: torch.Tensor, h_out: torch.Tensor) -> None:
+    """The LSTM cell's elementwise part, in place: ``gates`` (i, f, g, o pre-activations) -> new ``c`` and ``h``.
+
+    Args:
+        gates: ``(rows, 4 * hidden)``; overwritten (its sigmoids).
+        c: ``(rows, hidden)`` cell state, updated in place.
+        h_out: ``(rows, hidden)`` written with the new hidden state (may be a view into a larger buffer).
+    """
+    hidden = c.size(1)
+    candidate = gates[:, 2 * hidden : 3 * hidden].tanh()
+    gates.sigmoid_()
+    c.mul_(gates[:, hidden : 2 * hidden]).addcmul_(gates[:, :hidden], candidate)
+    torch.mul(gates[:, 3 * hidden :], c.tanh(), out=h_out)
+
+
 def lstm_steps(
     inputs: torch.Tensor,
     lengths: torch.Tensor | None,
     state: tuple[torch.Tensor, torch.Tensor],
     cell: nn.LSTMCell,
-    weight_hh_t: torch.Tensor | None = None,
+    fast: FastLstm | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Runs ``cell`` over each row's first ``lengths`` inputs, step by step; returns the last ``(h, c)``.
 
     For short chunks (LSTM-Jump reads a few tokens between decisions) this beats torch's fused LSTM, whose fixed
-    per-call cost (weight reordering) is paid at every chunk. The input projection of all the tokens that are read
-    is one matmul; each step then runs the recurrent matmul on the rows that still have a token, which form a
-    prefix of the rows once they are sorted by length. Padding positions are never projected or stepped.
+    per-call cost (weight reordering) is paid at every chunk. Rows are sorted by length, so the rows that still
+    have a token at step ``t`` are a prefix; the input projection of all the tokens that are read (and only
+    those: padding and clamped positions are never projected) is one product, laid out step-major as in a packed
+    sequence; each step then runs the recurrent product on that prefix of the rows.
 
     Args:
         inputs: ``(rows, steps, input_size)``.
         lengths: ``(rows,)`` steps to run per row, each in 0..steps; ``None`` when every row runs all steps.
         state: Initial ``(h, c)``, each ``(rows, hidden)``.
-        cell: The ``nn.LSTMCell`` whose weights are used.
-        weight_hh_t: ``cell.weight_hh`` transposed into contiguous memory, when the caller has it cached (a
-            matrix-vector product on that layout is much faster at batch 1); ``None`` uses a transposed view.
+        cell: The ``nn.LSTMCell`` whose weights are used (differentiable path, when ``fast`` is ``None``).
+        fast: The cell's weights prepacked for inference (:meth:`ReaderPreTrainedModel.fast_lstm`); then no
+            autograd graph is built and the state is updated in place in preallocated buffers.
     """
-    h, c = state
     rows, width = inputs.size(0), inputs.size(1)
-    hidden = h.size(1)
     uniform = lengths is None or bool((lengths == width).all())
-    if not uniform:
-        order = torch.argsort(lengths, descending=True, stable=True)
-        inputs, lengths, h, c = inputs[order], lengths[order], h[order], c[order]
-        counts = (lengths.unsqueeze(0) > torch.arange(width, device=lengths.device).unsqueeze(1)).sum(1).tolist()
-        valid = torch.arange(width, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
-        projected = inputs.new_zeros(rows, width, 4 * hidden)
-        projected[valid] = F.linear(inputs[valid], cell.weight_ih, cell.bias_ih + cell.bias_hh)
-    else:
+    if uniform:
         counts = [rows] * width
-        projected = F.linear(inputs, cell.weight_ih, cell.bias_ih + cell.bias_hh)
-    w_hh = cell.weight_hh.t() if weight_hh_t is None else weight_hh_t
-    final_h, final_c = h, c
-    alive = rows
-    for step in range(width):
-        n = counts[step]
+        order = None
+        # Step-major: step t's rows are one contiguous block, as in a packed sequence.
+        tokens = inputs.transpose(0, 1).reshape(width * rows, inputs.size(2))
+    else:
+        order = torch.argsort(lengths, descending=True, stable=True)
+        inputs, lengths = inputs.index_select(0, order), lengths.index_select(0, order)
+        state = (state[0].index_select(0, order), state[1].index_select(0, order))
+        steps = torch.arange(width, device=lengths.device)
+        valid = steps.unsqueeze(1) < lengths.unsqueeze(0)  # (steps, rows)
+        counts = valid.sum(1).tolist()
+        tokens = inputs.transpose(0, 1)[valid]
+    if fast is None:
+        final_h, final_c = _lstm_steps_autograd(tokens, counts, state, cell)
+    else:
+        final_h, final_c = _lstm_steps_fast(tokens, counts, state, fast)
+    if order is not None:
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(rows, device=order.device)
+        final_h, final_c = final_h.index_select(0, inverse), final_c.index_select(0, inverse)
+    return final_h, final_c
+
+
+def _lstm_steps_fast(tokens, counts, state, fast: FastLstm):
+    """Inference steps: each step updates the prefix of the rows in place; rows past their end keep their state."""
+    h, c = state[0].clone(), state[1].clone()
+    projected = fast.input(tokens) if tokens.size(0) else tokens.new_zeros(0, 4 * h.size(1))
+    offset = 0
+    for n in counts:
+        if n == 0:
+            break
+        gates = fast.recurrent(h[:n]).add_(projected[offset : offset + n])
+        offset += n
+        lstm_update_(gates, c[:n], h[:n])
+    return h, c
+
+
+def _lstm_steps_autograd(tokens, counts, state, cell: nn.LSTMCell):
+    """Differentiable steps (training): the same computation without in-place updates of the state."""
+    h, c = state
+    hidden = h.size(1)
+    projected = F.linear(tokens, cell.weight_ih, cell.bias_ih + cell.bias_hh)
+    w_hh = cell.weight_hh.t()
+    rows = h.size(0)
+    done_h, done_c = [], []
+    alive, offset = rows, 0
+    for n in counts:
         if n == 0:
             break
         if n < alive:
             # Rows [n, alive) ended at the previous step: keep their state, drop them from the batch.
-            final_h = torch.cat([final_h[:n], h[n:alive], final_h[alive:]])
-            final_c = torch.cat([final_c[:n], c[n:alive], final_c[alive:]])
+            done_h.insert(0, h[n:alive])
+            done_c.insert(0, c[n:alive])
             h, c, alive = h[:n], c[:n], n
-        gates = torch.addmm(projected[:n, step], h, w_hh)
+        gates = torch.addmm(projected[offset : offset + n], h, w_hh)
+        offset += n
         activated = gates.sigmoid()
         candidate = gates[:, 2 * hidden : 3 * hidden].tanh()
         c = torch.addcmul(activated[:, hidden : 2 * hidden] * c, activated[:, :hidden], candidate)
         h = activated[:, 3 * hidden :] * c.tanh()
-    if alive == rows:
-        final_h, final_c = h, c
-    else:
-        final_h = torch.cat([h, final_h[alive:]])
-        final_c = torch.cat([c, final_c[alive:]])
-    if not uniform:
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(rows, device=order.device)
-        final_h, final_c = final_h[inverse], final_c[inverse]
-    return final_h, final_c
+    if done_h:
+        h, c = torch.cat([h, *done_h]), torch.cat([c, *done_c])
+    return h, c
+
+
+def _grad_flows(model: nn.Module) -> bool:
+    """Whether a forward of ``model`` now builds an autograd graph (grad mode on and some parameter trainable)."""
+    return torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters())
 
 
 class ReaderPreTrainedModel(AdaptiveHubMixin, PreTrainedModel):
@@ -230,24 +338,45 @@ class ReaderPreTrainedModel(AdaptiveHubMixin, PreTrainedModel):
             return (cls._own_parameters(first), *rest)
         return cls._own_parameters(model)
 
-    def transposed_weight(self, weight: torch.Tensor) -> torch.Tensor | None:
-        """``weight.t()`` in contiguous memory, cached across forwards, for inference; ``None`` while grads flow.
+    def inference_cache(self, name: str, sources: tuple[torch.Tensor, ...], build):
+        """A value derived from parameters (packed or rearranged weights), cached across inference forwards.
 
-        The cache is keyed on the tensor's storage and version counter, so optimizer steps and
-        ``load_state_dict`` (in-place updates) invalidate it.
+        The cache lives outside the module (copies and pickles of the model do not carry it) and is keyed on the
+        sources' storage and version counters, so optimizer steps, ``load_state_dict`` and ``.to()`` invalidate
+        it.
 
         Args:
-            weight: A 2-D parameter of this model.
+            name: Key of the value.
+            sources: The parameters it is built from.
+            build: Zero-argument function that builds it (run under ``torch.no_grad()``).
         """
-        if torch.is_grad_enabled() and weight.requires_grad:
-            return None
-        key = (weight.data_ptr(), weight._version, tuple(weight.shape), weight.dtype)
-        cache = self.__dict__.setdefault("_transposed_cache", {})
-        entry = cache.get(id(weight))
+        key = tuple((t.data_ptr(), t._version, tuple(t.shape), t.dtype, t.device) for t in sources)
+        cache = _INFERENCE_CACHES.setdefault(self, {})
+        entry = cache.get(name)
         if entry is None or entry[0] != key:
-            entry = (key, weight.detach().t().contiguous())
-            cache[id(weight)] = entry
+            with torch.no_grad():
+                entry = (key, build())
+            cache[name] = entry
         return entry[1]
+
+    def fast_lstm(self, cell: nn.LSTMCell | None = None) -> FastLstm:
+        """``cell``'s weights (default: the big cell) laid out for inference steps (:class:`FastLstm`).
+
+        Args:
+            cell: An ``nn.LSTMCell`` of this model.
+        """
+        cell = self.big_cell if cell is None else cell
+        sources = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+
+        def build() -> FastLstm:
+            bias = cell.bias_ih + cell.bias_hh
+            return FastLstm(
+                input=InferenceLinear(cell.weight_ih, bias),
+                recurrent=InferenceLinear(cell.weight_hh, torch.zeros_like(bias)),
+                joint=InferenceLinear(torch.cat([cell.weight_ih, cell.weight_hh], 1), bias),
+            )
+
+        return self.inference_cache(f"fast_lstm:{id(cell)}", sources, build)
 
     @staticmethod
     def _own_parameters(model):
@@ -320,10 +449,19 @@ class ReaderPreTrainedModel(AdaptiveHubMixin, PreTrainedModel):
 
     # ---------------------------------------------------------------------------------------------------- reading
     def _read_all(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Full reading (``reading_policy="full"``): the big cell over every token; returns the last states."""
+        """Full reading (``reading_policy="full"``): the big cell over every token; returns the last states.
+
+        The fastest full-compute implementation available: torch's fused LSTM, or, for inference on a few rows,
+        the prepacked step loop of :func:`lstm_steps`, which beats the fused LSTM there (measured on CPU).
+        """
         batch_size = inputs.size(0)
         zeros = inputs.new_zeros(batch_size, self.config.hidden_size)
         nonempty = lengths > 0
+        if batch_size <= FAST_FULL_READING_MAX_ROWS and not _grad_flows(self):
+            fast = self.fast_lstm()
+            with torch.inference_mode():
+                last = lstm_steps(inputs, lengths, (zeros, zeros), self.big_cell, fast)[0]
+            return last.clone()
         if bool(nonempty.all()):
             return run_lstm(inputs, lengths, (zeros, zeros), self.big_cell)[0]
         rows = nonempty.nonzero().squeeze(1)

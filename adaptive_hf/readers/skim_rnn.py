@@ -5,21 +5,31 @@ or to *skim* (a small LSTM cell updates only the first ``small_hidden_size`` dim
 
 * Training: both cells run at every token; a straight-through Gumbel-softmax sample picks one, so the gate gets
   gradients; the loss adds ``skim_penalty * mean(-log P(skim))``.
-* Eval (``reading_policy="adaptive"``): real skipping. Rows are sorted by length once, so the rows still reading at
-  step ``t`` are a prefix of the batch; the gate runs on them, the rows that read go through the big cell only and
-  the rows that skim through the small cell only (each on its own gathered rows).
+* Eval (``reading_policy="adaptive"``): real skipping, inference only. The big cell runs only on the tokens that
+  are read (gathered, several rows at once), the small cell only on the tokens that are skimmed; the decision and
+  the small cell share one small product per token. Each row keeps its own position, so rows skim on
+  independently and meet at reads (see ``_forward_skim``).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import SkimRnnConfig
-from .modeling import ReaderPreTrainedModel, ReaderSequenceClassifierOutput, linear_flops, lstm_cell_flops
+from .modeling import (
+    FastLstm,
+    InferenceLinear,
+    ReaderPreTrainedModel,
+    ReaderSequenceClassifierOutput,
+    linear_flops,
+    lstm_cell_flops,
+    lstm_update_,
+)
 
 
 class SmallLstmCell(nn.Module):
@@ -79,19 +89,19 @@ class SkimRnnForSequenceClassification(ReaderPreTrainedModel):
     # ------------------------------------------------------------------------------------------------ cost model
     def decision_flops(self) -> int:
         config = self.config
-        # Every token: the gate on [x_t; h_{t-1}] and the small cell's input term (computed for all tokens at once).
-        return linear_flops(1, config.embedding_size + config.hidden_size, 2) + linear_flops(
-            1, config.embedding_size, 4 * config.small_hidden_size
-        )
+        small, out = config.small_hidden_size, 4 * config.small_hidden_size + 1
+        # Every token, read or skimmed, pays one product that gives the skim score and the small cell's gates:
+        # its input term (all tokens in one matmul up front) and its head term (each step).
+        return linear_flops(1, config.embedding_size, out) + linear_flops(1, small, out)
 
     def skim_flops(self) -> int:
-        config = self.config
-        # A skimmed token: the small cell's recurrent term on the head of the state.
-        return linear_flops(1, config.small_hidden_size, 4 * config.small_hidden_size)
+        # A skimmed token's small-cell matmuls are in decision_flops (computed for every token); what remains is
+        # elementwise.
+        return 0
 
     def adaptive_read_flops(self) -> int:
         config = self.config
-        # After a read, the new tail's terms in the small cell and the gate are computed once and cached.
+        # After a read, the new tail's term in the small cell and the score (skimming leaves the tail unchanged).
         return linear_flops(1, config.hidden_size - config.small_hidden_size, 4 * config.small_hidden_size + 1)
 
     def full_token_flops(self) -> int:
@@ -182,16 +192,41 @@ class SkimRnnForSequenceClassification(ReaderPreTrainedModel):
         penalty = neg_log_skim / lengths.sum().clamp(min=1)
         return h, skimmed, penalty
 
-    def _forward_skim(self, inputs: torch.Tensor, lengths: torch.Tensor):
-        """Eval: per step, the big cell runs only on the rows that read and the small cell only on those that skim.
+    def _skim_parameters(self) -> SkimInference:
+        """The skim path's weights rearranged for inference (cached until a parameter changes)."""
+        config, cell, gate = self.config, self.small_cell, self.skim_gate
+        embed, small = config.embedding_size, config.small_hidden_size
+        sources = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, gate.weight, gate.bias)
 
-        The state is kept as a head (the ``small_hidden_size`` dims the small cell writes) and a tail. The tail only
-        changes when a row reads, so its contributions to the gate and to the small cell are computed then and
-        cached; a skim step is one small matmul on the head. The gate's and the small cell's input terms for every
-        token are one matmul each up front (counted in :meth:`decision_flops`).
+        def build() -> SkimInference:
+            # One product gives the small cell's gates and the gate's score (logit(skim) - logit(read)), split by
+            # what they read: x_t (all tokens at once), the head h[:small] (every step), the tail h[small:]
+            # (only after a read, since skimming leaves it unchanged).
+            score_w = gate.weight[1] - gate.weight[0]
+            w_x = torch.cat([cell.weight_ih[:, :embed], score_w[None, :embed]])
+            w_head = torch.cat([cell.weight_hh, score_w[None, embed : embed + small]])
+            w_tail = torch.cat([cell.weight_ih[:, embed:], score_w[None, embed + small :]])
+            bias = torch.cat([cell.bias_ih + cell.bias_hh, (gate.bias[1] - gate.bias[0])[None]])
+            return SkimInference(
+                tokens=InferenceLinear(w_x, bias),
+                head_t=w_head.t().contiguous(),
+                tail_t=w_tail.t().contiguous(),
+            )
+
+        return self.inference_cache("skim", sources, build)
+
+    def _forward_skim(self, inputs: torch.Tensor, lengths: torch.Tensor):
+        """Eval: the big cell runs only on the tokens that are read, the small cell only on those that are skimmed.
+
+        Inference only (in ``torch.inference_mode``; no autograd graph). The state is a head (the
+        ``small_hidden_size`` dims the small cell writes) and a tail. The decision and the small cell's gates come
+        from one product: its input term for every token up front (one matmul), its head term at every step (a
+        ``small x (4 small + 1)`` matmul), its tail term once after each read (skimming leaves the tail as it is).
+        Each row runs at its own position: rows skim on until each of them wants to read a token (or ends), then
+        all those rows read their token with the big cell together, so the big cell runs on as many rows at once
+        as possible.
         """
         config = self.config
-        batch_size, small, embed = inputs.size(0), config.small_hidden_size, config.embedding_size
         threshold = float(config.skim_threshold)
         # P(skim) >= threshold  <=>  logit(skim) - logit(read) >= log(threshold / (1 - threshold)).
         if threshold <= 0.0:
@@ -200,104 +235,184 @@ class SkimRnnForSequenceClassification(ReaderPreTrainedModel):
             cut = math.inf
         else:
             cut = math.log(threshold / (1.0 - threshold))
-        gate_weight = self.skim_gate.weight[1] - self.skim_gate.weight[0]
-        gate_bias = self.skim_gate.bias[1] - self.skim_gate.bias[0]
-        gate_w_x, gate_w_head, gate_w_tail = (
-            gate_weight[:embed],
-            gate_weight[embed : embed + small],
-            gate_weight[embed + small :],
-        )
-        cell = self.small_cell
-        small_w_x, small_w_tail = cell.weight_ih[:, :embed], cell.weight_ih[:, embed:]
-        small_w_head = cell.weight_hh.t()
-
-        order = torch.argsort(lengths, descending=True, stable=True)
-        if batch_size > 1:
-            inputs, lengths = inputs.index_select(0, order), lengths.index_select(0, order)
-        steps = int(lengths[0]) if batch_size > 0 else 0
-        inputs = inputs[:, :steps]
-        flat = inputs.reshape(-1, embed)
-        gate_x = torch.mv(flat, gate_w_x).view(batch_size, steps) + gate_bias
-        small_x = F.linear(flat, small_w_x, cell.bias_ih + cell.bias_hh).view(batch_size, steps, 4 * small)
-        active_counts = (lengths.unsqueeze(0) > torch.arange(steps, device=lengths.device).unsqueeze(1)).sum(1)
-        active_counts = active_counts.tolist()
-        h_head = inputs.new_zeros(batch_size, small)
-        c_head = torch.zeros_like(h_head)
-        h_tail = inputs.new_zeros(batch_size, config.hidden_size - small)
-        c_tail = torch.zeros_like(h_tail)
-        tail_small = inputs.new_zeros(batch_size, 4 * small)  # the tail's term in the small cell's gates
-        tail_gate = inputs.new_zeros(batch_size)  # the tail's term in the skim gate
-        last = inputs.new_zeros(batch_size, config.hidden_size)
-        skimmed = torch.zeros_like(lengths)
-        alive = batch_size
-        # One row: decide with Python floats, which saves several tensor ops per token.
-        single = batch_size == 1
-        gate_x_values = gate_x[0].tolist() if single else None
-        tail_gate_value = 0.0
-        skimmed_single = 0
-        for t in range(steps):
-            n = active_counts[t]
-            if n < alive:
-                # Rows [n, alive) ended at step t: keep their final state and drop them from the batch.
-                last[n:alive] = torch.cat([h_head[n:], h_tail[n:]], dim=1)
-                h_head, c_head, h_tail, c_tail = h_head[:n], c_head[:n], h_tail[:n], c_tail[:n]
-                tail_small, tail_gate, alive = tail_small[:n], tail_gate[:n], n
-            if single:
-                score = float(torch.dot(h_head[0], gate_w_head)) + tail_gate_value + gate_x_values[t]
-                num_skim = 1 if score >= cut else 0
+        batch_size = inputs.size(0)
+        steps = int(lengths.max()) if batch_size else 0
+        if steps == 0:
+            return inputs.new_zeros(batch_size, config.hidden_size), torch.zeros_like(lengths)
+        params, big = self._skim_parameters(), self.fast_lstm()
+        with torch.inference_mode():
+            if batch_size == 1:
+                last, skimmed = self._skim_one_row(inputs[0], int(lengths[0]), cut, params, big)
             else:
-                skim = (torch.mv(h_head, gate_w_head) + tail_gate + gate_x[:n, t]) >= cut
-                num_skim = int(skim.sum())
-            if num_skim == n:
-                h_head, c_head = _small_step(small_x[:n, t] + tail_small, h_head, c_head, small_w_head)
-                if single:
-                    skimmed_single += 1
-                else:
-                    skimmed[:n] += 1
+                last, skimmed = self._skim_rows(inputs[:, :steps], lengths, cut, params, big)
+        return last.clone(), skimmed.clone()  # normal tensors again, usable outside inference mode
+
+    def _skim_one_row(self, inputs: torch.Tensor, length: int, cut: float, params: SkimInference, big: FastLstm):
+        """One row: decisions on Python floats, every update in place in preallocated buffers."""
+        config = self.config
+        embed, hidden, small = config.embedding_size, config.hidden_size, config.small_hidden_size
+        gates = 4 * small
+        inputs = inputs[:length]
+        base = params.tokens(inputs)  # (length, 4 small + 1): input terms of every token
+        terms = base.clone()  # plus the current tail term
+        rows = terms.unbind(0)
+        xh = inputs.new_zeros(1, embed + hidden)  # [x_t; h]: the big cell's input, h lives in it
+        h = xh[:, embed:]
+        h_head, h_tail = h[:, :small], h[:, small:]
+        c = inputs.new_zeros(1, hidden)
+        c_head = c[:, :small]
+        z = inputs.new_empty(1, gates + 1)
+        views, score, scratch = _gate_views(z, small), z[0, gates], inputs.new_empty(1, small)
+        head_t = params.head_t
+        skimmed = 0
+        for t in range(length):
+            torch.addmm(rows[t], h_head, head_t, out=z)
+            if score.item() >= cut:
+                _small_update(views, c_head, h_head, scratch)
+                skimmed += 1
                 continue
-            if num_skim == 0:
-                h, c = self.big_cell(inputs[:n, t], (torch.cat([h_head, h_tail], 1), torch.cat([c_head, c_tail], 1)))
-                h_head, h_tail, c_head, c_tail = h[:, :small], h[:, small:], c[:, :small], c[:, small:]
-                tail_small = F.linear(h_tail, small_w_tail)
-                if single:
-                    tail_gate_value = float(torch.dot(h_tail[0], gate_w_tail))
-                else:
-                    tail_gate = torch.mv(h_tail, gate_w_tail)
-                continue
-            skimmed[:n] += skim
-            read_rows = (~skim).nonzero().squeeze(1)
-            skim_rows = skim.nonzero().squeeze(1)
-            h_small, c_small = _small_step(
-                small_x[:n, t].index_select(0, skim_rows) + tail_small.index_select(0, skim_rows),
-                h_head.index_select(0, skim_rows),
-                c_head.index_select(0, skim_rows),
-                small_w_head,
-            )
-            h_read = torch.cat([h_head.index_select(0, read_rows), h_tail.index_select(0, read_rows)], 1)
-            c_read = torch.cat([c_head.index_select(0, read_rows), c_tail.index_select(0, read_rows)], 1)
-            h_big, c_big = self.big_cell(inputs[:n, t].index_select(0, read_rows), (h_read, c_read))
-            h_head = h_head.index_copy(0, skim_rows, h_small).index_copy(0, read_rows, h_big[:, :small])
-            c_head = c_head.index_copy(0, skim_rows, c_small).index_copy(0, read_rows, c_big[:, :small])
-            h_tail = h_tail.index_copy(0, read_rows, h_big[:, small:])
-            c_tail = c_tail.index_copy(0, read_rows, c_big[:, small:])
-            tail_small = tail_small.index_copy(0, read_rows, F.linear(h_big[:, small:], small_w_tail))
-            tail_gate = tail_gate.index_copy(0, read_rows, torch.mv(h_big[:, small:], gate_w_tail))
-        if alive > 0:
-            last[:alive] = torch.cat([h_head, h_tail], dim=1)
-        if single:
-            skimmed.fill_(skimmed_single)
-        if batch_size > 1:
-            inverse = torch.empty_like(order)
-            inverse[order] = torch.arange(batch_size, device=order.device)
-            last, skimmed = last.index_select(0, inverse), skimmed.index_select(0, inverse)
-        return last, skimmed
+            xh[:, :embed].copy_(inputs[t : t + 1])
+            _big_update(big.joint(xh), c, h)
+            if t + 1 < length:
+                torch.add(base[t + 1 :], torch.mm(h_tail, params.tail_t), out=terms[t + 1 :])
+        return h, torch.full((1,), skimmed, dtype=torch.long, device=inputs.device)
+
+    def _skim_rows(self, inputs, lengths, cut: float, params: SkimInference, big: FastLstm):
+        """A batch: each row at its own position; skim phases alternate with batched reads."""
+        config = self.config
+        batch_size, steps = inputs.size(0), inputs.size(1)
+        hidden, small = config.hidden_size, config.small_hidden_size
+        gates = 4 * small
+        flat_inputs = inputs.reshape(batch_size * steps, -1)
+        # Input terms of every token; padding positions are projected too (one product beats a gather here).
+        base = params.tokens(flat_inputs)
+        h = inputs.new_zeros(batch_size, hidden)
+        c = torch.zeros_like(h)
+        skimmed = torch.zeros_like(lengths)
+        # The rows of the current skim phase: global row, flat index of its next token, tokens left.
+        rows = (lengths > 0).nonzero().squeeze(1)
+        position, left = rows * steps, lengths.index_select(0, rows)
+        tail = inputs.new_zeros(rows.numel(), gates + 1)  # tail terms; the initial state is zero
+        h_head = inputs.new_zeros(rows.numel(), small)
+        c_head = torch.zeros_like(h_head)
+        while rows.numel():
+            # ---------------------------------------------------------------- skim phase
+            readers = []  # (rows, positions, tokens left) of the rows that want to read their next token
+            z, index = inputs.new_empty(rows.numel(), gates + 1), torch.empty_like(position)
+            views, score, scratch = _gate_views(z, small), z[:, gates], torch.empty_like(h_head)
+            finish = int(left.min())
+            k = 0
+            while True:
+                torch.add(position, k, out=index)
+                torch.index_select(base, 0, index, out=z)
+                z.add_(tail).addmm_(h_head, params.head_t)
+                if float(score.min()) < cut:
+                    read = score < cut
+                    out = read.nonzero().squeeze(1)
+                    readers.append(
+                        (rows.index_select(0, out), index.index_select(0, out), left.index_select(0, out) - k)
+                    )
+                    rows, position, left, tail, h_head, c_head, z, keep = _leave(
+                        out, read, h, c, skimmed, k, rows, position, left, tail, h_head, c_head, z, small
+                    )
+                    if not keep:
+                        break
+                    index, scratch = torch.empty_like(position), torch.empty_like(h_head)
+                    views, score = _gate_views(z, small), z[:, gates]
+                    finish = int(left.min())
+                _small_update(views, c_head, h_head, scratch)
+                k += 1
+                if k == finish:  # rows whose last token this was
+                    ended = left == k
+                    out = ended.nonzero().squeeze(1)
+                    rows, position, left, tail, h_head, c_head, z, keep = _leave(
+                        out, ended, h, c, skimmed, k, rows, position, left, tail, h_head, c_head, z, small
+                    )
+                    if not keep:
+                        break
+                    index, scratch = torch.empty_like(position), torch.empty_like(h_head)
+                    views, score = _gate_views(z, small), z[:, gates]
+                    finish = int(left.min())
+            if not readers:
+                break
+            # ---------------------------------------------------------------- read phase
+            rows, position, left = (torch.cat(parts) for parts in zip(*readers, strict=True))
+            h_rows, c_rows = _read_rows(flat_inputs.index_select(0, position), h, c, rows, big)
+            h.index_copy_(0, rows, h_rows)
+            c.index_copy_(0, rows, c_rows)
+            position, left = position + 1, left - 1
+            more = left > 0
+            if not bool(more.all()):
+                keep = more.nonzero().squeeze(1)
+                rows, position, left, h_rows, c_rows = (
+                    t.index_select(0, keep) for t in (rows, position, left, h_rows, c_rows)
+                )
+            h_head, c_head = h_rows[:, :small].contiguous(), c_rows[:, :small].contiguous()
+            tail = torch.mm(h_rows[:, small:], params.tail_t) if rows.numel() else h_head.new_zeros(0, gates + 1)
+        return h, skimmed
 
 
-def _small_step(input_terms: torch.Tensor, h_head: torch.Tensor, c_head: torch.Tensor, w_head_t: torch.Tensor):
-    """One small-cell LSTM step on the head of the state, given the gates' input and tail terms."""
-    small = h_head.size(1)
-    gates = torch.addmm(input_terms, h_head, w_head_t)
-    activated = gates.sigmoid()
-    candidate = gates[:, 2 * small : 3 * small].tanh()
-    c_head = torch.addcmul(activated[:, small : 2 * small] * c_head, activated[:, :small], candidate)
-    return activated[:, 3 * small :] * c_head.tanh(), c_head
+@dataclass
+class SkimInference:
+    """Skim-RNN's small cell and gate rearranged for inference (see ``_skim_parameters``).
+
+    Args:
+        tokens: ``x_t ->`` the input terms (and biases) of the small cell's gates and of the skim score.
+        head_t: ``(small, 4 small + 1)``: the head's terms, transposed.
+        tail_t: ``(hidden - small, 4 small + 1)``: the tail's terms, transposed.
+    """
+
+    tokens: InferenceLinear
+    head_t: torch.Tensor
+    tail_t: torch.Tensor
+
+
+def _leave(out, leaving, h, c, skimmed, k, rows, position, left, tail, h_head, c_head, z, small):
+    """Rows ``out`` of a skim phase leave it after ``k`` skims: their head state and skim count go back to the
+    whole batch's buffers; the phase keeps the other rows. Returns the kept arrays and whether any row is left."""
+    leaving_rows = rows.index_select(0, out)
+    h[:, :small].index_copy_(0, leaving_rows, h_head.index_select(0, out))
+    c[:, :small].index_copy_(0, leaving_rows, c_head.index_select(0, out))
+    skimmed.index_add_(0, leaving_rows, torch.full_like(leaving_rows, k))
+    keep = (~leaving).nonzero().squeeze(1)
+    if keep.numel() == 0:
+        return rows, position, left, tail, h_head, c_head, z, False
+    rows, position, left = rows.index_select(0, keep), position.index_select(0, keep), left.index_select(0, keep)
+    tail, h_head, c_head, z = (t.index_select(0, keep) for t in (tail, h_head, c_head, z))
+    return rows, position, left, tail, h_head, c_head, z, True
+
+
+def _gate_views(z: torch.Tensor, small: int) -> tuple[torch.Tensor, ...]:
+    """Views of the small cell's gates in the decision product's output ``z``: all, i, f, g, o (made once, reused
+    at every step, since creating views costs about as much as the elementwise ops on these small tensors)."""
+    return (
+        z[:, : 4 * small],
+        z[:, :small],
+        z[:, small : 2 * small],
+        z[:, 2 * small : 3 * small],
+        z[:, 3 * small : 4 * small],
+    )
+
+
+def _small_update(views: tuple[torch.Tensor, ...], c_head: torch.Tensor, h_head: torch.Tensor, scratch) -> None:
+    """A skim step on the rows of ``views`` (:func:`_gate_views`): the small cell's update of the head, in place."""
+    gates, i, f, g, o = views
+    torch.tanh(g, out=scratch)
+    gates.sigmoid_()
+    c_head.mul_(f).addcmul_(i, scratch)
+    torch.tanh(c_head, out=scratch)
+    torch.mul(o, scratch, out=h_head)
+
+
+def _big_update(gates: torch.Tensor, c: torch.Tensor, h: torch.Tensor) -> None:
+    """A read step (one row): the big cell's elementwise update of the whole state, in place."""
+    lstm_update_(gates, c, h)
+
+
+def _read_rows(tokens: torch.Tensor, h: torch.Tensor, c: torch.Tensor, rows: torch.Tensor, big: FastLstm):
+    """Reads one token for each row in ``rows`` with the big cell; returns their new ``(h, c)``."""
+    h_rows = h.index_select(0, rows)
+    c_rows = c.index_select(0, rows)
+    gates = big.joint(torch.cat([tokens, h_rows], 1))
+    lstm_update_(gates, c_rows, h_rows)
+    return h_rows, c_rows
