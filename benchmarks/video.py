@@ -8,6 +8,8 @@ interleaved (A B A B) on the same batches after a warm-up, at a fixed thread cou
 
     python benchmarks/video.py --models outputs/video_sampler --json outputs/video_bench.json
 
+Early stop is timed at each ``--thresholds`` value for each ``--frames_per_step`` value (frames per backbone call).
+
 Without ``--models`` (or when a model is missing) it times randomly initialised models of the same shapes
 (speed only; accuracy is then meaningless and marked as such).
 """
@@ -27,21 +29,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 import adaptive_hf  # noqa: E402,F401
-from adaptive_hf.video.data import VideoCollator, load_moving_fashion_mnist  # noqa: E402
-from adaptive_hf.video.evaluation import evaluate_video_classifier, time_video_samplers  # noqa: E402
+from adaptive_hf.video.data import load_moving_fashion_mnist  # noqa: E402
+from adaptive_hf.video.evaluation import (  # noqa: E402
+    evaluate_video_classifier,
+    load_video_collator,
+    time_video_samplers,
+)
 from adaptive_hf.video.modeling import FrameSamplingVideoClassifier  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="outputs/video_sampler", help="The recipe's output_dir.")
-    parser.add_argument("--num_test", type=int, default=256, help="Test clips for accuracy.")
-    parser.add_argument("--timing_videos", type=int, default=64, help="Clips timed per batch size.")
+    parser.add_argument("--num_test", type=int, default=1024, help="Test clips for accuracy.")
+    parser.add_argument("--timing_videos", type=int, default=128, help="Clips timed per batch size.")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[16, 1])
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--budgets", type=int, nargs="+", default=[2, 4, 8])
-    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.8, 0.9])
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.9, 0.95])
+    parser.add_argument("--frames_per_step", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="Write the results here.")
     return parser.parse_args(argv)
@@ -69,8 +76,9 @@ def main(argv=None):
     settings = (
         json.loads((models / "results.json").read_text())["settings"] if (models / "results.json").is_file() else {}
     )
-    image_size = int(settings.get("image_size", 48))
-    collator = VideoCollator(num_channels=reference.in_chans)
+    # The frame size and normalization the recipe trained with (saved next to each model), else its defaults.
+    collator, clip_settings = load_video_collator(reference, models / "uniform")
+    image_size = int(clip_settings.get("image_size", settings.get("image_size", 48)))
     test = load_moving_fashion_mnist(
         "test", args.num_test, num_frames=config.num_frames, image_size=image_size, seed=args.seed
     ).with_format("numpy")[:]
@@ -82,7 +90,11 @@ def main(argv=None):
 
     cases = [("uniform", reference, {"frame_budget": b}) for b in args.budgets]
     cases += [("saliency", saliency, {"frame_budget": b}) for b in args.budgets]
-    cases += [("early_stop", early, {"exit_threshold": t, "frame_budget": None}) for t in args.thresholds]
+    cases += [
+        ("early_stop", early, {"exit_threshold": t, "frames_per_step": k, "frame_budget": early.config.frame_budget})
+        for k in args.frames_per_step
+        for t in args.thresholds
+    ]
     full_quality = evaluate_video_classifier(full, pixels, labels)
     print(f"reference: uniform, all {config.num_frames} frames: accuracy {full_quality['accuracy']:.3f}")
     rows = []

@@ -63,22 +63,26 @@ def parse_args(argv=None):
     parser.add_argument("--image_size", type=int, default=48)
     parser.add_argument("--num_train", type=int, default=1024)
     parser.add_argument("--num_validation", type=int, default=128)
-    parser.add_argument("--num_test", type=int, default=256)
-    parser.add_argument("--pretrain_frames", type=int, default=8000, help="single frames to pretrain on (0: none)")
-    parser.add_argument("--pretrain_epochs", type=float, default=2.0)
+    parser.add_argument("--num_test", type=int, default=1024)
+    parser.add_argument("--pretrain_frames", type=int, default=16000, help="single frames to pretrain on (0: none)")
+    parser.add_argument("--pretrain_epochs", type=float, default=3.0)
     parser.add_argument("--epochs", type=float, default=4.0, help="epochs of the uniform reference")
     parser.add_argument("--sampler_epochs", type=float, default=1.5, help="epochs of each sampler's fine-tuning")
     parser.add_argument("--learning_rate", type=float, default=3e-3)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--train_budget", type=int, default=4)
     parser.add_argument("--budgets", default="1,2,4,8,16")
-    parser.add_argument("--thresholds", default="0.5,0.7,0.8,0.9,0.95")
+    parser.add_argument("--thresholds", default="0.5,0.8,0.9,0.95,0.98")
     parser.add_argument("--aggregation", default="mean", choices=["mean", "attention"])
     parser.add_argument("--glance_resolution", type=int, default=16)
     parser.add_argument("--glance_width", type=int, default=8)
     parser.add_argument("--glance_usefulness_weight", type=float, default=1.0)
     parser.add_argument("--frame_order", default="glance", choices=["glance", "coverage", "sequential"])
-    parser.add_argument("--frames_per_step", type=int, default=1, help="early stop: frames per backbone call")
+    parser.add_argument("--frames_per_step", type=int, default=2, help="early stop: frames per backbone call")
+    parser.add_argument(
+        "--eval_frames_per_step", default="2,4", help="early stop: frames per step to report (a runtime knob)"
+    )
+    parser.add_argument("--exit_threshold", type=float, default=0.95, help="early stop: the saved threshold")
     parser.add_argument("--early_stop_budget", type=int, default=8, help="early stop: most frames per video")
     parser.add_argument(
         "--threads",
@@ -183,7 +187,7 @@ def main(argv=None):
     early = copy.deepcopy(saliency if args.frame_order == "glance" else reference)
     early.config.sampler, early.config.frame_order = "early_stop", args.frame_order
     early.config.frame_budget = min(args.early_stop_budget, args.num_frames)
-    early.config.frames_per_step = args.frames_per_step
+    early.config.frames_per_step, early.config.exit_threshold = args.frames_per_step, args.exit_threshold
     timings["early_stop"] = train(
         early, train_set, collator, args, args.sampler_epochs, args.learning_rate / 3, "early_stop"
     )
@@ -210,8 +214,10 @@ def main(argv=None):
         report(reference, "uniform", frame_budget=budget)
     for budget in budgets:
         report(saliency, "saliency", frame_budget=budget)
-    for threshold in (float(t) for t in args.thresholds.split(",")):
-        report(early, "early_stop", exit_threshold=threshold, frame_budget=early.config.frame_budget)
+    for chunk in (int(c) for c in args.eval_frames_per_step.split(",")):
+        for threshold in (float(t) for t in args.thresholds.split(",")):
+            report(early, "early_stop", exit_threshold=threshold, frames_per_step=chunk)
+    early.config.frames_per_step, early.config.exit_threshold = args.frames_per_step, args.exit_threshold
     results = {
         "command": "python recipes/video_sampler.py " + " ".join(argv or os.sys.argv[1:]),
         "settings": vars(args),
