@@ -646,3 +646,43 @@ def test_cli_evaluate_generates_moving_fashion_mnist(tmp_path, capsys):
     assert payload["rows"][0]["frames_used"] == NUM_FRAMES
     assert main(["evaluate", str(tmp_path), "--dataset", "moving_fashion_mnist", "--split", "dev"]) == 2
     assert "--split" in capsys.readouterr().err
+
+
+def test_recipe_end_to_end_on_a_tiny_run(tmp_path):
+    """The recipe trains every sampler with the stock Trainer, saves loadable models and reports every row."""
+    import importlib.util
+    from pathlib import Path
+
+    from adaptive_hf.video.data import fashion_mnist_available
+
+    if not fashion_mnist_available():
+        pytest.skip("apt-get install -y dataset-fashion-mnist provides the images")
+    path = Path(__file__).resolve().parents[1] / "recipes" / "video_sampler.py"
+    spec = importlib.util.spec_from_file_location("video_sampler_recipe", path)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    argv = ["--output_dir", str(tmp_path), "--num_train", "16", "--num_test", "8", "--pretrain_frames", "32"]
+    argv += ["--pretrain_epochs", "1", "--epochs", "1", "--sampler_epochs", "1", "--image_size", "32"]
+    argv += ["--num_frames", "8", "--batch_size", "8", "--train_budget", "2", "--early_stop_budget", "4"]
+    argv += ["--budgets", "2,8", "--thresholds", "0.5", "--eval_frames_per_step", "2,4"]
+    results = recipe.main(argv)
+    settings = [(r["sampler"], r.get("frame_budget"), r.get("frames_per_step")) for r in results["rows"]]
+    assert settings == [
+        ("uniform", 2, None),
+        ("uniform", 8, None),
+        ("saliency", 2, None),
+        ("saliency", 8, None),
+        ("early_stop", None, 2),
+        ("early_stop", None, 4),
+    ]
+    assert all(0 <= r["accuracy"] <= 1 and r["frames_used"] <= 8 for r in results["rows"])
+    early = AutoModelForVideoClassification.from_pretrained(tmp_path / "early_stop")
+    assert early.config.frame_order == "glance" and early.config.frame_budget == 4
+    assert early.config.frames_per_step == 2 and early.config.exit_threshold == 0.95
+    saliency = AutoModelForVideoClassification.from_pretrained(tmp_path / "saliency")
+    assert saliency.config.glance_usefulness_weight == 1.0 and saliency.config.frame_budget == 2
+    for name in ("uniform", "saliency", "early_stop"):
+        assert json.loads((tmp_path / name / "video_collator.json").read_text())["moving_fashion_mnist"] == {
+            "image_size": 32,
+            "num_frames": 8,
+        }
