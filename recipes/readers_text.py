@@ -64,6 +64,9 @@ def parse_args(argv=None):
     parser.add_argument("--max_jumps", type=int, default=6)
     parser.add_argument("--entropy_coef", type=float, default=0.01)
     parser.add_argument(
+        "--read_penalty", type=float, default=0.0, help="LSTM-Jump reward shaping: minus this x fraction read."
+    )
+    parser.add_argument(
         "--policy_gradient_to_reader", type=int, default=1, help="0: REINFORCE trains only the jump policy."
     )
     parser.add_argument("--num_train_epochs", type=float, default=2.0)
@@ -96,6 +99,7 @@ def reader_settings(kind: str, args) -> dict:
         "max_jump": args.max_jump,
         "max_jumps": args.max_jumps,
         "entropy_coef": args.entropy_coef,
+        "read_penalty": args.read_penalty,
         "policy_gradient_to_reader": bool(args.policy_gradient_to_reader),
     }
 

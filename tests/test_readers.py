@@ -321,6 +321,52 @@ def test_skim_penalty_is_part_of_the_loss():
     torch.testing.assert_close(plain.logits, penalized.logits)
 
 
+def test_read_penalty_shapes_the_reinforce_reward():
+    losses = {}
+    for penalty in (0.0, 2.0):
+        model = build("jump_lstm", read_penalty=penalty).train()
+        torch.manual_seed(0)
+        out = model(**padded_batch(batch_size=8, max_len=14), labels=torch.arange(8) % 3)
+        losses[penalty] = (float(out.loss.detach()), out.logits.detach())
+    torch.testing.assert_close(losses[0.0][1], losses[2.0][1])  # same sampled reading
+    assert losses[0.0][0] != losses[2.0][0]
+
+
+@pytest.mark.parametrize("uniform", [True, False])
+def test_fast_lstm_steps_equal_the_differentiable_steps(uniform):
+    from adaptive_hf.readers.modeling import lstm_steps
+
+    model = build("jump_lstm")
+    torch.manual_seed(1)
+    inputs = torch.randn(5, 6, 8)
+    lengths = None if uniform else torch.tensor([6, 0, 3, 6, 1])
+    state = (torch.randn(5, 12), torch.randn(5, 12))
+    with torch.no_grad():
+        slow = lstm_steps(inputs, lengths, state, model.big_cell)
+        fast = lstm_steps(inputs, lengths, state, model.big_cell, model.fast_lstm())
+    for a, b in zip(slow, fast, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    if not uniform:  # a row of length 0 keeps its initial state
+        assert torch.equal(fast[0][1], state[0][1]) and torch.equal(fast[1][1], state[1][1])
+
+
+@pytest.mark.parametrize("kind", READERS)
+def test_inference_weight_cache_follows_parameter_updates(kind):
+    model = build(kind)
+    batch = padded_batch(batch_size=5, max_len=9, seed=12)
+    with torch.no_grad():
+        model(**batch)  # fills the cache of packed weights
+        model.big_cell.weight_hh.mul_(1.5)  # an in-place update, as an optimizer step does
+        if kind == "skim_rnn":
+            model.small_cell.weight_hh.mul_(0.5)
+        out = model(**batch)
+        lengths = batch["attention_mask"].sum(1)
+        for row in range(5):
+            logits, read = reference(model, batch["input_ids"][row, : int(lengths[row])].tolist())
+            torch.testing.assert_close(out.logits[row], logits, atol=1e-5, rtol=1e-5)
+            assert int(out.tokens_read[row]) == read
+
+
 def tiny_dataset(n=24, seed=0):
     batch = padded_batch(batch_size=n, max_len=10, seed=seed, min_len=3)
     labels = (batch["input_ids"][:, 0] % 3).tolist()
@@ -467,6 +513,7 @@ def test_embeddings_from_a_pretrained_hf_model(kind, tmp_path):
         (JumpLstmConfig, {"max_jump": -1}, "max_jump"),
         (JumpLstmConfig, {"max_jumps": 1.5}, "max_jumps"),
         (JumpLstmConfig, {"entropy_coef": -0.1}, "entropy_coef"),
+        (JumpLstmConfig, {"read_penalty": -0.5}, "read_penalty"),
         (JumpLstmConfig, {"hidden_size": 0}, "hidden_size"),
         (JumpLstmConfig, {"classifier_dropout": 1.0}, "classifier_dropout"),
     ],

@@ -127,6 +127,8 @@ class JumpLstmConfig(ReaderConfigMixin, PreTrainedConfig):
         policy_loss_coef: Weight (>= 0) of the REINFORCE term in the training loss.
         baseline_loss_coef: Weight (>= 0) of the squared error of the learned reward baseline.
         entropy_coef: Weight (>= 0) of the policy-entropy bonus (subtracted from the loss).
+        read_penalty: Reward shaping (>= 0): the REINFORCE reward of a row is +1 (correct) or -1 (wrong) minus
+            ``read_penalty`` times the fraction of its tokens it read, so the policy also learns to read less.
         policy_gradient_to_reader: Whether the REINFORCE gradient also flows into the LSTM and embeddings (True),
             or only into the jump policy (False: the reader learns from the cross-entropy alone, which is steadier
             in short runs).
@@ -148,6 +150,7 @@ class JumpLstmConfig(ReaderConfigMixin, PreTrainedConfig):
     policy_loss_coef: float = 1.0
     baseline_loss_coef: float = 1.0
     entropy_coef: float = 0.01
+    read_penalty: float = 0.0
     policy_gradient_to_reader: bool = True
     pad_token_id: int | None = 0
     classifier_dropout: float = 0.1
@@ -163,6 +166,7 @@ class JumpLstmConfig(ReaderConfigMixin, PreTrainedConfig):
         check_number("policy_loss_coef", self.policy_loss_coef, 0.0, None)
         check_number("baseline_loss_coef", self.baseline_loss_coef, 0.0, None)
         check_number("entropy_coef", self.entropy_coef, 0.0, None)
+        check_number("read_penalty", self.read_penalty, 0.0, None)
         if not isinstance(self.policy_gradient_to_reader, bool):
             raise TypeError(
                 f"`policy_gradient_to_reader` must be True or False; got {self.policy_gradient_to_reader!r}."

@@ -94,7 +94,7 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
         logits = self._classify(last)
         loss = self._cross_entropy(logits, labels)
         if loss is not None and trace is not None:
-            loss = loss + self._reinforce_loss(trace, logits, labels)
+            loss = loss + self._reinforce_loss(trace, logits, labels, read, lengths)
         output = ReaderSequenceClassifierOutput(
             loss=loss,
             logits=logits,
@@ -209,12 +209,18 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
             position.index_add_(0, jumping, action[go] - 1)
         return h, read, decisions, jumps, trace
 
-    def _reinforce_loss(self, trace, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """REINFORCE with a learned baseline, averaged over the sampled jump decisions of the batch."""
+    def _reinforce_loss(self, trace, logits, labels, read, lengths) -> torch.Tensor:
+        """REINFORCE with a learned baseline, averaged over the sampled jump decisions of the batch.
+
+        The reward of a row is +1 for a correct prediction and -1 otherwise, minus ``read_penalty`` times the
+        fraction of its tokens that it read.
+        """
         config = self.config
         if not trace:
             return logits.new_zeros(())
         reward = (logits.detach().argmax(-1) == labels).to(logits.dtype) * 2 - 1
+        if config.read_penalty > 0:
+            reward = reward - config.read_penalty * read.to(logits.dtype) / lengths.clamp(min=1).to(logits.dtype)
         rows = torch.cat([step[0] for step in trace])
         log_prob = torch.cat([step[1] for step in trace])
         entropy = torch.cat([step[2] for step in trace])
