@@ -27,7 +27,7 @@ with the best setting, the report JSON and a trade-off plot (test accuracy again
 threshold sweep, with the realized points).
 
 Any ``TrainingArguments`` flag overrides the recipe's defaults. Keep runs short on shared CPUs: the defaults train
-one epoch on a 3,000-image subset at 64x64 pixels.
+two epochs on 16,000 images at 32x32 pixels (a few minutes on 2 quiet cores).
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ TASK_DATASETS = {"fashion_mnist": "fashion_mnist", "mnist_vit": "mnist_subset"}
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 TRAINING_DEFAULTS = {
     "learning_rate": "1e-3",
-    "num_train_epochs": "1",
-    "per_device_train_batch_size": "32",
+    "num_train_epochs": "2",
+    "per_device_train_batch_size": "64",
     "weight_decay": "0.01",
     "warmup_steps": "0.05",
     "lr_scheduler_type": "cosine",
@@ -76,9 +76,9 @@ class RecipeArguments:
     """What to train and how to calibrate it."""
 
     task: str = field(default="fashion_mnist", metadata={"help": "fashion_mnist (EfficientNet-Lite0) or mnist_vit."})
-    image_size: int | None = field(default=None, metadata={"help": "Input side (default 64; 28 for mnist_vit)."})
-    train_samples: int = field(default=3000, metadata={"help": "Training images (a seeded subset)."})
-    validation_samples: int = field(default=1000, metadata={"help": "Calibration images (held out from train)."})
+    image_size: int | None = field(default=None, metadata={"help": "Input side (default 32; 28 for mnist_vit)."})
+    train_samples: int = field(default=16000, metadata={"help": "Training images (the front of the train split)."})
+    validation_samples: int = field(default=2000, metadata={"help": "Calibration images (held out from train)."})
     test_samples: int = field(default=2000, metadata={"help": "Test images (from the official test split)."})
     exit_layers: str | None = field(default=None, metadata={"help": "Comma-separated 1-based stages/blocks."})
     exit_granularity: str | None = field(default=None, metadata={"help": "stage or block (default: the model's)."})
@@ -87,6 +87,9 @@ class RecipeArguments:
     max_accuracy_drop: float = field(default=0.005, metadata={"help": "Calibration criterion (fraction)."})
     bench_threads: int = field(default=2, metadata={"help": "torch threads while timing."})
     bench_images: int = field(default=128, metadata={"help": "Test images timed at each batch size."})
+    channels_last: bool = field(
+        default=True, metadata={"help": "Evaluate and time CNNs in channels_last (much faster CPU convolutions)."}
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ data
@@ -218,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args, training_args = parse_args(argv)
     if args.image_size is None:
-        args.image_size = 28 if args.task == "mnist_vit" else 64
+        args.image_size = 28 if args.task == "mnist_vit" else 32
     set_seed(training_args.seed)
     data = load_images(args.task)
     names = IMAGE_LABEL_NAMES[TASK_DATASETS[args.task]]
@@ -238,6 +241,9 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.train()
     train_seconds = time.perf_counter() - start
 
+    model.eval()
+    if args.channels_last and args.task != "mnist_vit":
+        model.to(memory_format=torch.channels_last)  # the model feeds its stem the same layout
     preprocessing = (args.image_size, channels, model.config.image_mean, model.config.image_std)
     val_pixels = to_pixel_values(x_val, *preprocessing)
     test_pixels = to_pixel_values(x_test, *preprocessing)
@@ -281,17 +287,19 @@ def main(argv: list[str] | None = None) -> dict:
         results.append(row)
         logger.info("%s: %s", policy, row)
 
-    best = max(results, key=lambda r: (r["test_accuracy"] >= full_test["accuracy"] - 0.005, r["theoretical_speedup"]))
-    best_policy = best["exit_policy"]
+    # The saved setting is the fastest one that meets the criterion on the validation split (never chosen on test).
+    saved = adaptive_hf.calibrate(
+        model, None, max_accuracy_drop=args.max_accuracy_drop, policies=list(SWEEP_POLICIES), exit_logits=val_table
+    ).chosen
+    best_policy = saved["exit_policy"]
+    best = next((r for r in results if r["exit_policy"] == best_policy), None)
     # Timing is the slow part on shared CPUs: time only the setting that is saved (benchmarks/ times them all).
-    if best["setting"]["exit_policy"] != "none":
+    if best is not None:
         for key, batches in (("realized_1", bench_1), ("realized_64", bench_64)):
             timing = measure_image_speedup(model, batches, best["setting"], repeats=3, threads=args.bench_threads)
             best[key] = timing["realized_speedup"]
             best[key.replace("realized", "timed_theoretical")] = timing["theoretical_speedup"]
-    adaptive_hf.calibrate(
-        model, None, max_accuracy_drop=args.max_accuracy_drop, policies=[best_policy], exit_logits=val_table
-    )
+    model.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors
     model.save_pretrained(training_args.output_dir)
     report = {
         "task": args.task,
@@ -311,6 +319,7 @@ def main(argv: list[str] | None = None) -> dict:
         "recipe_arguments": asdict(args),
         "seed": training_args.seed,
         "torch_threads_for_timing": args.bench_threads,
+        "channels_last_for_timing": bool(args.channels_last and args.task != "mnist_vit"),
     }
     plot_path = os.path.join(training_args.output_dir, "tradeoff.png")
     title = f"{model.config.architecture} on {args.task} ({args.image_size}px)"

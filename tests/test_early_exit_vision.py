@@ -453,3 +453,28 @@ def test_calibration_on_images_matches_inference():
     timing = measure_image_speedup(model, [x[:8], x[8:]], repeats=1, warmup=0)
     assert timing["theoretical_speedup"] == pytest.approx(chosen["theoretical_speedup"])
     assert model.config.exit_policy == "confidence"  # the measurement restores the setting
+
+
+@pytest.mark.parametrize("case", ["resnet_block", "efficientnet"])
+def test_channels_last_cnn_keeps_its_layout_through_compaction(case):
+    model = build_timm(case)
+    x = images(8, seed=3)
+    apply(model, split_settings(model, x, "confidence"))
+    with torch.no_grad():
+        expected = model(x)
+        model.to(memory_format=torch.channels_last)
+        layouts = []
+        hooks = [
+            unit.register_forward_hook(
+                lambda m, a, o: layouts.append(
+                    a[0].dim() == 4 and a[0].is_contiguous(memory_format=torch.channels_last)
+                )
+            )
+            for unit in units_of(model)
+        ]
+        out = model(x)  # NCHW input: the model hands the stem a channels_last copy
+    for hook in hooks:
+        hook.remove()
+    assert torch.equal(out.exit_layer, expected.exit_layer) and len(set(out.exit_layer.tolist())) > 1
+    torch.testing.assert_close(out.logits, expected.logits, rtol=1e-4, atol=1e-5)
+    assert layouts and all(layouts)  # also after rows left the batch

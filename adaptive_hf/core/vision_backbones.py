@@ -50,9 +50,10 @@ class ImageState:
 
     def select(self, rows: torch.Tensor) -> ImageState:
         """Returns the state restricted to ``rows`` (a 1-D index tensor)."""
-        return ImageState(
-            self.hidden_states.index_select(0, rows), select_rows(self.layer_kwargs, rows, self.num_rows)
-        )
+        hidden = self.hidden_states
+        # index_select returns NCHW; indexing keeps a channels_last feature map channels_last (CPU CNNs run faster so).
+        hidden = hidden[rows] if hidden.dim() == 4 and not hidden.is_contiguous() else hidden.index_select(0, rows)
+        return ImageState(hidden, select_rows(self.layer_kwargs, rows, self.num_rows))
 
 
 def check_pixel_values(pixel_values: Any, in_chans: int) -> int:

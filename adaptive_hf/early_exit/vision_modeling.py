@@ -250,6 +250,19 @@ class EarlyExitTimmForImageClassification(_VisionEarlyExitMixin, PreTrainedModel
     def _in_chans(self) -> int:
         return self.config.describe().in_chans
 
+    def _embed(self, pixel_values: torch.Tensor, **kwargs) -> ImageState:
+        # After `model.to(memory_format=torch.channels_last)` (much faster CNNs on CPU), feed the stem the same
+        # layout; compaction keeps it (ImageState.select), so every stage runs channels_last.
+        stem = self.__dict__.get("_stem_conv")
+        if stem is None or stem[0] is not self.timm_model:
+            conv = next((m for m in self.timm_model.modules() if isinstance(m, nn.Conv2d)), None)
+            stem = self.__dict__["_stem_conv"] = (self.timm_model, conv)
+        conv = stem[1]
+        if conv is not None and pixel_values.dim() == 4 and conv.weight.dim() == 4:
+            if conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous():
+                pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
+        return self.adapter.embed(pixel_values, **kwargs)
+
     def _final_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.adapter.final_logits(hidden_states)
 
