@@ -47,7 +47,7 @@ def parse_args(argv=None):
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--budgets", type=int, nargs="+", default=[2, 4, 8])
-    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.9, 0.95])
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.9, 0.95])
     parser.add_argument("--frames_per_step", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="Write the results here.")
