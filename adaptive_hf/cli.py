@@ -464,6 +464,9 @@ def prepare_data(args, model, require_labels: bool) -> Prepared:
 
     device = next(model.parameters()).device
     if is_image_model(model):
+        if getattr(args, "channels_last", False):
+            # Both the adaptive and the full-depth runs use it; CPU CNNs then cost in proportion to their FLOPs.
+            model.to(memory_format=torch.channels_last)
         preprocessing = image_preprocessing(model, args.model_dir, args.image_mean, args.image_std)
         images, labels = load_image_data(
             args.dataset,
@@ -973,6 +976,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--realized-samples", type=int, default=128, help="Rows timed per setting (default 128).")
     evaluate.add_argument("--repeats", type=int, default=5, help="Timed repetitions per setting (default 5).")
     evaluate.add_argument("--threads", type=int, default=None, help="torch.set_num_threads while timing.")
+    evaluate.add_argument("--channels-last", action="store_true", help="Image CNNs: run in channels_last.")
     evaluate.set_defaults(func=cmd_evaluate)
 
     bench = commands.add_parser("bench", help="Realized against theoretical speedup at several batch sizes.")
@@ -984,6 +988,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--policy", choices=("none",) + tuple(SWEEP_POLICIES), default=None)
     bench.add_argument("--threshold", type=float, default=None)
     bench.add_argument("--patience", type=int, default=None)
+    bench.add_argument("--channels-last", action="store_true", help="Image CNNs: run in channels_last.")
     bench.add_argument("--json", default=None, help="Write the results as JSON here.")
     bench.set_defaults(func=cmd_bench)
 

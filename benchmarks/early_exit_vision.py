@@ -39,6 +39,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--repeats", type=int, default=5, help="Timed rounds per measurement (median).")
     parser.add_argument("--images_batch_1", type=int, default=64, help="Test images timed one at a time.")
     parser.add_argument("--images_batch_64", type=int, default=256, help="Test images timed in batches of 64.")
+    parser.add_argument(
+        "--channels_last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Run CNNs in channels_last, both the adaptive setting and full depth (default: on; ViTs are unaffected).",
+    )
     parser.add_argument("--json", default=None, help="Also write the results here.")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -48,6 +54,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         sys.exit(f"{report_path} is missing: run recipes/early_exit_vision.py --output_dir {args.model_dir} first.")
     report = json.loads(report_path.read_text())
     model = EarlyExitTimmForImageClassification.from_pretrained(args.model_dir).eval()
+    channels_last = args.channels_last and model.config.describe().family != "vit"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     # The front of the test split: images the recipe never trained or calibrated on, prepared as the model records
     # (the same path as `adaptive-hf bench`).
     dataset = report.get("dataset", TASK_DATASETS.get(report["task"]))
@@ -78,7 +87,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(
         f"\n{report['architecture']} on {report['task']} at {report['image_size']}px, exits {report['exit_layers']}; "
         f"full-depth test accuracy {100 * full_accuracy:.2f}; torch {torch.__version__}, {args.threads} threads, "
-        f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), median of {args.repeats}.\n"
+        f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), median of {args.repeats}"
+        f"{', channels_last' if channels_last else ''}.\n"
     )
     print("| policy | setting | test acc (drop) | batch | theoretical | realized | realized/theoretical |")
     print("|---|---|---|---|---|---|---|")
