@@ -2,7 +2,7 @@
 
 from .auto import register_video
 from .config import FrameSamplingVideoConfig
-from .data import VideoCollator, load_moving_fashion_mnist
+from .data import VideoCollator, load_fashion_mnist_frames, load_moving_fashion_mnist
 from .modeling import FrameSamplingVideoClassifier, FrameSamplingVideoClassifierOutput
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "FrameSamplingVideoClassifierOutput",
     "FrameSamplingVideoConfig",
     "VideoCollator",
+    "load_fashion_mnist_frames",
     "load_moving_fashion_mnist",
     "register_video",
 ]
