@@ -25,11 +25,12 @@ from adaptive_hf import HaltingTimmConfig, HaltingTimmForImageClassification
 from adaptive_hf.data import load_image_classification
 from adaptive_hf.halting.benchmarking import measure_halting_speedup
 from adaptive_hf.halting.evaluation import evaluate_halting, format_halting_report
+from adaptive_hf.halting.training import HaltingCurriculumCallback
 from adaptive_hf.training import exit_compute_metrics
 
 TRAINING_DEFAULTS = {
     "learning_rate": "1e-3",
-    "num_train_epochs": "8",
+    "num_train_epochs": "20",
     "per_device_train_batch_size": "64",
     "weight_decay": "0.05",
     "warmup_steps": "0.1",
@@ -58,6 +59,9 @@ class HaltingVisionArguments:
         halting_granularity: ``token`` or ``sample``.
         halting_threshold: Threshold for the saved model and the timing.
         ponder_cost: ACT's tau.
+        full_depth_fraction: Fraction of the training steps at full depth (halting off) before halting starts.
+        ramp_fraction: Fraction of the steps over which the ponder cost ramps from 0 to ``ponder_cost`` afterwards.
+        full_depth_every: In the halting phase, every n-th step still trains at full depth (0: never).
         sweep: Comma-separated thresholds evaluated on the test split.
         bench_batch_sizes: Batch sizes timed.
         bench_threads: Fixed thread count while timing.
@@ -75,6 +79,9 @@ class HaltingVisionArguments:
     halting_granularity: str = field(default="token")
     halting_threshold: float = field(default=0.99)
     ponder_cost: float = field(default=0.001)
+    full_depth_fraction: float = field(default=0.5)
+    ramp_fraction: float = field(default=0.2)
+    full_depth_every: int = field(default=4)
     sweep: str = field(default="0.9,0.95,0.99,0.999")
     bench_batch_sizes: str = field(default="1,32,64")
     bench_threads: int = field(default=2)
@@ -130,6 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
         args=training_args,
         train_dataset=ImageDataset(train_pixels, train_labels),
         compute_metrics=exit_compute_metrics,
+        callbacks=[HaltingCurriculumCallback(args.full_depth_fraction, args.ramp_fraction, args.full_depth_every)],
     ).train()
 
     batches = [{"pixel_values": test_pixels[i : i + 64]} for i in range(0, len(test_labels), 64)]

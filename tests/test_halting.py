@@ -46,14 +46,19 @@ def backbone_logits(model, batch):
 def test_disabled_halting_reproduces_backbone(family, granularity, method):
     model = build(family, halting=method, halting_granularity=granularity, halting_enabled=False)
     batch = batch_for(model)
+    never_halting = build(family, halting=method, halting_granularity=granularity)
+    for unit in never_halting.halting_units:  # lambda ~ 0: the halting path runs, but nothing halts before the end
+        torch.nn.init.constant_(unit.proj.bias, -30.0)
     with torch.no_grad():
-        out = model(**batch)
         expected = backbone_logits(model, batch)
-    torch.testing.assert_close(out.logits, expected, rtol=1e-5, atol=1e-5)
-    if granularity == "sample":
-        assert out.halting_steps.tolist() == [NUM_LAYERS] * 6
-    else:
-        assert torch.equal(out.halting_steps, batch["attention_mask"] * NUM_LAYERS)
+        outputs = [model(**batch), never_halting(**batch)]  # the full-depth shortcut, and the halting path
+    for out in outputs:
+        torch.testing.assert_close(out.logits, expected, rtol=1e-5, atol=1e-5)
+        if granularity == "sample":
+            assert out.halting_steps.tolist() == [NUM_LAYERS] * 6
+        else:
+            assert torch.equal(out.halting_steps, batch["attention_mask"] * NUM_LAYERS)
+    torch.testing.assert_close(outputs[0].ponder_cost, outputs[1].ponder_cost)
 
 
 @pytest.mark.parametrize("family", ["bert", "distilbert", "albert", "mpnet"])
@@ -271,9 +276,14 @@ def build_vit(randomize_units=True, **settings):
 @pytest.mark.parametrize("method", METHODS)
 def test_vit_disabled_halting_reproduces_timm(granularity, method):
     model = build_vit(halting=method, halting_granularity=granularity, halting_enabled=False)
+    never_halting = build_vit(halting=method, halting_granularity=granularity)
+    for unit in never_halting.halting_units:  # the halting path, with nothing halting before the last block
+        torch.nn.init.constant_(unit.proj.bias, -30.0)
     images = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(model(pixel_values=images).logits, model.timm_model(images), rtol=1e-5, atol=1e-5)
+        expected = model.timm_model(images)
+        torch.testing.assert_close(model(pixel_values=images).logits, expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(never_halting(pixel_values=images).logits, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("granularity", ["sample", "token"])
@@ -342,3 +352,58 @@ def test_albert_token_halting_with_grouped_sublayers():
             torch.testing.assert_close(single.logits[0], batched.logits[row], rtol=1e-4, atol=1e-5)
             assert single.halting_steps[0].tolist() == batched.halting_steps[row, :length].tolist()
     assert batched.halting_steps[batch["attention_mask"].bool()].min() < NUM_LAYERS
+
+
+def test_curriculum_schedule_and_validation():
+    from adaptive_hf.halting.training import HaltingCurriculumCallback
+
+    callback = HaltingCurriculumCallback(full_depth_fraction=0.5, ramp_fraction=0.25, full_depth_every=3)
+    schedule = [callback.schedule(step, 8) for step in range(8)]
+    assert schedule == [
+        (False, 0.0),
+        (False, 0.0),
+        (False, 0.0),
+        (False, 0.0),
+        (True, 0.0),
+        (True, 0.5),
+        (False, 1.0),  # every 3rd step of the halting phase trains at full depth
+        (True, 1.0),
+    ]
+    with pytest.raises(ValueError, match="`full_depth_fraction` must be in"):
+        HaltingCurriculumCallback(full_depth_fraction=1.0)
+    with pytest.raises(ValueError, match="`full_depth_every`"):
+        HaltingCurriculumCallback(full_depth_every=-1)
+
+
+def test_curriculum_trains_at_full_depth_first_and_restores_config(tmp_path):
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    from adaptive_hf.halting.training import HaltingCurriculumCallback
+
+    model = build("bert", randomize_units=False, halting="act", halting_granularity="token", num_labels=2)
+    model.config.ponder_cost = 0.05
+    seen = []
+    model.register_forward_pre_hook(
+        lambda module, args: seen.append((module.config.halting_enabled, module.config.ponder_cost))
+    )
+    ids, mask = padded_batch(16, 8)
+    data = Dataset.from_dict(
+        {"input_ids": ids.tolist(), "attention_mask": mask.tolist(), "labels": (ids[:, 1] % 2).tolist()}
+    )
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=4,
+        per_device_train_batch_size=4,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    units = [unit.proj.weight.detach().clone() for unit in model.halting_units]
+    callback = HaltingCurriculumCallback(full_depth_fraction=0.5, ramp_fraction=0.0)
+    Trainer(model=model, args=args, train_dataset=data, callbacks=[callback]).train()
+    assert seen == [(False, 0.0), (False, 0.0), (True, 0.05), (True, 0.05)]
+    assert model.config.halting_enabled is True and model.config.ponder_cost == 0.05
+    # The units were idle in the warm-up and trained afterwards.
+    assert any(not torch.equal(before, unit.proj.weight) for before, unit in zip(units, model.halting_units))

@@ -279,14 +279,20 @@ class TextEncoderAdapter:
             )
         rows, seq, _ = hidden_states.shape
         row_index, token_index = active.nonzero(as_tuple=True)
-        slot = active.long().cumsum(1).sub_(1)[row_index, token_index]
-        slots = int(active.sum(1).max())
+        if rows == 1:  # one row: the packed tokens are the queries as they are, no scatter into slots
+            slot, slots = None, token_index.numel()
+        else:
+            slot = active.long().cumsum(1).sub_(1)[row_index, token_index]
+            slots = int(active.sum(1).max())
         attn_mask = key_mask[:, None, None, :]
         bias = self.token_position_bias(hidden_states, layer_kwargs)
         if bias is not None:
             # Query rows of the bias follow the packed tokens: slot s of row r is token token_index there.
-            positions = torch.zeros(rows, slots, dtype=torch.long, device=hidden_states.device)
-            positions[row_index, slot] = token_index
+            if slot is None:
+                positions = token_index[None]
+            else:
+                positions = torch.zeros(rows, slots, dtype=torch.long, device=hidden_states.device)
+                positions[row_index, slot] = token_index
             bias = bias[0][:, positions].transpose(0, 1)  # (rows, heads, slots, seq)
             attn_mask = bias.masked_fill(~attn_mask, float("-inf"))
         tokens = hidden_states[row_index, token_index]
@@ -302,13 +308,17 @@ class TextEncoderAdapter:
         query, key, value, num_heads, attention_output, feed_forward = parts
         rows, seq, width = hidden_states.shape
         head_dim = width // num_heads
-        queries = tokens.new_zeros(rows, slots, width)
-        queries[row_index, slot] = query(tokens)
+        if slot is None:  # a single row (see run_layer_on_tokens)
+            queries = query(tokens)[None]
+        else:
+            queries = tokens.new_zeros(rows, slots, width)
+            queries[row_index, slot] = query(tokens)
         keys = key(hidden_states).view(rows, seq, num_heads, head_dim).transpose(1, 2)
         values = value(hidden_states).view(rows, seq, num_heads, head_dim).transpose(1, 2)
         queries = queries.view(rows, slots, num_heads, head_dim).transpose(1, 2)
         context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=attn_mask)
-        context = context.transpose(1, 2).reshape(rows, slots, width)[row_index, slot]
+        context = context.transpose(1, 2).reshape(rows, slots, width)
+        context = context[0] if slot is None else context[row_index, slot]
         return feed_forward(attention_output(context, tokens))
 
 

@@ -75,7 +75,12 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         """
         state = self.embed_text_inputs(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, labels)
         validate_halting_settings(self.config)
-        if self.config.halting_granularity == "sample":
+        return self._forward_encoded(state, labels, return_dict)
+
+    def _forward_encoded(self, state: EncoderState, labels, return_dict) -> HaltingSequenceClassifierOutput | tuple:
+        if not self.training and not self.config.halting_enabled:
+            output = self._forward_full_depth(state, labels)
+        elif self.config.halting_granularity == "sample":
             output = self._forward_sample(state, labels)
         else:
             output = self._forward_token(state, labels)
@@ -110,6 +115,27 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         if config.halting == "act":
             return loss + config.ponder_cost * ponder.mean()
         return loss + config.kl_weight * kl
+
+    def _forward_full_depth(self, state: EncoderState, labels) -> HaltingSequenceClassifierOutput:
+        """Inference with halting disabled: the backbone's own layers on the whole batch, no halting bookkeeping.
+
+        This is the full-compute reference the benchmarks time against, so it must cost what the plain backbone
+        costs. The outputs are what the halting path gives when nothing halts before the last step.
+        """
+        config = self.config
+        steps_count = config.num_ponder_steps
+        for n in range(steps_count):
+            state.hidden_states = self.adapter.run_layer(n, state)
+        logits = self._classify(state.hidden_states, state.token_mask)
+        device = logits.device
+        if config.halting_granularity == "sample":
+            steps = torch.full((state.num_rows,), steps_count, dtype=torch.long, device=device)
+        else:
+            steps = state.token_mask.long() * steps_count
+        # ACT's ponder cost is N + R, with R = 1 at the single (last) halting step; PonderNet's is N.
+        ponder = torch.full((state.num_rows,), float(steps_count + (config.halting == "act")), device=device)
+        loss = F.cross_entropy(logits, labels) if labels is not None else None
+        return HaltingSequenceClassifierOutput(loss, logits, steps, ponder)
 
     # ---------------------------------------------------------------------------------- sample granularity
     def _forward_sample(self, state: EncoderState, labels) -> HaltingSequenceClassifierOutput:
@@ -198,6 +224,8 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
 
     # ----------------------------------------------------------------------------------- token granularity
     def _forward_token(self, state: EncoderState, labels) -> HaltingSequenceClassifierOutput:
+        if not self.training:
+            return self._forward_token_eval(state, labels)
         config = self.config
         hidden = state.hidden_states
         real = state.token_mask.bool()
@@ -213,68 +241,90 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         remainder = torch.zeros(real.shape, device=device)
         output_states = torch.zeros_like(hidden)
         step_weights = []
-        expected_in_training = self.training and config.halting == "pondernet"
+        expected = config.halting == "pondernet"  # PonderNet training needs every token's state at every step
         for n in range(config.num_ponder_steps):
-            if self.training:
-                new = self.adapter.run_layer(n, EncoderState(hidden, state.token_mask, state.layer_kwargs))
-                hidden = torch.where(active[..., None], new, hidden)  # halted tokens stay frozen
-                weight, halted, tracker = self._step(n, hidden, tracker)
-                weight = weight * (real if expected_in_training else active)
-                output_states = output_states + weight.to(hidden.dtype)[..., None] * hidden
-                step_weights.append(weight)
-            else:
-                rows = active.any(1).nonzero().squeeze(1)
-                sub_active = active.index_select(0, rows)
-                new_tokens = self.adapter.run_layer_on_tokens(
-                    n, hidden.index_select(0, rows), sub_active, real.index_select(0, rows), state.layer_kwargs
-                )
-                row_index, token_index = sub_active.nonzero(as_tuple=True)
-                row_index = rows.index_select(0, row_index)
-                hidden = hidden.index_put((row_index, token_index), new_tokens)
-                sub_tracker = HaltingTracker(
-                    tracker.cumulative[row_index, token_index],
-                    tracker.survival[row_index, token_index],
-                    tracker.steps[row_index, token_index],
-                )
-                weight, halted_tokens, sub_tracker = self._step(n, new_tokens, sub_tracker)
-                position = (row_index, token_index)
-                tracker = HaltingTracker(
-                    tracker.cumulative.index_put(position, sub_tracker.cumulative),
-                    tracker.survival.index_put(position, sub_tracker.survival),
-                    tracker.steps.index_put(position, sub_tracker.steps),
-                )
-                if config.halting == "act":
-                    contribution = weight.to(hidden.dtype)[:, None] * new_tokens
-                    output_states = output_states.index_put(position, contribution, accumulate=True)
-                else:
-                    halted_rows, halted_tokens_index = row_index[halted_tokens], token_index[halted_tokens]
-                    output_states = output_states.index_put(
-                        (halted_rows, halted_tokens_index), new_tokens[halted_tokens]
-                    )
-                halted = torch.zeros_like(active).index_put(position, halted_tokens)
-                weight = torch.zeros(real.shape, device=device).index_put(position, weight.float())
+            new = self.adapter.run_layer(n, EncoderState(hidden, state.token_mask, state.layer_kwargs))
+            hidden = torch.where(active[..., None], new, hidden)  # halted tokens stay frozen
+            weight, halted, tracker = self._step(n, hidden, tracker)
+            weight = weight * (real if expected else active)
+            output_states = output_states + weight.to(hidden.dtype)[..., None] * hidden
+            step_weights.append(weight)
             newly = halted & running
             steps = torch.where(newly, torch.full_like(steps, n + 1), steps)
             remainder = torch.where(newly, weight, remainder)
             running = running & ~halted
-            if not expected_in_training:  # PonderNet training needs every token's state at every step
+            if not expected:
                 active = running
-            if not self.training and not bool(active.any()):
-                break
         token_count = real.sum(1).clamp(min=1)
         logits = self._classify(output_states, state.token_mask)
         if config.halting == "act":
             ponder = (act_ponder_cost(steps, remainder) * real).sum(1) / token_count
             loss = self._loss(logits, labels, ponder, None)
-        elif expected_in_training:
+        else:
             probabilities = torch.stack(step_weights, dim=-1)  # (batch, seq, steps)
             n_range = torch.arange(1, probabilities.size(-1) + 1, device=device)
             ponder = ((probabilities * n_range).sum(-1) * real).sum(1) / token_count
             kl = (pondernet_kl(probabilities, config.prior_lambda) * real).sum() / real.sum().clamp(min=1)
             loss = self._loss(logits, labels, None, kl)
+        return HaltingSequenceClassifierOutput(loss, logits, steps, ponder)
+
+    def _forward_token_eval(self, state: EncoderState, labels) -> HaltingSequenceClassifierOutput:
+        """Inference: only the active tokens run; their positions and halting state are kept packed.
+
+        The active tokens are listed once, as ``(row, token)`` positions in row-major order, together with their
+        halting state; each step runs the layer on them, then drops the ones that halted. Rows whose tokens have
+        all halted leave the layer's batch. Per-token outputs (steps, ponder remainder, the ACT mixture) are
+        accumulated into dense tensors with one scatter each, so the bookkeeping per layer is a handful of ops
+        whatever the batch size.
+        """
+        config = self.config
+        act = config.halting == "act"
+        hidden = state.hidden_states
+        real = state.token_mask.bool()
+        batch, seq = real.shape
+        device = hidden.device
+        row_index, token_index = real.nonzero(as_tuple=True)
+        tracker = HaltingTracker.start(row_index.numel(), device)
+        steps = torch.zeros(batch, seq, dtype=torch.long, device=device)
+        true = torch.ones((), dtype=torch.bool, device=device)
+        grad_free = not torch.is_grad_enabled()
+        remainder = torch.zeros(batch, seq, device=device)
+        output_states = torch.zeros_like(hidden) if act else None
+        for n in range(config.num_ponder_steps):
+            rows, local_rows = torch.unique_consecutive(row_index, return_inverse=True)
+            if rows.numel() < batch:  # rows with no active token left leave the layer's batch
+                layer_hidden, key_mask = hidden.index_select(0, rows), real.index_select(0, rows)
+            else:
+                layer_hidden, key_mask, local_rows = hidden, real, row_index
+            layer_active = torch.zeros_like(key_mask).index_put_((local_rows, token_index), true)
+            new_tokens = self.adapter.run_layer_on_tokens(n, layer_hidden, layer_active, key_mask, state.layer_kwargs)
+            position = (row_index, token_index)
+            # Positions are unique, so plain (non-accumulating) scatters suffice; they are much cheaper on CPU.
+            # In-place only without autograd: the old states may be saved for backward (eval mode with grad).
+            hidden = hidden.index_put_(position, new_tokens) if grad_free else hidden.index_put(position, new_tokens)
+            weight, halted, tracker = self._step(n, new_tokens, tracker)
+            steps.index_put_(position, tracker.steps)
+            if act:
+                contribution = weight.to(hidden.dtype)[:, None] * new_tokens
+                if n:
+                    contribution = contribution + output_states[position]
+                output_states.index_put_(position, contribution)
+                remainder.index_put_(position, weight)  # the last write, at the halting step, is ACT's R
+            keep = (~halted).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                break
+            if keep.numel() < halted.numel():
+                row_index, token_index = row_index.index_select(0, keep), token_index.index_select(0, keep)
+                tracker = tracker.select(keep)
+        if not act:  # PonderNet reads each token at its halting step, where its state froze
+            output_states = hidden * real[..., None].to(hidden.dtype)
+        token_count = real.sum(1).clamp(min=1)
+        logits = self._classify(output_states, state.token_mask)
+        if act:
+            ponder = (act_ponder_cost(steps, remainder) * real).sum(1) / token_count
         else:
             ponder = (steps.float() * real).sum(1) / token_count
-            loss = F.cross_entropy(logits, labels) if labels is not None else None
+        loss = F.cross_entropy(logits, labels) if labels is not None else None
         return HaltingSequenceClassifierOutput(loss, logits, steps, ponder)
 
     # ------------------------------------------------------------------------------------------ cost model

@@ -85,13 +85,20 @@ class TimmViTHaltingAdapter(TimmViTAdapter):
         key_value = F.linear(normed, weight[width:], None if bias is None else bias[width:])
         keys, values = key_value.view(rows, seq, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         keys = attention.k_norm(keys)
-        slot = active.long().cumsum(1).sub_(1)[row_index, token_index]
-        slots = int(active.sum(1).max())
-        queries = tokens.new_zeros(rows, slots, heads, head_dim)
-        queries[row_index, slot] = query.view(-1, heads, head_dim)
+        if rows == 1:  # one row: the packed tokens are the queries as they are, no scatter into slots
+            slots = token_index.numel()
+            queries = query.view(1, slots, heads, head_dim)
+        else:
+            slot = active.long().cumsum(1).sub_(1)[row_index, token_index]
+            slots = int(active.sum(1).max())
+            queries = tokens.new_zeros(rows, slots, heads, head_dim)
+            queries[row_index, slot] = query.view(-1, heads, head_dim)
         queries = attention.q_norm(queries.transpose(1, 2))
-        context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=key_mask[:, None, None, :])
-        context = context.transpose(1, 2).reshape(rows, slots, width)[row_index, slot]
+        # Every token is real in an image, so an all-true key mask is no mask (SDPA then takes its fastest kernel).
+        attn_mask = None if bool(key_mask.all()) else key_mask[:, None, None, :]
+        context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=attn_mask)
+        context = context.transpose(1, 2).reshape(rows, slots, width)
+        context = context[0] if rows == 1 else context[row_index, slot]
         update = attention.proj_drop(attention.proj(attention.norm(context)))
         tokens = tokens + block.drop_path1(block.ls1(update))
         return tokens + block.drop_path2(block.ls2(block.mlp(block.norm2(tokens))))
@@ -205,11 +212,7 @@ class HaltingTimmForImageClassification(HaltingForSequenceClassificationMixin, P
             check_class_labels(labels, batch_size, self.config.num_labels)
         validate_halting_settings(self.config)
         state = self.adapter.embed(pixel_values)
-        if self.config.halting_granularity == "sample":
-            output = self._forward_sample(state, labels)
-        else:
-            output = self._forward_token(state, labels)
-        return output.to_tuple() if return_dict is False else output
+        return self._forward_encoded(state, labels, return_dict)
 
     def halting_flops(
         self, halting_steps: torch.Tensor, attention_mask: torch.Tensor | None = None
