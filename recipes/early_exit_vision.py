@@ -71,7 +71,7 @@ TRAINING_DEFAULTS = {
 }
 
 # A ViT trained from scratch needs more passes over its 3,500 digits than a pretrained CNN fine-tuned.
-TASK_TRAINING_DEFAULTS = {"mnist_vit": {"num_train_epochs": "12", "learning_rate": "2e-3"}}
+TASK_TRAINING_DEFAULTS = {"mnist_vit": {"num_train_epochs": "8", "learning_rate": "2e-3"}}
 
 
 @dataclass
