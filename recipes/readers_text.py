@@ -7,10 +7,11 @@ Amazon fine-food reviews (binary) and the Trump tweets (3-class source)::
 
 Steps per dataset and reader: tokenize (right padding, no special tokens); build the reader with
 ``from_pretrained_embeddings``; train with ``Trainer`` (the loss holds the skim penalty or the REINFORCE terms);
-for Skim-RNN pick ``skim_threshold`` on the validation split (the most skimming threshold whose accuracy is within
-``--max_accuracy_drop`` of full reading); report on the test split accuracy, skim/jump rates and theoretical
-speedup against the same reader with skipping disabled (``reading_policy="full"``), and realized wall-clock at
-batch 1 and 32 (interleaved, medians, ``--threads`` fixed); save each model and ``results.json``.
+pick the runtime knob on the validation split (``skim_threshold`` for Skim-RNN, ``stop_threshold`` for LSTM-Jump:
+the fastest value whose accuracy is within ``--max_accuracy_drop`` of full reading, else the most accurate one,
+``adaptive_hf.readers.evaluation.pick_runtime_knob``); report on the test split accuracy, skim/jump rates and
+theoretical speedup against the same reader with skipping disabled (``reading_policy="full"``), and realized
+wall-clock at batch 1 and 32 (interleaved, medians, ``--threads`` fixed); save each model and ``results.json``.
 """
 
 from __future__ import annotations
@@ -26,17 +27,29 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
 
 import adaptive_hf  # noqa: E402
 from adaptive_hf.data import load_text_classification, packaged_minilm_path  # noqa: E402
-from adaptive_hf.readers.evaluation import evaluate_reader, iterate_batches, time_reader  # noqa: E402
+from adaptive_hf.readers.evaluation import (  # noqa: E402
+    RUNTIME_KNOBS,
+    evaluate_reader,
+    iterate_batches,
+    pick_runtime_knob,
+    time_reader,
+)
 
 READER_CLASSES = {
     "skim_rnn": adaptive_hf.SkimRnnForSequenceClassification,
     "jump_lstm": adaptive_hf.JumpLstmForSequenceClassification,
 }
-THRESHOLDS = (0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.02)
 
 
 def parse_args(argv=None):
@@ -79,6 +92,12 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="torch threads (training and timing).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--calibrate_saved",
+        action="store_true",
+        help="Do not train: load the readers saved under --output_dir, re-pick their runtime knob on validation, "
+        "evaluate, time and save them again.",
+    )
+    parser.add_argument(
         "--train_full_reference",
         action="store_true",
         help="Also train each reader with reading_policy='full' (a plain LSTM of the same size): the accuracy "
@@ -102,18 +121,6 @@ def reader_settings(kind: str, args) -> dict:
         "read_penalty": args.read_penalty,
         "policy_gradient_to_reader": bool(args.policy_gradient_to_reader),
     }
-
-
-def pick_threshold(model, validation, max_drop: float) -> tuple[float, list[dict]]:
-    """The most skimming ``skim_threshold`` whose validation accuracy is within ``max_drop`` of full reading."""
-    full = evaluate_reader(model, validation, reading_policy="full")
-    candidates = []
-    for threshold in THRESHOLDS:
-        result = evaluate_reader(model, validation, skim_threshold=threshold, reading_policy="adaptive")
-        candidates.append({"skim_threshold": threshold, **result})
-    admissible = [c for c in candidates if c["accuracy"] >= full["accuracy"] - max_drop] or candidates[:1]
-    best = max(admissible, key=lambda c: c["theoretical_speedup"])
-    return best["skim_threshold"], [{"reading_policy": "full", **full}] + candidates
 
 
 def run_one(kind: str, dataset_name: str, data, tokenizer, embeddings_path: str, num_labels: int, args) -> dict:
@@ -150,12 +157,17 @@ def run_one(kind: str, dataset_name: str, data, tokenizer, embeddings_path: str,
     started = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - started
+    return calibrate_and_report(model, kind, dataset_name, data, collator, output_dir, train_seconds, args)
+
+
+def calibrate_and_report(model, kind, dataset_name, data, collator, output_dir, train_seconds, args) -> dict:
+    """Picks the runtime knob on validation, evaluates and times on test, saves the model; returns the result."""
     model.eval()
     validation = iterate_batches(data["validation"], collator, 64)
     test = iterate_batches(data["test"], collator, 64)
-    sweep = None
-    if kind == "skim_rnn":
-        model.config.skim_threshold, sweep = pick_threshold(model, validation, args.max_accuracy_drop)
+    knob = RUNTIME_KNOBS[kind][0]
+    value, sweep = pick_runtime_knob(model, validation, args.max_accuracy_drop)
+    setattr(model.config, knob, value)
     full = evaluate_reader(model, test, reading_policy="full")
     adaptive = evaluate_reader(model, test, reading_policy="adaptive")
     torch.set_num_threads(args.threads)
@@ -173,7 +185,8 @@ def run_one(kind: str, dataset_name: str, data, tokenizer, embeddings_path: str,
         "test_adaptive": adaptive,
         "accuracy_drop": full["accuracy"] - adaptive["accuracy"],
         "timing": timing,
-        "threshold_sweep_validation": sweep,
+        "runtime_knob": {knob: value},
+        "knob_sweep_validation": sweep,
     }
 
 
@@ -254,7 +267,13 @@ def main(argv=None):
             )
         num_labels = raw["train"].features["label"].num_classes
         for kind in args.readers:
-            result = run_one(kind, dataset_name, data, tokenizer, embeddings_path, num_labels, args)
+            if args.calibrate_saved:
+                folder = Path(args.output_dir) / dataset_name / kind
+                model = AutoModelForSequenceClassification.from_pretrained(folder / "model")
+                collator = DataCollatorWithPadding(tokenizer)
+                result = calibrate_and_report(model, kind, dataset_name, data, collator, folder, None, args)
+            else:
+                result = run_one(kind, dataset_name, data, tokenizer, embeddings_path, num_labels, args)
             results.append(result)
             print(table([result]), flush=True)
             if args.train_full_reference:

@@ -114,7 +114,10 @@ def reference_jump(model, tokens):
             read += 1
         if position >= len(tokens) or jumps == config.max_jumps:
             break
-        action = int(model.jump_policy(h).argmax())
+        logits = model.jump_policy(h)
+        action = int(logits.argmax())
+        if action == 0 and float(F.softmax(logits, -1)[0]) < config.stop_threshold:
+            action = int(logits[1:].argmax()) + 1  # a stop that is not likely enough becomes the best jump
         if action == 0:
             break
         position += action - 1
@@ -131,11 +134,13 @@ def reference(model, tokens):
 
 # ------------------------------------------------------------------------------------------- reading invariants
 @pytest.mark.parametrize("kind", READERS)
-@pytest.mark.parametrize("training", [False, True])
-def test_full_reading_equals_plain_lstm(kind, training):
+@pytest.mark.parametrize(("training", "grad"), [(False, False), (False, True), (True, True)])
+def test_full_reading_equals_plain_lstm(kind, training, grad):
+    # Without gradients full reading runs the prepacked inference steps, with them torch's fused LSTM.
     model = build(kind, reading_policy="full").train(training)
     batch = padded_batch()
-    out = model(**batch)
+    with torch.set_grad_enabled(grad):
+        out = model(**batch)
     expected = model.classifier(plain_lstm_last_state(model, batch))
     torch.testing.assert_close(out.logits, expected, atol=1e-5, rtol=1e-5)
     lengths = batch["attention_mask"].sum(1)
@@ -175,6 +180,28 @@ def test_adaptive_reading_matches_token_by_token_reference(kind):
     total = out.tokens_read + out.tokens_skimmed + out.tokens_jumped
     assert torch.equal(total, lengths)
     assert 0 < int(out.tokens_read.sum()) < int(lengths.sum())  # decisions are mixed, so the test can fail
+
+
+def test_stop_threshold_reads_more_and_matches_the_reference():
+    model = build("jump_lstm", max_jumps=6)
+    with torch.no_grad():
+        model.jump_policy.bias[0] += 2.0  # stopping is likely, so the threshold has something to change
+    batch = padded_batch(batch_size=8, max_len=20, seed=13)
+    lengths = batch["attention_mask"].sum(1)
+    with torch.no_grad():
+        greedy = model(**batch)
+        model.config.stop_threshold = 0.9
+        patient = model(**batch)
+        for row in range(8):
+            logits, read = reference(model, batch["input_ids"][row, : int(lengths[row])].tolist())
+            torch.testing.assert_close(patient.logits[row], logits, atol=1e-5, rtol=1e-5)
+            assert int(patient.tokens_read[row]) == read
+            one = model(**{key: value[row : row + 1] for key, value in batch.items()})
+            assert int(one.tokens_read[0]) == read
+    assert bool((patient.num_decisions >= greedy.num_decisions).all())
+    assert int(patient.num_decisions.sum()) > int(greedy.num_decisions.sum())
+    with pytest.raises(ValueError, match="stop_threshold"):
+        JumpLstmConfig(stop_threshold=1.5)
 
 
 @pytest.mark.parametrize("kind", READERS)

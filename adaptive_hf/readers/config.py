@@ -25,6 +25,8 @@ def validate_reader_runtime(config) -> None:
     check_choice("reading_policy", config.reading_policy, READING_POLICIES)
     if getattr(config, "model_type", None) == "skim_rnn":
         check_number("skim_threshold", config.skim_threshold, 0.0, 1.0)
+    if getattr(config, "model_type", None) == "jump_lstm":
+        check_number("stop_threshold", config.stop_threshold, 0.0, 1.0)
 
 
 class ReaderConfigMixin:
@@ -129,6 +131,9 @@ class JumpLstmConfig(ReaderConfigMixin, PreTrainedConfig):
         entropy_coef: Weight (>= 0) of the policy-entropy bonus (subtracted from the loss).
         read_penalty: Reward shaping (>= 0): the REINFORCE reward of a row is +1 (correct) or -1 (wrong) minus
             ``read_penalty`` times the fraction of its tokens it read, so the policy also learns to read less.
+        stop_threshold: Inference knob in [0, 1]: in eval the reader takes the policy's most likely action, but
+            stops only when the probability of stopping is >= this value (otherwise it takes the most likely jump).
+            0.0 is plain greedy decoding; higher values read more. Read at every forward.
         policy_gradient_to_reader: Whether the REINFORCE gradient also flows into the LSTM and embeddings (True),
             or only into the jump policy (False: the reader learns from the cross-entropy alone, which is steadier
             in short runs).
@@ -151,6 +156,7 @@ class JumpLstmConfig(ReaderConfigMixin, PreTrainedConfig):
     baseline_loss_coef: float = 1.0
     entropy_coef: float = 0.01
     read_penalty: float = 0.0
+    stop_threshold: float = 0.0
     policy_gradient_to_reader: bool = True
     pad_token_id: int | None = 0
     classifier_dropout: float = 0.1

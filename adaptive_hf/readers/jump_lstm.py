@@ -12,7 +12,8 @@ that are jumped over, and rows that stopped or reached their end, are never comp
 * Training: jumps are sampled; REINFORCE with a learned baseline (reward +1 for a correct prediction, -1 otherwise)
   adds ``policy_loss_coef * policy term + baseline_loss_coef * baseline MSE - entropy_coef * entropy`` (each a
   mean over the sampled decisions) to the cross-entropy in ``loss``, so the stock ``Trainer`` trains the policy.
-* Eval: greedy (argmax) decisions.
+* Eval: greedy (argmax) decisions; ``stop_threshold`` (a runtime knob) makes the reader stop only when the
+  policy's probability of stopping reaches it.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
             ("read_tokens", config.read_tokens),
             ("max_jump", config.max_jump),
             ("max_jumps", config.max_jumps),
+            ("stop_threshold", config.stop_threshold),
         ]
 
     # -------------------------------------------------------------------------------------------------- forward
@@ -136,7 +138,7 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
             read += steps
             if round_index == config.max_jumps or position >= length:
                 break
-            action = int(self.jump_policy(h).argmax())
+            action = int(_greedy_actions(self.jump_policy(h), config.stop_threshold)[0])
             decisions += 1
             if action == 0:
                 break
@@ -199,7 +201,7 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
                     )
                 )
             else:
-                action = policy_logits.argmax(-1)
+                action = _greedy_actions(policy_logits, config.stop_threshold)
             decisions.index_add_(0, deciding, torch.ones_like(deciding))
             stop = action == 0
             stopped.index_fill_(0, deciding[stop], True)
@@ -234,3 +236,14 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
             + config.baseline_loss_coef * baseline
             - config.entropy_coef * entropy.mean()
         )
+
+
+def _greedy_actions(policy_logits: torch.Tensor, stop_threshold: float) -> torch.Tensor:
+    """Eval decisions: the most likely action, except that a stop with probability < ``stop_threshold`` becomes
+    the most likely jump."""
+    action = policy_logits.argmax(-1)
+    if stop_threshold <= 0.0:
+        return action
+    stop_probability = torch.softmax(policy_logits, dim=-1)[:, 0]
+    best_jump = policy_logits[:, 1:].argmax(-1) + 1
+    return torch.where((action == 0) & (stop_probability < stop_threshold), best_jump, action)
