@@ -1,28 +1,49 @@
 """Switch-MoE layer speed, side by side in one process (see ../shared/benchmarks.md).
 
-For every cell (tokens T, experts E) and mode (forward in inference, forward+backward in training), times:
+For every cell (tokens T, experts E) and mode (``fwd``: forward in inference mode; ``fwd_bwd``: forward and
+backward in training mode), times:
 
-* ``ours``: ``SwitchMoEFeedForward``, top-1, dropless (GELU experts with biases);
+* ``ours``: ``SwitchMoEFeedForward``, top-1, dropless, GELU experts with biases;
 * ``dense``: a dense FFN with the same active parameters (one expert's worth);
-* ``floor``: the ideal split: the same tokens cut into E equal chunks, each run through its own expert, no routing
-  (the best of a per-expert loop and a batched matmul);
+* ``floor``: the ideal split: the same tokens cut into E equal chunks, each run through its own expert, no
+  routing. The best of a batched matmul over the chunks (T padded to a multiple of E when it is not one) and a
+  per-expert loop;
 * ``switch_hf``: transformers' ``SwitchTransformersSparseMLP`` (capacity = T, so nothing is dropped);
-* gated (SwiGLU) experts, compared with Mixtral's: ``ours_gated``, ``floor_gated`` and ``mixtral_<impl>`` for each
-  CPU ``experts_implementation`` of transformers' ``MixtralSparseMoeBlock``.
+* the same for gated (SwiGLU) experts against Mixtral's: ``ours_gated``, ``dense_gated``, ``floor_gated`` and
+  ``mixtral_<impl>`` for every ``experts_implementation`` of transformers' Mixtral experts (``eager`` and the
+  registered ones) that runs on this machine.
 
-Timings are interleaved (A B C ... A B C ...) after warm-up; each figure is the median of ``--reps`` runs.
+Method: the modules of one cell are built, timed and freed before the next cell. Timings are interleaved
+(A B C ... A B C ...) after warm-up. Before every timed call a buffer twice the size of a typical last-level
+cache is rewritten (``--flush_mb``), so each implementation reads its weights from memory as it would inside a
+model, where other layers run in between; otherwise whichever implementation runs right after another one with
+the same weights finds them cached. Each figure is the median of ``--reps`` runs (``--reps_large`` from
+``--large_tokens`` tokens on); ``spread`` is (max - min) / median over those runs.
 
-Usage:
+A reference that cannot fit is skipped with the reason (Mixtral's ``batched_mm`` gathers one copy of the expert
+weights per token, T x (3 x hidden x intermediate) floats, more than ``--max_gb`` at large T). A reference whose
+warm-up call takes longer than ``--slow_s`` is timed once (Mixtral's ``eager`` backward at large E: indexing the
+stacked weights gives every expert it runs a full-size gradient).
+
+Usage (the full grid, about 5-10 minutes on 2 quiet cores)::
+
     python benchmarks/moe.py --threads 2 --json moe.json
+
+Smoke run::
+
+    python benchmarks/moe.py --threads 1 --tokens 32 --experts 8 --reps 2
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import math
 import platform
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -49,42 +70,81 @@ class DenseFFN(nn.Module):
 
 
 class IdealSplit(nn.Module):
-    """E experts, the tokens pre-split into E equal chunks: the cost of the experts alone."""
+    """The experts of ``experts`` on the tokens pre-split into E equal chunks: the cost of the experts alone.
+
+    Args:
+        experts: A ``SwitchExperts`` (its weights are shared, not copied).
+        use_bmm: One batched matmul per projection over ``(E, ceil(T / E), hidden)`` chunks (zero-padded when E
+            does not divide T); otherwise a loop over the experts on their slices of the tokens.
+    """
 
     def __init__(self, experts: nn.Module, use_bmm: bool):
         super().__init__()
         self.experts = experts
         self.use_bmm = use_bmm
 
+    def _act(self, h):
+        if self.experts.gated:
+            gate, up = h.chunk(2, dim=-1)
+            return F.silu(gate) * up
+        return F.gelu(h)
+
     def forward(self, x):
         e = self.experts
         flat = x.reshape(-1, x.size(-1))
         tokens, num_experts = flat.size(0), e.num_experts
-        if self.use_bmm and tokens % num_experts == 0:
-            chunks = flat.view(num_experts, tokens // num_experts, -1)
-            h = torch.bmm(chunks, e.up_proj)
+        if self.use_bmm:
+            per_expert = math.ceil(tokens / num_experts)
+            padded = F.pad(flat, (0, 0, 0, per_expert * num_experts - tokens))
+            chunks = padded.view(num_experts, per_expert, -1)
             if e.up_bias is not None:
-                h = h + e.up_bias.unsqueeze(1)
-            if e.gated:
-                gate, up = h.chunk(2, dim=-1)
-                h = F.silu(gate) * up
+                h = torch.baddbmm(e.up_bias.unsqueeze(1), chunks, e.up_proj)
             else:
-                h = F.gelu(h)
-            out = torch.bmm(h, e.down_proj)
+                h = torch.bmm(chunks, e.up_proj)
+            h = self._act(h)
             if e.down_bias is not None:
-                out = out + e.down_bias.unsqueeze(1)
-            return out.reshape_as(x)
+                out = torch.baddbmm(e.down_bias.unsqueeze(1), h, e.down_proj)
+            else:
+                out = torch.bmm(h, e.down_proj)
+            return out.reshape(-1, out.size(-1))[:tokens].view_as(x)
+        # unbind once: indexing the stacked weights per expert would give every expert a full-size gradient
+        ups, downs = e.up_proj.unbind(0), e.down_proj.unbind(0)
+        up_biases = e.up_bias.unbind(0) if e.up_bias is not None else [None] * num_experts
+        down_biases = e.down_bias.unbind(0) if e.down_bias is not None else [None] * num_experts
         outs = []
         for expert, chunk in enumerate(torch.tensor_split(flat, num_experts)):
             if chunk.size(0):
-                outs.append(e.forward_dense(chunk, expert))
+                h = self._act(F.linear(chunk, ups[expert].t(), up_biases[expert]))
+                outs.append(F.linear(h, downs[expert].t(), down_biases[expert]))
         return torch.cat(outs).view_as(x)
 
 
-def build(tokens: int, num_experts: int, hidden: int, inter: int) -> dict[str, nn.Module]:
+def experts_implementations() -> list[str]:
+    """``eager`` plus every implementation registered in transformers' experts interface."""
+    names = ["eager"]
+    try:
+        from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
+
+        names += [name for name in ALL_EXPERTS_FUNCTIONS.keys() if name not in names]
+    except ImportError:
+        names += ["batched_mm", "grouped_mm"]
+    return names
+
+
+def batched_mm_bytes(tokens: int, hidden: int, inter: int, backward: bool) -> int:
+    """Memory Mixtral's ``batched_mm`` needs: a gathered copy of the gated expert weights per token (fp32)."""
+    per_token = hidden * 2 * inter + inter * hidden
+    return tokens * per_token * 4 * (3 if backward else 1)
+
+
+def build(
+    tokens: int, num_experts: int, hidden: int, inter: int, max_gb: float
+) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """The modules of one cell, and ``{name: reason}`` for the references that are skipped."""
     torch.manual_seed(0)
     moe_config = SwitchMoEConfig(num_experts=num_experts, capacity_factor=0.0, capacity_group="batch")
     impls: dict[str, nn.Module] = {}
+    skipped: dict[str, str] = {}
     ours = SwitchMoEFeedForward(moe_config, hidden, inter, "gelu")
     impls["ours"] = ours
     impls["dense"] = DenseFFN(hidden, inter)
@@ -103,8 +163,8 @@ def build(tokens: int, num_experts: int, hidden: int, inter: int) -> dict[str, n
             router_jitter_noise=0.0,
         )
         impls["switch_hf"] = SwitchTransformersSparseMLP(st_config)
-    except ImportError:
-        pass
+    except ImportError as error:
+        skipped["switch_hf"] = f"unavailable ({error})"
     ours_gated = SwitchMoEFeedForward(moe_config, hidden, inter, "silu", gated=True, bias=False)
     impls["ours_gated"] = ours_gated
     impls["dense_gated"] = DenseFFN(hidden, inter, gated=True)
@@ -113,7 +173,13 @@ def build(tokens: int, num_experts: int, hidden: int, inter: int) -> dict[str, n
     from transformers import MixtralConfig
     from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
 
-    for implementation in ("eager", "batched_mm", "grouped_mm"):
+    for implementation in experts_implementations():
+        name = f"mixtral_{implementation}"
+        if implementation == "batched_mm":
+            need = batched_mm_bytes(tokens, hidden, inter, backward=False) / 2**30
+            if need > max_gb:
+                skipped[name] = f"needs ~{need:.1f} GB for the per-token weight copies (> --max_gb {max_gb:g})"
+                continue
         config = MixtralConfig(
             hidden_size=hidden, intermediate_size=inter, num_local_experts=num_experts, num_experts_per_tok=1
         )
@@ -124,10 +190,10 @@ def build(tokens: int, num_experts: int, hidden: int, inter: int) -> dict[str, n
                 nn.init.normal_(parameter, std=0.02)
             with torch.no_grad():
                 block(torch.randn(1, 8, hidden))
-            impls[f"mixtral_{implementation}"] = block
+            impls[name] = block
         except Exception as error:  # noqa: BLE001 - an implementation unavailable on this machine
-            print(f"# mixtral {implementation}: unavailable ({type(error).__name__}: {error})")
-    return impls
+            skipped[name] = f"unavailable here ({type(error).__name__}: {str(error)[:80]})"
+    return impls, skipped
 
 
 def run_once(module: nn.Module, x: torch.Tensor, grad: torch.Tensor, backward: bool) -> float:
@@ -135,6 +201,7 @@ def run_once(module: nn.Module, x: torch.Tensor, grad: torch.Tensor, backward: b
     if backward:
         xs = x.detach().requires_grad_(True)
         out = module(xs)
+        out = out[0] if isinstance(out, tuple) else out
         out.backward(grad)
     else:
         with torch.inference_mode():
@@ -142,29 +209,81 @@ def run_once(module: nn.Module, x: torch.Tensor, grad: torch.Tensor, backward: b
     return time.perf_counter() - start
 
 
-def bench_cell(tokens: int, num_experts: int, hidden: int, inter: int, reps: int) -> dict[str, dict[str, float]]:
-    impls = build(tokens, num_experts, hidden, inter)
+def bench_cell(
+    tokens: int,
+    num_experts: int,
+    hidden: int,
+    inter: int,
+    reps: int,
+    max_gb: float,
+    flush: Callable[[], None],
+    slow_s: float,
+) -> tuple[dict[str, dict], dict[str, str]]:
+    impls, skipped = build(tokens, num_experts, hidden, inter, max_gb)
     x = torch.randn(1, tokens, hidden)
     grad = torch.randn(1, tokens, hidden)
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict] = {}
     for mode, backward in (("fwd", False), ("fwd_bwd", True)):
-        times: dict[str, list[float]] = {name: [] for name in impls}
-        for module in impls.values():
+        active = dict(impls)
+        mode_skipped = dict(skipped)
+        if backward and "mixtral_batched_mm" in active:
+            need = batched_mm_bytes(tokens, hidden, inter, backward=True) / 2**30
+            if need > max_gb:
+                del active["mixtral_batched_mm"]
+                mode_skipped["mixtral_batched_mm"] = (
+                    f"needs ~{need:.1f} GB for the per-token weight copies and their gradients (> --max_gb {max_gb:g})"
+                )
+        for module in active.values():
             module.train(backward)
             module.zero_grad(set_to_none=True)
-        for _ in range(2):  # warm-up
-            for module in impls.values():
-                run_once(module, x, grad, backward)
-        for _ in range(reps):
-            for name, module in impls.items():
+        times: dict[str, list[float]] = {name: [] for name in active}
+        slow: dict[str, float] = {}
+        for round_index in range(1 + reps):  # one warm-up round
+            for name in list(active):
+                if name in slow and len(times[name]) >= 1:
+                    continue  # far too slow to repeat: timed once after the warm-up
+                module = active[name]
                 module.zero_grad(set_to_none=True)
-                times[name].append(run_once(module, x, grad, backward))
+                flush()
+                try:
+                    elapsed = run_once(module, x, grad, backward)
+                except RuntimeError as error:  # e.g. out of memory
+                    mode_skipped[name] = f"failed ({str(error)[:80]})"
+                    del active[name], times[name]
+                    continue
+                if round_index > 0:
+                    times[name].append(elapsed)
+                elif elapsed > slow_s and not name.startswith(("ours", "floor", "dense")):
+                    slow[name] = elapsed
+        for module in impls.values():
+            module.zero_grad(set_to_none=True)
         medians = {name: statistics.median(values) for name, values in times.items()}
         spreads = {name: (max(v) - min(v)) / statistics.median(v) for name, v in times.items()}
+        for name, elapsed in slow.items():
+            mode_skipped[f"{name} (repetitions)"] = (
+                f"warm-up took {elapsed:.1f} s (> --slow_s {slow_s:g}): timed once, no spread"
+            )
         medians["floor"] = min(medians["floor_loop"], medians["floor_bmm"])
         medians["floor_gated"] = min(medians["floor_gated_loop"], medians["floor_gated_bmm"])
-        results[mode] = {"median_s": medians, "spread": spreads}
-    return results
+        results[mode] = {"median_s": medians, "spread": spreads, "reps": reps, "skipped": mode_skipped}
+    del impls
+    gc.collect()
+    return results, skipped
+
+
+def summary_row(tokens: int, num_experts: int, mode: str, data: dict) -> str:
+    m = data["median_s"]
+    nan = float("nan")
+    mixtral = {k: v for k, v in m.items() if k.startswith("mixtral_")}
+    best_mixtral = min(mixtral.values()) if mixtral else nan
+    spread = max(data["spread"].values())
+    return (
+        f"| {tokens} | {num_experts} | {mode} | {m['ours'] * 1e3:.2f} | {m['ours'] / m['floor']:.2f} | "
+        f"{m['ours'] / m['dense']:.2f} | {m.get('switch_hf', nan) / m['ours']:.2f} | "
+        f"{m['ours_gated'] * 1e3:.2f} | {m['ours_gated'] / m['floor_gated']:.2f} | "
+        f"{m['ours_gated'] / m['dense_gated']:.2f} | {best_mixtral / m['ours_gated']:.2f} | "
+        f"{spread:.2f} | {data['reps']} |"
+    )
 
 
 def main() -> None:
@@ -174,41 +293,62 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=384)
     parser.add_argument("--intermediate", type=int, default=1536)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps_large", type=int, default=3, help="Repetitions for cells with >= --large_tokens.")
+    parser.add_argument("--large_tokens", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max_gb", type=float, default=8.0, help="Skip a reference needing more memory than this.")
+    parser.add_argument(
+        "--slow_s", type=float, default=2.0, help="A reference whose warm-up call is slower is timed only once."
+    )
+    parser.add_argument("--flush_mb", type=int, default=64, help="Cache-flush buffer rewritten before each call.")
     parser.add_argument("--json", type=str, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    flush_buffer = torch.empty(args.flush_mb * 2**18) if args.flush_mb > 0 else None
+
+    def flush() -> None:
+        if flush_buffer is not None:
+            flush_buffer.fill_(1.0)
+
     print(
         f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, threads={args.threads}, "
-        f"hidden={args.hidden}, intermediate={args.intermediate}, fp32, median of {args.reps}"
+        f"hidden={args.hidden}, intermediate={args.intermediate}, fp32, top-1 dropless, cache flush "
+        f"{args.flush_mb} MB, median of {args.reps} ({args.reps_large} from T={args.large_tokens})"
+    )
+    print(
+        "# /floor, /dense: ours divided by them (lower is better); "
+        "switch_hf/ours, best mixtral/ours_gated: above 1 = ours faster"
     )
     header = (
         "| T | E | mode | ours ms | /floor | /dense | switch_hf/ours | ours_gated ms | /floor_gated | /dense_gated "
-        "| best mixtral/ours_gated | max spread |"
+        "| best mixtral/ours_gated | max spread | reps |"
     )
     print(header)
-    print("|---" * 12 + "|")
+    print("|---" * 13 + "|", flush=True)
     report = []
+    details = []
+    start = time.perf_counter()
     for num_experts in args.experts:
         for tokens in args.tokens:
-            cell = bench_cell(tokens, num_experts, args.hidden, args.intermediate, args.reps)
+            reps = args.reps_large if tokens >= args.large_tokens else args.reps
+            cell, _ = bench_cell(
+                tokens, num_experts, args.hidden, args.intermediate, reps, args.max_gb, flush, args.slow_s
+            )
             for mode, data in cell.items():
-                m = data["median_s"]
-                mixtral = {k: v for k, v in m.items() if k.startswith("mixtral_")}
-                best_mixtral = min(mixtral.values()) if mixtral else float("nan")
-                spread = max(data["spread"].values())
-                print(
-                    f"| {tokens} | {num_experts} | {mode} | {m['ours'] * 1e3:.2f} | {m['ours'] / m['floor']:.2f} | "
-                    f"{m['ours'] / m['dense']:.2f} | {m.get('switch_hf', float('nan')) / m['ours']:.1f} | "
-                    f"{m['ours_gated'] * 1e3:.2f} | {m['ours_gated'] / m['floor_gated']:.2f} | "
-                    f"{m['ours_gated'] / m['dense_gated']:.2f} | {best_mixtral / m['ours_gated']:.1f} | "
-                    f"{spread:.2f} |",
-                    flush=True,
-                )
+                print(summary_row(tokens, num_experts, mode, data), flush=True)
                 report.append({"tokens": tokens, "experts": num_experts, "mode": mode, **data})
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"args": vars(args), "torch": torch.__version__, "results": report}, handle, indent=1)
+                times = ", ".join(
+                    f"{name} {value * 1e3:.2f} ({data['spread'].get(name, 0):.2f})"
+                    for name, value in data["median_s"].items()
+                    if name not in ("floor", "floor_gated")
+                )
+                details.append(f"# T={tokens} E={num_experts} {mode}: ms (spread): {times}")
+                details += [f"#   skipped {name}: {reason}" for name, reason in data["skipped"].items()]
+            if args.json:  # after every cell, so an interrupted run keeps what it measured
+                with open(args.json, "w") as handle:
+                    json.dump({"args": vars(args), "torch": torch.__version__, "results": report}, handle, indent=1)
+    print("\n".join(details))
+    print(f"# total {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

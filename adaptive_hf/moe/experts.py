@@ -209,23 +209,31 @@ class SwitchExperts(nn.Module):
             f"intermediate_size={self.intermediate_size}, activation={self.activation_name!r}, gated={self.gated}"
         )
 
-    def forward(self, x: torch.Tensor, offsets: torch.Tensor, expert_index: torch.Tensor) -> torch.Tensor:
+    def _row_bias(self, bias: torch.Tensor, expert_index: torch.Tensor, all_run: bool) -> torch.Tensor:
+        if all_run:
+            return bias.index_select(0, expert_index)
+        # Rows that do not run (expert index E) take a zero bias row outside the parameter, so the arbitrary
+        # gradient of those rows never reaches the biases.
+        return F.pad(bias, (0, 0, 0, 1)).index_select(0, expert_index)
+
+    def forward(
+        self, x: torch.Tensor, offsets: torch.Tensor, expert_index: torch.Tensor, all_run: bool = False
+    ) -> torch.Tensor:
         """Runs each expert on its rows.
 
         Args:
             x: ``(M, hidden)`` rows sorted by expert.
             offsets: ``(E,)`` int32 cumulative rows per expert.
             expert_index: ``(M,)`` expert of each row (``E`` for rows that do not run); used for the biases.
+            all_run: Every row runs (no index is ``E``, ``offsets[-1] == M``): the biases need no sentinel row.
 
         Returns:
             ``(M, hidden)``; rows beyond ``offsets[-1]`` hold arbitrary values.
         """
         h = grouped_mm(x, self.up_proj, offsets)
         if self.up_bias is not None:
-            # Rows that do not run (expert index E) take a zero bias row outside the parameter, so the arbitrary
-            # gradient of those rows never reaches the biases. In place: the grouped matmul's backward needs its
-            # inputs, not its output.
-            h = h.add_(F.pad(self.up_bias, (0, 0, 0, 1)).index_select(0, expert_index))
+            # In place: the grouped matmul's backward needs its inputs, not its output.
+            h = h.add_(self._row_bias(self.up_bias, expert_index, all_run))
         if self.gated:
             gate, up = h.chunk(2, dim=-1)
             h = self.act(gate) * up
@@ -233,7 +241,7 @@ class SwitchExperts(nn.Module):
             h = self.act(h)
         out = grouped_mm(h, self.down_proj, offsets)
         if self.down_bias is not None:
-            out = out.add_(F.pad(self.down_bias, (0, 0, 0, 1)).index_select(0, expert_index))
+            out = out.add_(self._row_bias(self.down_bias, expert_index, all_run))
         return out
 
     def forward_dense(self, x: torch.Tensor, expert: int) -> torch.Tensor:

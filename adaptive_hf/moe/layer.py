@@ -150,6 +150,8 @@ class SwitchMoEFeedForward(nn.Module):
         else:
             group_size = num_tokens
         logits = self.router(x, config.router_jitter)
+        # A straight-through top-1 gate is exactly 1; it only matters for the router's gradient.
+        need_gate = not (top_k == 1 and config.gate_scaling == "straight_through" and not torch.is_grad_enabled())
         plan, probs = route(
             logits,
             mask,
@@ -157,21 +159,23 @@ class SwitchMoEFeedForward(nn.Module):
             capacity_factor=float(config.capacity_factor),
             group_size=group_size,
             gate_scaling=config.gate_scaling,
+            need_gate=need_gate,
         )
         rows = x.index_select(0, plan.token_index)
         if plan.valid is not None and torch.is_grad_enabled() and x.requires_grad:
             # The grouped matmul's input gradient is undefined beyond the kept rows; keep it out of x's gradient.
             rows = torch.where(plan.valid.unsqueeze(-1), rows, 0.0)
-        out_rows = self.experts(rows, plan.offsets, plan.expert_index)
+        out_rows = self.experts(rows, plan.offsets, plan.expert_index, all_run=plan.valid is None)
         if plan.valid is not None:
             # Before the gate: rows that did not run hold arbitrary values, and 0 * inf would reach the router.
             out_rows = torch.where(plan.valid.unsqueeze(-1), out_rows, 0.0)
-        if not (top_k == 1 and config.gate_scaling == "straight_through" and not torch.is_grad_enabled()):
-            # (a straight-through top-1 gate is exactly 1; it only matters for the router's gradient)
+        if need_gate:
             out_rows = out_rows * plan.gate.to(out_rows.dtype).unsqueeze(-1)
-        out = out_rows.index_select(0, plan.inverse)
-        if top_k > 1:
-            out = out.view(top_k, num_tokens, hidden).sum(0)
+        if top_k == 1:
+            # Each token is one sorted row: put the rows back in token order (dropped and padding rows are zero).
+            out = torch.empty_like(out_rows).index_copy_(0, plan.token_index, out_rows)
+        else:
+            out = out_rows.index_select(0, plan.inverse).view(top_k, num_tokens, hidden).sum(0)
         out = self.dropout(out.view(shape))
         global_batch = bool(config.global_load_balancing) and self.training
         aux_loss, z_loss = router_losses(logits, probs, plan, mask, top_k, global_batch=global_batch)

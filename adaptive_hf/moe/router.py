@@ -24,10 +24,12 @@ class RoutingPlan:
     Attributes:
         token_index: ``(M,)`` flat token index of each sorted row (``M = top_k * N``).
         expert_index: ``(M,)`` expert of each sorted row; ``num_experts`` for rows that do not run.
-        gate: ``(M,)`` float32 weight of each sorted row's expert output.
+        gate: ``(M,)`` float32 weight of each sorted row's expert output; ``None`` when not requested.
         valid: ``(M,)`` bool, whether the row runs (it is kept); ``None`` when every row runs.
         offsets: ``(E,)`` int32 cumulative kept-row counts per expert (the grouped-matmul offsets).
         inverse: ``(M,)`` sorted row of each assignment; assignment ``j * N + t`` is token ``t``'s ``j``-th choice.
+            ``None`` with one expert per token, where ``token_index`` is a permutation of the tokens and the output
+            is scattered back with it directly.
         expert_counts: ``(E,)`` assignments each expert processes (after capacity).
         routed_counts: ``(E,)`` assignments each expert was chosen for (before capacity), real tokens only.
         num_real: Scalar count of real (non-padding) tokens.
@@ -36,10 +38,10 @@ class RoutingPlan:
 
     token_index: torch.Tensor
     expert_index: torch.Tensor
-    gate: torch.Tensor
+    gate: torch.Tensor | None
     valid: torch.Tensor | None
     offsets: torch.Tensor
-    inverse: torch.Tensor
+    inverse: torch.Tensor | None
     expert_counts: torch.Tensor
     routed_counts: torch.Tensor
     num_real: torch.Tensor
@@ -90,6 +92,7 @@ def route(
     capacity_factor: float,
     group_size: int,
     gate_scaling: str,
+    need_gate: bool = True,
 ) -> tuple[RoutingPlan, torch.Tensor]:
     """Chooses experts for every token and lays the assignments out for grouped matmuls.
 
@@ -102,6 +105,7 @@ def route(
         group_size: Tokens per capacity group (the sequence length, or ``N`` for the whole batch); ``N`` must be a
             multiple of it.
         gate_scaling: See :func:`gate_weights`.
+        need_gate: Compute ``plan.gate`` (an inference-mode top-1 straight-through gate is exactly 1 and unused).
 
     Returns:
         ``(plan, probs)``: the :class:`RoutingPlan` and the ``(N, E)`` float32 router probabilities.
@@ -110,12 +114,10 @@ def route(
     device = logits.device
     probs = logits.softmax(dim=-1)
     top_probs, top_experts = probs.topk(top_k, dim=-1)
-    gates = gate_weights(top_probs, gate_scaling)
     # Assignment a = j * N + t: all first choices come before all second choices (Switch/GShard priority).
     assigned = top_experts.t().reshape(-1)
-    assigned_gate = gates.t().reshape(-1)
     num_rows = assigned.numel()
-    rows = torch.arange(num_rows, device=device)
+    rows = torch.arange(num_rows, device=device) if capacity_factor > 0 or top_k > 1 else None
     ones = torch.ones(num_rows, dtype=torch.long, device=device)
     if token_mask is not None:
         real = token_mask.repeat(top_k)
@@ -167,20 +169,26 @@ def route(
     else:
         expert_counts = torch.zeros(num_experts + 1, dtype=torch.long, device=device)
         expert_counts = expert_counts.scatter_add_(0, expert_sorted, ones)[:num_experts]
-    inverse = torch.empty_like(order).scatter_(0, order, rows)
-    kept = expert_counts.sum()
-    dropped_fraction = 1.0 - kept.float() / (num_real.float() * top_k).clamp(min=1.0)
+    inverse = torch.empty_like(order).scatter_(0, order, rows) if top_k > 1 else None
+    gate = None
+    if need_gate:
+        gate = gate_weights(top_probs, gate_scaling).t().reshape(-1).index_select(0, order)
+    if valid is None:  # dropless without padding: nothing is dropped (a constant saves a handful of small ops)
+        dropped_fraction = logits.new_zeros(())
+    else:
+        kept = expert_counts.sum()
+        dropped_fraction = (1.0 - kept.float() / (num_real.float() * top_k).clamp(min=1.0)).clamp(min=0.0)
     plan = RoutingPlan(
-        token_index=order % num_tokens,
+        token_index=order if top_k == 1 else order % num_tokens,
         expert_index=expert_sorted,
-        gate=assigned_gate.index_select(0, order),
+        gate=gate,
         valid=valid,
-        offsets=expert_counts.cumsum(0).to(torch.int32),
+        offsets=torch.cumsum(expert_counts, 0, dtype=torch.int32),
         inverse=inverse,
         expert_counts=expert_counts,
         routed_counts=routed_counts,
         num_real=num_real,
-        dropped_fraction=dropped_fraction.clamp(min=0.0),
+        dropped_fraction=dropped_fraction,
     )
     return plan, probs
 
@@ -233,12 +241,14 @@ def router_losses(
     else:
         prob_sum = probs.sum(0)
         z_sum = z.sum()
-    counts = torch.cat([plan.routed_counts, plan.num_real.view(1)]).to(torch.float32)
     scale = 1.0
     if global_batch:
+        counts = torch.cat([plan.routed_counts, plan.num_real.view(1)]).to(torch.float32)
         counts, world = _all_reduce_sum(counts.detach())
         scale = float(world)
-    routed, num_real = counts[:num_experts], counts[num_experts].clamp(min=1.0)
+        routed, num_real = counts[:num_experts], counts[num_experts].clamp(min=1.0)
+    else:
+        routed, num_real = plan.routed_counts.to(torch.float32), plan.num_real.to(torch.float32).clamp(min=1.0)
     fraction = routed / (num_real * top_k)
     mean_prob = prob_sum * scale / num_real
     load_balancing = num_experts * (fraction * mean_prob).sum()
