@@ -196,8 +196,11 @@ def build(
     return impls, skipped
 
 
+CLOCK = time.perf_counter
+
+
 def run_once(module: nn.Module, x: torch.Tensor, grad: torch.Tensor, backward: bool) -> float:
-    start = time.perf_counter()
+    start = CLOCK()
     if backward:
         xs = x.detach().requires_grad_(True)
         out = module(xs)
@@ -206,7 +209,7 @@ def run_once(module: nn.Module, x: torch.Tensor, grad: torch.Tensor, backward: b
     else:
         with torch.inference_mode():
             module(x)
-    return time.perf_counter() - start
+    return CLOCK() - start
 
 
 def bench_cell(
@@ -301,8 +304,19 @@ def main() -> None:
         "--slow_s", type=float, default=2.0, help="A reference whose warm-up call is slower is timed only once."
     )
     parser.add_argument("--flush_mb", type=int, default=64, help="Cache-flush buffer rewritten before each call.")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="'cpu' = this thread's CPU time (with --threads 1 only): a rough A/B on a machine others are using.",
+    )
     parser.add_argument("--json", type=str, default=None)
     args = parser.parse_args()
+    if args.clock == "cpu":
+        if args.threads != 1:
+            parser.error("--clock cpu measures one thread; use it with --threads 1.")
+        global CLOCK
+        CLOCK = time.thread_time
     torch.set_num_threads(args.threads)
     flush_buffer = torch.empty(args.flush_mb * 2**18) if args.flush_mb > 0 else None
 
@@ -313,7 +327,7 @@ def main() -> None:
     print(
         f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, threads={args.threads}, "
         f"hidden={args.hidden}, intermediate={args.intermediate}, fp32, top-1 dropless, cache flush "
-        f"{args.flush_mb} MB, median of {args.reps} ({args.reps_large} from T={args.large_tokens})"
+        f"{args.flush_mb} MB, {args.clock} clock, median of {args.reps} ({args.reps_large} from T={args.large_tokens})"
     )
     print(
         "# /floor, /dense: ours divided by them (lower is better); "
