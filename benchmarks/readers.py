@@ -5,7 +5,7 @@ test split of their dataset, following ../shared/benchmarks.md: accuracy of adap
 weights with skipping disabled (``reading_policy="full"``: torch's fused LSTM over every token); theoretical
 speedup from the per-sample token counts and the FLOP model; realized speedup as the ratio of median wall-clock
 times, adaptive and full interleaved on the same batches after a warm-up, at a fixed thread count. For Skim-RNN a
-sweep over ``skim_threshold`` gives the accuracy / speedup trade-off::
+sweep over ``skim_threshold`` (LSTM-Jump: ``stop_threshold``) gives the accuracy / speedup trade-off::
 
     python benchmarks/readers.py --models outputs/readers_text --json outputs/readers_bench.json
 """
@@ -41,6 +41,8 @@ def parse_args(argv=None):
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sweep", type=float, nargs="*", default=[0.5, 0.3, 0.1, 0.05, 0.02])
+    parser.add_argument("--stop_sweep", type=float, nargs="*", default=[0.0, 0.5, 0.9, 0.99])
+    parser.add_argument("--datasets", nargs="*", default=None, help="Only these dataset folders (default: all).")
     parser.add_argument("--json", default=None, help="Write the results here.")
     return parser.parse_args(argv)
 
@@ -52,6 +54,8 @@ def main(argv=None):
     tokenizer.padding_side = "right"
     collator = DataCollatorWithPadding(tokenizer)
     folders = sorted(Path(args.models).glob("*/*/model/config.json"))
+    if args.datasets:
+        folders = [f for f in folders if f.parent.parent.parent.name in args.datasets]
     if not folders:
         raise SystemExit(f"No saved readers under {args.models}; run recipes/readers_text.py first.")
     results = []
@@ -75,10 +79,12 @@ def main(argv=None):
         full = evaluate_reader(model, batches, reading_policy="full")
         adaptive = evaluate_reader(model, batches)
         sweep = []
-        if reader == "skim_rnn":
-            for threshold in args.sweep:
-                point = evaluate_reader(model, batches, skim_threshold=threshold)
-                sweep.append({"skim_threshold": threshold, **point})
+        knob, values = {"skim_rnn": ("skim_threshold", args.sweep), "jump_lstm": ("stop_threshold", args.stop_sweep)}[
+            reader
+        ]
+        for value in values:
+            point = evaluate_reader(model, batches, **{knob: value})
+            sweep.append({"knob": knob, "value": value, **point})
         timing = {}
         for batch_size in args.batch_sizes:
             samples = 40 if batch_size == 1 else max(args.timing_samples, 2 * batch_size)
@@ -94,7 +100,15 @@ def main(argv=None):
             "sweep": sweep,
             "settings": {
                 k: getattr(model.config, k)
-                for k in ("hidden_size", "small_hidden_size", "skim_threshold", "read_tokens", "max_jump", "max_jumps")
+                for k in (
+                    "hidden_size",
+                    "small_hidden_size",
+                    "skim_threshold",
+                    "read_tokens",
+                    "max_jump",
+                    "max_jumps",
+                    "stop_threshold",
+                )
                 if hasattr(model.config, k)
             },
         }
@@ -131,11 +145,10 @@ def print_result(r: dict) -> None:
             f"{t['theoretical_speedup']:.2f}x | {t['efficiency']:.2f} | {t['spread']:.2f}{noisy} |"
         )
     if r["sweep"]:
-        print("| skim_threshold | accuracy | skim rate | theoretical |")
+        print(f"| {r['sweep'][0]['knob']} | accuracy | read rate | theoretical |")
         print("|---|---|---|---|")
         for s in r["sweep"]:
-            theo = s["theoretical_speedup"]
-            print(f"| {s['skim_threshold']} | {s['accuracy']:.4f} | {s['skim_rate']:.2f} | {theo:.2f}x |")
+            print(f"| {s['value']} | {s['accuracy']:.4f} | {s['read_rate']:.2f} | {s['theoretical_speedup']:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -138,7 +138,11 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
             read += steps
             if round_index == config.max_jumps or position >= length:
                 break
-            action = int(_greedy_actions(self.jump_policy(h), config.stop_threshold)[0])
+            policy_logits = self.jump_policy(h)
+            scores = policy_logits[0].tolist()
+            action = max(range(len(scores)), key=scores.__getitem__)  # the first maximum, as argmax
+            if action == 0 and config.stop_threshold > 0:  # the rare stop: the batched path's tensor check
+                action = int(_greedy_actions(policy_logits, config.stop_threshold)[0])
             decisions += 1
             if action == 0:
                 break
