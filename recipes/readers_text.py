@@ -72,12 +72,13 @@ def parse_args(argv=None):
     parser.add_argument("--small_hidden_size", type=int, default=16)
     parser.add_argument("--skim_penalty", type=float, default=0.02)
     parser.add_argument("--gumbel_temperature", type=float, default=0.5)
-    parser.add_argument("--read_tokens", type=int, default=8)
+    # LSTM-Jump defaults: the settings that skipped most at a similar validation accuracy in our short runs.
+    parser.add_argument("--read_tokens", type=int, default=4)
     parser.add_argument("--max_jump", type=int, default=12)
-    parser.add_argument("--max_jumps", type=int, default=6)
+    parser.add_argument("--max_jumps", type=int, default=8)
     parser.add_argument("--entropy_coef", type=float, default=0.01)
     parser.add_argument(
-        "--read_penalty", type=float, default=0.0, help="LSTM-Jump reward shaping: minus this x fraction read."
+        "--read_penalty", type=float, default=0.25, help="LSTM-Jump reward shaping: minus this x fraction read."
     )
     parser.add_argument(
         "--policy_gradient_to_reader", type=int, default=1, help="0: REINFORCE trains only the jump policy."
