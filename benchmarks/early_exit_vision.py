@@ -90,11 +90,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), median of {args.repeats}"
         f"{', channels_last' if channels_last else ''}.\n"
     )
-    print("| policy | setting | test acc (drop) | batch | theoretical | realized | realized/theoretical |")
+    print("| policy | setting | test acc (vs full depth) | batch | theoretical | realized | realized/theoretical |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
         s = r["setting"]
-        drop = 100 * (full_accuracy - r["test_accuracy"])
+        drop = 100 * (r["test_accuracy"] - full_accuracy)
         print(
             f"| {s['exit_policy']} | {s.get('exit_threshold') if s['exit_policy'] != 'patience' else s['patience']} | "
             f"{100 * r['test_accuracy']:.2f} ({drop:+.2f}) | {r['batch']} | {r['theoretical_speedup']:.2f}x | "
