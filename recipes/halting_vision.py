@@ -30,7 +30,7 @@ from adaptive_hf.training import exit_compute_metrics
 
 TRAINING_DEFAULTS = {
     "learning_rate": "1e-3",
-    "num_train_epochs": "20",
+    "num_train_epochs": "30",
     "per_device_train_batch_size": "64",
     "weight_decay": "0.05",
     "warmup_steps": "0.1",

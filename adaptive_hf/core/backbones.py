@@ -77,6 +77,59 @@ class EncoderState:
         )
 
 
+@dataclass
+class TokenSubset:
+    """The active tokens of a layer's rows, packed in row-major order, for ``run_layer_on_tokens``.
+
+    A caller that already tracks its active tokens as positions (the halting models do) builds this once per
+    layer with :meth:`from_positions`, which saves the adapter re-deriving it from a mask.
+
+    Attributes:
+        rows: ``(n,)`` row of each active token, non-decreasing.
+        tokens: ``(n,)`` position of each active token in its row.
+        slot: ``(n,)`` rank of each token among its row's active tokens; ``None`` when there is one row.
+        slots: Most active tokens in any row.
+        states: ``(n, hidden)`` current states of the active tokens, or ``None`` to gather them.
+    """
+
+    rows: torch.Tensor
+    tokens: torch.Tensor
+    slot: torch.Tensor | None
+    slots: int
+    states: torch.Tensor | None = None
+
+    @classmethod
+    def from_mask(cls, active: torch.Tensor) -> TokenSubset:
+        """From a ``(rows, seq)`` bool mask of active tokens."""
+        rows, tokens = active.nonzero(as_tuple=True)
+        if active.size(0) == 1:
+            return cls(rows, tokens, None, tokens.numel())
+        slot = active.long().cumsum(1).sub_(1)[rows, tokens]
+        return cls(rows, tokens, slot, int(active.sum(1).max()))
+
+    @classmethod
+    def from_positions(
+        cls, rows: torch.Tensor, tokens: torch.Tensor, counts: torch.Tensor, states: torch.Tensor | None = None
+    ) -> TokenSubset:
+        """From sorted positions.
+
+        Args:
+            rows: ``(n,)`` row of each active token, in ``0..len(counts)-1``, non-decreasing; every row appears.
+            tokens: ``(n,)`` token positions.
+            counts: ``(num_rows,)`` active tokens per row (``torch.unique_consecutive(..., return_counts=True)``).
+            states: Optional ``(n, hidden)`` current states of those tokens.
+        """
+        if counts.numel() == 1:
+            return cls(rows, tokens, None, tokens.numel(), states)
+        starts = counts.cumsum(0).sub_(counts)
+        slot = torch.arange(rows.numel(), device=rows.device).sub_(starts.index_select(0, rows))
+        return cls(rows, tokens, slot, int(counts.max()), states)
+
+    def gather_states(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The active tokens' current states: ``states`` if known, else gathered from ``hidden_states``."""
+        return self.states if self.states is not None else hidden_states[self.rows, self.tokens]
+
+
 class TextEncoderAdapter:
     """Adapter for a bidirectional text encoder family (BERT-like layout).
 
@@ -247,9 +300,10 @@ class TextEncoderAdapter:
         self,
         index: int,
         hidden_states: torch.Tensor,
-        active: torch.Tensor,
+        active: torch.Tensor | None,
         key_mask: torch.Tensor,
         layer_kwargs: dict[str, Any] | None = None,
+        subset: TokenSubset | None = None,
     ) -> torch.Tensor:
         """Runs layer ``index`` for the ``active`` tokens only; every real token still serves as key and value.
 
@@ -267,6 +321,7 @@ class TextEncoderAdapter:
             layer_kwargs: The per-layer inputs from :meth:`embed`; only their row-independent entries are read (a
                 family's position bias, instead of recomputing it), so they may cover more rows than
                 ``hidden_states``.
+            subset: The active tokens already packed (then ``active`` may be ``None``).
 
         Returns:
             ``(num_active, hidden)`` new states of the active tokens, in ``active.nonzero()`` order.
@@ -278,12 +333,9 @@ class TextEncoderAdapter:
                 f"supports {', '.join(supported)}."
             )
         rows, seq, _ = hidden_states.shape
-        row_index, token_index = active.nonzero(as_tuple=True)
-        if rows == 1:  # one row: the packed tokens are the queries as they are, no scatter into slots
-            slot, slots = None, token_index.numel()
-        else:
-            slot = active.long().cumsum(1).sub_(1)[row_index, token_index]
-            slots = int(active.sum(1).max())
+        subset = subset if subset is not None else TokenSubset.from_mask(active)
+        # With one row, slot is None: the packed tokens are the queries as they are, no scatter into slots.
+        row_index, token_index, slot, slots = subset.rows, subset.tokens, subset.slot, subset.slots
         attn_mask = key_mask[:, None, None, :]
         bias = self.token_position_bias(hidden_states, layer_kwargs)
         if bias is not None:
@@ -295,7 +347,7 @@ class TextEncoderAdapter:
                 positions[row_index, slot] = token_index
             bias = bias[0][:, positions].transpose(0, 1)  # (rows, heads, slots, seq)
             attn_mask = bias.masked_fill(~attn_mask, float("-inf"))
-        tokens = hidden_states[row_index, token_index]
+        tokens = subset.gather_states(hidden_states)
         for number, parts in enumerate(self.token_sublayer_parts(index)):
             if number:  # the next sublayer's keys and values see the active tokens' updated states
                 hidden_states = hidden_states.index_put((row_index, token_index), tokens)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as hf_init
 
-from ..core.backbones import TEXT_ENCODER_ADAPTERS, EncoderState, TextEncoderAdapter
+from ..core.backbones import TEXT_ENCODER_ADAPTERS, EncoderState, TextEncoderAdapter, TokenSubset
 from ..core.flops import linear_flops
 from ..core.hub import AdaptiveHubMixin
 from ..core.modeling import TextBackboneMixin, make_family_model_class
@@ -284,38 +284,39 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         batch, seq = real.shape
         device = hidden.device
         row_index, token_index = real.nonzero(as_tuple=True)
+        tokens = hidden[row_index, token_index]  # current states of the active tokens, packed
         tracker = HaltingTracker.start(row_index.numel(), device)
         steps = torch.zeros(batch, seq, dtype=torch.long, device=device)
-        true = torch.ones((), dtype=torch.bool, device=device)
-        grad_free = not torch.is_grad_enabled()
         remainder = torch.zeros(batch, seq, device=device)
         output_states = torch.zeros_like(hidden) if act else None
+        mixture = torch.zeros_like(tokens) if act else None  # ACT's running mixture of the active tokens
+        grad_free = not torch.is_grad_enabled()
         for n in range(config.num_ponder_steps):
-            rows, local_rows = torch.unique_consecutive(row_index, return_inverse=True)
+            rows, local_rows, counts = torch.unique_consecutive(row_index, return_inverse=True, return_counts=True)
             if rows.numel() < batch:  # rows with no active token left leave the layer's batch
                 layer_hidden, key_mask = hidden.index_select(0, rows), real.index_select(0, rows)
             else:
-                layer_hidden, key_mask, local_rows = hidden, real, row_index
-            layer_active = torch.zeros_like(key_mask).index_put_((local_rows, token_index), true)
-            new_tokens = self.adapter.run_layer_on_tokens(n, layer_hidden, layer_active, key_mask, state.layer_kwargs)
+                layer_hidden, key_mask = hidden, real
+            subset = TokenSubset.from_positions(local_rows, token_index, counts, tokens)
+            tokens = self.adapter.run_layer_on_tokens(n, layer_hidden, None, key_mask, state.layer_kwargs, subset)
             position = (row_index, token_index)
             # Positions are unique, so plain (non-accumulating) scatters suffice; they are much cheaper on CPU.
             # In-place only without autograd: the old states may be saved for backward (eval mode with grad).
-            hidden = hidden.index_put_(position, new_tokens) if grad_free else hidden.index_put(position, new_tokens)
-            weight, halted, tracker = self._step(n, new_tokens, tracker)
+            hidden = hidden.index_put_(position, tokens) if grad_free else hidden.index_put(position, tokens)
+            weight, halted, tracker = self._step(n, tokens, tracker)
             steps.index_put_(position, tracker.steps)
             if act:
-                contribution = weight.to(hidden.dtype)[:, None] * new_tokens
-                if n:
-                    contribution = contribution + output_states[position]
-                output_states.index_put_(position, contribution)
+                mixture = torch.addcmul(mixture, weight.to(tokens.dtype)[:, None], tokens)
+                output_states.index_put_(position, mixture)
                 remainder.index_put_(position, weight)  # the last write, at the halting step, is ACT's R
             keep = (~halted).nonzero().squeeze(1)
             if keep.numel() == 0:
                 break
             if keep.numel() < halted.numel():
                 row_index, token_index = row_index.index_select(0, keep), token_index.index_select(0, keep)
-                tracker = tracker.select(keep)
+                tokens, tracker = tokens.index_select(0, keep), tracker.select(keep)
+                if act:
+                    mixture = mixture.index_select(0, keep)
         if not act:  # PonderNet reads each token at its halting step, where its state froze
             output_states = hidden * real[..., None].to(hidden.dtype)
         token_count = real.sum(1).clamp(min=1)

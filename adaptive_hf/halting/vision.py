@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 
-from ..core.backbones import EncoderState
+from ..core.backbones import EncoderState, TokenSubset
 from ..core.configuration import check_number
 from ..core.inputs import check_class_labels
 from ..core.vision_backbones import TimmViTAdapter, check_pixel_values, create_timm_model, describe_timm
@@ -53,9 +53,10 @@ class TimmViTHaltingAdapter(TimmViTAdapter):
         self,
         index: int,
         hidden_states: torch.Tensor,
-        active: torch.Tensor,
+        active: torch.Tensor | None,
         key_mask: torch.Tensor,
         layer_kwargs: dict[str, Any] | None = None,
+        subset: TokenSubset | None = None,
     ) -> torch.Tensor:
         """Runs block ``index`` for the ``active`` tokens only; every token still serves as key and value.
 
@@ -65,6 +66,7 @@ class TimmViTHaltingAdapter(TimmViTAdapter):
             active: ``(rows, tokens)`` bool, tokens to update.
             key_mask: ``(rows, tokens)`` bool, tokens that may be attended to.
             layer_kwargs: Unused (timm blocks take no extra per-layer inputs); kept for the adapter interface.
+            subset: The active tokens already packed (then ``active`` may be ``None``).
 
         Returns:
             ``(num_active, dim)`` new states of the active tokens, in ``active.nonzero()`` order.
@@ -78,19 +80,17 @@ class TimmViTHaltingAdapter(TimmViTAdapter):
         rows, seq, _ = hidden_states.shape
         heads, head_dim, width = attention.num_heads, attention.head_dim, attention.attn_dim
         normed = block.norm1(hidden_states)
-        row_index, token_index = active.nonzero(as_tuple=True)
-        tokens = hidden_states[row_index, token_index]
+        subset = subset if subset is not None else TokenSubset.from_mask(active)
+        row_index, token_index, slot, slots = subset.rows, subset.tokens, subset.slot, subset.slots
+        tokens = subset.gather_states(hidden_states)
         weight, bias = attention.qkv.weight, attention.qkv.bias
         query = F.linear(normed[row_index, token_index], weight[:width], None if bias is None else bias[:width])
         key_value = F.linear(normed, weight[width:], None if bias is None else bias[width:])
         keys, values = key_value.view(rows, seq, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         keys = attention.k_norm(keys)
-        if rows == 1:  # one row: the packed tokens are the queries as they are, no scatter into slots
-            slots = token_index.numel()
+        if slot is None:  # one row: the packed tokens are the queries as they are, no scatter into slots
             queries = query.view(1, slots, heads, head_dim)
         else:
-            slot = active.long().cumsum(1).sub_(1)[row_index, token_index]
-            slots = int(active.sum(1).max())
             queries = tokens.new_zeros(rows, slots, heads, head_dim)
             queries[row_index, slot] = query.view(-1, heads, head_dim)
         queries = attention.q_norm(queries.transpose(1, 2))
@@ -98,7 +98,7 @@ class TimmViTHaltingAdapter(TimmViTAdapter):
         attn_mask = None if bool(key_mask.all()) else key_mask[:, None, None, :]
         context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=attn_mask)
         context = context.transpose(1, 2).reshape(rows, slots, width)
-        context = context[0] if rows == 1 else context[row_index, slot]
+        context = context[0] if slot is None else context[row_index, slot]
         update = attention.proj_drop(attention.proj(attention.norm(context)))
         tokens = tokens + block.drop_path1(block.ls1(update))
         return tokens + block.drop_path2(block.ls2(block.mlp(block.norm2(tokens))))
