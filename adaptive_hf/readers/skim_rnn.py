@@ -278,78 +278,133 @@ class SkimRnnForSequenceClassification(ReaderPreTrainedModel):
         return h, torch.full((1,), skimmed, dtype=torch.long, device=inputs.device)
 
     def _skim_rows(self, inputs, lengths, cut: float, params: SkimInference, big: FastLstm):
-        """A batch: each row at its own position; skim phases alternate with batched reads."""
+        """A batch: each row at its own position.
+
+        The rows that skim form a working set stepped together, each on its own next token. A row that wants to
+        read leaves it for a pool; once half the active rows wait in the pool (or none is left skimming), the
+        pool reads its tokens with the big cell in one product and those rows rejoin the working set. So the big
+        cell runs on many rows at once while the working set stays large (few, wide steps).
+        """
         config = self.config
         batch_size, steps = inputs.size(0), inputs.size(1)
         hidden, small = config.hidden_size, config.small_hidden_size
-        gates = 4 * small
         flat_inputs = inputs.reshape(batch_size * steps, -1)
         # Input terms of every token; padding positions are projected too (one product beats a gather here).
         base = params.tokens(flat_inputs)
         h = inputs.new_zeros(batch_size, hidden)
         c = torch.zeros_like(h)
         skimmed = torch.zeros_like(lengths)
-        # The rows of the current skim phase: global row, flat index of its next token, tokens left.
         rows = (lengths > 0).nonzero().squeeze(1)
-        position, left = rows * steps, lengths.index_select(0, rows)
-        tail = inputs.new_zeros(rows.numel(), gates + 1)  # tail terms; the initial state is zero
-        h_head = inputs.new_zeros(rows.numel(), small)
-        c_head = torch.zeros_like(h_head)
-        while rows.numel():
-            # ---------------------------------------------------------------- skim phase
-            readers = []  # (rows, positions, tokens left) of the rows that want to read their next token
-            z, index = inputs.new_empty(rows.numel(), gates + 1), torch.empty_like(position)
-            views, score, scratch = _gate_views(z, small), z[:, gates], torch.empty_like(h_head)
-            finish = int(left.min())
-            k = 0
-            while True:
-                torch.add(position, k, out=index)
-                torch.index_select(base, 0, index, out=z)
-                z.add_(tail).addmm_(h_head, params.head_t)
-                if float(score.min()) < cut:
-                    read = score < cut
-                    out = read.nonzero().squeeze(1)
-                    readers.append(
-                        (rows.index_select(0, out), index.index_select(0, out), left.index_select(0, out) - k)
+        start = rows * steps
+        # The working set: global rows; flat index of each row's next token, where its tokens end and where it
+        # joined (for its skim count); the tail terms of its state (the initial state is zero), its head state.
+        work = _WorkingSet(
+            rows,
+            start.clone(),
+            start + lengths.index_select(0, rows),
+            start,
+            inputs.new_zeros(rows.numel(), 4 * small + 1),
+            inputs.new_zeros(rows.numel(), small),
+            inputs.new_zeros(rows.numel(), small),
+        )
+        pool, pooled = [], 0  # rows waiting to read their next token: (rows, positions, ends)
+        while True:
+            if pooled and (work.size == 0 or 2 * pooled >= work.size + pooled):
+                # ---------------------------------------------------------------- read round
+                rows, position, end = (torch.cat(parts) for parts in zip(*pool, strict=True))
+                pool, pooled = [], 0
+                h_rows, c_rows = _read_rows(flat_inputs.index_select(0, position), h, c, rows, big)
+                h.index_copy_(0, rows, h_rows)
+                c.index_copy_(0, rows, c_rows)
+                position = position + 1
+                more = position < end
+                if not bool(more.all()):
+                    keep = more.nonzero().squeeze(1)
+                    rows, position, end, h_rows, c_rows = (
+                        t.index_select(0, keep) for t in (rows, position, end, h_rows, c_rows)
                     )
-                    rows, position, left, tail, h_head, c_head, z, keep = _leave(
-                        out, read, h, c, skimmed, k, rows, position, left, tail, h_head, c_head, z, small
-                    )
-                    if not keep:
-                        break
-                    index, scratch = torch.empty_like(position), torch.empty_like(h_head)
-                    views, score = _gate_views(z, small), z[:, gates]
-                    finish = int(left.min())
-                _small_update(views, c_head, h_head, scratch)
-                k += 1
-                if k == finish:  # rows whose last token this was
-                    ended = left == k
-                    out = ended.nonzero().squeeze(1)
-                    rows, position, left, tail, h_head, c_head, z, keep = _leave(
-                        out, ended, h, c, skimmed, k, rows, position, left, tail, h_head, c_head, z, small
-                    )
-                    if not keep:
-                        break
-                    index, scratch = torch.empty_like(position), torch.empty_like(h_head)
-                    views, score = _gate_views(z, small), z[:, gates]
-                    finish = int(left.min())
-            if not readers:
+                if rows.numel():
+                    tail = torch.mm(h_rows[:, small:], params.tail_t)
+                    work.join(rows, position, end, tail, h_rows[:, :small], c_rows[:, :small])
+            if work.size == 0:
+                if pooled:
+                    continue
                 break
-            # ---------------------------------------------------------------- read phase
-            rows, position, left = (torch.cat(parts) for parts in zip(*readers, strict=True))
-            h_rows, c_rows = _read_rows(flat_inputs.index_select(0, position), h, c, rows, big)
-            h.index_copy_(0, rows, h_rows)
-            c.index_copy_(0, rows, c_rows)
-            position, left = position + 1, left - 1
-            more = left > 0
-            if not bool(more.all()):
-                keep = more.nonzero().squeeze(1)
-                rows, position, left, h_rows, c_rows = (
-                    t.index_select(0, keep) for t in (rows, position, left, h_rows, c_rows)
-                )
-            h_head, c_head = h_rows[:, :small].contiguous(), c_rows[:, :small].contiguous()
-            tail = torch.mm(h_rows[:, small:], params.tail_t) if rows.numel() else h_head.new_zeros(0, gates + 1)
+            # -------------------------------------------------------------------- skim step of the working set
+            z = work.decide(base, params.head_t)
+            if float(z[:, 4 * small].min()) < cut:
+                read = z[:, 4 * small] < cut
+                out = read.nonzero().squeeze(1)
+                pool.append(work.leave(out, read, h, c, skimmed, small))
+                pooled += out.numel()
+                if work.size == 0:
+                    continue
+                z = work.z
+            _small_update(work.views, work.c_head, work.h_head, work.scratch)
+            work.advance()
+            if work.until_end == 0:  # rows whose last token this was
+                ended = work.position == work.end
+                work.leave(ended.nonzero().squeeze(1), ended, h, c, skimmed, small)
         return h, skimmed
+
+
+class _WorkingSet:
+    """The rows of a Skim-RNN batch that are skimming, with their per-row state (see ``_skim_rows``).
+
+    Per-row integers live in one ``(n, 4)`` tensor (global row, flat index of the next token, end, flat index at
+    joining) and per-row floats in one ``(n, 4 small + 1 + 2 small)`` tensor (tail terms, head h, head c), so that
+    rows leaving or joining cost a few gathers, not one per field.
+    """
+
+    def __init__(self, rows, position, end, joined, tail, h_head, c_head):
+        self.meta = torch.stack([rows, position, end, joined], 1)
+        self.state = torch.cat([tail, h_head, c_head], 1)
+        self.width, self.small = tail.size(1), h_head.size(1)
+        self._refresh()
+
+    @property
+    def size(self) -> int:
+        return self.meta.size(0)
+
+    def _refresh(self, z: torch.Tensor | None = None) -> None:
+        """Views and buffers for the current rows (after they changed), made once and reused at every step."""
+        n, width, small = self.meta.size(0), self.width, self.small
+        self.rows, self.position, self.end, self.joined = self.meta.unbind(1)  # views: position advances in place
+        self.tail = self.state[:, :width]
+        self.h_head = self.state[:, width : width + small]
+        self.c_head = self.state[:, width + small :]
+        self.z = self.state.new_empty(n, width) if z is None else z
+        self.views, self.scratch = _gate_views(self.z, small), self.state.new_empty(n, small)
+        self.until_end = int((self.end - self.position).min()) if n else 0
+
+    def decide(self, base: torch.Tensor, head_t: torch.Tensor) -> torch.Tensor:
+        """The decision product of every row's next token: its skim score and small-cell gates, into ``z``."""
+        torch.index_select(base, 0, self.position, out=self.z)
+        return self.z.add_(self.tail).addmm_(self.h_head, head_t)
+
+    def advance(self) -> None:
+        self.position.add_(1)
+        self.until_end -= 1
+
+    def leave(self, out, leaving, h, c, skimmed, small):
+        """Rows ``out`` leave: their head state and skim count go back to the batch's buffers. Returns their
+        ``(rows, positions, ends)``; the set keeps the other rows (and their rows of ``z``)."""
+        meta, state = self.meta.index_select(0, out), self.state.index_select(0, out)
+        rows, position, end, joined = meta.unbind(1)
+        width = self.width
+        h[:, :small].index_copy_(0, rows, state[:, width : width + small])
+        c[:, :small].index_copy_(0, rows, state[:, width + small :])
+        skimmed.index_add_(0, rows, position - joined)
+        keep = (~leaving).nonzero().squeeze(1)
+        self.meta, self.state = self.meta.index_select(0, keep), self.state.index_select(0, keep)
+        self._refresh(self.z.index_select(0, keep))
+        return rows, position, end
+
+    def join(self, rows, position, end, tail, h_head, c_head) -> None:
+        """Rows that just read a token join, at their next token."""
+        self.meta = torch.cat([self.meta, torch.stack([rows, position, end, position], 1)])
+        self.state = torch.cat([self.state, torch.cat([tail, h_head, c_head], 1)])
+        self._refresh()
 
 
 @dataclass
@@ -365,21 +420,6 @@ class SkimInference:
     tokens: InferenceLinear
     head_t: torch.Tensor
     tail_t: torch.Tensor
-
-
-def _leave(out, leaving, h, c, skimmed, k, rows, position, left, tail, h_head, c_head, z, small):
-    """Rows ``out`` of a skim phase leave it after ``k`` skims: their head state and skim count go back to the
-    whole batch's buffers; the phase keeps the other rows. Returns the kept arrays and whether any row is left."""
-    leaving_rows = rows.index_select(0, out)
-    h[:, :small].index_copy_(0, leaving_rows, h_head.index_select(0, out))
-    c[:, :small].index_copy_(0, leaving_rows, c_head.index_select(0, out))
-    skimmed.index_add_(0, leaving_rows, torch.full_like(leaving_rows, k))
-    keep = (~leaving).nonzero().squeeze(1)
-    if keep.numel() == 0:
-        return rows, position, left, tail, h_head, c_head, z, False
-    rows, position, left = rows.index_select(0, keep), position.index_select(0, keep), left.index_select(0, keep)
-    tail, h_head, c_head, z = (t.index_select(0, keep) for t in (tail, h_head, c_head, z))
-    return rows, position, left, tail, h_head, c_head, z, True
 
 
 def _gate_views(z: torch.Tensor, small: int) -> tuple[torch.Tensor, ...]:
