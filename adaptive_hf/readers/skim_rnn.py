@@ -222,9 +222,9 @@ class SkimRnnForSequenceClassification(ReaderPreTrainedModel):
         ``small_hidden_size`` dims the small cell writes) and a tail. The decision and the small cell's gates come
         from one product: its input term for every token up front (one matmul), its head term at every step (a
         ``small x (4 small + 1)`` matmul), its tail term once after each read (skimming leaves the tail as it is).
-        Each row runs at its own position: rows skim on until each of them wants to read a token (or ends), then
-        all those rows read their token with the big cell together, so the big cell runs on as many rows at once
-        as possible.
+        Each row runs at its own position: the skimming rows step together, each on its own next token; rows
+        that want to read wait until half the active rows do, then read their tokens with the big cell together
+        (``_skim_rows``), so the big cell runs on many rows at once.
         """
         config = self.config
         threshold = float(config.skim_threshold)
