@@ -18,7 +18,9 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -100,9 +102,54 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"{100 * r['test_accuracy']:.2f} ({drop:+.2f}) | {r['batch']} | {r['theoretical_speedup']:.2f}x | "
             f"{r['realized_speedup']:.2f}x | {r['efficiency']:.2f}{' (noisy)' if r['noisy'] else ''} |"
         )
+    shares = unit_time_shares(model, batches, args.repeats, args.threads)
+    print(
+        "\nWhere full depth spends its time (share of the forward spent up to each exit; realized / theoretical "
+        "falls below 1 where the time share up to the exits the images take exceeds their FLOP share):\n"
+    )
+    print("| exit | FLOP share | time share, batch 1 | time share, batch 64 |")
+    print("|---|---|---|---|")
+    for k, layer in enumerate(model.config.exit_layers):
+        print(f"| {layer} | {shares['flops'][k]:.2f} | {shares[1][k]:.2f} | {shares[64][k]:.2f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"report": report_path.as_posix(), "results": results}, indent=2))
+        payload = {"report": report_path.as_posix(), "results": results, "time_shares": shares}
+        Path(args.json).write_text(json.dumps(payload, indent=2))
     return results
+
+
+def unit_time_shares(model, batches: dict, repeats: int, threads: int) -> dict:
+    """Cumulative share of the full-depth forward (stem, units, final head) reached at each exit: by FLOPs and by
+    median wall time per unit at each batch size (every image through every unit, no heads)."""
+    adapter, exits = model.adapter, model.config.exit_layers
+    costs, full = model.exit_flops()
+    description = model.config.describe()
+    flops = [description.stem_flops + sum(description.unit_flops[:layer]) for layer in exits[:-1]] + [full]
+    shares = {"flops": [f / full for f in flops]}
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for batch_size, data in batches.items():
+                pixels = data[0]
+                seconds = []  # stem, units..., final head
+                for _ in range(repeats):
+                    row, start = [], time.perf_counter()
+                    state = model._embed(pixels)
+                    row.append(time.perf_counter() - start)
+                    for index in range(adapter.num_layers):
+                        start = time.perf_counter()
+                        state.hidden_states = adapter.run_layer(index, state)
+                        row.append(time.perf_counter() - start)
+                    start = time.perf_counter()
+                    model._final_logits(state.hidden_states)
+                    row.append(time.perf_counter() - start)
+                    seconds.append(row)
+                medians = [statistics.median(column) for column in zip(*seconds)]
+                total = sum(medians)
+                shares[batch_size] = [sum(medians[: layer + 1]) / total for layer in exits[:-1]] + [1.0]
+    finally:
+        torch.set_num_threads(old_threads)
+    return shares
 
 
 if __name__ == "__main__":
