@@ -95,17 +95,27 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         """Logits from token states. Pooling is linear, so mixing states first equals mixing pooled vectors."""
         return self.classifier(self._pool(hidden, token_mask))
 
-    def _step(self, n: int, lam_input: torch.Tensor, tracker: HaltingTracker):
+    def _step_settings(self) -> tuple[str, float, bool, bool, int]:
+        """``(method, threshold, enabled, sample, num_steps)``, read from the config once per forward.
+
+        Config attribute reads are slow enough (a few microseconds each through ``PreTrainedConfig``) to show in
+        the per-layer cost of a small model at batch 1, so the layer loops never read the config themselves.
+        """
         config = self.config
-        is_last = n == config.num_ponder_steps - 1
-        if not config.halting_enabled:
+        method = config.halting
+        sample = method == "pondernet" and config.pondernet_inference == "sample" and not self.training
+        return method, config.effective_threshold(), config.halting_enabled, sample, config.num_ponder_steps
+
+    def _step(self, n: int, lam_input: torch.Tensor, tracker: HaltingTracker, settings: tuple):
+        method, threshold, enabled, sample, num_steps = settings
+        is_last = n == num_steps - 1
+        if not enabled:
             count = lam_input.shape[:-1]
             weight = torch.full(count, 1.0 if is_last else 0.0, device=lam_input.device)
             halted = torch.full(count, is_last, dtype=torch.bool, device=lam_input.device)
             return weight, halted, HaltingTracker(tracker.cumulative, tracker.survival, tracker.steps + 1)
         lam = self.halting_units[n](lam_input)
-        sample = config.halting == "pondernet" and config.pondernet_inference == "sample" and not self.training
-        return halting_step(config.halting, lam, tracker, config.effective_threshold(), is_last, sample)
+        return halting_step(method, lam, tracker, threshold, is_last, sample)
 
     def _loss(self, logits, labels, ponder, kl):
         if labels is None:
@@ -141,7 +151,6 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
     def _forward_sample(self, state: EncoderState, labels) -> HaltingSequenceClassifierOutput:
         if self.training:
             return self._forward_sample_train(state, labels)
-        config = self.config
         device = state.hidden_states.device
         batch_size = state.num_rows
         active = torch.arange(batch_size, device=device)
@@ -150,24 +159,26 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         steps_out = torch.zeros(batch_size, dtype=torch.long, device=device)
         ponder_out = torch.zeros(batch_size, device=device)
         mixture = None
-        for n in range(config.num_ponder_steps):
+        settings = self._step_settings()
+        act = settings[0] == "act"
+        for n in range(settings[-1]):
             state.hidden_states = self.adapter.run_layer(n, state)
             pooled = self._pool(state.hidden_states, state.token_mask)
-            weight, halted, tracker = self._step(n, pooled, tracker)
-            if config.halting == "act":
+            weight, halted, tracker = self._step(n, pooled, tracker, settings)
+            if act:
                 contribution = weight.to(pooled.dtype)[:, None, None] * state.hidden_states
                 mixture = contribution if mixture is None else mixture + contribution
             if not bool(halted.any()):
                 continue
             rows = halted.nonzero().squeeze(1)
-            states = mixture if config.halting == "act" else state.hidden_states
+            states = mixture if act else state.hidden_states
             logits = self._classify(states.index_select(0, rows), state.token_mask.index_select(0, rows))
             if logits_out is None:
                 logits_out = logits.new_full((batch_size, logits.size(-1)), float("nan"))
             target = active.index_select(0, rows)
             logits_out.index_copy_(0, target, logits)
             steps_out.index_fill_(0, target, n + 1)
-            if config.halting == "act":
+            if act:
                 ponder_out.index_copy_(0, target, act_ponder_cost(tracker.steps[rows], weight[rows]))
             else:
                 ponder_out.index_fill_(0, target, float(n + 1))
@@ -193,10 +204,11 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         mixture = 0.0
         step_logits, step_weights = [], []
         chosen = None
-        for n in range(config.num_ponder_steps):
+        settings = self._step_settings()
+        for n in range(settings[-1]):
             state.hidden_states = self.adapter.run_layer(n, state)
             pooled = self._pool(state.hidden_states, state.token_mask)
-            weight, halted, tracker = self._step(n, pooled, tracker)
+            weight, halted, tracker = self._step(n, pooled, tracker, settings)
             newly = halted & running
             if config.halting == "act":
                 weight = weight * running
@@ -242,10 +254,11 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         output_states = torch.zeros_like(hidden)
         step_weights = []
         expected = config.halting == "pondernet"  # PonderNet training needs every token's state at every step
-        for n in range(config.num_ponder_steps):
+        settings = self._step_settings()
+        for n in range(settings[-1]):
             new = self.adapter.run_layer(n, EncoderState(hidden, state.token_mask, state.layer_kwargs))
             hidden = torch.where(active[..., None], new, hidden)  # halted tokens stay frozen
-            weight, halted, tracker = self._step(n, hidden, tracker)
+            weight, halted, tracker = self._step(n, hidden, tracker, settings)
             weight = weight * (real if expected else active)
             output_states = output_states + weight.to(hidden.dtype)[..., None] * hidden
             step_weights.append(weight)
@@ -291,7 +304,8 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         output_states = torch.zeros_like(hidden) if act else None
         mixture = torch.zeros_like(tokens) if act else None  # ACT's running mixture of the active tokens
         grad_free = not torch.is_grad_enabled()
-        for n in range(config.num_ponder_steps):
+        settings = self._step_settings()
+        for n in range(settings[-1]):
             if batch == 1:  # the only row runs while it has an active token; no per-row bookkeeping
                 layer_hidden, key_mask, local_rows, counts = hidden, real, row_index, torch.ones(1)
             else:
@@ -306,7 +320,7 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
             # Positions are unique, so plain (non-accumulating) scatters suffice; they are much cheaper on CPU.
             # In-place only without autograd: the old states may be saved for backward (eval mode with grad).
             hidden = hidden.index_put_(position, tokens) if grad_free else hidden.index_put(position, tokens)
-            weight, halted, tracker = self._step(n, tokens, tracker)
+            weight, halted, tracker = self._step(n, tokens, tracker, settings)
             steps.index_put_(position, tracker.steps)
             if act:
                 mixture = torch.addcmul(mixture, weight.to(tokens.dtype)[:, None], tokens)

@@ -24,6 +24,12 @@ from .layers import HaltingUnit
 from .modeling import HaltingForSequenceClassificationMixin
 
 
+def _apply(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)``, skipping the call for ``nn.Identity`` (timm blocks hold several; each call costs time at
+    batch 1, where a block is a few small matmuls)."""
+    return x if isinstance(module, nn.Identity) else module(x)
+
+
 class TimmViTHaltingAdapter(TimmViTAdapter):
     """A timm ViT seen by the halting models: token states with an all-ones mask, and token-subset blocks.
 
@@ -87,21 +93,21 @@ class TimmViTHaltingAdapter(TimmViTAdapter):
         query = F.linear(normed[row_index, token_index], weight[:width], None if bias is None else bias[:width])
         key_value = F.linear(normed, weight[width:], None if bias is None else bias[width:])
         keys, values = key_value.view(rows, seq, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        keys = attention.k_norm(keys)
+        keys = _apply(attention.k_norm, keys)
         if slot is None:  # one row: the packed tokens are the queries as they are, no scatter into slots
             queries = query.view(1, slots, heads, head_dim)
         else:
             queries = tokens.new_zeros(rows, slots, heads, head_dim)
             queries[row_index, slot] = query.view(-1, heads, head_dim)
-        queries = attention.q_norm(queries.transpose(1, 2))
+        queries = _apply(attention.q_norm, queries.transpose(1, 2))
         # Every token is real in an image, so an all-true key mask is no mask (SDPA then takes its fastest kernel).
         attn_mask = None if bool(key_mask.all()) else key_mask[:, None, None, :]
         context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=attn_mask)
         context = context.transpose(1, 2).reshape(rows, slots, width)
         context = context[0] if slot is None else context[row_index, slot]
-        update = attention.proj_drop(attention.proj(attention.norm(context)))
-        tokens = tokens + block.drop_path1(block.ls1(update))
-        return tokens + block.drop_path2(block.ls2(block.mlp(block.norm2(tokens))))
+        update = _apply(attention.proj_drop, attention.proj(_apply(attention.norm, context)))
+        tokens = tokens + _apply(block.drop_path1, _apply(block.ls1, update))
+        return tokens + _apply(block.drop_path2, _apply(block.ls2, block.mlp(block.norm2(tokens))))
 
     def layer_flops(self, seq_len: int) -> int:
         return self.description.unit_flops[0]
