@@ -168,10 +168,16 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
             if act:
                 contribution = weight.to(pooled.dtype)[:, None, None] * state.hidden_states
                 mixture = contribution if mixture is None else mixture + contribution
-            if not bool(halted.any()):
+            halting_now = int(halted.sum())
+            if halting_now == 0:
                 continue
-            rows = halted.nonzero().squeeze(1)
             states = mixture if act else state.hidden_states
+            if halting_now == batch_size:  # the whole batch halts together (always so at batch 1): no gathers
+                logits_out = self._classify(states, state.token_mask)
+                steps_out.fill_(n + 1)
+                ponder_out = act_ponder_cost(tracker.steps, weight) if act else ponder_out.fill_(float(n + 1))
+                break
+            rows = halted.nonzero().squeeze(1)
             logits = self._classify(states.index_select(0, rows), state.token_mask.index_select(0, rows))
             if logits_out is None:
                 logits_out = logits.new_full((batch_size, logits.size(-1)), float("nan"))
@@ -182,7 +188,7 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
                 ponder_out.index_copy_(0, target, act_ponder_cost(tracker.steps[rows], weight[rows]))
             else:
                 ponder_out.index_fill_(0, target, float(n + 1))
-            if bool(halted.all()):
+            if halting_now == halted.numel():
                 break
             keep = (~halted).nonzero().squeeze(1)
             active = active.index_select(0, keep)
