@@ -90,6 +90,10 @@ class RecipeArguments:
     max_accuracy_drop: float = field(default=0.005, metadata={"help": "Calibration criterion (fraction)."})
     bench_threads: int = field(default=2, metadata={"help": "torch threads while timing."})
     bench_images: int = field(default=128, metadata={"help": "Test images timed at each batch size."})
+    eval_chunk_elements: int = field(
+        default=131072,
+        metadata={"help": "CNNs in eval: run each stage on at most this many input values at a time (0: off)."},
+    )
     channels_last: bool = field(
         default=True, metadata={"help": "Evaluate and time CNNs in channels_last (much faster CPU convolutions)."}
     )
@@ -141,6 +145,7 @@ def build_model(args: RecipeArguments, num_labels: int, id2label: dict[int, str]
             image_size=[args.image_size] * 2,
             image_mean=list(MEAN),
             image_std=list(STD),
+            eval_chunk_elements=args.eval_chunk_elements or None,
             **settings,
         )
         return model, 3

@@ -515,3 +515,34 @@ def test_recipe_mnist_vit_end_to_end_and_the_cli_reads_its_preprocessing(tmp_pat
         predictions = model(batch["pixel_values"]).logits.argmax(-1)
     labels = torch.as_tensor(load_image_arrays("mnist_subset", validation=True)["test"][1][:40])
     assert float((predictions == labels).double().mean()) == pytest.approx(report["full_depth"]["test_accuracy"])
+
+
+@pytest.mark.parametrize("case", ["resnet_stage", "efficientnet"])
+def test_eval_chunking_splits_large_batches_with_the_same_results(case):
+    model = build_timm(case)
+    x = images(8, seed=4)
+    apply(model, split_settings(model, x, "margin"))
+    with torch.no_grad():
+        expected = model(x)
+        rows_seen = []
+        hooks = [
+            unit.register_forward_hook(lambda m, a, o: rows_seen.append(a[0].size(0))) for unit in units_of(model)
+        ]
+        per_image = model._embed(x).hidden_states[0].numel()
+        model.config.eval_chunk_elements = per_image * 2  # the first unit sees 2 images at a time
+        out = model(x)
+        for hook in hooks:
+            hook.remove()
+    assert rows_seen[0] == 2 and max(rows_seen) <= 8
+    assert torch.equal(out.exit_layer, expected.exit_layer)
+    torch.testing.assert_close(out.logits, expected.logits, rtol=1e-5, atol=1e-6)
+    # Training never splits: batch-norm statistics stay those of the whole batch.
+    model.train()
+    rows_seen.clear()
+    hooks = [unit.register_forward_hook(lambda m, a, o: rows_seen.append(a[0].size(0))) for unit in units_of(model)]
+    model(x, labels=torch.zeros(8, dtype=torch.long))
+    for hook in hooks:
+        hook.remove()
+    assert rows_seen == [8] * len(units_of(model))
+    with pytest.raises(ValueError, match="eval_chunk_elements"):
+        build_timm(case, eval_chunk_elements=0)

@@ -63,6 +63,10 @@ class EarlyExitTimmConfig(_VisionExitConfigMixin, PreTrainedConfig):
             so tools such as ``adaptive-hf evaluate`` preprocess new images the same way. ``None`` = the timm
             model's ``pretrained_cfg`` mean.
         image_std: Per-channel standard deviation, likewise.
+        eval_chunk_elements: In eval mode, run each CNN unit on at most this many input values (rows x channels x
+            height x width) at a time; larger batches are split by rows and concatenated (same results). Keeps
+            high-resolution stages inside the CPU caches at batch 64 (e.g. ``131072``); ``None`` = never split.
+            A runtime knob, read at every forward.
         **kwargs: The exit fields of :class:`~adaptive_hf.early_exit.config.EarlyExitConfigMixin` and
             ``PreTrainedConfig`` fields (``num_labels``, ``id2label``, ...).
     """
@@ -75,6 +79,7 @@ class EarlyExitTimmConfig(_VisionExitConfigMixin, PreTrainedConfig):
     image_size: list[int] | None = None
     image_mean: list[float] | None = None
     image_std: list[float] | None = None
+    eval_chunk_elements: int | None = None
     exit_dropout: float = 0.0
     exit_layers: list[int] | None = None
     exit_pooling: str | None = None
@@ -112,6 +117,8 @@ class EarlyExitTimmConfig(_VisionExitConfigMixin, PreTrainedConfig):
     def validate_early_exit(self) -> None:
         if self.model_args is None:
             self.model_args = {}
+        if self.eval_chunk_elements is not None:
+            check_number("eval_chunk_elements", self.eval_chunk_elements, 1, None, integer=True)
         if self.exit_granularity is not None:
             check_choice("exit_granularity", self.exit_granularity, GRANULARITIES)
         if self.image_size is not None:
@@ -167,7 +174,7 @@ class EarlyExitViTConfig(_VisionExitConfigMixin, ViTConfig):
         super().validate_early_exit()
 
 
-VISION_EXIT_FIELDS = ("exit_granularity", "exit_dropout", "image_mean", "image_std")
+VISION_EXIT_FIELDS = ("exit_granularity", "exit_dropout", "image_mean", "image_std", "eval_chunk_elements")
 
 
 def split_exit_settings(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

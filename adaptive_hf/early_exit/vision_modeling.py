@@ -10,6 +10,7 @@ reproduces the plain model's logits; intermediate exits are new heads (pool, Lay
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -230,6 +231,8 @@ class EarlyExitTimmForImageClassification(_VisionEarlyExitMixin, PreTrainedModel
         cached = self.__dict__.get("_adapter")
         if cached is None or cached.model is not self.timm_model or cached.granularity != self.config.exit_granularity:
             cached = timm_adapter_for(self.timm_model)(self.timm_model, self.config.exit_granularity)
+            # Every unit call (the exit loop, calibration, timing) goes through the row-chunking rule below.
+            cached.run_layer = functools.partial(_run_unit_in_chunks, cached, self)
             self.__dict__["_adapter"] = cached
         return cached
 
@@ -316,6 +319,7 @@ class EarlyExitTimmForImageClassification(_VisionEarlyExitMixin, PreTrainedModel
             "exit_dropout",
             "image_mean",
             "image_std",
+            "eval_chunk_elements",
             "exit_policy",
             "exit_threshold",
             "patience",
@@ -382,6 +386,23 @@ class EarlyExitTimmForImageClassification(_VisionEarlyExitMixin, PreTrainedModel
             The names of the timm parameters left as initialized (the classifier when its width differs).
         """
         return load_timm_state_dict(self.timm_model, state_dict, self.config.architecture, self.config.num_labels)
+
+
+def _run_unit_in_chunks(adapter: TimmAdapter, model, index: int, state: ImageState) -> torch.Tensor:
+    """Runs a unit on at most ``config.eval_chunk_elements`` input values at a time (eval mode, feature maps only).
+
+    High-resolution CNN stages at batch 64 overflow the CPU caches and run several times slower per image than on
+    a few dozen rows; splitting their rows keeps them cache-sized. Eval-mode units treat rows independently, so the
+    result is the same; training never splits (batch-norm statistics are over the whole batch).
+    """
+    hidden = state.hidden_states
+    budget = model.config.eval_chunk_elements
+    if not budget or adapter.model.training or hidden.dim() != 4 or state.layer_kwargs:
+        return type(adapter).run_layer(adapter, index, state)
+    rows = max(1, budget // max(1, hidden[0].numel()))
+    if hidden.size(0) <= rows:
+        return type(adapter).run_layer(adapter, index, state)
+    return torch.cat([type(adapter).run_layer(adapter, index, ImageState(part)) for part in hidden.split(rows)])
 
 
 def _classifier_width(architecture: str, model_args: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> int:
