@@ -37,8 +37,8 @@ class HaltingCurriculumCallback(TrainerCallback):
        blocks usable for the inputs that need them (and keeps full depth a fair reference).
 
     The configured values are restored when training ends (``halting_enabled`` and the cost), so the saved config is
-    the one the user asked for. The schedule is read from ``state.global_step`` at each step, so a resumed run
-    continues in the right phase.
+    the one the user asked for; evaluations during training see the current phase's settings. The schedule is read
+    from ``state.global_step`` at each step, so a resumed run continues in the right phase.
 
     Args:
         full_depth_fraction: Fraction of the steps trained at full depth, in [0, 1).
