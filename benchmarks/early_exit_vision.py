@@ -47,6 +47,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         default=True,
         help="Run CNNs in channels_last, both the adaptive setting and full depth (default: on; ViTs are unaffected).",
     )
+    parser.add_argument(
+        "--eval_chunk_elements",
+        type=int,
+        default=None,
+        help="Override the model's eval_chunk_elements (0: never split batches; default: the saved value).",
+    )
     parser.add_argument("--json", default=None, help="Also write the results here.")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -56,6 +62,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         sys.exit(f"{report_path} is missing: run recipes/early_exit_vision.py --output_dir {args.model_dir} first.")
     report = json.loads(report_path.read_text())
     model = EarlyExitTimmForImageClassification.from_pretrained(args.model_dir).eval()
+    if args.eval_chunk_elements is not None:
+        model.config.eval_chunk_elements = args.eval_chunk_elements or None
     channels_last = args.channels_last and model.config.describe().family != "vit"
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -90,7 +98,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"\n{report['architecture']} on {report['task']} at {report['image_size']}px, exits {report['exit_layers']}; "
         f"full-depth test accuracy {100 * full_accuracy:.2f}; torch {torch.__version__}, {args.threads} threads, "
         f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), median of {args.repeats}"
-        f"{', channels_last' if channels_last else ''}.\n"
+        f"{', channels_last' if channels_last else ''}, eval_chunk_elements={model.config.eval_chunk_elements}.\n"
     )
     print("| policy | setting | test acc (vs full depth) | batch | theoretical | realized | realized/theoretical |")
     print("|---|---|---|---|---|---|---|")
