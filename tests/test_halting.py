@@ -95,18 +95,45 @@ def test_halted_tokens_are_not_computed(family):
     # ALBERT shares one layer across depth, so its hook fires once per layer application.
     assert len(ffn_modules) == (1 if family == "albert" else NUM_LAYERS)
     handles = [
-        module.register_forward_hook(lambda module, args, output: rows_seen.append(args[0].shape[0]))
+        module.register_forward_hook(lambda module, args, output: rows_seen.append(args[0].shape[:-1].numel()))
         for module in ffn_modules
     ]
     with torch.no_grad():
         out = model(**batch)
     for handle in handles:
         handle.remove()
-    steps = out.halting_steps
+    steps, mask = out.halting_steps, batch["attention_mask"]
+    real = int(mask.sum())
     expected = [int((steps >= n).sum()) for n in range(1, NUM_LAYERS + 1)]
-    assert rows_seen == [count for count in expected if count > 0]  # packed tokens: exactly the active ones
-    assert sum(rows_seen) < NUM_LAYERS * int(batch["attention_mask"].sum())
-    assert model.theoretical_speedup(steps, batch["attention_mask"]) > 1.0
+    # Until a token halts, the backbone's own layer runs on the padded batch; afterwards exactly the active tokens.
+    assert rows_seen == [mask.numel() if count == real else count for count in expected if count > 0]
+    assert expected[1] < real, "no token halted after the first layer: the test would not exercise packing"
+    assert model.theoretical_speedup(steps, mask) > 1.0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_layer_on_a_token_subset_matches_the_full_layer(family):
+    """The active tokens' new states equal the backbone layer's outputs at their positions (keys and values from
+    every token, MPNet's position bias rows following the queries)."""
+    from adaptive_hf.core.backbones import TokenSubset
+
+    model = build(family, halting="act", halting_granularity="token")
+    batch = batch_for(model, batch_size=5, seed=6)
+    adapter = model.adapter
+    with torch.no_grad():
+        state = adapter.embed(batch["input_ids"], batch["attention_mask"])
+        real = batch["attention_mask"].bool()
+        active = real & (torch.rand(real.shape, generator=torch.Generator().manual_seed(0)) < 0.5)
+        active[0] = False  # a row with no active token
+        active[1, 0] = True
+        for index in range(NUM_LAYERS):
+            expected = adapter.run_layer(index, state)[active]
+            got = adapter.run_layer_on_tokens(index, state.hidden_states, active, real, state.layer_kwargs)
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+            single = active[1:2]
+            subset = TokenSubset.from_mask(single)
+            got = adapter.run_layer_on_tokens(index, state.hidden_states[1:2], None, real[1:2], None, subset)
+            torch.testing.assert_close(got, adapter.run_layer(index, state.select(torch.tensor([1])))[single])
 
 
 def test_halted_samples_leave_the_batch():

@@ -311,17 +311,26 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         mixture = torch.zeros_like(tokens) if act else None  # ACT's running mixture of the active tokens
         grad_free = not torch.is_grad_enabled()
         settings = self._step_settings()
+        num_real = row_index.numel()
         for n in range(settings[-1]):
-            if batch == 1:  # the only row runs while it has an active token; no per-row bookkeeping
-                layer_hidden, key_mask, local_rows, counts = hidden, real, row_index, torch.ones(1)
+            if row_index.numel() == num_real:
+                # Nothing has halted yet: the backbone's own layer on the whole batch (it computes exactly these
+                # tokens, plus padding as the backbone does) is cheaper than packing them.
+                layer_state = EncoderState(hidden, state.token_mask, state.layer_kwargs)
+                tokens = self.adapter.run_layer(n, layer_state)[row_index, token_index]
             else:
-                rows, local_rows, counts = torch.unique_consecutive(row_index, return_inverse=True, return_counts=True)
-                if rows.numel() < batch:  # rows with no active token left leave the layer's batch
-                    layer_hidden, key_mask = hidden.index_select(0, rows), real.index_select(0, rows)
+                if batch == 1:  # the only row runs while it has an active token; no per-row bookkeeping
+                    layer_hidden, key_mask, local_rows, counts = hidden, real, row_index, torch.ones(1)
                 else:
-                    layer_hidden, key_mask = hidden, real
-            subset = TokenSubset.from_positions(local_rows, token_index, counts, tokens)
-            tokens = self.adapter.run_layer_on_tokens(n, layer_hidden, None, key_mask, state.layer_kwargs, subset)
+                    rows, local_rows, counts = torch.unique_consecutive(
+                        row_index, return_inverse=True, return_counts=True
+                    )
+                    if rows.numel() < batch:  # rows with no active token left leave the layer's batch
+                        layer_hidden, key_mask = hidden.index_select(0, rows), real.index_select(0, rows)
+                    else:
+                        layer_hidden, key_mask = hidden, real
+                subset = TokenSubset.from_positions(local_rows, token_index, counts, tokens)
+                tokens = self.adapter.run_layer_on_tokens(n, layer_hidden, None, key_mask, state.layer_kwargs, subset)
             position = (row_index, token_index)
             # Positions are unique, so plain (non-accumulating) scatters suffice; they are much cheaper on CPU.
             # In-place only without autograd: the old states may be saved for backward (eval mode with grad).
