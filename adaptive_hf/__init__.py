@@ -36,6 +36,7 @@ from .early_exit.vision_registration import register_vision_early_exit
 from .halting.auto import AutoHaltingModelForSequenceClassification
 from .halting.config import HALTING_CONFIGS
 from .halting.modeling import HALTING_MODELS
+from .halting.training import HaltingCurriculumCallback
 from .halting.vision import HaltingTimmConfig, HaltingTimmForImageClassification
 from .moe.auto import register_moe_family, register_switch_moe
 from .moe.callbacks import ExpertLoadCallback
@@ -116,6 +117,7 @@ __all__ = [
 __all__ += sorted(_SWITCH_MOE_CLASSES)
 __all__ += [
     "AutoHaltingModelForSequenceClassification",
+    "HaltingCurriculumCallback",
     "HaltingTimmConfig",
     "HaltingTimmForImageClassification",
     *sorted(_HALTING_CLASSES),
