@@ -467,6 +467,10 @@ def prepare_data(args, model, require_labels: bool) -> Prepared:
         if getattr(args, "channels_last", False):
             # Both the adaptive and the full-depth runs use it; CPU CNNs then cost in proportion to their FLOPs.
             model.to(memory_format=torch.channels_last)
+        if getattr(args, "fold_batch_norms", False):
+            if not hasattr(model, "fold_batch_norms"):
+                raise CliError(f"--fold-batch-norms works on timm CNN early-exit models; got {type(model).__name__}.")
+            model.fold_batch_norms()
         preprocessing = image_preprocessing(model, args.model_dir, args.image_mean, args.image_std)
         images, labels = load_image_data(
             args.dataset,
@@ -977,6 +981,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--repeats", type=int, default=5, help="Timed repetitions per setting (default 5).")
     evaluate.add_argument("--threads", type=int, default=None, help="torch.set_num_threads while timing.")
     evaluate.add_argument("--channels-last", action="store_true", help="Image CNNs: run in channels_last.")
+    evaluate.add_argument(
+        "--fold-batch-norms", action="store_true", help="timm CNNs: fold batch norms into the convolutions."
+    )
     evaluate.set_defaults(func=cmd_evaluate)
 
     bench = commands.add_parser("bench", help="Realized against theoretical speedup at several batch sizes.")
@@ -989,6 +996,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threshold", type=float, default=None)
     bench.add_argument("--patience", type=int, default=None)
     bench.add_argument("--channels-last", action="store_true", help="Image CNNs: run in channels_last.")
+    bench.add_argument(
+        "--fold-batch-norms", action="store_true", help="timm CNNs: fold batch norms into the convolutions."
+    )
     bench.add_argument("--json", default=None, help="Write the results as JSON here.")
     bench.set_defaults(func=cmd_bench)
 

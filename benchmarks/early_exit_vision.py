@@ -48,6 +48,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="Run CNNs in channels_last, both the adaptive setting and full depth (default: on; ViTs are unaffected).",
     )
     parser.add_argument(
+        "--fold_batch_norms",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Fold CNN batch norms into their convolutions, for both runs (default: on).",
+    )
+    parser.add_argument(
         "--eval_chunk_elements",
         type=int,
         default=None,
@@ -67,6 +73,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     channels_last = args.channels_last and model.config.describe().family != "vit"
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    folded = model.fold_batch_norms() if args.fold_batch_norms else 0
     # The front of the test split: images the recipe never trained or calibrated on, prepared as the model records
     # (the same path as `adaptive-hf bench`).
     dataset = report.get("dataset", TASK_DATASETS.get(report["task"]))
@@ -98,7 +105,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"\n{report['architecture']} on {report['task']} at {report['image_size']}px, exits {report['exit_layers']}; "
         f"full-depth test accuracy {100 * full_accuracy:.2f}; torch {torch.__version__}, {args.threads} threads, "
         f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), median of {args.repeats}"
-        f"{', channels_last' if channels_last else ''}, eval_chunk_elements={model.config.eval_chunk_elements}.\n"
+        f"{', channels_last' if channels_last else ''}, eval_chunk_elements={model.config.eval_chunk_elements}, "
+        f"{folded} batch norms folded.\n"
     )
     print("| policy | setting | test acc (vs full depth) | batch | theoretical | realized | realized/theoretical |")
     print("|---|---|---|---|---|---|---|")

@@ -337,7 +337,8 @@ def test_image_early_exit_calibrate_evaluate_bench(image_models, tmp_path, capsy
     argv = [
         "bench", str(model_dir), "--dataset", "mnist_subset", "--max-samples", "8", "--batch-sizes", "1", "4",
         "--threads", "1", "--repeats", "1", "--policy", "confidence", "--threshold", "0.15", "--json",
-        str(bench_json), "--no-progress", *(["--channels-last"] if kind == "timm_resnet" else []),
+        str(bench_json), "--no-progress",
+        *(["--channels-last", "--fold-batch-norms"] if kind == "timm_resnet" else []),
     ]  # fmt: skip
     assert main(argv) == 0
     assert "| batch size |" in capsys.readouterr().out

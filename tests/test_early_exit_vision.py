@@ -546,3 +546,26 @@ def test_eval_chunking_splits_large_batches_with_the_same_results(case):
     assert rows_seen == [8] * len(units_of(model))
     with pytest.raises(ValueError, match="eval_chunk_elements"):
         build_timm(case, eval_chunk_elements=0)
+
+
+@pytest.mark.parametrize("case", ["resnet_stage", "efficientnet", "mobilenetv3_block"])
+def test_fold_batch_norms_for_inference(case, tmp_path):
+    model = build_timm(case)
+    x = images(8, seed=6)
+    apply(model, split_settings(model, x, "margin"))
+    norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.timm_model.modules())
+    with torch.no_grad():
+        expected = model(x)
+        folded = model.fold_batch_norms()
+        out = model(x)
+    assert 0 < folded <= norms
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.timm_model.modules()) == norms - folded
+    assert torch.equal(out.exit_layer, expected.exit_layer)
+    torch.testing.assert_close(out.logits, expected.logits, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="folded"):
+        model.save_pretrained(tmp_path)
+    model.train()
+    with pytest.raises(ValueError, match="folded"):
+        model(x, labels=torch.zeros(8, dtype=torch.long))
+    with pytest.raises(ValueError, match="eval"):
+        build_timm(case).train().fold_batch_norms()

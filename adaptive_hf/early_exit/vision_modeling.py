@@ -10,12 +10,14 @@ reproduces the plain model's logits; intermediate exits are new heads (pool, Lay
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from timm.layers import BatchNormAct2d
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.models.vit.modeling_vit import ViTModel, ViTPreTrainedModel
@@ -106,6 +108,11 @@ class _VisionEarlyExitMixin(EarlyExitModelMixin):
 
     def _run(self, pixel_values, labels, output_exit_logits, return_dict, **embed_kwargs):
         config = self.config
+        if self.training and self.__dict__.get("_batch_norms_folded"):
+            raise ValueError(
+                "This model's batch norms were folded for inference (fold_batch_norms()); it cannot train. Reload "
+                "the saved model instead."
+            )
         batch_size = check_pixel_values(pixel_values, self._in_chans())
         if labels is not None:
             check_class_labels(labels, batch_size, config.num_labels)
@@ -376,6 +383,63 @@ class EarlyExitTimmForImageClassification(_VisionEarlyExitMixin, PreTrainedModel
             model.load_timm_weights(state_dict)
         return model
 
+    def fold_batch_norms(self) -> int:
+        """Folds every batch norm that directly follows a convolution into that convolution, for CPU inference.
+
+        Eval-mode batch norm is an affine map per channel, so it becomes the convolution's weights and bias (torch's
+        ``fuse_conv_bn_eval``); a timm ``BatchNormAct2d`` keeps its activation. This removes a full pass over every
+        feature map, most of the time of the high-resolution stages at large batches, for the adaptive and the
+        full-depth runs alike. Logits stay equal up to float rounding (checked here on a random batch; the fold is
+        refused, and the model left unchanged, when they are not). The folded model is for inference only:
+        training and ``save_pretrained`` raise; reload the saved model to train or save.
+
+        Returns:
+            The number of batch norms folded.
+        """
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        if self.training:
+            raise ValueError("fold_batch_norms() is for inference: call model.eval() first.")
+        folded = copy.deepcopy(self.timm_model)
+        count = 0
+        for parent in list(folded.modules()):
+            names = list(parent._modules)
+            for first, second in zip(names, names[1:]):
+                conv, norm = parent._modules[first], parent._modules[second]
+                if not (isinstance(conv, nn.Conv2d) and type(norm) in _FOLDABLE_NORMS):
+                    continue
+                if norm.running_mean is None or conv.out_channels != norm.num_features:
+                    continue
+                parent._modules[first] = fuse_conv_bn_eval(conv, norm)
+                parent._modules[second] = _FOLDABLE_NORMS[type(norm)](norm)
+                count += 1
+        size = self.config.image_size
+        probe = torch.randn(2, self._in_chans(), *size, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            expected, got = self.timm_model(probe), folded(probe)
+        if not torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()) + 1e-5):
+            raise ValueError(
+                f"Folding the batch norms of {self.config.architecture!r} changes its outputs (a norm that does not "
+                "directly follow the convolution before it); the model was left unchanged."
+            )
+        stem = next((m for m in self.timm_model.modules() if isinstance(m, nn.Conv2d)), None)
+        if stem is not None and not stem.weight.is_contiguous():
+            folded.to(memory_format=torch.channels_last)  # keep the layout the model was given
+        self.timm_model = folded
+        self.__dict__["_batch_norms_folded"] = count
+        return count
+
+    def _check_not_folded(self, action: str) -> None:
+        if self.__dict__.get("_batch_norms_folded"):
+            raise ValueError(
+                f"This model's batch norms were folded for inference (fold_batch_norms()); it cannot {action}. "
+                "Reload the saved model instead."
+            )
+
+    def save_pretrained(self, *args: Any, **kwargs: Any):
+        self._check_not_folded("be saved")
+        return super().save_pretrained(*args, **kwargs)
+
     def load_timm_weights(self, state_dict: dict[str, torch.Tensor]) -> list[str]:
         """Loads a plain timm state dict into ``self.timm_model`` (exit heads untouched).
 
@@ -385,7 +449,16 @@ class EarlyExitTimmForImageClassification(_VisionEarlyExitMixin, PreTrainedModel
         Returns:
             The names of the timm parameters left as initialized (the classifier when its width differs).
         """
+        self._check_not_folded("load timm weights")
         return load_timm_state_dict(self.timm_model, state_dict, self.config.architecture, self.config.num_labels)
+
+
+def _activation_of(norm: nn.Module) -> nn.Module:
+    # What a timm BatchNormAct2d does after normalizing: dropout, then its activation.
+    return nn.Sequential(norm.drop, norm.act)
+
+
+_FOLDABLE_NORMS = {nn.BatchNorm2d: lambda norm: nn.Identity(), BatchNormAct2d: _activation_of}
 
 
 def _run_unit_in_chunks(adapter: TimmAdapter, model, index: int, state: ImageState) -> torch.Tensor:
