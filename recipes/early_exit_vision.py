@@ -68,6 +68,7 @@ TRAINING_DEFAULTS = {
     "report_to": "none",
     "seed": "42",
     "dataloader_num_workers": "0",
+    "dataloader_pin_memory": "false",
     "disable_tqdm": "true",
 }
 
