@@ -12,8 +12,9 @@ accelerate 1.15's ``--cpu`` flag starts a single process, so start the processes
 
     accelerate launch --multi_gpu --num_processes 2 recipes/switch_moe_text.py --output_dir outputs/switch_moe_text
 
-Reports the test accuracy of the MoE and the dense fine-tune, and the expert load balance (per-layer share of
-the busiest expert, coefficient of variation, drop rate) on the test split, in ``report.json``.
+Reports the test accuracy of the MoE (with its capacity factor, and dropless), and of the dense fine-tune, and the
+expert load balance (per-layer share of the busiest expert, coefficient of variation, drop rate) on the test split,
+in ``report.json``.
 
 Any ``TrainingArguments`` flag overrides the recipe's defaults (``--learning_rate``, ``--num_train_epochs``, ...).
 """
@@ -179,10 +180,16 @@ def main() -> None:
     )
     moe = adaptive_hf.upcycle(dense, moe_settings, seed=training_args.seed)
     moe_trainer, moe_results = fine_tune(moe, "moe")
+    # The capacity factor is read at every forward: also evaluate the same model dropless, which shows how much of
+    # the accuracy the dropped tokens cost.
+    moe_trainer.model.config.capacity_factor = 0.0
+    dropless = moe_trainer.evaluate(tokenized["test"], metric_key_prefix="test")
+    moe_trainer.model.config.capacity_factor = recipe.capacity_factor
     report = {
         "recipe": asdict(recipe),
         "moe_config": moe_settings.to_moe_dict(),
         "moe": moe_results,
+        "moe_dropless_test_accuracy": dropless.get("test_accuracy"),
         "moe_test_expert_balance": expert_balance(moe_trainer.model, tokenized["test"], collator),
         "moe_training_log": [e for e in moe_trainer.state.log_history if any(k.startswith("moe/") for k in e)],
     }
@@ -197,6 +204,7 @@ def main() -> None:
             json.dump(report, handle, indent=1, default=str)
         summary = {
             "moe_test_accuracy": report["moe"].get("test_accuracy"),
+            "moe_dropless_test_accuracy": report["moe_dropless_test_accuracy"],
             "dense_test_accuracy": report.get("dense", {}).get("test_accuracy"),
             "load_max_per_layer": {k: round(v["load_max"], 3) for k, v in report["moe_test_expert_balance"].items()},
             "drop_rate_per_layer": {k: round(v["drop_rate"], 4) for k, v in report["moe_test_expert_balance"].items()},
