@@ -112,6 +112,29 @@ def _replace_directory_contents(source: Path, target: Path) -> None:
         os.replace(path, destination)
 
 
+def own_loaded_tensors(loaded: Any) -> Any:
+    """Copies every CPU parameter and buffer of a freshly loaded model into its own aligned memory.
+
+    Safetensors loads can leave tensors as views into the file buffer at unaligned offsets. oneDNN and the SIMD
+    matmul paths then pick other kernels whose results differ in the last bits, so a reloaded model would not compute
+    bit for bit what the saved one did. Call it on what ``PreTrainedModel.from_pretrained`` returned.
+
+    Args:
+        loaded: The model, or the ``(model, loading_info)`` tuple of ``output_loading_info=True``.
+
+    Returns:
+        ``loaded``, with the model's tensors copied in place.
+    """
+    import torch
+
+    model = loaded[0] if isinstance(loaded, tuple) else loaded
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            if tensor.device.type == "cpu":
+                tensor.data = tensor.data.clone()
+    return loaded
+
+
 class AdaptiveHubMixin:
     """Mixin for adaptive ``PreTrainedModel`` classes: atomic saves with code, model card and Hub upload.
 

@@ -24,6 +24,7 @@ from transformers.models.vit.modeling_vit import ViTModel, ViTPreTrainedModel
 from transformers.utils import ModelOutput
 
 from ..core.flops import classifier_head_flops, linear_flops
+from ..core.hub import own_loaded_tensors
 from ..core.inputs import check_class_labels
 from ..core.vision_backbones import (
     HFViTAdapter,
@@ -166,19 +167,8 @@ class _VisionEarlyExitMixin(EarlyExitModelMixin):
     # ----------------------------------------------------------------------------------------------- weights
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any):
-        """``PreTrainedModel.from_pretrained``, with every tensor copied into its own aligned memory.
-
-        Loaded tensors can be views into the safetensors buffer at unaligned offsets, which sends oneDNN convolutions
-        down other kernels: the results then differ in the last bits from the saved model's. Copying makes the round
-        trip exact.
-        """
-        loaded = super().from_pretrained(*args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
-        with torch.no_grad():
-            for tensor in list(model.parameters()) + list(model.buffers()):
-                if tensor.device.type == "cpu":
-                    tensor.data = tensor.data.clone()
-        return loaded
+        """``PreTrainedModel.from_pretrained``, with aligned copies of the tensors (see ``own_loaded_tensors``)."""
+        return own_loaded_tensors(super().from_pretrained(*args, **kwargs))
 
     def _init_weights(self, module: nn.Module) -> None:
         # Only the new exit heads are ours to initialise; backbone modules keep their own initialisation.

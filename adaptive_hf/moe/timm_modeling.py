@@ -22,6 +22,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 
+from ..core.hub import own_loaded_tensors
 from ..core.inputs import check_class_labels
 from ..core.vision_backbones import check_pixel_values, create_timm_model, describe_timm
 from .modeling import make_moe_model_class
@@ -51,19 +52,8 @@ class TimmForImageClassification(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any):
-        """``PreTrainedModel.from_pretrained``, with every tensor copied into its own aligned memory.
-
-        Loaded tensors can be views into the safetensors buffer at unaligned offsets, which sends oneDNN (the patch
-        embedding's convolution) down other kernels, whose results differ in the last bits; copying keeps the round
-        trip exact.
-        """
-        loaded = super().from_pretrained(*args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
-        with torch.no_grad():
-            for tensor in list(model.parameters()) + list(model.buffers()):
-                if tensor.device.type == "cpu":
-                    tensor.data = tensor.data.clone()
-        return loaded
+        """``PreTrainedModel.from_pretrained``, with aligned copies of the tensors (see ``own_loaded_tensors``)."""
+        return own_loaded_tensors(super().from_pretrained(*args, **kwargs))
 
     def forward(
         self,

@@ -19,7 +19,7 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from ..core.flops import linear_flops
-from ..core.hub import AdaptiveHubMixin
+from ..core.hub import AdaptiveHubMixin, own_loaded_tensors
 from ..core.inputs import check_class_labels, check_token_inputs
 from .config import validate_reader_runtime
 
@@ -324,17 +324,8 @@ class ReaderPreTrainedModel(AdaptiveHubMixin, PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        """``PreTrainedModel.from_pretrained``, then each parameter is copied into its own aligned memory.
-
-        Safetensors loads can leave parameters as views into the file at unaligned offsets, which sends the small
-        LSTM matmuls down other SIMD paths and changes the last bits of the outputs; with aligned copies a reloaded
-        reader computes bit for bit what the saved one did.
-        """
-        model = super().from_pretrained(*args, **kwargs)
-        if isinstance(model, tuple):  # output_loading_info=True
-            first, *rest = model
-            return (cls._own_parameters(first), *rest)
-        return cls._own_parameters(model)
+        """``PreTrainedModel.from_pretrained``, with aligned copies of the tensors (see ``own_loaded_tensors``)."""
+        return own_loaded_tensors(super().from_pretrained(*args, **kwargs))
 
     def inference_cache(self, name: str, sources: tuple[torch.Tensor, ...], build):
         """A value derived from parameters (packed or rearranged weights), cached across inference forwards.
@@ -375,13 +366,6 @@ class ReaderPreTrainedModel(AdaptiveHubMixin, PreTrainedModel):
             )
 
         return self.inference_cache(f"fast_lstm:{id(cell)}", sources, build)
-
-    @staticmethod
-    def _own_parameters(model):
-        with torch.no_grad():
-            for tensor in list(model.parameters()) + list(model.buffers()):
-                tensor.data = tensor.data.clone()
-        return model
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embeddings

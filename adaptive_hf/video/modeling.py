@@ -34,7 +34,7 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from ..core.flops import frame_sampling_flops
-from ..core.hub import AdaptiveHubMixin
+from ..core.hub import AdaptiveHubMixin, own_loaded_tensors
 from ..core.inputs import check_class_labels
 from ..core.vision_backbones import create_timm_model, load_timm_state_dict, read_state_dict
 from .config import GLANCE_BUILTIN, FrameSamplingVideoConfig, validate_sampler_runtime
@@ -268,18 +268,8 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any):
-        """``PreTrainedModel.from_pretrained``, with every tensor copied into its own aligned memory.
-
-        Loaded tensors can be views into the safetensors buffer at unaligned offsets, which sends oneDNN convolutions
-        down other kernels whose results differ in the last bits; copying makes the round trip exact.
-        """
-        loaded = super().from_pretrained(*args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
-        with torch.no_grad():
-            for tensor in list(model.parameters()) + list(model.buffers()):
-                if tensor.device.type == "cpu":
-                    tensor.data = tensor.data.clone()
-        return loaded
+        """``PreTrainedModel.from_pretrained``, with aligned copies of the tensors (see ``own_loaded_tensors``)."""
+        return own_loaded_tensors(super().from_pretrained(*args, **kwargs))
 
     @property
     def in_chans(self) -> int:
