@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -569,3 +570,32 @@ def test_fold_batch_norms_for_inference(case, tmp_path):
         model(x, labels=torch.zeros(8, dtype=torch.long))
     with pytest.raises(ValueError, match="eval"):
         build_timm(case).train().fold_batch_norms()
+
+
+def test_pointwise_convs_of_folded_models_match_the_convolution():
+    from adaptive_hf.early_exit.vision_modeling import _PointwiseConv2d
+
+    conv = torch.nn.Conv2d(12, 20, 1).eval()
+    fast = copy.deepcopy(conv)
+    fast.__class__ = _PointwiseConv2d
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for rows, side in ((1, 1), (3, 1), (20, 1), (3, 2), (3, 4), (20, 2), (3, 8)):
+            x = torch.randn(rows, 12, side, side, generator=generator)
+            for layout in (torch.contiguous_format, torch.channels_last):
+                x = x.contiguous(memory_format=layout)
+                got = fast(x)
+                torch.testing.assert_close(got, conv(x), rtol=1e-5, atol=1e-5)
+                if layout is torch.channels_last:
+                    assert got.is_contiguous(memory_format=torch.channels_last)
+    # A folded channels_last CNN uses them, and still gives the same exits batched as one image at a time.
+    model = build_timm("efficientnet").to(memory_format=torch.channels_last)
+    x = images(6, seed=8)
+    apply(model, split_settings(model, x, "margin"))
+    with torch.no_grad():
+        model.fold_batch_norms()
+        batched = model(x)
+        single = [model(x[i : i + 1]) for i in range(6)]
+    assert any(isinstance(m, _PointwiseConv2d) for m in model.timm_model.modules())
+    assert torch.equal(batched.exit_layer, torch.cat([s.exit_layer for s in single]))
+    torch.testing.assert_close(batched.logits, torch.cat([s.logits for s in single]), rtol=1e-4, atol=1e-5)

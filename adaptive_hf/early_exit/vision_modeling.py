@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from timm.layers import BatchNormAct2d
 from torch import nn
 from transformers import PreTrainedModel
@@ -379,8 +380,10 @@ class EarlyExitTimmForImageClassification(_VisionEarlyExitMixin, PreTrainedModel
         Eval-mode batch norm is an affine map per channel, so it becomes the convolution's weights and bias (torch's
         ``fuse_conv_bn_eval``); a timm ``BatchNormAct2d`` keeps its activation. This removes a full pass over every
         feature map, most of the time of the high-resolution stages at large batches, for the adaptive and the
-        full-depth runs alike. Logits stay equal up to float rounding (checked here on a random batch; the fold is
-        refused, and the model left unchanged, when they are not). The folded model is for inference only:
+        full-depth runs alike. The 1x1 convolutions of the copy also run as plain matrix products where that is
+        faster (``_PointwiseConv2d``: a few rows, or 1x1 feature maps, as in the late stages of adaptive
+        inference). Logits stay equal up to float rounding (checked here on a random batch; the fold is refused,
+        and the model left unchanged, when they are not). The folded model is for inference only:
         training and ``save_pretrained`` raise; reload the saved model to train or save.
 
         Returns:
@@ -403,6 +406,9 @@ class EarlyExitTimmForImageClassification(_VisionEarlyExitMixin, PreTrainedModel
                 parent._modules[first] = fuse_conv_bn_eval(conv, norm)
                 parent._modules[second] = _FOLDABLE_NORMS[type(norm)](norm)
                 count += 1
+        for module in folded.modules():
+            if _is_pointwise_conv(module):
+                module.__class__ = _PointwiseConv2d  # same parameters; only the kernel choice differs
         size = self.config.image_size
         probe = torch.randn(2, self._in_chans(), *size, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
@@ -449,6 +455,39 @@ def _activation_of(norm: nn.Module) -> nn.Module:
 
 
 _FOLDABLE_NORMS = {nn.BatchNorm2d: lambda norm: nn.Identity(), BatchNormAct2d: _activation_of}
+
+
+class _PointwiseConv2d(nn.Conv2d):
+    """A 1x1 convolution (stride 1, no padding, one group) that runs as one matrix product where that is faster.
+
+    On CPU with one thread torch runs a 1x1 convolution on fewer than 16 images as one small matrix product per
+    image, re-reading the weights each time, and oneDNN is slow on 1x1 feature maps: exactly the few rows that
+    reach a CNN's late stages in adaptive inference. On a channels_last input the convolution is one matrix
+    product over the ``(rows * positions, channels)`` view (no copy); the output is channels_last again. Same
+    values up to float rounding; other inputs take the stock convolution.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if input.dim() == 4:
+            rows, positions = input.size(0), input.size(2) * input.size(3)
+            # One image: torch's own path is already a single matrix product.
+            if rows > 1 and (positions == 1 or (rows < 16 and positions <= 16)):
+                tokens = input.permute(0, 2, 3, 1)
+                if tokens.is_contiguous():
+                    return F.linear(tokens, self.weight[:, :, 0, 0], self.bias).permute(0, 3, 1, 2)
+        return super().forward(input)
+
+
+def _is_pointwise_conv(module: nn.Module) -> bool:
+    return (
+        type(module) is nn.Conv2d
+        and module.kernel_size == (1, 1)
+        and module.stride == (1, 1)
+        and module.dilation == (1, 1)
+        and module.groups == 1
+        and module.padding in ((0, 0), "valid")
+        and module.padding_mode == "zeros"
+    )
 
 
 def _run_unit_in_chunks(adapter: TimmAdapter, model, index: int, state: ImageState) -> torch.Tensor:
