@@ -312,13 +312,23 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         grad_free = not torch.is_grad_enabled()
         settings = self._step_settings()
         num_real = row_index.numel()
+        # Every position real (images, unpadded text): the packed order is the row-major flattening, so while
+        # nothing has halted the packed states are a view of the layer's output (no gather, no scatter).
+        dense_view = num_real == batch * seq
         for n in range(settings[-1]):
             if row_index.numel() == num_real:
                 # Nothing has halted yet: the backbone's own layer on the whole batch (it computes exactly these
                 # tokens, plus padding as the backbone does) is cheaper than packing them.
                 layer_state = EncoderState(hidden, state.token_mask, state.layer_kwargs)
-                tokens = self.adapter.run_layer(n, layer_state)[row_index, token_index]
+                new_hidden = self.adapter.run_layer(n, layer_state)
+                written = dense_view
+                if dense_view:
+                    hidden = new_hidden
+                    tokens = new_hidden.reshape(num_real, -1)
+                else:
+                    tokens = new_hidden[row_index, token_index]
             else:
+                written = False
                 if batch == 1:  # the only row runs while it has an active token; no per-row bookkeeping
                     layer_hidden, key_mask, local_rows, counts = hidden, real, row_index, torch.ones(1)
                 else:
@@ -334,7 +344,8 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
             position = (row_index, token_index)
             # Positions are unique, so plain (non-accumulating) scatters suffice; they are much cheaper on CPU.
             # In-place only without autograd: the old states may be saved for backward (eval mode with grad).
-            hidden = hidden.index_put_(position, tokens) if grad_free else hidden.index_put(position, tokens)
+            if not written:  # a dense layer's output already is the new state of every token
+                hidden = hidden.index_put_(position, tokens) if grad_free else hidden.index_put(position, tokens)
             weight, halted, tracker = self._step(n, tokens, tracker, settings)
             steps.index_put_(position, tracker.steps)
             if act:
