@@ -572,12 +572,17 @@ def test_fold_batch_norms_for_inference(case, tmp_path):
         build_timm(case).train().fold_batch_norms()
 
 
-def test_pointwise_convs_of_folded_models_match_the_convolution():
-    from adaptive_hf.early_exit.vision_modeling import _PointwiseConv2d
+@pytest.mark.parametrize("kind", ["pointwise", "depthwise"])
+def test_fast_convs_of_folded_models_match_the_convolution(kind):
+    from adaptive_hf.early_exit.vision_modeling import _DepthwiseConv2d, _PointwiseConv2d
 
-    conv = torch.nn.Conv2d(12, 20, 1).eval()
+    if kind == "pointwise":
+        conv, fast_class = torch.nn.Conv2d(12, 20, 1), _PointwiseConv2d
+    else:
+        conv, fast_class = torch.nn.Conv2d(12, 12, (5, 3), padding=(2, 1), groups=12), _DepthwiseConv2d
+    conv.eval()
     fast = copy.deepcopy(conv)
-    fast.__class__ = _PointwiseConv2d
+    fast.__class__ = fast_class
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for rows, side in ((1, 1), (3, 1), (20, 1), (3, 2), (3, 4), (20, 2), (3, 8)):
@@ -588,6 +593,8 @@ def test_pointwise_convs_of_folded_models_match_the_convolution():
                 torch.testing.assert_close(got, conv(x), rtol=1e-5, atol=1e-5)
                 if layout is torch.channels_last:
                     assert got.is_contiguous(memory_format=torch.channels_last)
+    if kind == "depthwise":
+        return
     # A folded channels_last CNN uses them, and still gives the same exits batched as one image at a time.
     model = build_timm("efficientnet").to(memory_format=torch.channels_last)
     x = images(6, seed=8)

@@ -407,8 +407,11 @@ class EarlyExitTimmForImageClassification(_VisionEarlyExitMixin, PreTrainedModel
                 parent._modules[second] = _FOLDABLE_NORMS[type(norm)](norm)
                 count += 1
         for module in folded.modules():
+            # Same parameters; only the kernel that computes them differs.
             if _is_pointwise_conv(module):
-                module.__class__ = _PointwiseConv2d  # same parameters; only the kernel choice differs
+                module.__class__ = _PointwiseConv2d
+            elif _is_centered_depthwise_conv(module):
+                module.__class__ = _DepthwiseConv2d
         size = self.config.image_size
         probe = torch.randn(2, self._in_chans(), *size, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
@@ -450,8 +453,10 @@ class EarlyExitTimmForImageClassification(_VisionEarlyExitMixin, PreTrainedModel
 
 
 def _activation_of(norm: nn.Module) -> nn.Module:
-    # What a timm BatchNormAct2d does after normalizing: dropout, then its activation.
-    return nn.Sequential(norm.drop, norm.act)
+    # What a timm BatchNormAct2d does after normalizing: dropout, then its activation (identities left out: each
+    # module call costs microseconds, which add up on the few rows of the late stages).
+    parts = [m for m in (norm.drop, norm.act) if not isinstance(m, nn.Identity)]
+    return nn.Sequential(*parts) if len(parts) > 1 else parts[0] if parts else nn.Identity()
 
 
 _FOLDABLE_NORMS = {nn.BatchNorm2d: lambda norm: nn.Identity(), BatchNormAct2d: _activation_of}
@@ -476,6 +481,33 @@ class _PointwiseConv2d(nn.Conv2d):
                 if tokens.is_contiguous():
                     return F.linear(tokens, self.weight[:, :, 0, 0], self.bias).permute(0, 3, 1, 2)
         return super().forward(input)
+
+
+class _DepthwiseConv2d(nn.Conv2d):
+    """A depthwise convolution with centered zero padding (stride 1) that, on 1x1 feature maps, is what it computes
+    there: each channel times its kernel's center tap, plus the bias (every other tap meets padding). Late CNN
+    stages at small input sizes run on 1x1 maps; oneDNN spends tens of microseconds per call on them."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if input.dim() == 4 and input.size(2) == 1 and input.size(3) == 1:
+            center = self.weight[:, 0, self.padding[0], self.padding[1]].view(1, -1, 1, 1)
+            out = input * center
+            return out if self.bias is None else out.add_(self.bias.view(1, -1, 1, 1))
+        return super().forward(input)
+
+
+def _is_centered_depthwise_conv(module: nn.Module) -> bool:
+    kernel = module.kernel_size if isinstance(module, nn.Conv2d) else (0, 0)
+    return (
+        type(module) is nn.Conv2d
+        and module.groups == module.in_channels == module.out_channels
+        and module.stride == (1, 1)
+        and module.dilation == (1, 1)
+        and kernel[0] % 2 == 1
+        and kernel[1] % 2 == 1
+        and module.padding == ((kernel[0] - 1) // 2, (kernel[1] - 1) // 2)
+        and module.padding_mode == "zeros"
+    )
 
 
 def _is_pointwise_conv(module: nn.Module) -> bool:
