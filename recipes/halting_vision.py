@@ -24,7 +24,7 @@ import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from adaptive_hf import HaltingTimmConfig, HaltingTimmForImageClassification
-from adaptive_hf.data import load_image_classification
+from adaptive_hf.data import image_normalization, load_image_classification
 from adaptive_hf.halting.benchmarking import measure_halting_speedup
 from adaptive_hf.halting.evaluation import evaluate_halting, format_halting_report
 from adaptive_hf.halting.training import HaltingCurriculumCallback
@@ -161,6 +161,9 @@ def main(argv: list[str] | None = None) -> dict:
         )
     )
     os.makedirs(training_args.output_dir, exist_ok=True)
+    # Recorded so `adaptive-hf evaluate/bench` prepare new images the way these were normalized.
+    mean, std = image_normalization(args.dataset)
+    model.config.image_mean, model.config.image_std = [mean], [std]
     model.save_pretrained(os.path.join(training_args.output_dir, "model"))
     report = {"arguments": asdict(args), "sweep": rows, "timings": timings}
     with open(os.path.join(training_args.output_dir, "report.json"), "w") as handle:
