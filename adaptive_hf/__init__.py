@@ -53,6 +53,7 @@ from .readers import (
     SkimRnnForSequenceClassification,
     register_readers,
 )
+from .readers.training import FullReadingWarmupCallback
 from .training import ExitStatisticsCallback, TwoStageExitTrainingCallback
 from .video import (
     FrameSamplingVideoClassifier,
@@ -100,6 +101,7 @@ __all__ = [
     "EarlyExitRobertaForSequenceClassification",
     "EarlyExitXLMRobertaConfig",
     "EarlyExitXLMRobertaForSequenceClassification",
+    "FullReadingWarmupCallback",
     "JumpLstmConfig",
     "JumpLstmForSequenceClassification",
     "SkimRnnConfig",

@@ -45,6 +45,7 @@ from adaptive_hf.readers.evaluation import (  # noqa: E402
     pick_runtime_knob,
     time_reader,
 )
+from adaptive_hf.readers.training import FullReadingWarmupCallback  # noqa: E402
 
 READER_CLASSES = {
     "skim_rnn": adaptive_hf.SkimRnnForSequenceClassification,
@@ -82,6 +83,13 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--policy_gradient_to_reader", type=int, default=1, help="0: REINFORCE trains only the jump policy."
+    )
+    parser.add_argument(
+        "--full_reading_warmup",
+        type=float,
+        default=0.0,
+        help="Fraction of the training steps that read every token before the reader learns to skip "
+        "(FullReadingWarmupCallback); 0: adaptive reading from the first step.",
     )
     parser.add_argument("--num_train_epochs", type=float, default=2.0)
     parser.add_argument("--learning_rate", type=float, default=3e-3)
@@ -154,7 +162,10 @@ def run_one(kind: str, dataset_name: str, data, tokenizer, embeddings_path: str,
     )
     # One thread: on a shared, loaded machine several OpenMP threads spin and run many times slower.
     torch.set_num_threads(args.threads)
-    trainer = Trainer(model=model, args=training_args, train_dataset=data["train"], data_collator=collator)
+    callbacks = [FullReadingWarmupCallback(args.full_reading_warmup)] if args.full_reading_warmup > 0 else []
+    trainer = Trainer(
+        model=model, args=training_args, train_dataset=data["train"], data_collator=collator, callbacks=callbacks
+    )
     started = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - started

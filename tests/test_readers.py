@@ -610,3 +610,45 @@ def test_policy_gradient_to_reader_switch():
         grads[through] = model.big_cell.weight_hh.grad.clone()
     # Same sampled trajectories (same seed); only the REINFORCE term's path into the LSTM differs.
     assert not torch.allclose(grads[True], grads[False])
+
+
+@pytest.mark.parametrize("kind", READERS)
+def test_full_reading_warmup_reads_every_token_first(kind, tmp_path):
+    from adaptive_hf.readers.training import FullReadingWarmupCallback
+
+    model = build(kind, reading_policy="adaptive")
+    decision = model.skim_gate if kind == "skim_rnn" else model.jump_policy
+    seen, decision_weights = [], []
+
+    def record(module, args, kwargs):
+        if module.training:
+            seen.append(module.config.reading_policy)
+            decision_weights.append(decision.weight.detach().clone())
+
+    model.register_forward_pre_hook(record, with_kwargs=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        max_steps=4,
+        learning_rate=1e-2,
+        weight_decay=0.0,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=tiny_dataset(), callbacks=[FullReadingWarmupCallback(0.5)])
+    trainer.train()
+    assert seen == ["full", "full", "adaptive", "adaptive"]
+    # The decision network gets no gradient while every token is read, and learns afterwards.
+    assert torch.equal(decision_weights[0], decision_weights[2])
+    assert not torch.equal(decision_weights[2], decision.weight.detach())
+    assert model.config.reading_policy == "adaptive"  # the configured policy is what gets saved
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0, "half"])
+def test_full_reading_warmup_rejects_bad_fractions(fraction):
+    from adaptive_hf.readers.training import FullReadingWarmupCallback
+
+    with pytest.raises((ValueError, TypeError), match="full_reading_fraction"):
+        FullReadingWarmupCallback(fraction)
