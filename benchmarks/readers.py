@@ -27,7 +27,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 
 import adaptive_hf  # noqa: E402, F401  (registers the readers)
 from adaptive_hf.data import load_text_classification, packaged_minilm_path  # noqa: E402
-from adaptive_hf.readers.evaluation import evaluate_reader, iterate_batches, time_reader  # noqa: E402
+from adaptive_hf.readers.evaluation import RUNTIME_KNOBS, evaluate_reader, iterate_batches, time_reader  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -79,9 +79,8 @@ def main(argv=None):
         full = evaluate_reader(model, batches, reading_policy="full")
         adaptive = evaluate_reader(model, batches)
         sweep = []
-        knob, values = {"skim_rnn": ("skim_threshold", args.sweep), "jump_lstm": ("stop_threshold", args.stop_sweep)}[
-            reader
-        ]
+        knob = RUNTIME_KNOBS[reader][0]
+        values = args.sweep if reader == "skim_rnn" else args.stop_sweep
         for value in values:
             point = evaluate_reader(model, batches, **{knob: value})
             sweep.append({"knob": knob, "value": value, **point})

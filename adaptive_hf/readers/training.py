@@ -12,7 +12,7 @@ import logging
 
 from transformers import TrainerCallback
 
-from ..halting.training import _check_fraction
+from ..core.configuration import check_number
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,9 @@ class FullReadingWarmupCallback(TrainerCallback):
     """
 
     def __init__(self, full_reading_fraction: float = 0.5):
-        self.full_reading_fraction = _check_fraction("full_reading_fraction", full_reading_fraction)
+        self.full_reading_fraction = float(
+            check_number("full_reading_fraction", full_reading_fraction, 0.0, 1.0, high_inclusive=False)
+        )
         self._saved: str | None = None
 
     def reads_fully(self, step: int, max_steps: int) -> bool:
