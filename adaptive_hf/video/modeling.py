@@ -473,6 +473,8 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         settings = self.backbone.config.to_dict()
         for key in ("id2label", "label2id", *_HF_CONFIG_DROP):
             settings.pop(key, None)
+        # to_dict() keeps the label count only through id2label: without it the counted model would have 2 labels.
+        settings["num_labels"] = self.backbone.config.num_labels
         return json.dumps(settings, sort_keys=True, default=str)
 
     # ----------------------------------------------------------------------------------------------- forward
