@@ -137,7 +137,7 @@ def unit_time_shares(model, batches: dict, repeats: int, threads: int) -> dict:
     """Cumulative share of the full-depth forward (stem, units, final head) reached at each exit: by FLOPs and by
     median wall time per unit at each batch size (every image through every unit, no heads)."""
     adapter, exits = model.adapter, model.config.exit_layers
-    costs, full = model.exit_flops()
+    _, full = model.exit_flops()
     description = model.config.describe()
     flops = [description.stem_flops + sum(description.unit_flops[:layer]) for layer in exits[:-1]] + [full]
     shares = {"flops": [f / full for f in flops]}

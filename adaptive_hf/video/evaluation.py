@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..cli import _write_json
 from ..core.timing import time_interleaved
 
 
@@ -304,13 +305,6 @@ def cli_bench(args) -> int:
         {"model": str(args.model_dir), "dataset": args.dataset, "technique": "video", "results": results},
     )
     return 0
-
-
-def _write_json(path: str | None, payload: dict[str, Any]) -> None:
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"Wrote {path}")
 
 
 def _plot(rows: list[dict[str, Any]], path: str, title: str) -> None:
