@@ -40,7 +40,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads while timing.")
     parser.add_argument("--repeats", type=int, default=5, help="Timed rounds per measurement (median).")
     parser.add_argument("--images_batch_1", type=int, default=64, help="Test images timed one at a time.")
-    parser.add_argument("--images_batch_64", type=int, default=256, help="Test images timed in batches of 64.")
+    parser.add_argument("--images_batch_64", type=int, default=1024, help="Test images timed in batches of 64.")
+    parser.add_argument(
+        "--pool_rows",
+        type=int,
+        default=64,
+        help="Also time batch 64 through classify_stream, pooling the images that continue past an exit across "
+        "batches until this many wait (0: skip).",
+    )
     parser.add_argument(
         "--channels_last",
         action=argparse.BooleanOptionalAction,
@@ -88,13 +95,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
         setting = row["setting"]
         if setting["exit_policy"] == "none":
             continue
-        for batch_size, data in batches.items():
-            timing = measure_image_speedup(model, data, setting, repeats=args.repeats, threads=args.threads)
+        runs = [(size, data, None) for size, data in batches.items()]
+        if args.pool_rows:
+            runs.append((64, batches[64], args.pool_rows))
+        for batch_size, data, pool_rows in runs:
+            timing = measure_image_speedup(
+                model, data, setting, repeats=args.repeats, threads=args.threads, pool_rows=pool_rows
+            )
             timing.update(test_accuracy=row["test_accuracy"], batch=batch_size)
             results.append(timing)
             print(
                 f"{setting['exit_policy']:>10} {str(setting.get('exit_threshold', setting.get('patience'))):>7} "
-                f"batch {batch_size:>2}: theoretical {timing['theoretical_speedup']:.2f}x realized "
+                f"batch {batch_size:>2}{f' pooled {pool_rows}' if pool_rows else ''}: "
+                f"theoretical {timing['theoretical_speedup']:.2f}x realized "
                 f"{timing['realized_speedup']:.2f}x efficiency {timing['efficiency']:.2f} "
                 f"(avg exit {timing['average_exit_layer']:.2f}, spread {timing['adaptive_spread']:.0%}/"
                 f"{timing['full_spread']:.0%}{', NOISY' if timing['noisy'] else ''})",
@@ -115,7 +128,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         drop = 100 * (r["test_accuracy"] - full_accuracy)
         print(
             f"| {s['exit_policy']} | {s.get('exit_threshold') if s['exit_policy'] != 'patience' else s['patience']} | "
-            f"{100 * r['test_accuracy']:.2f} ({drop:+.2f}) | {r['batch']} | {r['theoretical_speedup']:.2f}x | "
+            f"{100 * r['test_accuracy']:.2f} ({drop:+.2f}) | {r['batch']}"
+            f"{f', pooled {pool}' if (pool := r.get('pool_rows')) else ''} | {r['theoretical_speedup']:.2f}x | "
             f"{r['realized_speedup']:.2f}x | {r['efficiency']:.2f}{' (noisy)' if r['noisy'] else ''} |"
         )
     shares = unit_time_shares(model, batches, args.repeats, args.threads)

@@ -160,6 +160,64 @@ def test_exited_images_are_not_computed(case):
     assert out.exit_layer.tolist() == [first] * 8 and rows_seen == [8] * first
 
 
+@pytest.mark.parametrize("case", ADAPTIVE_CASES + ["hf_vit"])
+@pytest.mark.parametrize("policy", ["margin", "patience", "none"])
+def test_classify_stream_equals_one_at_a_time(case, policy):
+    model = build_vit() if case == "hf_vit" else build_timm(case)
+    x = images(20, seed=2)
+    if policy == "none":
+        model.config.exit_policy = "none"
+    else:
+        apply(model, split_settings(model, x, policy))
+    with torch.no_grad():
+        singles = [model(x[row : row + 1]) for row in range(20)]
+    outputs = list(model.classify_stream([x[:7], x[7:10], x[10:20]], pool_rows=5))
+    assert [out.logits.size(0) for out in outputs] == [7, 3, 10]
+    exit_layer = torch.cat([out.exit_layer for out in outputs])
+    assert exit_layer.tolist() == [single.exit_layer.item() for single in singles]
+    expected = torch.cat([single.logits for single in singles])
+    torch.testing.assert_close(torch.cat([out.logits for out in outputs]), expected, rtol=1e-4, atol=1e-5)
+    assert outputs[0].loss is None and not outputs[0].logits.requires_grad
+
+
+@pytest.mark.parametrize("case", ["vit", "efficientnet"])
+def test_classify_stream_pools_continuing_images_across_batches(case):
+    model = build_timm(case)
+    x = images(32, seed=4)
+    apply(model, split_settings(model, x, "confidence"))
+    with torch.no_grad():
+        plain = torch.cat([model(part).exit_layer for part in x.split(4)])
+    units = units_of(model)
+    calls = {index: [] for index in range(len(units))}
+    hooks = [
+        unit.register_forward_hook(lambda m, a, o, index=index: calls[index].append(a[0].size(0)))
+        for index, unit in enumerate(units)
+    ]
+    outputs = list(model.classify_stream(x.split(4), pool_rows=12))
+    for hook in hooks:
+        hook.remove()
+    exit_layer = torch.cat([out.exit_layer for out in outputs])
+    assert torch.equal(exit_layer, plain)
+    for index in range(len(units)):
+        # Every image that reaches unit `index` is computed there exactly once, in pools of at least 12 images
+        # (several batches of 4); only the final flush may be smaller.
+        assert sum(calls[index]) == int((exit_layer > index).sum())
+        assert all(rows >= 12 for rows in calls[index][:-1]) and len(calls[index]) <= 3
+    after_first_exit = calls[model.config.exit_layers[0]]
+    assert max(after_first_exit) > 4  # the continuing images of several batches ran together
+
+
+def test_classify_stream_errors():
+    model = build_timm("resnet_stage")
+    with pytest.raises(ValueError, match="pool_rows"):
+        list(model.classify_stream([images()], pool_rows=0))
+    with pytest.raises(ValueError, match="Empty batch"):
+        list(model.classify_stream([images(), torch.zeros(0, 3, 32, 32)]))
+    model.train()
+    with pytest.raises(ValueError, match="eval"):
+        list(model.classify_stream([images()]))
+
+
 @pytest.mark.parametrize("case", ["vit", "efficientnet", "hf_vit"])
 def test_output_exit_logits_for_calibration(case):
     model = build_vit() if case == "hf_vit" else build_timm(case)

@@ -81,6 +81,7 @@ def measure_image_speedup(
     repeats: int = 5,
     warmup: int = 1,
     threads: int | None = None,
+    pool_rows: int | None = None,
 ) -> dict[str, Any]:
     """Times the adaptive setting against full depth (policy ``none``) on the same image batches.
 
@@ -94,6 +95,8 @@ def measure_image_speedup(
         repeats: Timed rounds (benchmarks.md asks for at least 5).
         warmup: Untimed rounds first.
         threads: ``torch.set_num_threads`` during the measurement; ``None`` keeps the current count.
+        pool_rows: Run the adaptive setting through ``model.classify_stream(batches, pool_rows)``, which pools the
+            images that continue past an exit across batches; full depth still runs ``model(batch)`` per batch.
 
     Returns:
         ``batch_size``, ``num_images``, ``threads``, ``adaptive_seconds``/``full_seconds`` (medians),
@@ -110,14 +113,17 @@ def measure_image_speedup(
         adaptive["exit_threshold"] = None
     was_training = model.training
 
-    def run(setting_to_apply):
+    def run(setting_to_apply, pooled=False):
         _apply(config, setting_to_apply)
+        if pooled:
+            return [output.exit_layer for output in model.classify_stream(batches, pool_rows)]
         return [model(batch).exit_layer for batch in batches]
 
     try:
         model.eval()
+        pooled = pool_rows is not None
         timing = time_interleaved(
-            lambda: run(adaptive), lambda: run({"exit_policy": "none"}), repeats, warmup, threads
+            lambda: run(adaptive, pooled), lambda: run({"exit_policy": "none"}), repeats, warmup, threads
         )
     finally:
         _apply(config, saved)
@@ -133,6 +139,7 @@ def measure_image_speedup(
         "setting": {k: adaptive[k] for k in SETTING_FIELDS},
         "batch_size": max(int(b.size(0)) for b in batches),
         "num_images": int(exit_layer.numel()),
+        "pool_rows": pool_rows,
         "average_exit_layer": float(exit_layer.double().mean()),
     }
     result.update(timing.summary(full * exit_layer.numel() / spent))

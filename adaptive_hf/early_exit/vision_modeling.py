@@ -41,6 +41,7 @@ from ..core.vision_backbones import (
 from .config import validate_exit_settings
 from .heads import ExitHead
 from .modeling import EarlyExitModelMixin
+from .streaming import classify_stream
 from .vision_config import EarlyExitTimmConfig, EarlyExitViTConfig, split_exit_settings
 
 
@@ -133,6 +134,22 @@ class _VisionEarlyExitMixin(EarlyExitModelMixin):
         if return_dict is False:
             return output.to_tuple()
         return output
+
+    def classify_stream(self, batches, pool_rows: int | None = None):
+        """Eval-mode inference over many batches, pooling the images that continue past an exit across batches.
+
+        Each image gets the exit and logits that ``model(pixel_values)`` gives it; the later segments of the
+        backbone run on about ``pool_rows`` images at a time instead of the few left of one batch. See
+        :func:`adaptive_hf.early_exit.streaming.classify_stream`.
+
+        Args:
+            batches: Iterable of ``(batch, channels, height, width)`` normalized float image tensors.
+            pool_rows: Images that must wait in front of a segment before it runs (default: the first batch's size).
+
+        Yields:
+            One output (``logits``, ``exit_layer``) per input batch, in input order.
+        """
+        return classify_stream(self, batches, pool_rows)
 
     # ---------------------------------------------------------------------------------------------- cost model
     def _unit_costs(self, image_size) -> tuple[int, list[int], list[int], list[int], int]:

@@ -1,0 +1,163 @@
+"""Early-exit inference over a stream of image batches, with the continuing images pooled across batches.
+
+Batched early exits leave fewer and fewer images in the batch: with a confident model, a batch of 64 reaches the
+last stages with a handful of images. On a CPU those stages then cost nearly as much as with the whole batch,
+because they are bound by reading their weights and by per-operation overhead, not by arithmetic. For throughput
+over many batches (offline scoring of a dataset, a serving queue), :func:`classify_stream` holds the images that
+continue past an exit in a queue in front of the next segment of the backbone and runs that segment once
+``pool_rows`` images wait, mixing images of several input batches. Every image still takes the same exit with the
+same logits as when it is classified on its own; only the order in which the work is done changes, and an input
+batch's result is yielded as soon as all of its images have exited.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from ..core.configuration import check_number
+from ..core.vision_backbones import ImageState, check_pixel_values
+from .config import validate_exit_settings
+from .policies import PatienceState, decide_exit, initial_state
+
+
+@dataclass
+class _Rows:
+    """Images waiting in front of a segment: their features, stream-wide ids and patience state."""
+
+    state: ImageState
+    ids: torch.Tensor
+    policy_state: PatienceState | None
+
+    @property
+    def num_rows(self) -> int:
+        return self.ids.numel()
+
+    def select(self, rows: torch.Tensor) -> _Rows:
+        policy_state = self.policy_state.select(rows) if self.policy_state is not None else None
+        return _Rows(self.state.select(rows), self.ids.index_select(0, rows), policy_state)
+
+
+def _concatenate(parts: list[_Rows]) -> _Rows:
+    if len(parts) == 1:
+        return parts[0]
+    # torch.cat keeps a common channels_last layout, which the CNN stages run fastest in.
+    hidden = torch.cat([part.state.hidden_states for part in parts])
+    ids = torch.cat([part.ids for part in parts])
+    policy_state = None
+    if parts[0].policy_state is not None:
+        policy_state = PatienceState(
+            torch.cat([part.policy_state.previous_prediction for part in parts]),
+            torch.cat([part.policy_state.streak for part in parts]),
+        )
+    return _Rows(ImageState(hidden), ids, policy_state)
+
+
+@dataclass
+class _PendingBatch:
+    """An input batch whose images have not all exited yet."""
+
+    start: int
+    logits: torch.Tensor | None
+    exit_layer: torch.Tensor
+    remaining: int
+
+
+def classify_stream(model, batches: Iterable[torch.Tensor], pool_rows: int | None = None) -> Iterator:
+    """Classifies a stream of image batches with early exits, pooling the continuing images across batches.
+
+    Args:
+        model: An early-exit image classifier (:class:`~adaptive_hf.EarlyExitTimmForImageClassification` or
+            :class:`~adaptive_hf.EarlyExitViTForImageClassification`) in eval mode. Its config's exit policy and
+            threshold apply, as in ``model(pixel_values)``.
+        batches: Iterable of ``(batch, channels, height, width)`` normalized float image tensors. Batches may
+            differ in size.
+        pool_rows: How many images must wait in front of a segment of the backbone (the units between two exits)
+            before it runs; defaults to the size of the first batch. Larger pools use the hardware better and hold
+            more images (and their feature maps) back. Whatever is still waiting when the input ends runs then.
+
+    Yields:
+        One :class:`~adaptive_hf.early_exit.vision_modeling.EarlyExitImageClassifierOutput` per input batch, in input
+        order, with ``logits`` and ``exit_layer`` as ``model(pixel_values)`` returns them (no ``loss``).
+    """
+    if model.training:
+        raise ValueError("classify_stream runs inference; call `model.eval()` first.")
+    if pool_rows is not None:
+        check_number("pool_rows", pool_rows, 1, integer=True)
+    config = model.config
+    validate_exit_settings(config)
+    policy = config.exit_policy
+    last = len(config.exit_layers) - 1
+    # Policy `none` evaluates only the final head, so the whole backbone is one segment.
+    heads = list(range(last + 1)) if policy != "none" else [last]
+    bounds = [0] + [config.exit_layers[k] for k in heads]
+    queues: list[list[_Rows]] = [[] for _ in heads]
+    waiting = [0 for _ in heads]
+    pending: deque[_PendingBatch] = deque()
+    next_id = 0
+
+    def record(finished: _Rows, logits: torch.Tensor, exit_layer: int) -> None:
+        ids = finished.ids
+        for batch in pending:
+            size = batch.exit_layer.numel()
+            mine = ((ids >= batch.start) & (ids < batch.start + size)).nonzero().squeeze(1)
+            count = mine.numel()
+            if count == 0:
+                continue
+            rows = ids.index_select(0, mine) - batch.start
+            if batch.logits is None:
+                batch.logits = logits.new_full((size, logits.size(-1)), float("nan"))
+            batch.logits.index_copy_(0, rows, logits.index_select(0, mine))
+            batch.exit_layer.index_fill_(0, rows, exit_layer)
+            batch.remaining -= count
+
+    def run_segment(position: int) -> None:
+        rows = _concatenate(queues[position])
+        queues[position], waiting[position] = [], 0
+        state = rows.state
+        for index in range(bounds[position], bounds[position + 1]):
+            state.hidden_states = model.adapter.run_layer(index, state)
+        k = heads[position]
+        logits = model._head_logits(k, state)
+        rows.state = state
+        if k == last:
+            record(rows, logits, config.exit_layers[k])
+            return
+        threshold, patience = config.exit_threshold, config.patience
+        done, rows.policy_state = decide_exit(policy, logits, threshold, patience, rows.policy_state)
+        finished = done.nonzero().squeeze(1)
+        if finished.numel():
+            record(rows.select(finished), logits.index_select(0, finished), config.exit_layers[k])
+        if finished.numel() < rows.num_rows:
+            continuing = rows.select((~done).nonzero().squeeze(1))
+            queues[position + 1].append(continuing)
+            waiting[position + 1] += continuing.num_rows
+
+    def drain(flush: bool) -> Iterator:
+        with torch.inference_mode():
+            for position in range(len(heads)):
+                if waiting[position] and (flush or waiting[position] >= pool_rows):
+                    run_segment(position)
+        while pending and pending[0].remaining == 0:
+            batch = pending.popleft()
+            yield model.output_class(loss=None, logits=batch.logits.clone(), exit_layer=batch.exit_layer.clone())
+
+    for pixel_values in batches:
+        batch_size = check_pixel_values(pixel_values, model._in_chans())
+        if pool_rows is None:
+            pool_rows = batch_size
+        with torch.inference_mode():
+            state = model._embed(pixel_values)
+            device = state.hidden_states.device
+            ids = torch.arange(next_id, next_id + batch_size, device=device)
+            queues[0].append(_Rows(state, ids, initial_state(policy, batch_size, device)))
+        waiting[0] += batch_size
+        pending.append(
+            _PendingBatch(next_id, None, torch.full((batch_size,), config.exit_layers[-1], device=device), batch_size)
+        )
+        next_id += batch_size
+        yield from drain(flush=False)
+    yield from drain(flush=True)
