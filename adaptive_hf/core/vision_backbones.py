@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from transformers import PreTrainedConfig
 
 from .compaction import select_rows
 from .flops import encoder_layer_flops
@@ -291,6 +292,19 @@ def timm_adapter_for(model: nn.Module) -> type[TimmAdapter]:
     )
 
 
+def check_timm_model_args(field: str, value: Any) -> None:
+    """Rejects timm constructor arguments that are not a dict or that hold ``num_classes``/``pretrained``.
+
+    Args:
+        field: The config field, for the message (``"model_args"``, ``"glance_model_args"``).
+        value: Its value.
+    """
+    if not isinstance(value, dict):
+        raise TypeError(f"`{field}` must be a dict of timm constructor arguments; got {value!r}.")
+    if "num_classes" in value or "pretrained" in value:
+        raise ValueError(f"`{field}` must not hold `num_classes` or `pretrained`; use `num_labels` instead.")
+
+
 def create_timm_model(architecture: str, num_classes: int, model_args: dict[str, Any], **kwargs: Any) -> nn.Module:
     """``timm.create_model(architecture, pretrained=False, num_classes=..., **model_args)`` with a clear error.
 
@@ -308,10 +322,7 @@ def create_timm_model(architecture: str, num_classes: int, model_args: dict[str,
             "'resnet18', 'tf_efficientnet_lite0', 'mobilenetv3_small_100', 'convnext_atto', "
             "'vit_tiny_patch16_224', 'deit_tiny_patch16_224'."
         )
-    if not isinstance(model_args, dict):
-        raise TypeError(f"`model_args` must be a dict of timm constructor arguments; got {model_args!r}.")
-    if "num_classes" in model_args or "pretrained" in model_args:
-        raise ValueError("`model_args` must not hold `num_classes` or `pretrained`; use `num_labels` instead.")
+    check_timm_model_args("model_args", model_args)
     return timm.create_model(architecture, pretrained=False, num_classes=num_classes, **model_args, **kwargs)
 
 
@@ -365,6 +376,48 @@ def describe_timm(
     key = json.dumps(model_args, sort_keys=True)
     size = tuple(int(s) for s in image_size) if image_size is not None else None
     return _describe(architecture, key, granularity, size, num_classes)
+
+
+class TimmClassifierConfig(PreTrainedConfig):
+    """A timm classifier by name and constructor arguments: the base of every config that wraps a timm model.
+
+    The model is ``timm.create_model(architecture, pretrained=False, num_classes=num_labels, **model_args)`` (see
+    :func:`create_timm_model`), so ``from_pretrained`` rebuilds it exactly. Subclasses may change the default
+    ``architecture``; both fields are saved in ``config.json`` under these names.
+
+    Args:
+        architecture: A timm model name, e.g. ``"vit_tiny_patch16_224"``, ``"deit_small_patch16_224"`` or
+            ``"resnet18"``.
+        model_args: Extra ``timm.create_model`` keyword arguments (``img_size``, ``depth``, ``embed_dim``,
+            ``in_chans``, ...); ``num_classes`` comes from ``num_labels``. Values must be JSON-serializable.
+        **kwargs: ``PreTrainedConfig`` fields (``num_labels``, ``id2label``, ...).
+    """
+
+    architecture: str = "vit_tiny_patch16_224"
+    model_args: dict | None = None
+
+    def __post_init__(self, **kwargs: Any):
+        super().__post_init__(**kwargs)
+        if self.model_args is None:
+            self.model_args = {}
+
+    def describe_blocks(self) -> TimmDescription:
+        """The timm model split into blocks at its nominal input size (see :func:`describe_timm`)."""
+        return describe_timm(self.architecture, self.model_args or {}, "block", None, self.num_labels)
+
+    def check_vision_transformer(self, supported: str, hint: str = "") -> TimmDescription:
+        """:meth:`describe_blocks`, or a ``ValueError`` when ``architecture`` is not a timm vision transformer.
+
+        Args:
+            supported: Start of the message, e.g. ``"X supports timm vision transformers (ViT, DeiT)"``.
+            hint: Appended to the message (what to use instead).
+        """
+        description = self.describe_blocks()
+        if description.family != "vit":
+            raise ValueError(
+                f"{supported}; `architecture={self.architecture!r}` is a {description.family} model.{hint}"
+            )
+        return description
 
 
 @functools.lru_cache(maxsize=64)

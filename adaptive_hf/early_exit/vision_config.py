@@ -1,8 +1,8 @@
 """Early-exit configs for image classifiers: any timm model, and Hugging Face ViT.
 
-* :class:`EarlyExitTimmConfig` records the timm ``architecture`` and ``model_args``, so ``from_pretrained`` rebuilds
-  the timm model exactly (``timm.create_model(architecture, pretrained=False, num_classes=num_labels,
-  **model_args)``), plus the exit fields shared with the text classifiers.
+* :class:`EarlyExitTimmConfig` is a ``core.vision_backbones.TimmClassifierConfig`` (the timm ``architecture`` and
+  ``model_args``, so ``from_pretrained`` rebuilds the timm model exactly) plus the exit fields shared with the text
+  classifiers.
 * :class:`EarlyExitViTConfig` *is* a ``ViTConfig`` (plain ViT checkpoints load into it) with the exit fields.
 
 The exit fields and their validation are those of :class:`~adaptive_hf.early_exit.config.EarlyExitConfigMixin`.
@@ -14,10 +14,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import PreTrainedConfig, ViTConfig
+from transformers import ViTConfig
 
 from ..core.configuration import check_choice, check_number
-from ..core.vision_backbones import GRANULARITIES, VISION_POOLINGS, HFViTAdapter, TimmDescription, describe_timm
+from ..core.vision_backbones import (
+    GRANULARITIES,
+    VISION_POOLINGS,
+    HFViTAdapter,
+    TimmClassifierConfig,
+    TimmDescription,
+    describe_timm,
+)
 from .config import EXIT_FIELDS, EarlyExitConfigMixin
 
 
@@ -46,13 +53,13 @@ class _VisionExitConfigMixin(EarlyExitConfigMixin):
             setattr(self, name, [float(v) for v in values])
 
 
-class EarlyExitTimmConfig(_VisionExitConfigMixin, PreTrainedConfig):
+class EarlyExitTimmConfig(_VisionExitConfigMixin, TimmClassifierConfig):
     """Config of :class:`~adaptive_hf.early_exit.vision_modeling.EarlyExitTimmForImageClassification`.
 
     Args:
         architecture: A timm model name, e.g. ``"tf_efficientnet_lite0"`` or ``"vit_tiny_patch16_224"``.
-        model_args: Extra ``timm.create_model`` keyword arguments (``img_size``, ``depth``, ``in_chans``, ...).
-            ``num_classes`` comes from ``num_labels``.
+        model_args: Extra ``timm.create_model`` keyword arguments (``img_size``, ``depth``, ``in_chans``, ...); see
+            :class:`~adaptive_hf.core.vision_backbones.TimmClassifierConfig`.
         exit_granularity: ``"stage"`` or ``"block"``; ``None`` = ``"block"`` for vision transformers, ``"stage"``
             for CNNs. ``exit_layers`` are 1-based indices of these units.
         image_size: ``[height, width]`` the cost model assumes; ``None`` = the timm model's nominal input size.
@@ -74,7 +81,6 @@ class EarlyExitTimmConfig(_VisionExitConfigMixin, PreTrainedConfig):
     model_type = "early_exit_timm"
 
     architecture: str = "resnet18"
-    model_args: dict | None = None
     exit_granularity: str | None = None
     image_size: list[int] | None = None
     image_mean: list[float] | None = None
@@ -115,8 +121,6 @@ class EarlyExitTimmConfig(_VisionExitConfigMixin, PreTrainedConfig):
         return self.describe().num_units
 
     def validate_early_exit(self) -> None:
-        if self.model_args is None:
-            self.model_args = {}
         if self.eval_chunk_elements is not None:
             check_number("eval_chunk_elements", self.eval_chunk_elements, 1, None, integer=True)
         if self.exit_granularity is not None:

@@ -13,12 +13,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import PreTrainedModel
 
 from ..core.backbones import EncoderState, TokenSubset
 from ..core.configuration import check_number
 from ..core.inputs import check_class_labels
-from ..core.vision_backbones import TimmViTAdapter, check_pixel_values, create_timm_model, describe_timm
+from ..core.vision_backbones import TimmClassifierConfig, TimmViTAdapter, check_pixel_values, create_timm_model
 from .config import HaltingConfigMixin, validate_halting_settings
 from .layers import HaltingUnit
 from .modeling import HaltingForSequenceClassificationMixin
@@ -46,7 +46,7 @@ class TimmViTHaltingAdapter(TimmViTAdapter):
 
     @classmethod
     def num_layers_of(cls, config) -> int:
-        return describe_timm(config.architecture, config.model_args or {}, "block", None, config.num_labels).num_units
+        return config.describe_blocks().num_units
 
     def embed(self, pixel_values: torch.Tensor) -> EncoderState:
         hidden = super().embed(pixel_values).hidden_states
@@ -114,27 +114,26 @@ class TimmViTHaltingAdapter(TimmViTAdapter):
 
     @classmethod
     def hidden_size_of(cls, config) -> int:
-        return describe_timm(config.architecture, config.model_args or {}, "block", None, config.num_labels).widths[0]
+        return config.describe_blocks().widths[0]
 
     @classmethod
     def intermediate_size_of(cls, config) -> int:
         return 4 * cls.hidden_size_of(config)
 
 
-class HaltingTimmConfig(HaltingConfigMixin, PreTrainedConfig):
+class HaltingTimmConfig(HaltingConfigMixin, TimmClassifierConfig):
     """Config of :class:`HaltingTimmForImageClassification`.
 
     Args:
         architecture: A timm vision transformer name, e.g. ``"vit_tiny_patch16_224"`` or ``"deit_tiny_patch16_224"``.
-        model_args: Extra ``timm.create_model`` arguments (``img_size``, ``depth``, ``embed_dim``, ...).
+        model_args: Extra ``timm.create_model`` arguments (``img_size``, ``depth``, ``embed_dim``, ...); see
+            :class:`~adaptive_hf.core.vision_backbones.TimmClassifierConfig`.
         **kwargs: The halting fields of :class:`~adaptive_hf.halting.config.HaltingConfigMixin` and
             ``PreTrainedConfig`` fields (``num_labels``, ...).
     """
 
     model_type = "halting_timm"
     backbone_adapter = TimmViTHaltingAdapter
-    architecture: str = "vit_tiny_patch16_224"
-    model_args: dict | None = None
     halting: str = "act"
     halting_granularity: str = "sample"
     halting_threshold: float | None = 0.99
@@ -149,14 +148,10 @@ class HaltingTimmConfig(HaltingConfigMixin, PreTrainedConfig):
     classifier_head: str = "linear"
 
     def validate_halting(self) -> None:
-        if self.model_args is None:
-            self.model_args = {}
-        description = describe_timm(self.architecture, self.model_args, None, None, self.num_labels)
-        if description.family != "vit":
-            raise ValueError(
-                f"HaltingTimmForImageClassification supports timm vision transformers (ViT, DeiT); "
-                f"{self.architecture!r} is a {description.family} model. Use EarlyExitTimmForImageClassification."
-            )
+        self.check_vision_transformer(
+            "HaltingTimmForImageClassification supports timm vision transformers (ViT, DeiT)",
+            " Use EarlyExitTimmForImageClassification.",
+        )
         check_number("halting_bias_init", self.halting_bias_init)
         super().validate_halting()
 
@@ -194,9 +189,7 @@ class HaltingTimmForImageClassification(HaltingForSequenceClassificationMixin, P
         cached = self.__dict__.get("_adapter")
         if cached is None or cached.model is not self.timm_model:
             cached = TimmViTHaltingAdapter(self.timm_model)
-            cached.description = describe_timm(
-                self.config.architecture, self.config.model_args, "block", None, self.config.num_labels
-            )
+            cached.description = self.config.describe_blocks()
             self.__dict__["_adapter"] = cached
         return cached
 

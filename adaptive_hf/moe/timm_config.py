@@ -1,9 +1,9 @@
 """Switch-MoE config for timm vision transformers: the timm ``architecture`` and ``model_args`` plus the MoE fields.
 
-:class:`SwitchMoETimmConfig` records the timm model the same way the vision early-exit and halting configs do
-(``timm.create_model(architecture, pretrained=False, num_classes=num_labels, **model_args)``, via
-``core.vision_backbones.create_timm_model``), so ``from_pretrained`` rebuilds the timm model exactly, and adds the
-MoE layout (``num_experts``, ``moe_layers``, ...). ``moe_layers`` are 1-based block indices.
+:class:`SwitchMoETimmConfig` is a ``core.vision_backbones.TimmClassifierConfig`` (the timm model by name and
+constructor arguments, like the vision early-exit, halting and video configs), so ``from_pretrained`` rebuilds the
+timm model exactly, plus the MoE layout (``num_experts``, ``moe_layers``, ...). ``moe_layers`` are 1-based block
+indices.
 
 :class:`TimmViTMoEFamily` tells the MoE machinery where a timm ViT keeps its blocks and their ``Mlp``; unlike the
 Hugging Face families it reads the FFN's shape from the block, since a timm config holds only constructor
@@ -12,13 +12,12 @@ arguments.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
-from transformers import PreTrainedConfig
 
-from ..core.vision_backbones import TimmViTAdapter, describe_timm
+from ..core.vision_backbones import TimmClassifierConfig, TimmViTAdapter
 from .config import make_moe_config_class
 from .families import MoEFamily
 
@@ -49,10 +48,6 @@ def timm_activation_name(module: nn.Module) -> str:
     )
 
 
-def _description(config):
-    return describe_timm(config.architecture, config.model_args or {}, "block", None, config.num_labels)
-
-
 class TimmViTMoEFamily(MoEFamily):
     """timm vision transformers (``VisionTransformer`` and subclasses: ViT, DeiT): ``blocks[i].mlp`` is a timm
     ``Mlp`` (``fc1``, activation, ``fc2``); the block applies ``drop_path``, layer scale and the residual."""
@@ -60,19 +55,15 @@ class TimmViTMoEFamily(MoEFamily):
     family: ClassVar[str] = "timm"
     model_type: ClassVar[str] = "timm"
     class_prefix: ClassVar[str] = "Timm"
-    config_class: ClassVar[type] = PreTrainedConfig  # replaced by TimmClassifierConfig below
+    config_class: ClassVar[type] = TimmClassifierConfig
     task_classes: ClassVar[tuple[type, ...]] = ()
     text: ClassVar[bool] = False
 
     @classmethod
     def num_layers_of(cls, config) -> int:
-        description = _description(config)
-        if description.family != "vit":
-            raise ValueError(
-                "Switch MoE for timm supports vision transformers (ViT, DeiT: `VisionTransformer` and its "
-                f"subclasses); `architecture={config.architecture!r}` is a {description.family} model."
-            )
-        return description.num_units
+        return config.check_vision_transformer(
+            "Switch MoE for timm supports vision transformers (ViT, DeiT: `VisionTransformer` and its subclasses)"
+        ).num_units
 
     @classmethod
     def check_config(cls, config) -> None:
@@ -130,30 +121,9 @@ class TimmViTMoEFamily(MoEFamily):
         return "mlp"
 
 
-class TimmClassifierConfig(PreTrainedConfig):
-    """A timm classifier by name and constructor arguments: the base of :class:`SwitchMoETimmConfig`.
-
-    Args:
-        architecture: A timm model name, e.g. ``"vit_tiny_patch16_224"`` or ``"deit_small_patch16_224"``.
-        model_args: Extra ``timm.create_model`` keyword arguments (``img_size``, ``depth``, ``embed_dim``, ...);
-            ``num_classes`` comes from ``num_labels``. Values must be JSON-serializable.
-        **kwargs: ``PreTrainedConfig`` fields (``num_labels``, ``id2label``, ...).
-    """
-
-    architecture: str = "vit_tiny_patch16_224"
-    model_args: dict | None = None
-
-    def __post_init__(self, **kwargs: Any):
-        super().__post_init__(**kwargs)
-        if self.model_args is None:
-            self.model_args = {}
-
-
-TimmViTMoEFamily.config_class = TimmClassifierConfig
-
 SwitchMoETimmConfig = make_moe_config_class(TimmViTMoEFamily, module=__name__)
 SwitchMoETimmConfig.__doc__ = (
     "Config of ``SwitchMoETimmForImageClassification``: the timm ``architecture`` and ``model_args`` (see "
-    ":class:`TimmClassifierConfig`) plus the switch-MoE fields (see "
+    ":class:`~adaptive_hf.core.vision_backbones.TimmClassifierConfig`) plus the switch-MoE fields (see "
     ":class:`~adaptive_hf.moe.config.SwitchMoEConfig`); ``moe_layers`` are 1-based block indices."
 )

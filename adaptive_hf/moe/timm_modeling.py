@@ -24,16 +24,16 @@ from transformers.modeling_outputs import ImageClassifierOutput
 
 from ..core.hub import own_loaded_tensors
 from ..core.inputs import check_class_labels
-from ..core.vision_backbones import check_pixel_values, create_timm_model, describe_timm
+from ..core.vision_backbones import TimmClassifierConfig, check_pixel_values, create_timm_model
 from .modeling import make_moe_model_class
-from .timm_config import SwitchMoETimmConfig, TimmClassifierConfig, TimmViTMoEFamily
+from .timm_config import SwitchMoETimmConfig, TimmViTMoEFamily
 
 
 class TimmForImageClassification(PreTrainedModel):
     """A timm classifier as a ``PreTrainedModel``; the "stock" class that the switch-MoE timm class extends.
 
     Args:
-        config: A :class:`~adaptive_hf.moe.timm_config.TimmClassifierConfig` (or a subclass).
+        config: A :class:`~adaptive_hf.core.vision_backbones.TimmClassifierConfig` (or a subclass).
     """
 
     config_class = TimmClassifierConfig
@@ -69,8 +69,7 @@ class TimmForImageClassification(PreTrainedModel):
             return_dict: Return a tuple when ``False``.
         """
         config = self.config
-        description = describe_timm(config.architecture, config.model_args or {}, "block", None, config.num_labels)
-        batch_size = check_pixel_values(pixel_values, description.in_chans)
+        batch_size = check_pixel_values(pixel_values, config.describe_blocks().in_chans)
         logits = self.timm_model(pixel_values)
         loss = None
         if labels is not None:

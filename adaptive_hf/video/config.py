@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import PreTrainedConfig
-
 from ..core.configuration import check_choice, check_number
+from ..core.vision_backbones import TimmClassifierConfig, check_timm_model_args
 
 SAMPLERS = ("uniform", "saliency", "early_stop")
 AGGREGATIONS = ("mean", "attention")
@@ -49,7 +48,7 @@ def validate_sampler_runtime(config) -> None:
             )
 
 
-class FrameSamplingVideoConfig(PreTrainedConfig):
+class FrameSamplingVideoConfig(TimmClassifierConfig):
     """Config of :class:`~adaptive_hf.video.modeling.FrameSamplingVideoClassifier`.
 
     The expensive per-frame backbone is ``timm.create_model(architecture, pretrained=False, num_classes=num_labels,
@@ -58,7 +57,8 @@ class FrameSamplingVideoConfig(PreTrainedConfig):
 
     Args:
         architecture: timm model name of the per-frame backbone, e.g. ``"tf_efficientnet_lite0"``.
-        model_args: Extra ``timm.create_model`` arguments (``in_chans``, ``img_size``, widths, ...).
+        model_args: Extra ``timm.create_model`` arguments (``in_chans``, ``img_size``, widths, ...); see
+            :class:`~adaptive_hf.core.vision_backbones.TimmClassifierConfig`.
         num_frames: Frames per clip (T) the model expects.
         sampler: ``"uniform"`` (``frame_budget`` evenly spaced frames), ``"saliency"`` (a glance network scores
             every frame; the top ``frame_budget`` go to the backbone) or ``"early_stop"`` (frames in
@@ -104,7 +104,6 @@ class FrameSamplingVideoConfig(PreTrainedConfig):
     model_type = "frame_sampling_video"
 
     architecture: str = "resnet18"
-    model_args: dict | None = None
     num_frames: int = 16
     sampler: str = "uniform"
     frame_budget: int | None = None
@@ -148,14 +147,9 @@ class FrameSamplingVideoConfig(PreTrainedConfig):
         """Validates every field; raises ``ValueError``/``TypeError`` naming the field and allowed values."""
         if not isinstance(self.architecture, str) or not self.architecture:
             raise TypeError(f"`architecture` must be a timm model name (str); got {self.architecture!r}.")
-        if self.model_args is None:
-            self.model_args = {}
         for name in ("model_args", "glance_model_args"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, dict):
-                raise TypeError(f"`{name}` must be a dict of timm constructor arguments; got {value!r}.")
-            if isinstance(value, dict) and ({"num_classes", "pretrained"} & set(value)):
-                raise ValueError(f"`{name}` must not hold `num_classes` or `pretrained`; use `num_labels` instead.")
+            if getattr(self, name) is not None:
+                check_timm_model_args(name, getattr(self, name))
         check_choice("aggregation", self.aggregation, AGGREGATIONS)
         check_number("attention_hidden_size", self.attention_hidden_size, 1, None, integer=True)
         if not isinstance(self.glance_architecture, str) or not self.glance_architecture:
