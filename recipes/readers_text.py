@@ -82,6 +82,18 @@ def parse_args(argv=None):
         "--read_penalty", type=float, default=0.25, help="LSTM-Jump reward shaping: minus this x fraction read."
     )
     parser.add_argument(
+        "--reward",
+        default="accuracy",
+        choices=["accuracy", "probability"],
+        help="LSTM-Jump REINFORCE reward: +-1 for a right/wrong prediction, or 2 p(label) - 1 (less variance).",
+    )
+    parser.add_argument(
+        "--full_reading_loss_coef",
+        type=float,
+        default=0.0,
+        help="LSTM-Jump: also train on the batch read in full, with this weight on its cross-entropy.",
+    )
+    parser.add_argument(
         "--policy_gradient_to_reader", type=int, default=1, help="0: REINFORCE trains only the jump policy."
     )
     parser.add_argument(
@@ -128,6 +140,8 @@ def reader_settings(kind: str, args) -> dict:
         "max_jumps": args.max_jumps,
         "entropy_coef": args.entropy_coef,
         "read_penalty": args.read_penalty,
+        "reward": args.reward,
+        "full_reading_loss_coef": args.full_reading_loss_coef,
         "policy_gradient_to_reader": bool(args.policy_gradient_to_reader),
     }
 

@@ -359,6 +359,39 @@ def test_read_penalty_shapes_the_reinforce_reward():
     assert losses[0.0][0] != losses[2.0][0]
 
 
+def test_probability_reward_grades_the_reinforce_reward():
+    batch, labels = padded_batch(batch_size=8, max_len=14), torch.arange(8) % 3
+    outputs = {}
+    for reward in ("accuracy", "probability"):
+        model = build("jump_lstm", reward=reward).train()
+        torch.manual_seed(0)
+        out = model(**batch, labels=labels)
+        out.loss.backward()
+        outputs[reward] = (out, model.jump_policy.weight.grad.clone())
+    (plain, plain_grad), (graded, graded_grad) = outputs["accuracy"], outputs["probability"]
+    torch.testing.assert_close(plain.logits, graded.logits)  # same sampled reading, same predictions
+    assert float(plain.loss.detach()) != float(graded.loss.detach())
+    assert not torch.allclose(plain_grad, graded_grad) and bool(graded_grad.abs().sum() > 0)
+    with pytest.raises(ValueError, match="reward.*'accuracy', 'probability'"):
+        JumpLstmConfig(reward="f1")
+
+
+def test_full_reading_loss_adds_the_full_cross_entropy():
+    batch, labels = padded_batch(batch_size=8, max_len=14), torch.arange(8) % 3
+    losses = {}
+    for coef in (0.0, 0.5):
+        model = build("jump_lstm", full_reading_loss_coef=coef).train()
+        torch.manual_seed(0)
+        losses[coef] = model(**batch, labels=labels)
+    model.config.reading_policy = "full"
+    model.train()
+    expected = F.cross_entropy(model(**batch).logits, labels)  # dropout is 0 in the tiny config
+    torch.testing.assert_close(losses[0.0].logits, losses[0.5].logits)
+    torch.testing.assert_close(losses[0.5].loss - losses[0.0].loss, 0.5 * expected)
+    with pytest.raises(ValueError, match="full_reading_loss_coef"):
+        JumpLstmConfig(full_reading_loss_coef=-1.0)
+
+
 @pytest.mark.parametrize("uniform", [True, False])
 def test_fast_lstm_steps_equal_the_differentiable_steps(uniform):
     from adaptive_hf.readers.modeling import lstm_steps

@@ -14,6 +14,7 @@ from transformers import PreTrainedConfig
 from ..core.configuration import check_choice, check_number
 
 READING_POLICIES = ("adaptive", "full")
+JUMP_REWARDS = ("accuracy", "probability")
 
 
 def validate_reader_runtime(config) -> None:
@@ -131,6 +132,14 @@ class JumpLstmConfig(ReaderConfigMixin, PreTrainedConfig):
         entropy_coef: Weight (>= 0) of the policy-entropy bonus (subtracted from the loss).
         read_penalty: Reward shaping (>= 0): the REINFORCE reward of a row is +1 (correct) or -1 (wrong) minus
             ``read_penalty`` times the fraction of its tokens it read, so the policy also learns to read less.
+        reward: REINFORCE reward of a row: ``"accuracy"`` (+1 for a correct prediction, -1 otherwise, as in the
+            paper) or ``"probability"`` (``2 * p(label) - 1``: the same range, but graded by how confident the
+            classifier is in the right label, so the reward has less variance and still says something when the
+            prediction does not flip). ``read_penalty`` is subtracted in both cases.
+        full_reading_loss_coef: Weight (>= 0) of a second cross-entropy term in adaptive training: the same batch
+            read in full (every token, the fused LSTM) and classified with the same weights. The LSTM then learns
+            from every token, not only from the ones the sampled policy read, and the full-reading reference stays
+            trained; 0 (default) trains on the jumped reading alone.
         stop_threshold: Inference knob in [0, 1]: in eval the reader takes the policy's most likely action, but
             stops only when the probability of stopping is >= this value (otherwise it takes the most likely jump).
             0.0 is plain greedy decoding; higher values read more. Read at every forward.
@@ -156,6 +165,8 @@ class JumpLstmConfig(ReaderConfigMixin, PreTrainedConfig):
     baseline_loss_coef: float = 1.0
     entropy_coef: float = 0.01
     read_penalty: float = 0.0
+    reward: str = "accuracy"
+    full_reading_loss_coef: float = 0.0
     stop_threshold: float = 0.0
     policy_gradient_to_reader: bool = True
     pad_token_id: int | None = 0
@@ -173,6 +184,8 @@ class JumpLstmConfig(ReaderConfigMixin, PreTrainedConfig):
         check_number("baseline_loss_coef", self.baseline_loss_coef, 0.0, None)
         check_number("entropy_coef", self.entropy_coef, 0.0, None)
         check_number("read_penalty", self.read_penalty, 0.0, None)
+        check_choice("reward", self.reward, JUMP_REWARDS)
+        check_number("full_reading_loss_coef", self.full_reading_loss_coef, 0.0, None)
         if not isinstance(self.policy_gradient_to_reader, bool):
             raise TypeError(
                 f"`policy_gradient_to_reader` must be True or False; got {self.policy_gradient_to_reader!r}."

@@ -9,9 +9,12 @@ Each row keeps its own position pointer. A reading round gathers, for the rows t
 that are jumped over, and rows that stopped or reached their end, are never computed. There are at most
 ``max_jumps + 1`` rounds.
 
-* Training: jumps are sampled; REINFORCE with a learned baseline (reward +1 for a correct prediction, -1 otherwise)
-  adds ``policy_loss_coef * policy term + baseline_loss_coef * baseline MSE - entropy_coef * entropy`` (each a
-  mean over the sampled decisions) to the cross-entropy in ``loss``, so the stock ``Trainer`` trains the policy.
+* Training: jumps are sampled; REINFORCE with a learned baseline (reward +1 for a correct prediction, -1 otherwise,
+  or ``2 * p(label) - 1`` with ``reward="probability"``; minus ``read_penalty`` x fraction read) adds
+  ``policy_loss_coef * policy term + baseline_loss_coef * baseline MSE - entropy_coef * entropy`` (each a mean over
+  the sampled decisions) to the cross-entropy in ``loss``, so the stock ``Trainer`` trains the policy. With
+  ``full_reading_loss_coef > 0`` the loss also holds that weight times the cross-entropy of the same batch read in
+  full.
 * Eval: greedy (argmax) decisions; ``stop_threshold`` (a runtime knob) makes the reader stop only when the
   policy's probability of stopping reaches it.
 """
@@ -97,6 +100,9 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
         loss = self._cross_entropy(logits, labels)
         if loss is not None and trace is not None:
             loss = loss + self._reinforce_loss(trace, logits, labels, read, lengths)
+            if self.config.full_reading_loss_coef > 0:
+                full_logits = self._classify(self._read_all(self._embed(input_ids, inputs_embeds), lengths))
+                loss = loss + self.config.full_reading_loss_coef * self._cross_entropy(full_logits, labels)
         output = ReaderSequenceClassifierOutput(
             loss=loss,
             logits=logits,
@@ -218,13 +224,17 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
     def _reinforce_loss(self, trace, logits, labels, read, lengths) -> torch.Tensor:
         """REINFORCE with a learned baseline, averaged over the sampled jump decisions of the batch.
 
-        The reward of a row is +1 for a correct prediction and -1 otherwise, minus ``read_penalty`` times the
-        fraction of its tokens that it read.
+        The reward of a row is +1 for a correct prediction and -1 otherwise (``reward="accuracy"``), or
+        ``2 * p(label) - 1`` (``reward="probability"``), minus ``read_penalty`` times the fraction of its tokens
+        that it read.
         """
         config = self.config
         if not trace:
             return logits.new_zeros(())
-        reward = (logits.detach().argmax(-1) == labels).to(logits.dtype) * 2 - 1
+        if config.reward == "probability":
+            reward = logits.detach().softmax(-1).gather(1, labels.unsqueeze(1)).squeeze(1) * 2 - 1
+        else:
+            reward = (logits.detach().argmax(-1) == labels).to(logits.dtype) * 2 - 1
         if config.read_penalty > 0:
             reward = reward - config.read_penalty * read.to(logits.dtype) / lengths.clamp(min=1).to(logits.dtype)
         rows = torch.cat([step[0] for step in trace])
