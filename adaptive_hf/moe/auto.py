@@ -12,17 +12,20 @@ from .timm_config import SwitchMoETimmConfig
 from .timm_modeling import SwitchMoETimmForImageClassification
 
 
+def _register_classes(model_type: str, config_class: type, model_classes: list[type]) -> list[type]:
+    # `SwitchMoE<Task class>` ends like its task class, so it names the same Auto class.
+    for model_class in model_classes:
+        auto_name = auto_class_name_for(model_class.__name__)
+        register(f"switch_moe:{auto_name}", model_type, config_class, model_class, getattr(transformers, auto_name))
+    return model_classes
+
+
 def _register_family_classes(family: type[MoEFamily]) -> list[type]:
-    config_class = moe_config.SWITCH_MOE_CONFIGS[family.model_type]
-    classes = []
-    for task_class in family.task_classes:
-        model_class = moe_modeling.SWITCH_MOE_MODELS[f"SwitchMoE{task_class.__name__}"]
-        auto_name = auto_class_name_for(task_class.__name__)
-        register(
-            f"switch_moe:{auto_name}", family.model_type, config_class, model_class, getattr(transformers, auto_name)
-        )
-        classes.append(model_class)
-    return classes
+    return _register_classes(
+        family.model_type,
+        moe_config.SWITCH_MOE_CONFIGS[family.model_type],
+        [moe_modeling.SWITCH_MOE_MODELS[f"SwitchMoE{task_class.__name__}"] for task_class in family.task_classes],
+    )
 
 
 def register_switch_moe() -> None:
@@ -30,13 +33,7 @@ def register_switch_moe() -> None:
     Auto classes."""
     for family in MOE_FAMILIES.values():
         _register_family_classes(family)
-    register(
-        "switch_moe:AutoModelForImageClassification",
-        "timm",
-        SwitchMoETimmConfig,
-        SwitchMoETimmForImageClassification,
-        transformers.AutoModelForImageClassification,
-    )
+    _register_classes("timm", SwitchMoETimmConfig, [SwitchMoETimmForImageClassification])
 
 
 def register_moe_family(family: type[MoEFamily]) -> tuple[type, list[type]]:

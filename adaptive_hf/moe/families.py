@@ -91,6 +91,13 @@ class MoEFamily:
         task_classes: The stock classes that get a ``SwitchMoE`` variant.
         gated: Whether the FFN is gated (``down(act(gate(x)) * up(x))``, Llama).
         text: Whether inputs are token sequences with an ``attention_mask`` (padding never takes capacity).
+        layers_attr: Path of the layer list under ``model.base_model`` (read by :meth:`layers`).
+        ffn_attr: Attribute of a layer that holds the FFN; the MoE layer takes its place (:meth:`install`).
+        up_attr, down_attr, gate_attr: Paths of the FFN's projections inside a layer (``gate_attr`` only for gated
+            families), read by :meth:`dense_ffn_weights`. A ``down_attr`` outside ``ffn_attr`` (BERT's
+            ``output.dense``) becomes an identity when the MoE layer is installed.
+        weights_in_out: Whether the projections store their weights ``(in, out)`` already (GPT-2's ``Conv1D``)
+            rather than ``(out, in)`` (``nn.Linear``).
     """
 
     family: ClassVar[str] = "bert"
@@ -105,6 +112,12 @@ class MoEFamily:
     )
     gated: ClassVar[bool] = False
     text: ClassVar[bool] = True
+    layers_attr: ClassVar[str] = "encoder.layer"
+    ffn_attr: ClassVar[str] = "intermediate"
+    up_attr: ClassVar[str] = "intermediate.dense"
+    down_attr: ClassVar[str] = "output.dense"
+    gate_attr: ClassVar[str | None] = None
+    weights_in_out: ClassVar[bool] = False
 
     @classmethod
     def num_layers_of(cls, config) -> int:
@@ -167,25 +180,35 @@ class MoEFamily:
     @classmethod
     def layers(cls, model: nn.Module) -> nn.ModuleList:
         """The transformer layers of a family model (base or task model)."""
-        return model.base_model.encoder.layer
+        return model.base_model.get_submodule(cls.layers_attr)
 
     @classmethod
     def dense_ffn_weights(cls, layer: nn.Module) -> dict[str, torch.Tensor | None]:
         """The dense FFN of ``layer`` as ``(in, out)`` matrices: ``up``, ``up_bias``, ``down``, ``down_bias``
-        (and ``gate`` for gated families)."""
-        up, down = layer.intermediate.dense, layer.output.dense
-        return {"up": up.weight.t(), "up_bias": up.bias, "down": down.weight.t(), "down_bias": down.bias}
+        (and ``gate``, ``gate_bias`` for gated families)."""
+        weights = {}
+        for role, path in (("gate", cls.gate_attr), ("up", cls.up_attr), ("down", cls.down_attr)):
+            if path is None:
+                continue
+            projection = layer.get_submodule(path)
+            weights[role] = projection.weight if cls.weights_in_out else projection.weight.t()
+            weights[f"{role}_bias"] = projection.bias
+        return weights
 
     @classmethod
     def install(cls, layer: nn.Module, moe: nn.Module) -> None:
         """Puts ``moe`` in place of the FFN of ``layer``."""
-        layer.intermediate = moe
-        layer.output.dense = nn.Identity()
+        setattr(layer, cls.ffn_attr, moe)
+        if not cls.down_attr.startswith(cls.ffn_attr + "."):
+            # BERT layout: the down projection sits in `layer.output`, before the family's own dropout, residual
+            # and LayerNorm; the MoE layer computes it, so it becomes an identity and the rest still runs.
+            parent, _, name = cls.down_attr.rpartition(".")
+            setattr(layer.get_submodule(parent), name, nn.Identity())
 
     @classmethod
     def ffn_module_name(cls) -> str:
         """Attribute of a layer that holds the MoE module once installed."""
-        return "intermediate"
+        return cls.ffn_attr
 
 
 class RobertaMoEFamily(MoEFamily):
@@ -238,6 +261,10 @@ class DistilBertMoEFamily(MoEFamily):
         DistilBertForMaskedLM,
         DistilBertForTokenClassification,
     )
+    layers_attr = "transformer.layer"
+    ffn_attr = "ffn"
+    up_attr = "ffn.lin1"
+    down_attr = "ffn.lin2"
 
     @classmethod
     def num_layers_of(cls, config) -> int:
@@ -259,28 +286,6 @@ class DistilBertMoEFamily(MoEFamily):
     def ffn_dropout_of(cls, config) -> float:
         return config.dropout
 
-    @classmethod
-    def layers(cls, model: nn.Module) -> nn.ModuleList:
-        return model.base_model.transformer.layer
-
-    @classmethod
-    def dense_ffn_weights(cls, layer: nn.Module) -> dict[str, torch.Tensor | None]:
-        ffn = layer.ffn
-        return {
-            "up": ffn.lin1.weight.t(),
-            "up_bias": ffn.lin1.bias,
-            "down": ffn.lin2.weight.t(),
-            "down_bias": ffn.lin2.bias,
-        }
-
-    @classmethod
-    def install(cls, layer: nn.Module, moe: nn.Module) -> None:
-        layer.ffn = moe
-
-    @classmethod
-    def ffn_module_name(cls) -> str:
-        return "ffn"
-
 
 class GPT2MoEFamily(MoEFamily):
     """GPT-2: ``h[i].mlp`` with ``Conv1D`` projections (weights already stored ``(in, out)``)."""
@@ -290,6 +295,11 @@ class GPT2MoEFamily(MoEFamily):
     class_prefix = "GPT2"
     config_class = GPT2Config
     task_classes = (GPT2Model, GPT2LMHeadModel, GPT2ForSequenceClassification)
+    layers_attr = "h"
+    ffn_attr = "mlp"
+    up_attr = "mlp.c_fc"
+    down_attr = "mlp.c_proj"
+    weights_in_out = True
 
     @classmethod
     def num_layers_of(cls, config) -> int:
@@ -311,28 +321,6 @@ class GPT2MoEFamily(MoEFamily):
     def ffn_dropout_of(cls, config) -> float:
         return config.resid_pdrop
 
-    @classmethod
-    def layers(cls, model: nn.Module) -> nn.ModuleList:
-        return model.base_model.h
-
-    @classmethod
-    def dense_ffn_weights(cls, layer: nn.Module) -> dict[str, torch.Tensor | None]:
-        mlp = layer.mlp
-        return {
-            "up": mlp.c_fc.weight,
-            "up_bias": mlp.c_fc.bias,
-            "down": mlp.c_proj.weight,
-            "down_bias": mlp.c_proj.bias,
-        }
-
-    @classmethod
-    def install(cls, layer: nn.Module, moe: nn.Module) -> None:
-        layer.mlp = moe
-
-    @classmethod
-    def ffn_module_name(cls) -> str:
-        return "mlp"
-
 
 class LlamaMoEFamily(MoEFamily):
     """Llama-family decoders: ``layers[i].mlp`` = ``down(act(gate(x)) * up(x))``."""
@@ -343,34 +331,15 @@ class LlamaMoEFamily(MoEFamily):
     config_class = LlamaConfig
     task_classes = (LlamaModel, LlamaForCausalLM, LlamaForSequenceClassification)
     gated = True
+    layers_attr = "layers"
+    ffn_attr = "mlp"
+    up_attr = "mlp.up_proj"
+    down_attr = "mlp.down_proj"
+    gate_attr = "mlp.gate_proj"
 
     @classmethod
     def has_bias(cls, config) -> bool:
         return bool(getattr(config, "mlp_bias", False))
-
-    @classmethod
-    def layers(cls, model: nn.Module) -> nn.ModuleList:
-        return model.base_model.layers
-
-    @classmethod
-    def dense_ffn_weights(cls, layer: nn.Module) -> dict[str, torch.Tensor | None]:
-        mlp = layer.mlp
-        return {
-            "gate": mlp.gate_proj.weight.t(),
-            "gate_bias": mlp.gate_proj.bias,
-            "up": mlp.up_proj.weight.t(),
-            "up_bias": mlp.up_proj.bias,
-            "down": mlp.down_proj.weight.t(),
-            "down_bias": mlp.down_proj.bias,
-        }
-
-    @classmethod
-    def install(cls, layer: nn.Module, moe: nn.Module) -> None:
-        layer.mlp = moe
-
-    @classmethod
-    def ffn_module_name(cls) -> str:
-        return "mlp"
 
 
 class ViTMoEFamily(MoEFamily):
@@ -382,30 +351,15 @@ class ViTMoEFamily(MoEFamily):
     config_class = ViTConfig
     task_classes = (ViTModel, ViTForImageClassification)
     text = False
+    ffn_attr = "mlp"
+    up_attr = "mlp.fc1"
+    down_attr = "mlp.fc2"
 
     @classmethod
     def layers(cls, model: nn.Module) -> nn.ModuleList:
         base = model.base_model
         # transformers 5 keeps the layers on the model; earlier versions under ``encoder.layer``.
         return base.layers if hasattr(base, "layers") else base.encoder.layer
-
-    @classmethod
-    def dense_ffn_weights(cls, layer: nn.Module) -> dict[str, torch.Tensor | None]:
-        mlp = layer.mlp
-        return {
-            "up": mlp.fc1.weight.t(),
-            "up_bias": mlp.fc1.bias,
-            "down": mlp.fc2.weight.t(),
-            "down_bias": mlp.fc2.bias,
-        }
-
-    @classmethod
-    def install(cls, layer: nn.Module, moe: nn.Module) -> None:
-        layer.mlp = moe
-
-    @classmethod
-    def ffn_module_name(cls) -> str:
-        return "mlp"
 
 
 MOE_FAMILIES: dict[str, type[MoEFamily]] = {

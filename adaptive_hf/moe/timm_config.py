@@ -58,6 +58,9 @@ class TimmViTMoEFamily(MoEFamily):
     config_class: ClassVar[type] = TimmClassifierConfig
     task_classes: ClassVar[tuple[type, ...]] = ()
     text: ClassVar[bool] = False
+    ffn_attr: ClassVar[str] = "mlp"
+    up_attr: ClassVar[str] = "mlp.fc1"
+    down_attr: ClassVar[str] = "mlp.fc2"
 
     @classmethod
     def num_layers_of(cls, config) -> int:
@@ -104,21 +107,8 @@ class TimmViTMoEFamily(MoEFamily):
 
     @classmethod
     def dense_ffn_weights(cls, layer: nn.Module) -> dict[str, torch.Tensor | None]:
-        mlp = cls._mlp(layer)
-        return {
-            "up": mlp.fc1.weight.t(),
-            "up_bias": mlp.fc1.bias,
-            "down": mlp.fc2.weight.t(),
-            "down_bias": mlp.fc2.bias,
-        }
-
-    @classmethod
-    def install(cls, layer: nn.Module, moe: nn.Module) -> None:
-        layer.mlp = moe
-
-    @classmethod
-    def ffn_module_name(cls) -> str:
-        return "mlp"
+        cls._mlp(layer)  # rejects the MLPs the experts cannot reproduce
+        return super().dense_ffn_weights(layer)
 
 
 SwitchMoETimmConfig = make_moe_config_class(TimmViTMoEFamily, module=__name__)
