@@ -44,7 +44,8 @@ def register_moe_family(family: type[MoEFamily]) -> tuple[type, list[type]]:
 
     Args:
         family: A :class:`~adaptive_hf.moe.families.MoEFamily` subclass (``model_type``, ``class_prefix``,
-            ``config_class``, ``task_classes``, ``layers``, ``dense_ffn_weights``, ``install``).
+            ``config_class``, ``task_classes``, and the layer/FFN paths ``layers_attr``, ``ffn_attr``,
+            ``up_attr``, ``down_attr``, or overrides of ``layers``, ``dense_ffn_weights``, ``install``).
 
     Returns:
         ``(config class, [model classes])``.
