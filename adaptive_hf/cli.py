@@ -273,7 +273,7 @@ def image_preprocessing(model, model_dir: str | None = None, mean=None, std=None
         mean: Override of the per-channel mean.
         std: Override of the per-channel standard deviation.
     """
-    from torch import nn
+    from .core.vision_backbones import stem_conv
 
     config = model.config
     timm_model = getattr(model, "timm_model", None)
@@ -283,7 +283,7 @@ def image_preprocessing(model, model_dir: str | None = None, mean=None, std=None
             size = getattr(getattr(timm_model, "patch_embed", None), "img_size", None)
         if size is None:
             size = timm_model.pretrained_cfg.get("input_size", (3, 224, 224))[1:]
-        conv = next((m for m in timm_model.modules() if isinstance(m, nn.Conv2d)), None)
+        conv = stem_conv(timm_model)
         channels = conv.in_channels if conv is not None else 3
         default_mean = timm_model.pretrained_cfg.get("mean", (0.5,) * 3)
         default_std = timm_model.pretrained_cfg.get("std", (0.5,) * 3)

@@ -83,6 +83,15 @@ def check_pixel_values(pixel_values: Any, in_chans: int) -> int:
     return pixel_values.size(0)
 
 
+def stem_conv(model: nn.Module) -> nn.Conv2d | None:
+    """The first ``nn.Conv2d`` of a model (the stem of a CNN, the patch embedding of a ViT), or ``None``.
+
+    Args:
+        model: E.g. a timm model.
+    """
+    return next((module for module in model.modules() if isinstance(module, nn.Conv2d)), None)
+
+
 def pool_features(hidden_states: torch.Tensor, pooling: str, num_prefix_tokens: int = 1) -> torch.Tensor:
     """Pools one unit's output into ``(rows, width)``.
 

@@ -35,6 +35,7 @@ from ..core.vision_backbones import (
     create_timm_model,
     load_timm_state_dict,
     read_state_dict,
+    stem_conv,
     timm_adapter_for,
     timm_classifier_keys,
 )
@@ -279,8 +280,7 @@ class EarlyExitTimmForImageClassification(_VisionEarlyExitMixin, PreTrainedModel
         # layout; compaction keeps it (ImageState.select), so every stage runs channels_last.
         stem = self.__dict__.get("_stem_conv")
         if stem is None or stem[0] is not self.timm_model:
-            conv = next((m for m in self.timm_model.modules() if isinstance(m, nn.Conv2d)), None)
-            stem = self.__dict__["_stem_conv"] = (self.timm_model, conv)
+            stem = self.__dict__["_stem_conv"] = (self.timm_model, stem_conv(self.timm_model))
         conv = stem[1]
         if conv is not None and pixel_values.dim() == 4 and conv.weight.dim() == 4:
             if conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous():
@@ -444,7 +444,7 @@ class EarlyExitTimmForImageClassification(_VisionEarlyExitMixin, PreTrainedModel
                 f"Folding the batch norms of {self.config.architecture!r} changes its outputs (a norm that does not "
                 "directly follow the convolution before it); the model was left unchanged."
             )
-        stem = next((m for m in self.timm_model.modules() if isinstance(m, nn.Conv2d)), None)
+        stem = stem_conv(self.timm_model)
         if stem is not None and not stem.weight.is_contiguous():
             folded.to(memory_format=torch.channels_last)  # keep the layout the model was given
         self.timm_model = folded
