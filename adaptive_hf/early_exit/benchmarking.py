@@ -6,12 +6,12 @@ interleaved A B A B after warm-up, the median of several repetitions, with a fix
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
-from ..core.timing import time_interleaved
+from ..core.timing import InterleavedTiming, time_interleaved
 from .calibration import sample_costs
 
 SETTING_FIELDS = ("exit_policy", "exit_threshold", "patience")
@@ -25,6 +25,58 @@ def _apply(config, setting: Mapping[str, Any]) -> None:
         config.patience = setting["patience"]
     if "exit_policy" in setting:
         config.exit_policy = setting["exit_policy"]
+
+
+def time_setting(
+    model,
+    setting: Mapping[str, Any] | None,
+    adaptive_pass: Callable[[], list[torch.Tensor]],
+    full_pass: Callable[[], list[torch.Tensor]],
+    repeats: int,
+    warmup: int,
+    threads: int | None,
+) -> tuple[dict[str, Any], InterleavedTiming, torch.Tensor]:
+    """Times ``adaptive_pass`` under the adaptive setting against ``full_pass`` under policy ``none``, interleaved.
+
+    The config's exit fields and the model's training mode are restored afterwards, even on error.
+
+    Args:
+        model: An early-exit classifier (put in eval mode for the measurement).
+        setting: ``exit_policy`` / ``exit_threshold`` / ``patience`` for the adaptive run; ``None`` = the current
+            config.
+        adaptive_pass: Runs every batch once and returns each batch's ``exit_layer``.
+        full_pass: The same at full depth.
+        repeats: Timed rounds.
+        warmup: Untimed rounds first.
+        threads: ``torch.set_num_threads`` during the measurement; ``None`` keeps the current count.
+
+    Returns:
+        ``(adaptive setting, timing, exit_layer of every sample in the adaptive run)``.
+    """
+    config = model.config
+    saved = {name: getattr(config, name) for name in SETTING_FIELDS}
+    adaptive = dict(saved if setting is None else {**saved, **setting})
+    if adaptive["exit_policy"] == "patience":
+        adaptive["exit_threshold"] = None
+    was_training = model.training
+
+    def run(setting_to_apply, model_pass):
+        _apply(config, setting_to_apply)
+        return model_pass()
+
+    try:
+        model.eval()
+        timing = time_interleaved(
+            lambda: run(adaptive, adaptive_pass),
+            lambda: run({"exit_policy": "none"}, full_pass),
+            repeats,
+            warmup,
+            threads,
+        )
+    finally:
+        _apply(config, saved)
+        model.train(was_training)
+    return adaptive, timing, torch.cat([x.cpu() for x in timing.adaptive_output]).long()
 
 
 def measure_speedup(
@@ -65,25 +117,11 @@ def measure_speedup(
     if not batches:
         raise ValueError("`batches` is empty; pass at least one batch of model inputs.")
     config = model.config
-    saved = {name: getattr(config, name) for name in SETTING_FIELDS}
-    adaptive = dict(saved if setting is None else {**saved, **setting})
-    if adaptive["exit_policy"] == "patience":
-        adaptive["exit_threshold"] = None
-    was_training = model.training
 
-    def run(setting_to_apply):
-        _apply(config, setting_to_apply)
+    def run():
         return [model(**batch).exit_layer for batch in batches]
 
-    try:
-        model.eval()
-        timing = time_interleaved(
-            lambda: run(adaptive), lambda: run({"exit_policy": "none"}), repeats, warmup, threads
-        )
-    finally:
-        _apply(config, saved)
-        model.train(was_training)
-    exit_layer = torch.cat([x.cpu() for x in timing.adaptive_output]).long()
+    adaptive, timing, exit_layer = time_setting(model, setting, run, run, repeats, warmup, threads)
     counts = []
     for batch in batches:
         mask = batch.get("attention_mask")

@@ -16,8 +16,7 @@ from typing import Any
 
 import torch
 
-from ..core.timing import time_interleaved
-from .benchmarking import SETTING_FIELDS, _apply
+from .benchmarking import SETTING_FIELDS, time_setting
 from .calibration import ExitLogits
 
 
@@ -107,28 +106,15 @@ def measure_image_speedup(
     if not batches:
         raise ValueError("`batches` is empty; pass at least one batch of images.")
     config = model.config
-    saved = {name: getattr(config, name) for name in SETTING_FIELDS}
-    adaptive = dict(saved if setting is None else {**saved, **setting})
-    if adaptive["exit_policy"] == "patience":
-        adaptive["exit_threshold"] = None
-    was_training = model.training
 
-    def run(setting_to_apply, pooled=False):
-        _apply(config, setting_to_apply)
-        if pooled:
-            return [output.exit_layer for output in model.classify_stream(batches, pool_rows)]
+    def run():
         return [model(batch).exit_layer for batch in batches]
 
-    try:
-        model.eval()
-        pooled = pool_rows is not None
-        timing = time_interleaved(
-            lambda: run(adaptive, pooled), lambda: run({"exit_policy": "none"}), repeats, warmup, threads
-        )
-    finally:
-        _apply(config, saved)
-        model.train(was_training)
-    exit_layer = torch.cat([x.cpu() for x in timing.adaptive_output]).long()
+    def run_pooled():
+        return [output.exit_layer for output in model.classify_stream(batches, pool_rows)]
+
+    adaptive_pass = run if pool_rows is None else run_pooled
+    adaptive, timing, exit_layer = time_setting(model, setting, adaptive_pass, run, repeats, warmup, threads)
     costs, full = model.exit_flops()
     if adaptive["exit_policy"] == "none":
         spent = full * exit_layer.numel()
