@@ -707,52 +707,41 @@ def plot_tradeoff(payload: dict[str, Any], path: str) -> None:
         payload: The ``evaluate`` JSON payload (``full_depth_accuracy``, ``pareto``, ``realized``).
         path: Output PNG path.
     """
-    try:
-        import matplotlib
-    except ImportError as error:
-        raise CliError("--plot needs matplotlib: pip install 'adaptive-hf[plot]'.") from error
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plotting import speedup_figure
 
-    figure, axes = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for index, (policy, front) in enumerate(payload["pareto"].items()):
-        color = colors[index % len(colors)]
-        if front:
-            axes.plot(
-                [r["theoretical_speedup"] for r in front],
-                [r["accuracy"] for r in front],
-                "-",
-                color=color,
-                label=f"{policy} (theoretical)",
+    title = f"Accuracy vs speedup ({payload['num_samples']} samples)"
+    with speedup_figure(path, "speedup over full depth (x)", title, missing_error=CliError) as axes:
+        import matplotlib
+
+        colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+        for index, (policy, front) in enumerate(payload["pareto"].items()):
+            color = colors[index % len(colors)]
+            if front:
+                axes.plot(
+                    [r["theoretical_speedup"] for r in front],
+                    [r["accuracy"] for r in front],
+                    "-",
+                    color=color,
+                    label=f"{policy} (theoretical)",
+                )
+            timed = sorted(
+                (r for r in payload["realized"] if r["exit_policy"] == policy), key=lambda r: r["realized_speedup"]
             )
-        timed = sorted(
-            (r for r in payload["realized"] if r["exit_policy"] == policy), key=lambda r: r["realized_speedup"]
-        )
-        if timed:
+            if timed:
+                axes.plot(
+                    [r["realized_speedup"] for r in timed],
+                    [r["accuracy"] for r in timed],
+                    "o--",
+                    color=color,
+                    label=f"{policy} (realized, batch {timed[0]['batch_size']})",
+                )
+        axes.axhline(payload["full_depth_accuracy"], color="gray", linestyle=":", label="full depth")
+        axes.axvline(1.0, color="gray", linewidth=0.5)
+        current = payload.get("current_setting")
+        if current and current["exit_policy"] != "none":
             axes.plot(
-                [r["realized_speedup"] for r in timed],
-                [r["accuracy"] for r in timed],
-                "o--",
-                color=color,
-                label=f"{policy} (realized, batch {timed[0]['batch_size']})",
+                [current["theoretical_speedup"]], [current["accuracy"]], "k*", markersize=12, label="current setting"
             )
-    axes.axhline(payload["full_depth_accuracy"], color="gray", linestyle=":", label="full depth")
-    axes.axvline(1.0, color="gray", linewidth=0.5)
-    current = payload.get("current_setting")
-    if current and current["exit_policy"] != "none":
-        axes.plot(
-            [current["theoretical_speedup"]], [current["accuracy"]], "k*", markersize=12, label="current setting"
-        )
-    axes.set_xlabel("speedup over full depth (x)")
-    axes.set_ylabel("accuracy")
-    axes.set_title(f"Accuracy vs speedup ({payload['num_samples']} samples)")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7)
-    figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
 
 
 def cmd_bench(args) -> int:
@@ -836,26 +825,13 @@ def _evaluate_sweep(args, data: Prepared) -> int:
 
 
 def _plot_sweep(rows: list[dict[str, Any]], path: str, title: str) -> None:
-    try:
-        import matplotlib
-    except ImportError as error:
-        raise CliError("--plot needs matplotlib: pip install 'adaptive-hf[plot]'.") from error
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plotting import speedup_figure
 
-    figure, axes = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    points = sorted(rows[1:], key=lambda r: r["theoretical_speedup"])
-    axes.plot([r["theoretical_speedup"] for r in points], [r["accuracy"] for r in points], "o-", label="sweep")
-    axes.axhline(rows[0]["accuracy"], color="gray", linestyle=":", label=rows[0]["setting"])
-    axes.set_xlabel("theoretical speedup over full compute (x)")
-    axes.set_ylabel("accuracy")
-    axes.set_title(title, fontsize=9)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7)
-    figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
+    xlabel = "theoretical speedup over full compute (x)"
+    with speedup_figure(path, xlabel, title, title_fontsize=9, missing_error=CliError) as axes:
+        points = sorted(rows[1:], key=lambda r: r["theoretical_speedup"])
+        axes.plot([r["theoretical_speedup"] for r in points], [r["accuracy"] for r in points], "o-", label="sweep")
+        axes.axhline(rows[0]["accuracy"], color="gray", linestyle=":", label=rows[0]["setting"])
 
 
 def _bench_other(args, data: Prepared) -> int:

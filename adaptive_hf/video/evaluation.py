@@ -19,6 +19,7 @@ import torch
 
 from ..cli import _write_json
 from ..core.timing import time_interleaved
+from ..plotting import speedup_figure
 
 
 def evaluate_video_classifier(model, pixel_values: torch.Tensor, labels: torch.Tensor, batch_size: int = 16) -> dict:
@@ -308,23 +309,7 @@ def cli_bench(args) -> int:
 
 
 def _plot(rows: list[dict[str, Any]], path: str, title: str) -> None:
-    try:
-        import matplotlib
-    except ImportError as error:
-        raise ImportError("--plot needs matplotlib: pip install 'adaptive-hf[plot]'.") from error
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    for sampler in dict.fromkeys(r["sampler"] for r in rows[1:]):
-        points = sorted((r for r in rows[1:] if r["sampler"] == sampler), key=lambda r: r["theoretical_speedup"])
-        axes.plot([r["theoretical_speedup"] for r in points], [r["accuracy"] for r in points], "o-", label=sampler)
-    axes.set_xlabel("theoretical speedup over every frame (x)")
-    axes.set_ylabel("accuracy")
-    axes.set_title(title, fontsize=9)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7)
-    figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
+    with speedup_figure(path, "theoretical speedup over every frame (x)", title, title_fontsize=9) as axes:
+        for sampler in dict.fromkeys(r["sampler"] for r in rows[1:]):
+            points = sorted((r for r in rows[1:] if r["sampler"] == sampler), key=lambda r: r["theoretical_speedup"])
+            axes.plot([r["theoretical_speedup"] for r in points], [r["accuracy"] for r in points], "o-", label=sampler)
