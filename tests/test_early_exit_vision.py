@@ -31,6 +31,7 @@ TIMM_CASES = {
     "resnet_stage": ("test_resnet", {}, {}),
     "resnet_block": ("test_resnet", {"layers": [2, 1, 1, 1]}, {"exit_granularity": "block"}),
     "efficientnet": ("test_efficientnet", {}, {}),
+    "efficientnet_tf_same": ("test_efficientnet", {"pad_type": "same"}, {}),  # TF "same" padding, as tf_* models
     "mobilenetv3_block": ("mobilenetv3_small_050", {}, {"exit_granularity": "block", "exit_layers": [2, 5, 8]}),
     "convnext_block": ("test_convnext", {}, {"exit_granularity": "block"}),
 }
@@ -630,37 +631,50 @@ def test_fold_batch_norms_for_inference(case, tmp_path):
         build_timm(case).train().fold_batch_norms()
 
 
-@pytest.mark.parametrize("kind", ["pointwise", "depthwise"])
+@pytest.mark.parametrize("kind", ["pointwise", "depthwise", "same_depthwise"])
 def test_fast_convs_of_folded_models_match_the_convolution(kind):
-    from adaptive_hf.early_exit.vision_modeling import _DepthwiseConv2d, _PointwiseConv2d
+    from timm.layers import Conv2dSame
+
+    from adaptive_hf.early_exit.vision_modeling import (
+        _DepthwiseConv2d,
+        _PointwiseConv2d,
+        _SamePaddedDepthwiseConv2d,
+    )
 
     if kind == "pointwise":
         conv, fast_class = torch.nn.Conv2d(12, 20, 1), _PointwiseConv2d
-    else:
+    elif kind == "depthwise":
         conv, fast_class = torch.nn.Conv2d(12, 12, (5, 3), padding=(2, 1), groups=12), _DepthwiseConv2d
+    else:
+        conv, fast_class = Conv2dSame(12, 12, (5, 3), stride=(2, 1), groups=12), _SamePaddedDepthwiseConv2d
     conv.eval()
     fast = copy.deepcopy(conv)
     fast.__class__ = fast_class
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for rows, side in ((1, 1), (3, 1), (20, 1), (3, 2), (3, 4), (20, 2), (3, 8)):
-            x = torch.randn(rows, 12, side, side, generator=generator)
+        for rows, side in ((1, 1), (3, 1), (20, 1), (3, 2), (3, 4), (20, 2), (3, 8), (3, 7)):
+            x = torch.randn(rows, 12, side, side + 1, generator=generator)
             for layout in (torch.contiguous_format, torch.channels_last):
                 x = x.contiguous(memory_format=layout)
                 got = fast(x)
                 torch.testing.assert_close(got, conv(x), rtol=1e-5, atol=1e-5)
                 if layout is torch.channels_last:
                     assert got.is_contiguous(memory_format=torch.channels_last)
+                else:
+                    assert got.is_contiguous()
     if kind == "depthwise":
         return
     # A folded channels_last CNN uses them, and still gives the same exits batched as one image at a time.
-    model = build_timm("efficientnet").to(memory_format=torch.channels_last)
+    case, fast_class = (
+        ("efficientnet", _PointwiseConv2d) if kind == "pointwise" else ("efficientnet_tf_same", fast_class)
+    )
+    model = build_timm(case).to(memory_format=torch.channels_last)
     x = images(6, seed=8)
     apply(model, split_settings(model, x, "margin"))
     with torch.no_grad():
         model.fold_batch_norms()
         batched = model(x)
         single = [model(x[i : i + 1]) for i in range(6)]
-    assert any(isinstance(m, _PointwiseConv2d) for m in model.timm_model.modules())
+    assert any(isinstance(m, fast_class) for m in model.timm_model.modules())
     assert torch.equal(batched.exit_layer, torch.cat([s.exit_layer for s in single]))
     torch.testing.assert_close(batched.logits, torch.cat([s.logits for s in single]), rtol=1e-4, atol=1e-5)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.layers import BatchNormAct2d
+from timm.layers import BatchNormAct2d, Conv2dSame
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.models.vit.modeling_vit import ViTModel, ViTPreTrainedModel
@@ -435,6 +435,8 @@ class EarlyExitTimmForImageClassification(_VisionEarlyExitMixin, PreTrainedModel
                 module.__class__ = _PointwiseConv2d
             elif _is_centered_depthwise_conv(module):
                 module.__class__ = _DepthwiseConv2d
+            elif _is_same_padded_depthwise_conv(module):
+                module.__class__ = _SamePaddedDepthwiseConv2d
         size = self.config.image_size
         probe = torch.randn(2, self._in_chans(), *size, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
@@ -517,6 +519,46 @@ class _DepthwiseConv2d(nn.Conv2d):
             out = input * center
             return out if self.bias is None else out.add_(self.bias.view(1, -1, 1, 1))
         return super().forward(input)
+
+
+class _SamePaddedDepthwiseConv2d(Conv2dSame):
+    """timm's TF-"same" depthwise convolution without its padding copy.
+
+    For a stride-2 convolution on an even input, TF pads one pixel more on the right than on the left, so timm's
+    ``Conv2dSame`` first copies the feature map into a padded one (``F.pad``, slow on channels_last maps). The
+    same windows are those of a convolution with symmetric padding of ``left + stride`` pixels minus its first
+    output row and column; the extra outputs cost less than the copy for depthwise kernels (not for dense ones).
+    The result is the same.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if input.dim() != 4:
+            return super().forward(input)
+        padding, window = [], []
+        for size, kernel, stride in zip(input.shape[2:], self.kernel_size, self.stride, strict=True):
+            count = -(-size // stride)
+            total = max((count - 1) * stride + kernel - size, 0)
+            left, right = total // 2, total - total // 2
+            symmetric = left if left == right else left + stride * -(-(right - left) // stride)
+            padding.append(symmetric)
+            window.append(((symmetric - left) // stride, count))
+        out = F.conv2d(input, self.weight, self.bias, self.stride, tuple(padding), self.dilation, self.groups)
+        if all(skip == 0 and out.size(2 + dim) == count for dim, (skip, count) in enumerate(window)):
+            return out
+        (top, rows), (left, columns) = window
+        layout = torch.channels_last if out.is_contiguous(memory_format=torch.channels_last) else None
+        out = out[:, :, top : top + rows, left : left + columns]
+        return out.contiguous(memory_format=layout) if layout is not None else out.contiguous()
+
+
+def _is_same_padded_depthwise_conv(module: nn.Module) -> bool:
+    return (
+        type(module) is Conv2dSame
+        and module.groups == module.in_channels == module.out_channels
+        and module.dilation == (1, 1)
+        and module.padding == (0, 0)
+        and module.padding_mode == "zeros"
+    )
 
 
 def _is_centered_depthwise_conv(module: nn.Module) -> bool:
