@@ -273,6 +273,8 @@ IMAGE_LABEL_NAMES = {
 }
 # Rows of the shuffled training set held out as "validation" by load_image_arrays(validation=True).
 IMAGE_VALIDATION_SIZES = {"mnist_subset": 500, "fashion_mnist": 5000}
+# `--task` of recipes/early_exit_vision.py -> the image data set it trains on (its benchmark reads it too).
+IMAGE_TASK_DATASETS = {"fashion_mnist": "fashion_mnist", "mnist_vit": "mnist_subset"}
 
 
 @functools.lru_cache(maxsize=1)

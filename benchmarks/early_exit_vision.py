@@ -27,11 +27,9 @@ import torch
 
 import adaptive_hf  # noqa: F401
 from adaptive_hf.cli import image_batches, image_preprocessing
-from adaptive_hf.data import load_image_arrays
+from adaptive_hf.data import IMAGE_TASK_DATASETS, load_image_arrays
 from adaptive_hf.early_exit.vision_calibration import measure_image_speedup
 from adaptive_hf.early_exit.vision_modeling import EarlyExitTimmForImageClassification
-
-TASK_DATASETS = {"fashion_mnist": "fashion_mnist", "mnist_vit": "mnist_subset"}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -83,7 +81,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     folded = model.fold_batch_norms() if args.fold_batch_norms else 0
     # The front of the test split: images the recipe never trained or calibrated on, prepared as the model records
     # (the same path as `adaptive-hf bench`).
-    dataset = report.get("dataset", TASK_DATASETS.get(report["task"]))
+    dataset = report.get("dataset", IMAGE_TASK_DATASETS.get(report["task"]))
     x_test = load_image_arrays(dataset, seed=0)["test"][0]
     preprocessing = image_preprocessing(model, args.model_dir)
     batches = {
