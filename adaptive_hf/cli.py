@@ -539,15 +539,24 @@ def collect_logits(data: Prepared, batch_size: int, show_progress: bool):
     )
 
 
-def measure(model, batches: list[dict], setting, repeats: int, threads: int | None) -> dict[str, Any]:
-    """Realized against theoretical speedup of an early-exit model on ready batches (text or images)."""
+def measure(
+    model, batches: list[dict], setting, repeats: int, threads: int | None, pool_rows: int | None = None
+) -> dict[str, Any]:
+    """Realized against theoretical speedup of an early-exit model on ready batches (text or images).
+
+    ``pool_rows`` (image models only) times the adaptive run through ``classify_stream``.
+    """
     if is_image_model(model):
         from .early_exit.vision_calibration import measure_image_speedup
 
         pixels = [batch["pixel_values"] for batch in batches]
-        result = measure_image_speedup(model, pixels, setting, repeats=repeats, warmup=1, threads=threads)
+        result = measure_image_speedup(
+            model, pixels, setting, repeats=repeats, warmup=1, threads=threads, pool_rows=pool_rows
+        )
         result["num_samples"] = result.pop("num_images")
         return result
+    if pool_rows is not None:
+        raise ValueError("--pool-rows applies to image early-exit models only (classify_stream).")
     from .early_exit.benchmarking import measure_speedup
 
     return measure_speedup(model, batches, setting, repeats=repeats, warmup=1, threads=threads)
@@ -755,6 +764,8 @@ def cmd_bench(args) -> int:
     model = data.model
     if technique_of(model) != "early_exit":
         return _bench_other(args, data)
+    if args.pool_rows is not None and not is_image_model(model):
+        raise CliError("--pool-rows applies to image early-exit models only (classify_stream).")
     setting = _setting_override(args)
     effective = {**_current_setting(model.config), **(setting or {})}
     if effective["exit_policy"] == "none":
@@ -770,6 +781,8 @@ def cmd_bench(args) -> int:
                 f"Timing batch size {batch_size} ({len(batches)} batches, {args.repeats} repeats)...", file=sys.stderr
             )
         results.append(measure(model, batches, setting, args.repeats, threads))
+        if args.pool_rows and batch_size > 1:
+            results.append(measure(model, batches, setting, args.repeats, threads, pool_rows=args.pool_rows))
     lines = [
         f"Setting: {effective}; {data.num_samples} samples; torch {torch.__version__}, {threads} thread(s)",
         "",
@@ -779,8 +792,9 @@ def cmd_bench(args) -> int:
     ]
     for r in results:
         spread = max(r["adaptive_spread"], r["full_spread"])
+        pooled = f", pooled {r['pool_rows']}" if r.get("pool_rows") else ""
         lines.append(
-            f"| {r['batch_size']} | {r['average_exit_layer']:.2f} | {r['theoretical_speedup']:.2f}x | "
+            f"| {r['batch_size']}{pooled} | {r['average_exit_layer']:.2f} | {r['theoretical_speedup']:.2f}x | "
             f"{r['realized_speedup']:.2f}x | {r['efficiency']:.2f} | {spread:.0%}{' (noisy)' if r['noisy'] else ''} |"
         )
     print("\n".join(lines))
@@ -974,6 +988,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--channels-last", action="store_true", help="Image CNNs: run in channels_last.")
     bench.add_argument(
         "--fold-batch-norms", action="store_true", help="timm CNNs: fold batch norms into the convolutions."
+    )
+    bench.add_argument(
+        "--pool-rows",
+        type=int,
+        default=None,
+        help="Image early-exit models: also time each batch size above 1 through classify_stream, which pools the "
+        "images that continue past an exit across batches until this many wait.",
     )
     bench.add_argument("--json", default=None, help="Write the results as JSON here.")
     bench.set_defaults(func=cmd_bench)

@@ -103,6 +103,8 @@ def test_bench_reports_each_batch_size(workspace, tmp_path, capsys):
         assert result["theoretical_speedup"] > 0 and result["realized_speedup"] > 0
     # Same inputs and setting, so both batch sizes make the same exits.
     assert results[0]["average_exit_layer"] == pytest.approx(results[1]["average_exit_layer"])
+    assert main([*argv, "--pool-rows", "4"]) == 2
+    assert "--pool-rows applies to image early-exit models only" in capsys.readouterr().err
 
 
 def test_card_prints_and_writes(workspace, tmp_path, capsys):
@@ -345,6 +347,11 @@ def test_image_early_exit_calibrate_evaluate_bench(image_models, tmp_path, capsy
     results = json.loads(bench_json.read_text())["results"]
     assert [r["batch_size"] for r in results] == [1, 4] and all(r["num_samples"] == 8 for r in results)
     assert results[0]["average_exit_layer"] == pytest.approx(results[1]["average_exit_layer"])
+    assert main([*argv, "--pool-rows", "6"]) == 0
+    assert "| 4, pooled 6 |" in capsys.readouterr().out
+    pooled = json.loads(bench_json.read_text())["results"]
+    assert [(r["batch_size"], r["pool_rows"]) for r in pooled] == [(1, None), (4, None), (4, 6)]
+    assert pooled[2]["average_exit_layer"] == pytest.approx(results[0]["average_exit_layer"])
     assert all(r["theoretical_speedup"] > 0 and r["realized_speedup"] > 0 for r in results)
 
 
