@@ -73,7 +73,7 @@ TRAINING_DEFAULTS = {
 }
 
 # A ViT trained from scratch needs more passes over its 3,500 digits than a pretrained CNN fine-tuned.
-TASK_TRAINING_DEFAULTS = {"mnist_vit": {"num_train_epochs": "8", "learning_rate": "2e-3"}}
+TASK_TRAINING_DEFAULTS = {"mnist_vit": {"num_train_epochs": "20", "learning_rate": "1e-3"}}
 
 
 @dataclass
@@ -152,7 +152,7 @@ def build_model(args: RecipeArguments, num_labels: int, id2label: dict[int, str]
         )
         return model, 3
     # A small ViT from scratch on gray digits: one input channel.
-    model_args = dict(img_size=args.image_size, patch_size=4, embed_dim=96, depth=6, num_heads=3, in_chans=1)
+    model_args = dict(img_size=args.image_size, patch_size=4, embed_dim=128, depth=6, num_heads=2, in_chans=1)
     model = EarlyExitTimmForImageClassification.from_timm(
         "vit_tiny_patch16_224",
         num_labels=num_labels,
