@@ -46,13 +46,12 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 import adaptive_hf
 from adaptive_hf import EarlyExitTimmForImageClassification
-from adaptive_hf.data import IMAGE_LABEL_NAMES, load_image_arrays, to_pixel_values
+from adaptive_hf.data import IMAGE_LABEL_NAMES, IMAGE_TASK_DATASETS, load_image_arrays, to_pixel_values
 from adaptive_hf.early_exit.calibration import SWEEP_POLICIES, THRESHOLD_GRID, evaluate_setting
 from adaptive_hf.early_exit.vision_calibration import collect_image_exit_logits, measure_image_speedup
 
 logger = logging.getLogger("early_exit_vision")
 
-TASK_DATASETS = {"fashion_mnist": "fashion_mnist", "mnist_vit": "mnist_subset"}
 # Inputs are scaled to [0, 1] and normalized with 0.5/0.5 (tf_efficientnet_lite0's own pretrained_cfg).
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 TRAINING_DEFAULTS = {
@@ -104,10 +103,10 @@ class RecipeArguments:
 # ------------------------------------------------------------------------------------------------------ data
 def load_images(task: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{"train", "validation", "test"}: (uint8 (N, 28, 28) images, int64 labels)`` of the task's offline set."""
-    if task not in TASK_DATASETS:
-        raise ValueError(f"`task` must be one of {sorted(TASK_DATASETS)}; got {task!r}.")
+    if task not in IMAGE_TASK_DATASETS:
+        raise ValueError(f"`task` must be one of {sorted(IMAGE_TASK_DATASETS)}; got {task!r}.")
     try:
-        return load_image_arrays(TASK_DATASETS[task], seed=0, validation=True)
+        return load_image_arrays(IMAGE_TASK_DATASETS[task], seed=0, validation=True)
     except (ImportError, FileNotFoundError) as error:
         sys.exit(str(error))
 
@@ -235,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.image_size = 28 if args.task == "mnist_vit" else 32
     set_seed(training_args.seed)
     data = load_images(args.task)
-    names = IMAGE_LABEL_NAMES[TASK_DATASETS[args.task]]
+    names = IMAGE_LABEL_NAMES[IMAGE_TASK_DATASETS[args.task]]
     x_train, y_train = (part[: args.train_samples] for part in data["train"])
     x_val, y_val = (part[: args.validation_samples] for part in data["validation"])
     x_test, y_test = (part[: args.test_samples] for part in data["test"])
@@ -322,7 +321,7 @@ def main(argv: list[str] | None = None) -> dict:
         "image_size": args.image_size,
         "exit_layers": model.config.exit_layers,
         "exit_training": args.exit_training,
-        "dataset": TASK_DATASETS[args.task],
+        "dataset": IMAGE_TASK_DATASETS[args.task],
         "train_samples": len(x_train),
         "validation_samples": len(x_val),
         "test_samples": len(x_test),
