@@ -139,8 +139,10 @@ class EarlyExitModelMixin(AdaptiveHubMixin):
         all_logits: list[torch.Tensor] | None = [] if output_exit_logits else None
         active = torch.arange(batch_size, device=device)
         policy_state = initial_state(policy, batch_size, device)
-        for index in range(self.adapter.num_layers):
-            state.hidden_states = self.adapter.run_layer(index, state)
+        adapter = self.adapter  # a property that checks its cache: once per forward, not once per layer
+        threshold, patience = config.exit_threshold, config.patience
+        for index in range(adapter.num_layers):
+            state.hidden_states = adapter.run_layer(index, state)
             k = head_of_layer.get(index + 1)
             if k is None or (k != last and not run_every_head):
                 continue
@@ -154,7 +156,7 @@ class EarlyExitModelMixin(AdaptiveHubMixin):
             if k == last:
                 logits_out.index_copy_(0, active, logits)
                 break
-            done, policy_state = decide_exit(policy, logits, config.exit_threshold, config.patience, policy_state)
+            done, policy_state = decide_exit(policy, logits, threshold, patience, policy_state)
             if not bool(done.any()):
                 continue
             finished = done.nonzero().squeeze(1)

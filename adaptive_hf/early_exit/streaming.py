@@ -117,9 +117,9 @@ def classify_stream(model, batches: Iterable[torch.Tensor], pool_rows: int | Non
     def run_segment(position: int) -> None:
         rows = _concatenate(queues[position])
         queues[position], waiting[position] = [], 0
-        state = rows.state
+        state, adapter = rows.state, model.adapter
         for index in range(bounds[position], bounds[position + 1]):
-            state.hidden_states = model.adapter.run_layer(index, state)
+            state.hidden_states = adapter.run_layer(index, state)
         k = heads[position]
         logits = model._head_logits(k, state)
         rows.state = state
