@@ -41,7 +41,13 @@ def parse_args(argv=None):
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sweep", type=float, nargs="*", default=[0.5, 0.3, 0.1, 0.05, 0.02])
-    parser.add_argument("--stop_sweep", type=float, nargs="*", default=[0.0, 0.5, 0.9, 0.99])
+    parser.add_argument("--stop_sweep", type=float, nargs="*", default=[0.0, 0.5, 0.8, 0.9, 0.95, 0.97, 0.99])
+    parser.add_argument(
+        "--stop_threshold", type=float, default=None, help="LSTM-Jump: time at this stop_threshold, not the saved one."
+    )
+    parser.add_argument(
+        "--skim_threshold", type=float, default=None, help="Skim-RNN: time at this skim_threshold, not the saved one."
+    )
     parser.add_argument("--datasets", nargs="*", default=None, help="Only these dataset folders (default: all).")
     parser.add_argument("--json", default=None, help="Write the results here.")
     return parser.parse_args(argv)
@@ -63,6 +69,9 @@ def main(argv=None):
         folder = config_file.parent
         dataset_name, reader = folder.parent.parent.name, folder.parent.name
         model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        knob = RUNTIME_KNOBS[reader][0]
+        if getattr(args, knob) is not None:
+            setattr(model.config, knob, getattr(args, knob))
         test = load_text_classification(dataset_name, split="test")
         if len(test) > args.eval_samples:
             test = test.shuffle(seed=0).select(range(args.eval_samples))
@@ -79,7 +88,6 @@ def main(argv=None):
         full = evaluate_reader(model, batches, reading_policy="full")
         adaptive = evaluate_reader(model, batches)
         sweep = []
-        knob = RUNTIME_KNOBS[reader][0]
         values = args.sweep if reader == "skim_rnn" else args.stop_sweep
         for value in values:
             point = evaluate_reader(model, batches, **{knob: value})
