@@ -21,6 +21,7 @@ def speedup_figure(
     title: str,
     title_fontsize: float | None = None,
     missing_error: type[Exception] = ImportError,
+    ylabel: str = "accuracy",
 ) -> Iterator[Any]:
     """Yields the axes of a new accuracy-vs-speedup figure; on leaving the block, labels it and saves it as a PNG.
 
@@ -30,6 +31,7 @@ def speedup_figure(
         title: Figure title.
         title_fontsize: Font size of the title; ``None`` = matplotlib's default.
         missing_error: Exception class raised (with an install hint) when matplotlib is not installed.
+        ylabel: Label of the accuracy axis.
     """
     try:
         import matplotlib
@@ -42,7 +44,7 @@ def speedup_figure(
     try:
         yield axes
         axes.set_xlabel(xlabel)
-        axes.set_ylabel("accuracy")
+        axes.set_ylabel(ylabel)
         if title_fontsize is None:
             axes.set_title(title)
         else:

@@ -59,6 +59,7 @@ from adaptive_hf.early_exit.calibration import (  # noqa: E402
     evaluate_setting,
     iterate_batches,
 )
+from adaptive_hf.plotting import speedup_figure  # noqa: E402
 from adaptive_hf.training import TwoStageExitTrainingCallback, exit_compute_metrics  # noqa: E402
 
 logger = logging.getLogger("early_exit_text")
@@ -264,52 +265,44 @@ def plot_tradeoff(path: str, sweeps: dict, results: list[dict], full_accuracy: f
 
     Returns ``False`` (and draws nothing) when matplotlib is missing (``pip install adaptive-hf[plot]``).
     """
+    markers = {1: "o", 64: "s"}
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        with speedup_figure(
+            path, "speedup over full depth (x)", title, title_fontsize=9, ylabel="test accuracy (%)"
+        ) as axis:
+            colors = {}
+            for policy, rows in sweeps.items():
+                rows = sorted(rows, key=lambda r: r["theoretical_speedup"])
+                (line,) = axis.plot(
+                    [r["theoretical_speedup"] for r in rows],
+                    [100 * r["accuracy"] for r in rows],
+                    ".-",
+                    markersize=3,
+                    linewidth=1,
+                    label=f"{policy} (theoretical, sweep)",
+                )
+                colors[policy] = line.get_color()
+            for result in results:
+                policy = result["exit_policy"]
+                if policy == "none":
+                    continue
+                for bench in result.get("realized", {}).values():
+                    axis.scatter(
+                        bench["realized_speedup"],
+                        100 * result["test_accuracy"],
+                        marker=markers.get(bench["batch_size"], "^"),
+                        s=50,
+                        facecolors="none",
+                        edgecolors=colors.get(policy, "k"),
+                        label=f"{policy} calibrated, realized @ batch {bench['batch_size']}",
+                    )
+            axis.axhline(100 * full_accuracy, color="gray", linestyle="--", linewidth=1, label="full depth")
+            axis.axhline(
+                100 * (full_accuracy - 0.005), color="gray", linestyle=":", linewidth=1, label="full depth - 0.5 pt"
+            )
     except ImportError:
         logger.warning("matplotlib is not installed (pip install adaptive-hf[plot]); no trade-off plot.")
         return False
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    colors = {}
-    for policy, rows in sweeps.items():
-        rows = sorted(rows, key=lambda r: r["theoretical_speedup"])
-        (line,) = axis.plot(
-            [r["theoretical_speedup"] for r in rows],
-            [100 * r["accuracy"] for r in rows],
-            ".-",
-            markersize=3,
-            linewidth=1,
-            label=f"{policy} (theoretical, sweep)",
-        )
-        colors[policy] = line.get_color()
-    markers = {1: "o", 64: "s"}
-    for result in results:
-        policy = result["exit_policy"]
-        if policy == "none":
-            continue
-        for bench in result.get("realized", {}).values():
-            axis.scatter(
-                bench["realized_speedup"],
-                100 * result["test_accuracy"],
-                marker=markers.get(bench["batch_size"], "^"),
-                s=50,
-                facecolors="none",
-                edgecolors=colors.get(policy, "k"),
-                label=f"{policy} calibrated, realized @ batch {bench['batch_size']}",
-            )
-    axis.axhline(100 * full_accuracy, color="gray", linestyle="--", linewidth=1, label="full depth")
-    axis.axhline(100 * (full_accuracy - 0.005), color="gray", linestyle=":", linewidth=1, label="full depth - 0.5 pt")
-    axis.set_xlabel("speedup over full depth (x)")
-    axis.set_ylabel("test accuracy (%)")
-    axis.set_title(title, fontsize=9)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=6, loc="lower left")
-    figure.tight_layout()
-    figure.savefig(path, dpi=130)
-    plt.close(figure)
     return True
 
 

@@ -49,6 +49,7 @@ from adaptive_hf import EarlyExitTimmForImageClassification
 from adaptive_hf.data import IMAGE_LABEL_NAMES, IMAGE_TASK_DATASETS, load_image_arrays, to_pixel_values
 from adaptive_hf.early_exit.calibration import SWEEP_POLICIES, THRESHOLD_GRID, evaluate_setting
 from adaptive_hf.early_exit.vision_calibration import collect_image_exit_logits, measure_image_speedup
+from adaptive_hf.plotting import speedup_figure
 
 logger = logging.getLogger("early_exit_vision")
 
@@ -166,33 +167,25 @@ def build_model(args: RecipeArguments, num_labels: int, id2label: dict[int, str]
 # ---------------------------------------------------------------------------------------------------- report
 def plot_tradeoff(path: str, sweeps: dict, results: list[dict], full_accuracy: float, title: str) -> bool:
     """Test accuracy against theoretical speedup per policy sweep, realized speedups as markers."""
+    xlabel = "speedup (lines: theoretical; dots: realized at batch 64)"
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        with speedup_figure(path, xlabel, title, ylabel="test accuracy (%)") as axis:
+            for policy, rows in sweeps.items():
+                rows = sorted(rows, key=lambda r: r["theoretical_speedup"])
+                (line,) = axis.plot(
+                    [r["theoretical_speedup"] for r in rows],
+                    [100 * r["accuracy"] for r in rows],
+                    label=f"{policy} (theory)",
+                )
+                for result in results:
+                    if result["exit_policy"] == policy and "realized_64" in result:
+                        accuracy = 100 * result["test_accuracy"]
+                        axis.scatter(result["realized_64"], accuracy, color=line.get_color(), marker="o")
+            axis.axhline(100 * full_accuracy, color="gray", linestyle="--", label="full depth")
+            axis.axhline(100 * (full_accuracy - 0.005), color="gray", linestyle=":", label="-0.5 points")
     except ImportError:
         logger.warning("matplotlib is not installed (pip install adaptive-hf[plot]); no trade-off plot.")
         return False
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for policy, rows in sweeps.items():
-        rows = sorted(rows, key=lambda r: r["theoretical_speedup"])
-        (line,) = axis.plot(
-            [r["theoretical_speedup"] for r in rows], [100 * r["accuracy"] for r in rows], label=f"{policy} (theory)"
-        )
-        for result in results:
-            if result["exit_policy"] == policy and "realized_64" in result:
-                axis.scatter(result["realized_64"], 100 * result["test_accuracy"], color=line.get_color(), marker="o")
-    axis.axhline(100 * full_accuracy, color="gray", linestyle="--", label="full depth")
-    axis.axhline(100 * (full_accuracy - 0.005), color="gray", linestyle=":", label="-0.5 points")
-    axis.set_xlabel("speedup (lines: theoretical; dots: realized at batch 64)")
-    axis.set_ylabel("test accuracy (%)")
-    axis.set_title(title)
-    axis.legend(fontsize=8)
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
     return True
 
 
