@@ -92,7 +92,7 @@ def evaluate_reader(model, batches: Iterable[dict[str, torch.Tensor]], **config_
 # The runtime knob of each reader and the values the calibration tries, from most to least computation.
 RUNTIME_KNOBS = {
     "skim_rnn": ("skim_threshold", (0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.02)),
-    "jump_lstm": ("stop_threshold", (0.99, 0.98, 0.97, 0.95, 0.9, 0.85, 0.8, 0.7, 0.5, 0.0)),
+    "jump_lstm": ("stop_threshold", (0.99, 0.98, 0.97, 0.95, 0.9, 0.85, 0.8, 0.7, 0.65, 0.6, 0.5, 0.0)),
 }
 
 
