@@ -100,19 +100,20 @@ def classify_stream(model, batches: Iterable[torch.Tensor], pool_rows: int | Non
     next_id = 0
 
     def record(finished: _Rows, logits: torch.Tensor, exit_layer: int) -> None:
+        # Ids stay in ascending order (queues are filled batch by batch; compaction and concatenation keep the
+        # order), so each pending batch owns one contiguous run of them.
         ids = finished.ids
-        for batch in pending:
-            size = batch.exit_layer.numel()
-            mine = ((ids >= batch.start) & (ids < batch.start + size)).nonzero().squeeze(1)
-            count = mine.numel()
-            if count == 0:
+        starts = torch.tensor([batch.start for batch in pending], device=ids.device)
+        bounds = torch.searchsorted(ids, torch.cat([starts, starts[-1:] + pending[-1].exit_layer.numel()])).tolist()
+        for batch, first, end in zip(pending, bounds, bounds[1:]):
+            if end == first:
                 continue
-            rows = ids.index_select(0, mine) - batch.start
+            rows = ids[first:end] - batch.start
             if batch.logits is None:
-                batch.logits = logits.new_full((size, logits.size(-1)), float("nan"))
-            batch.logits.index_copy_(0, rows, logits.index_select(0, mine))
+                batch.logits = logits.new_full((batch.exit_layer.numel(), logits.size(-1)), float("nan"))
+            batch.logits.index_copy_(0, rows, logits[first:end])
             batch.exit_layer.index_fill_(0, rows, exit_layer)
-            batch.remaining -= count
+            batch.remaining -= end - first
 
     def run_segment(position: int) -> None:
         rows = _concatenate(queues[position])
