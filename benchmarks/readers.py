@@ -48,6 +48,13 @@ def parse_args(argv=None):
     parser.add_argument(
         "--skim_threshold", type=float, default=None, help="Skim-RNN: time at this skim_threshold, not the saved one."
     )
+    parser.add_argument(
+        "--pool_rows",
+        type=int,
+        default=None,
+        help="LSTM-Jump: also time each batch size above 1 with continuous batching (classify_stream) over this many "
+        "rows at a time, against per-batch full reading.",
+    )
     parser.add_argument("--datasets", nargs="*", default=None, help="Only these dataset folders (default: all).")
     parser.add_argument("--json", default=None, help="Write the results here.")
     return parser.parse_args(argv)
@@ -97,6 +104,10 @@ def main(argv=None):
             samples = 40 if batch_size == 1 else max(args.timing_samples, 2 * batch_size)
             timed = iterate_batches(test, collator, batch_size, limit=samples)
             timing[f"batch{batch_size}"] = time_reader(model, timed, repetitions=args.repetitions)
+            if args.pool_rows and batch_size > 1 and reader == "jump_lstm":
+                timing[f"batch{batch_size}, stream {args.pool_rows}"] = time_reader(
+                    model, timed, repetitions=args.repetitions, pool_rows=args.pool_rows
+                )
         result = {
             "dataset": dataset_name,
             "reader": reader,

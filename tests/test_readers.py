@@ -228,6 +228,57 @@ def test_batched_equals_one_at_a_time_with_padding(kind):
     assert int(skipped.sum()) > 0 and int(out.tokens_read.sum()) > 0
 
 
+@pytest.mark.parametrize("policy", ["adaptive", "full"])
+@pytest.mark.parametrize("stop_threshold", [0.0, 0.9])
+def test_jump_stream_equals_one_at_a_time(policy, stop_threshold, monkeypatch):
+    from adaptive_hf.readers import streaming
+
+    model = build("jump_lstm", seed=8, max_jumps=4, reading_policy=policy, stop_threshold=stop_threshold)
+    with torch.no_grad():
+        model.jump_policy.bias[0] += 1.0  # some rows stop early, others read on
+    batches = [padded_batch(batch_size=n, max_len=length, seed=20 + n) for n, length in ((5, 13), (3, 7), (6, 16))]
+    batches[1]["input_ids"][1] = 0  # an empty row (all padding)
+    batches[1]["attention_mask"][1] = 0
+    widths = []
+    original = streaming.lstm_steps
+
+    def counting_lstm_steps(inputs, lengths, state, cell, *rest):
+        widths.append(inputs.size(0))
+        return original(inputs, lengths, state, cell, *rest)
+
+    monkeypatch.setattr(streaming, "lstm_steps", counting_lstm_steps)
+    with torch.no_grad():
+        outputs = list(model.classify_stream(batches, pool_rows=4))
+    assert [out.logits.size(0) for out in outputs] == [5, 3, 6]
+    fields = ("tokens_read", "tokens_skimmed", "tokens_jumped", "num_decisions", "num_jumps")
+    for batch, out in zip(batches, outputs, strict=True):
+        for row in range(batch["input_ids"].size(0)):
+            with torch.no_grad():
+                one = model(**{key: value[row : row + 1] for key, value in batch.items()})
+            torch.testing.assert_close(out.logits[row], one.logits[0], atol=1e-5, rtol=1e-5)
+            for field in fields:
+                assert int(getattr(out, field)[row]) == int(getattr(one, field)[0]), (row, field)
+        assert out.loss is None and not out.logits.requires_grad
+    # Continuous batching: every round runs on a full working set of 4 rows until the input runs dry; after that
+    # the set only shrinks.
+    first_short = next(index for index, width in enumerate(widths) if width < 4)
+    assert first_short >= 3 and set(widths[:first_short]) == {4}
+    assert widths[first_short:] == sorted(widths[first_short:], reverse=True)
+    if policy == "adaptive":
+        assert sum(int(out.tokens_jumped.sum()) for out in outputs) > 0
+
+
+def test_jump_stream_errors():
+    model = build("jump_lstm")
+    with pytest.raises(ValueError, match="pool_rows"):
+        list(model.classify_stream([padded_batch()], pool_rows=0))
+    with pytest.raises(ValueError, match="input_ids"):
+        list(model.classify_stream([{"inputs_embeds": torch.zeros(2, 3, 8)}]))
+    model.train()
+    with pytest.raises(ValueError, match="eval"):
+        list(model.classify_stream([padded_batch()]))
+
+
 def test_skim_rows_run_only_the_small_cell(monkeypatch):
     model = build("skim_rnn", seed=4)
     rows = {"big": 0, "small": 0}
@@ -630,6 +681,14 @@ def test_evaluation_helpers(kind):
     assert model.config.reading_policy == "adaptive"  # overrides are restored
     timing = time_reader(model, batches, repetitions=2, warmup=0)
     assert timing["adaptive_s"] > 0 and timing["full_s"] > 0 and timing["spread"] >= 1.0
+    if kind == "jump_lstm":
+        streamed = time_reader(model, batches * 3, repetitions=2, warmup=0, pool_rows=4)
+        assert streamed["pool_rows"] == 4 and streamed["theoretical_speedup"] == pytest.approx(
+            time_reader(model, batches * 3, repetitions=1, warmup=0)["theoretical_speedup"]
+        )
+    else:
+        with pytest.raises(ValueError, match="pool_rows"):
+            time_reader(model, batches, repetitions=1, warmup=0, pool_rows=4)
 
 
 def test_policy_gradient_to_reader_switch():

@@ -131,6 +131,7 @@ def time_reader(
     repetitions: int = 5,
     warmup: int = 1,
     threads: int | None = None,
+    pool_rows: int | None = None,
 ) -> dict[str, float]:
     """Realized speedup of adaptive reading over full reading (the same weights), interleaved, medians.
 
@@ -143,6 +144,8 @@ def time_reader(
         repetitions: Timed repetitions (>= 5 for reported figures).
         warmup: Untimed passes of each policy first.
         threads: Fixed ``torch.set_num_threads`` while timing (``None`` keeps the current count).
+        pool_rows: LSTM-Jump only: read adaptively through ``model.classify_stream(batches, pool_rows)``
+            (continuous batching). Full reading still runs ``model(**batch)`` per batch, its fastest form.
 
     Returns:
         ``adaptive_s`` and ``full_s`` (median seconds per pass), ``realized_speedup`` (full / adaptive),
@@ -154,8 +157,13 @@ def time_reader(
     model.eval()
     inputs = [{"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]} for b in batches]
 
+    if pool_rows is not None and not hasattr(model, "classify_stream"):
+        raise ValueError("`pool_rows` applies to LSTM-Jump readers (classify_stream) only.")
+
     def run(name: str):
         model.config.reading_policy = name
+        if pool_rows is not None and name == "adaptive":
+            return list(model.classify_stream(inputs, pool_rows))
         return [model(**batch) for batch in inputs]
 
     try:
@@ -178,5 +186,6 @@ def time_reader(
         adaptive_samples_per_s=rows / result["adaptive_seconds"],
         full_samples_per_s=rows / result["full_seconds"],
         batch_size=max(int(b["input_ids"].size(0)) for b in inputs),
+        pool_rows=pool_rows,
     )
     return result

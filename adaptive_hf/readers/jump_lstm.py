@@ -27,6 +27,7 @@ from torch import nn
 
 from .config import JumpLstmConfig
 from .modeling import ReaderPreTrainedModel, ReaderSequenceClassifierOutput, linear_flops, lstm_steps
+from .streaming import read_stream
 
 
 class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
@@ -113,6 +114,22 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
             num_jumps=jumps,
         )
         return output.to_tuple() if return_dict is False else output
+
+    def classify_stream(self, batches, pool_rows: int | None = None):
+        """Eval-mode reading of many batches with continuous batching: finished rows are replaced at once.
+
+        Each row gets the logits and counts that ``model(**batch)`` gives it, but every round runs on about
+        ``pool_rows`` rows instead of the few of one batch that are still reading. See
+        :func:`adaptive_hf.readers.streaming.read_stream`.
+
+        Args:
+            batches: Iterable of tokenizer outputs (``input_ids``, right-padded ``attention_mask``).
+            pool_rows: Rows read together (default: the first batch's size).
+
+        Yields:
+            One output per input batch, in input order.
+        """
+        return read_stream(self, batches, pool_rows)
 
     def _gather_chunk(self, input_ids, inputs_embeds, rows, start, steps):
         """Embeddings of ``steps`` tokens from ``start`` for each row in ``rows`` (positions past the end clamp)."""
