@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 def unit_time_shares(model, batches: dict, repeats: int, threads: int) -> dict:
     """Cumulative share of the full-depth forward (stem, units, final head) reached at each exit: by FLOPs and by
-    median wall time per unit at each batch size (every image through every unit, no heads)."""
+    median wall time per unit at each batch size (every timed image through every unit, no heads)."""
     adapter, exits = model.adapter, model.config.exit_layers
     _, full = model.exit_flops()
     description = model.config.describe()
@@ -158,19 +158,20 @@ def unit_time_shares(model, batches: dict, repeats: int, threads: int) -> dict:
     try:
         with torch.inference_mode():
             for batch_size, data in batches.items():
-                pixels = data[0]
-                seconds = []  # stem, units..., final head
+                seconds = []  # per repeat: stem, units..., final head, each summed over every batch
                 for _ in range(repeats):
-                    row, start = [], time.perf_counter()
-                    state = model._embed(pixels)
-                    row.append(time.perf_counter() - start)
-                    for index in range(adapter.num_layers):
+                    row = [0.0] * (adapter.num_layers + 2)
+                    for pixels in data:
                         start = time.perf_counter()
-                        state.hidden_states = adapter.run_layer(index, state)
-                        row.append(time.perf_counter() - start)
-                    start = time.perf_counter()
-                    model._final_logits(state.hidden_states)
-                    row.append(time.perf_counter() - start)
+                        state = model._embed(pixels)
+                        row[0] += time.perf_counter() - start
+                        for index in range(adapter.num_layers):
+                            start = time.perf_counter()
+                            state.hidden_states = adapter.run_layer(index, state)
+                            row[index + 1] += time.perf_counter() - start
+                        start = time.perf_counter()
+                        model._final_logits(state.hidden_states)
+                        row[-1] += time.perf_counter() - start
                     seconds.append(row)
                 medians = [statistics.median(column) for column in zip(*seconds)]
                 total = sum(medians)
