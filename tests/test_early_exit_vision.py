@@ -172,7 +172,7 @@ def test_classify_stream_equals_one_at_a_time(case, policy):
         apply(model, split_settings(model, x, policy))
     with torch.no_grad():
         singles = [model(x[row : row + 1]) for row in range(20)]
-    outputs = list(model.classify_stream([x[:7], x[7:10], x[10:20]], pool_rows=5))
+    outputs = list(model.classify_stream([x[:7], {"pixel_values": x[7:10], "labels": None}, x[10:20]], pool_rows=5))
     assert [out.logits.size(0) for out in outputs] == [7, 3, 10]
     exit_layer = torch.cat([out.exit_layer for out in outputs])
     assert exit_layer.tolist() == [single.exit_layer.item() for single in singles]

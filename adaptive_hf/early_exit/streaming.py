@@ -13,7 +13,7 @@ batch's result is yielded as soon as all of its images have exited.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -73,8 +73,9 @@ def classify_stream(model, batches: Iterable[torch.Tensor], pool_rows: int | Non
         model: An early-exit image classifier (:class:`~adaptive_hf.EarlyExitTimmForImageClassification` or
             :class:`~adaptive_hf.EarlyExitViTForImageClassification`) in eval mode. Its config's exit policy and
             threshold apply, as in ``model(pixel_values)``.
-        batches: Iterable of ``(batch, channels, height, width)`` normalized float image tensors. Batches may
-            differ in size.
+        batches: Iterable of ``(batch, channels, height, width)`` normalized float image tensors, or of mappings
+            holding them under ``"pixel_values"`` (other keys, e.g. ``labels``, are not used). Batches may differ in
+            size.
         pool_rows: How many images must wait in front of a segment of the backbone (the units between two exits)
             before it runs; defaults to the size of the first batch. Larger pools use the hardware better and hold
             more images (and their feature maps) back. Whatever is still waiting when the input ends runs then.
@@ -146,7 +147,9 @@ def classify_stream(model, batches: Iterable[torch.Tensor], pool_rows: int | Non
             batch = pending.popleft()
             yield model.output_class(loss=None, logits=batch.logits.clone(), exit_layer=batch.exit_layer.clone())
 
-    for pixel_values in batches:
+    for batch in batches:
+        # DataLoader batches of an image dataset are mappings ({"pixel_values": ..., "labels": ...}).
+        pixel_values = batch["pixel_values"] if isinstance(batch, Mapping) else batch
         batch_size = check_pixel_values(pixel_values, model._in_chans())
         if pool_rows is None:
             pool_rows = batch_size

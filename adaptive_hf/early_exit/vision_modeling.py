@@ -144,7 +144,8 @@ class _VisionEarlyExitMixin(EarlyExitModelMixin):
         :func:`adaptive_hf.early_exit.streaming.classify_stream`.
 
         Args:
-            batches: Iterable of ``(batch, channels, height, width)`` normalized float image tensors.
+            batches: Iterable of ``(batch, channels, height, width)`` normalized float image tensors, or of
+                mappings with ``"pixel_values"``.
             pool_rows: Images that must wait in front of a segment before it runs (default: the first batch's size).
 
         Yields:
