@@ -209,6 +209,10 @@ def test_classify_stream_pools_continuing_images_across_batches(case):
 
 
 def test_classify_stream_errors():
+    from adaptive_hf.core.vision_backbones import ImageState
+
+    with pytest.raises(ValueError, match="layer_kwargs"):  # pooling must not drop per-unit inputs silently
+        ImageState.cat([ImageState(torch.zeros(2, 4), {"mask": torch.ones(2)})] * 2)
     model = build_timm("resnet_stage")
     with pytest.raises(ValueError, match="pool_rows"):
         list(model.classify_stream([images()], pool_rows=0))

@@ -56,6 +56,17 @@ class ImageState:
         hidden = hidden[rows] if hidden.dim() == 4 and not hidden.is_contiguous() else hidden.index_select(0, rows)
         return ImageState(hidden, select_rows(self.layer_kwargs, rows, self.num_rows))
 
+    @classmethod
+    def cat(cls, states: list[ImageState]) -> ImageState:
+        """The rows of ``states``, one after another (a common channels_last layout is kept).
+
+        Raises:
+            ValueError: When a state carries ``layer_kwargs``, which have no defined concatenation.
+        """
+        if any(state.layer_kwargs for state in states):
+            raise ValueError("ImageState.cat concatenates feature maps only; these states carry layer_kwargs.")
+        return cls(torch.cat([state.hidden_states for state in states]))
+
 
 def check_pixel_values(pixel_values: Any, in_chans: int) -> int:
     """Validates an image batch; returns the batch size.

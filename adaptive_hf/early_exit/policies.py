@@ -33,6 +33,11 @@ class PatienceState:
     def select(self, rows: torch.Tensor) -> PatienceState:
         return PatienceState(self.previous_prediction.index_select(0, rows), self.streak.index_select(0, rows))
 
+    @classmethod
+    def cat(cls, states: list[PatienceState]) -> PatienceState:
+        """The rows of ``states``, one after another."""
+        return cls(torch.cat([s.previous_prediction for s in states]), torch.cat([s.streak for s in states]))
+
 
 def exit_score(policy: str, logits: torch.Tensor) -> torch.Tensor:
     """The per-row statistic a threshold policy compares against its threshold.

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.compaction import batch_runs
 from ..core.configuration import check_number
 from ..core.vision_backbones import ImageState, check_pixel_values
 from .config import validate_exit_settings
@@ -44,16 +45,9 @@ class _Rows:
 def _concatenate(parts: list[_Rows]) -> _Rows:
     if len(parts) == 1:
         return parts[0]
-    # torch.cat keeps a common channels_last layout, which the CNN stages run fastest in.
-    hidden = torch.cat([part.state.hidden_states for part in parts])
-    ids = torch.cat([part.ids for part in parts])
-    policy_state = None
-    if parts[0].policy_state is not None:
-        policy_state = PatienceState(
-            torch.cat([part.policy_state.previous_prediction for part in parts]),
-            torch.cat([part.policy_state.streak for part in parts]),
-        )
-    return _Rows(ImageState(hidden), ids, policy_state)
+    states = [part.policy_state for part in parts]
+    policy_state = PatienceState.cat(states) if states[0] is not None else None
+    return _Rows(ImageState.cat([part.state for part in parts]), torch.cat([part.ids for part in parts]), policy_state)
 
 
 @dataclass
@@ -96,29 +90,23 @@ def classify_stream(model, batches: Iterable[torch.Tensor], pool_rows: int | Non
     heads = list(range(last + 1)) if policy != "none" else [last]
     bounds = [0] + [config.exit_layers[k] for k in heads]
     queues: list[list[_Rows]] = [[] for _ in heads]
-    waiting = [0 for _ in heads]
     pending: deque[_PendingBatch] = deque()
     next_id = 0
 
     def record(finished: _Rows, logits: torch.Tensor, exit_layer: int) -> None:
-        # Ids stay in ascending order (queues are filled batch by batch; compaction and concatenation keep the
-        # order), so each pending batch owns one contiguous run of them.
-        ids = finished.ids
-        starts = torch.tensor([batch.start for batch in pending], device=ids.device)
-        bounds = torch.searchsorted(ids, torch.cat([starts, starts[-1:] + pending[-1].exit_layer.numel()])).tolist()
-        for batch, first, end in zip(pending, bounds, bounds[1:]):
-            if end == first:
-                continue
-            rows = ids[first:end] - batch.start
+        end = pending[-1].start + pending[-1].exit_layer.numel()
+        for index, first, stop in batch_runs(finished.ids, [batch.start for batch in pending], end):
+            batch = pending[index]
+            rows = finished.ids[first:stop] - batch.start
             if batch.logits is None:
                 batch.logits = logits.new_full((batch.exit_layer.numel(), logits.size(-1)), float("nan"))
-            batch.logits.index_copy_(0, rows, logits[first:end])
+            batch.logits.index_copy_(0, rows, logits[first:stop])
             batch.exit_layer.index_fill_(0, rows, exit_layer)
-            batch.remaining -= end - first
+            batch.remaining -= stop - first
 
     def run_segment(position: int) -> None:
         rows = _concatenate(queues[position])
-        queues[position], waiting[position] = [], 0
+        queues[position] = []
         state, adapter = rows.state, model.adapter
         for index in range(bounds[position], bounds[position + 1]):
             state.hidden_states = adapter.run_layer(index, state)
@@ -134,14 +122,13 @@ def classify_stream(model, batches: Iterable[torch.Tensor], pool_rows: int | Non
         if finished.numel():
             record(rows.select(finished), logits.index_select(0, finished), config.exit_layers[k])
         if finished.numel() < rows.num_rows:
-            continuing = rows.select((~done).nonzero().squeeze(1))
-            queues[position + 1].append(continuing)
-            waiting[position + 1] += continuing.num_rows
+            queues[position + 1].append(rows.select((~done).nonzero().squeeze(1)))
 
     def drain(flush: bool) -> Iterator:
         with torch.inference_mode():
             for position in range(len(heads)):
-                if waiting[position] and (flush or waiting[position] >= pool_rows):
+                waiting = sum(part.num_rows for part in queues[position])
+                if waiting and (flush or waiting >= pool_rows):
                     run_segment(position)
         while pending and pending[0].remaining == 0:
             batch = pending.popleft()
@@ -158,7 +145,6 @@ def classify_stream(model, batches: Iterable[torch.Tensor], pool_rows: int | Non
             device = state.hidden_states.device
             ids = torch.arange(next_id, next_id + batch_size, device=device)
             queues[0].append(_Rows(state, ids, initial_state(policy, batch_size, device)))
-        waiting[0] += batch_size
         pending.append(
             _PendingBatch(next_id, None, torch.full((batch_size,), config.exit_layers[-1], device=device), batch_size)
         )
