@@ -26,7 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import JumpLstmConfig
-from .modeling import ReaderPreTrainedModel, ReaderSequenceClassifierOutput, linear_flops, lstm_steps
+from .modeling import (
+    ReaderPreTrainedModel,
+    ReaderSequenceClassifierOutput,
+    greedy_jump_actions,
+    linear_flops,
+    lstm_steps,
+)
 from .streaming import read_stream
 
 
@@ -165,7 +171,7 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
             scores = policy_logits[0].tolist()
             action = max(range(len(scores)), key=scores.__getitem__)  # the first maximum, as argmax
             if action == 0 and config.stop_threshold > 0:  # the rare stop: the batched path's tensor check
-                action = int(_greedy_actions(policy_logits, config.stop_threshold)[0])
+                action = int(greedy_jump_actions(policy_logits, config.stop_threshold)[0])
             decisions += 1
             if action == 0:
                 break
@@ -228,7 +234,7 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
                     )
                 )
             else:
-                action = _greedy_actions(policy_logits, config.stop_threshold)
+                action = greedy_jump_actions(policy_logits, config.stop_threshold)
             decisions.index_add_(0, deciding, torch.ones_like(deciding))
             stop = action == 0
             stopped.index_fill_(0, deciding[stop], True)
@@ -267,14 +273,3 @@ class JumpLstmForSequenceClassification(ReaderPreTrainedModel):
             + config.baseline_loss_coef * baseline
             - config.entropy_coef * entropy.mean()
         )
-
-
-def _greedy_actions(policy_logits: torch.Tensor, stop_threshold: float) -> torch.Tensor:
-    """Eval decisions: the most likely action, except that a stop with probability < ``stop_threshold`` becomes
-    the most likely jump."""
-    action = policy_logits.argmax(-1)
-    if stop_threshold <= 0.0:
-        return action
-    stop_probability = torch.softmax(policy_logits, dim=-1)[:, 0]
-    best_jump = policy_logits[:, 1:].argmax(-1) + 1
-    return torch.where((action == 0) & (stop_probability < stop_threshold), best_jump, action)

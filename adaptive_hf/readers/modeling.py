@@ -174,6 +174,23 @@ class FastLstm:
     joint: InferenceLinear
 
 
+def greedy_jump_actions(policy_logits: torch.Tensor, stop_threshold: float) -> torch.Tensor:
+    """LSTM-Jump's eval decisions: the most likely action, except that a stop with probability < ``stop_threshold``
+    becomes the most likely jump.
+
+    Args:
+        policy_logits: ``(rows, max_jump + 2)`` jump-policy logits: action 0 stops, action ``a >= 1`` skips
+            ``a - 1`` tokens.
+        stop_threshold: See ``JumpLstmConfig.stop_threshold``; 0 = plain argmax.
+    """
+    action = policy_logits.argmax(-1)
+    if stop_threshold <= 0.0:
+        return action
+    stop_probability = torch.softmax(policy_logits, dim=-1)[:, 0]
+    best_jump = policy_logits[:, 1:].argmax(-1) + 1
+    return torch.where((action == 0) & (stop_probability < stop_threshold), best_jump, action)
+
+
 def lstm_update_(gates: torch.Tensor, c: torch.Tensor, h_out: torch.Tensor) -> None:
     """The LSTM cell's elementwise part, in place: ``gates`` (i, f, g, o pre-activations) -> new ``c`` and ``h``.
 

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..core.compaction import batch_runs
 from ..core.configuration import check_number
-from .modeling import ReaderSequenceClassifierOutput, lstm_steps
+from .modeling import ReaderSequenceClassifierOutput, greedy_jump_actions, lstm_steps
 
 
 @dataclass
@@ -89,27 +90,24 @@ def read_stream(model, batches: Iterable[Mapping[str, torch.Tensor]], pool_rows:
     fast = model.fast_lstm()
     work: _WorkingSet | None = None
     waiting: deque[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = deque()  # (tokens, ids, lengths) of rows
-    waiting_rows = 0
     pending: deque[_PendingBatch] = deque()
     next_id = 0
     source = iter(batches)
     exhausted = False
 
     def record(h: torch.Tensor, counters: torch.Tensor) -> None:
-        # The finished rows' last states and (7, n) counters.
+        # The finished rows' last states and (7, n) counters; the working set keeps its rows in id order.
         logits = model._classify(h)
         ids = counters[0]
-        for batch in pending:
-            size = batch.lengths.numel()
-            mine = ((ids >= batch.start) & (ids < batch.start + size)).nonzero().squeeze(1)
-            if mine.numel() == 0:
-                continue
-            local = ids.index_select(0, mine) - batch.start
+        end = pending[-1].start + pending[-1].lengths.numel()
+        for index, first, stop in batch_runs(ids, [batch.start for batch in pending], end):
+            batch = pending[index]
+            local = ids[first:stop] - batch.start
             if batch.logits is None:
-                batch.logits = logits.new_zeros(size, logits.size(-1))
-            batch.logits.index_copy_(0, local, logits.index_select(0, mine))
-            batch.counts.index_copy_(1, local, counters[3:6].index_select(1, mine))
-            batch.remaining -= mine.numel()
+                batch.logits = logits.new_zeros(batch.lengths.numel(), logits.size(-1))
+            batch.logits.index_copy_(0, local, logits[first:stop])
+            batch.counts.index_copy_(1, local, counters[3:6, first:stop])
+            batch.remaining -= stop - first
 
     def finished_batches() -> Iterator:
         while pending and pending[0].remaining == 0:
@@ -124,8 +122,6 @@ def read_stream(model, batches: Iterable[Mapping[str, torch.Tensor]], pool_rows:
                 num_decisions=decisions,
                 num_jumps=jumps,
             )
-
-    from .jump_lstm import _greedy_actions  # jump_lstm imports this module
 
     def run_round() -> None:
         """One round for every row in the working set: read a chunk, then decide; finished rows leave."""
@@ -146,7 +142,8 @@ def read_stream(model, batches: Iterable[Mapping[str, torch.Tensor]], pool_rows:
             done |= counters[6] > max_jumps
             deciding = (~done).nonzero().squeeze(1)
             if deciding.numel():
-                action = _greedy_actions(model.jump_policy(work.h.index_select(0, deciding)), config.stop_threshold)
+                policy_logits = model.jump_policy(work.h.index_select(0, deciding))
+                action = greedy_jump_actions(policy_logits, config.stop_threshold)
                 counters[4].index_add_(0, deciding, torch.ones_like(deciding))
                 go = action > 0
                 jumpers = deciding[go]
@@ -160,14 +157,12 @@ def read_stream(model, batches: Iterable[Mapping[str, torch.Tensor]], pool_rows:
             work.keep((~done).nonzero().squeeze(1))
 
     def top_up() -> None:
-        nonlocal waiting_rows
         while waiting and work.size < pool_rows:
             tokens, ids, lengths = waiting.popleft()
             take = min(pool_rows - work.size, ids.numel())
             if take < ids.numel():
                 waiting.appendleft((tokens[take:], ids[take:], lengths[take:]))
                 tokens, ids, lengths = tokens[:take], ids[:take], lengths[:take]
-            waiting_rows -= take
             work.add(tokens, ids, lengths)
             if bool((lengths == 0).any()):  # nothing to read: the zero state is classified, as in model(**batch)
                 empty = (work.counters[1] == 0).nonzero().squeeze(1)
@@ -176,7 +171,7 @@ def read_stream(model, batches: Iterable[Mapping[str, torch.Tensor]], pool_rows:
 
     while True:
         # Pull batches until enough rows wait (or the input ends).
-        while not exhausted and (pool_rows is None or waiting_rows < pool_rows):
+        while not exhausted and (pool_rows is None or sum(row_ids.numel() for _, row_ids, _ in waiting) < pool_rows):
             batch = next(source, None)
             if batch is None:
                 exhausted = True
@@ -194,7 +189,6 @@ def read_stream(model, batches: Iterable[Mapping[str, torch.Tensor]], pool_rows:
             pending.append(_PendingBatch(next_id, lengths, None, counts, batch_size))
             next_id += batch_size
             waiting.append((input_ids, ids, lengths))
-            waiting_rows += batch_size
         if work is None:
             return
         with torch.inference_mode():
