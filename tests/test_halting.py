@@ -243,25 +243,24 @@ def test_bad_config_values(settings, pattern):
         HaltingBertConfig(**tiny_backbone_config("bert").to_dict() | settings)
 
 
-def test_trainer_steps_reduce_nothing_silently(tmp_path):
+def token_training_run(tmp_path, **training_args):
+    """16 padded rows with binary labels, and Trainer arguments for a few CPU steps (``training_args`` override)."""
     from datasets import Dataset
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
 
-    model = build("bert", randomize_units=False, halting="act", halting_granularity="token", num_labels=2)
     ids, mask = padded_batch(16, 8)
     data = Dataset.from_dict(
         {"input_ids": ids.tolist(), "attention_mask": mask.tolist(), "labels": (ids[:, 1] % 2).tolist()}
     )
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        max_steps=3,
-        per_device_train_batch_size=8,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        logging_steps=1,
-    )
+    settings = dict(report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True) | training_args
+    return data, TrainingArguments(output_dir=str(tmp_path), **settings)
+
+
+def test_trainer_steps_reduce_nothing_silently(tmp_path):
+    from transformers import Trainer
+
+    model = build("bert", randomize_units=False, halting="act", halting_granularity="token", num_labels=2)
+    data, args = token_training_run(tmp_path, max_steps=3, per_device_train_batch_size=8, logging_steps=1)
     before = model.halting_units[0].proj.weight.detach().clone()
     Trainer(model=model, args=args, train_dataset=data).train()
     assert not torch.equal(before, model.halting_units[0].proj.weight.detach())
@@ -403,8 +402,7 @@ def test_curriculum_schedule_and_validation():
 
 
 def test_curriculum_trains_at_full_depth_first_and_restores_config(tmp_path):
-    from datasets import Dataset
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer
 
     from adaptive_hf.halting.training import HaltingCurriculumCallback
 
@@ -414,19 +412,7 @@ def test_curriculum_trains_at_full_depth_first_and_restores_config(tmp_path):
     model.register_forward_pre_hook(
         lambda module, args: seen.append((module.config.halting_enabled, module.config.ponder_cost))
     )
-    ids, mask = padded_batch(16, 8)
-    data = Dataset.from_dict(
-        {"input_ids": ids.tolist(), "attention_mask": mask.tolist(), "labels": (ids[:, 1] % 2).tolist()}
-    )
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        max_steps=4,
-        per_device_train_batch_size=4,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-    )
+    data, args = token_training_run(tmp_path, max_steps=4, per_device_train_batch_size=4)
     units = [unit.proj.weight.detach().clone() for unit in model.halting_units]
     callback = HaltingCurriculumCallback(full_depth_fraction=0.5, ramp_fraction=0.0)
     Trainer(model=model, args=args, train_dataset=data, callbacks=[callback]).train()
