@@ -5,6 +5,7 @@ Importing the package registers every adaptive config and model with the transfo
 
 from .core.backbones import TextEncoderAdapter
 from .core.registry import register_builtin, register_text_encoder
+from .core.technique import TECHNIQUES, Knob, TechniqueSpec, full_compute, register_technique, technique_of
 from .data import load_text_classification, packaged_minilm_path
 from .early_exit.auto import AutoEarlyExitModelForSequenceClassification
 from .early_exit.calibration import CalibrationReport, calibrate
@@ -63,6 +64,12 @@ from .video import (
     register_video,
 )
 
+from .early_exit import spec as _early_exit_spec  # noqa: F401  (each technique registers its spec on import)
+from .halting import spec as _halting_spec  # noqa: F401
+from .moe import spec as _moe_spec  # noqa: F401
+from .readers import spec as _readers_spec  # noqa: F401
+from .video import spec as _video_spec  # noqa: F401
+
 register_builtin()
 register_vision_early_exit()
 register_readers()
@@ -85,6 +92,12 @@ __all__ = [
     "ExitStatisticsCallback",
     "TwoStageExitTrainingCallback",
     "calibrate",
+    "full_compute",
+    "Knob",
+    "register_technique",
+    "TECHNIQUES",
+    "TechniqueSpec",
+    "technique_of",
     "load_text_classification",
     "packaged_minilm_path",
     "EarlyExitAlbertConfig",

@@ -1,0 +1,175 @@
+"""The technique contract: what each adaptive technique declares once, so generic code can serve all of them.
+
+A technique (early exits, halting, switch MoE, readers, video samplers) describes itself with one
+:class:`TechniqueSpec` and registers it with :func:`register_technique` from its own ``spec.py``. Generic code
+(calibration, evaluation, benchmarks, the CLI, hardening, the shared tester) reads the spec instead of guessing the
+technique with ``hasattr``:
+
+* ``knobs``: the runtime knobs, each with its candidate values in order from most to least compute; calibration
+  walks them in that order.
+* ``full_compute``: the config values that run the model at full compute (:func:`full_compute`).
+* ``structural_fields`` / ``training_fields``: fields fixed at construction, and fields read by the training loss.
+* ``cost``: the per-sample compute an output records, as ``(spent, full)``.
+
+``core`` imports no technique: the specs arrive here by registration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+KnobValues = Sequence[Any] | Callable[[Any], Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One runtime knob and the values calibration may try, from most to least compute.
+
+    Args:
+        field: The config field, e.g. ``"exit_threshold"``.
+        values: Candidate values in order from most to least compute, or a function of the config returning them
+            (e.g. patience values up to the number of exits).
+        when: Other config values the knob is tried with, e.g. ``{"exit_policy": "confidence"}``. Knobs with
+            different ``when`` are independent chains of candidates.
+        applies: Optional predicate on the config: whether this knob exists for that model (e.g. only Skim-RNN
+            has ``skim_threshold``). ``None`` means always.
+    """
+
+    field: str
+    values: KnobValues
+    when: Mapping[str, Any] = field(default_factory=dict)
+    applies: Callable[[Any], bool] | None = None
+
+    def applies_to(self, config: Any) -> bool:
+        """Whether the knob exists for a model with this config."""
+        return self.applies is None or bool(self.applies(config))
+
+    def candidate_settings(self, config: Any) -> list[dict[str, Any]]:
+        """The config overrides to try, in order from most to least compute.
+
+        Args:
+            config: The model's config (read when ``values`` is a function).
+        """
+        values = self.values(config) if callable(self.values) else self.values
+        return [{**self.when, self.field: value} for value in values]
+
+
+CostFunction = Callable[[Any, Any, Mapping[str, Any]], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class TechniqueSpec:
+    """Everything generic code needs to know about one adaptive technique.
+
+    Args:
+        name: Registry key, e.g. ``"early_exit"``.
+        model_types: ``model_type`` values (or prefixes ending in ``"_"``) of the technique's configs, e.g.
+            ``("early_exit_",)``.
+        knobs: Runtime knobs, each with its candidates from most to least compute. Empty for a technique with
+            nothing to calibrate.
+        full_compute: Config values that run the model at full compute (no skipping), or a function of the config
+            returning them.
+        structural_fields: Config fields fixed once the model is built (layers, heads, pooling, experts, cells).
+        training_fields: Config fields read by the training loss; validated where they are used.
+        cost: ``cost(model, outputs, batch) -> (spent, full)``: per-sample FLOPs spent and at full compute, both
+            ``(batch,)`` tensors.
+        description: One line for reports and the CLI.
+    """
+
+    name: str
+    model_types: tuple[str, ...]
+    knobs: tuple[Knob, ...] = ()
+    full_compute: Mapping[str, Any] | Callable[[Any], Mapping[str, Any]] = field(default_factory=dict)
+    structural_fields: tuple[str, ...] = ()
+    training_fields: tuple[str, ...] = ()
+    cost: CostFunction | None = None
+    description: str = ""
+
+    def matches(self, config: Any) -> bool:
+        """Whether ``config`` belongs to this technique (by its ``model_type``)."""
+        model_type = getattr(config, "model_type", None) or ""
+        return any(
+            model_type.startswith(known) if known.endswith("_") else model_type == known for known in self.model_types
+        )
+
+    def full_compute_settings(self, config: Any) -> dict[str, Any]:
+        """The config values that run a model with this config at full compute."""
+        return dict(self.full_compute(config) if callable(self.full_compute) else self.full_compute)
+
+    def knobs_for(self, config: Any) -> list[Knob]:
+        """The knobs that exist for a model with this config."""
+        return [knob for knob in self.knobs if knob.applies_to(config)]
+
+    def candidate_chains(self, config: Any) -> list[list[dict[str, Any]]]:
+        """One chain of candidate settings per knob, each ordered from most to least compute.
+
+        Args:
+            config: The model's config.
+        """
+        return [knob.candidate_settings(config) for knob in self.knobs_for(config)]
+
+
+TECHNIQUES: dict[str, TechniqueSpec] = {}
+
+
+def register_technique(spec: TechniqueSpec) -> TechniqueSpec:
+    """Registers a technique's spec (once, from the technique's own ``spec.py``).
+
+    Args:
+        spec: The technique's :class:`TechniqueSpec`.
+
+    Returns:
+        ``spec``, so a module can write ``SPEC = register_technique(TechniqueSpec(...))``.
+    """
+    existing = TECHNIQUES.get(spec.name)
+    if existing is not None and existing is not spec:
+        raise ValueError(f"A technique named {spec.name!r} is already registered.")
+    TECHNIQUES[spec.name] = spec
+    return spec
+
+
+def technique_of(model_or_config: Any) -> TechniqueSpec:
+    """The spec of the technique a model (or config) belongs to.
+
+    Args:
+        model_or_config: An adaptive model, or its config.
+
+    Raises:
+        TypeError: When it is not an adaptive model of any registered technique.
+    """
+    config = getattr(model_or_config, "config", model_or_config)
+    for spec in TECHNIQUES.values():
+        if spec.matches(config):
+            return spec
+    model_type = getattr(config, "model_type", None)
+    raise TypeError(
+        f"{type(model_or_config).__name__} (model_type={model_type!r}) is not an adaptive_hf model; the registered "
+        f"techniques are {sorted(TECHNIQUES)}."
+    )
+
+
+@contextlib.contextmanager
+def full_compute(model: Any) -> Iterator[Any]:
+    """Runs any adaptive model at full compute inside the ``with`` block, then restores its runtime knobs.
+
+    Args:
+        model: An adaptive model of any registered technique.
+
+    Example:
+        >>> with adaptive_hf.full_compute(model):
+        ...     reference = model(**batch).logits
+    """
+    settings = technique_of(model).full_compute_settings(model.config)
+    saved = {name: getattr(model.config, name) for name in settings}
+    try:
+        for name, value in settings.items():
+            setattr(model.config, name, value)
+        yield model
+    finally:
+        for name, value in saved.items():
+            setattr(model.config, name, value)

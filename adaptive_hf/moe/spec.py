@@ -1,0 +1,21 @@
+"""The switch mixture-of-experts technique's spec, registered once.
+
+A switch layer runs one expert per token by design, so there is no knob to calibrate; full compute means dropless
+routing (no token loses its expert to a capacity limit).
+"""
+
+from __future__ import annotations
+
+from ..core.technique import TechniqueSpec, register_technique
+
+SPEC = register_technique(
+    TechniqueSpec(
+        name="switch_moe",
+        model_types=("switch_moe",),
+        knobs=(),
+        full_compute={"capacity_factor": 0},
+        structural_fields=("num_experts", "moe_layers", "num_experts_per_tok", "architecture"),
+        training_fields=("router_z_loss_coef", "router_aux_loss_coef", "router_jitter", "expert_noise"),
+        description="switch mixture-of-experts: each token runs one expert feed-forward of several",
+    )
+)

@@ -1,0 +1,50 @@
+"""The RNN readers' spec (Skim-RNN and LSTM-Jump), registered once."""
+
+from __future__ import annotations
+
+from ..core.technique import Knob, TechniqueSpec, register_technique
+
+# Skim-RNN skims a token when the gate's skim probability exceeds the threshold: a higher threshold reads more.
+SKIM_THRESHOLDS = (0.99, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.02)
+# LSTM-Jump stops only when the stop probability reaches the threshold: a higher threshold reads more.
+STOP_THRESHOLDS = (0.99, 0.98, 0.97, 0.95, 0.9, 0.85, 0.8, 0.7, 0.65, 0.6, 0.5, 0.0)
+
+
+def _is_skim(config) -> bool:
+    return config.model_type == "skim_rnn"
+
+
+def _is_jump(config) -> bool:
+    return config.model_type == "jump_lstm"
+
+
+SPEC = register_technique(
+    TechniqueSpec(
+        name="readers",
+        model_types=("skim_rnn", "jump_lstm"),
+        knobs=(
+            Knob("skim_threshold", SKIM_THRESHOLDS, when={"reading_policy": "adaptive"}, applies=_is_skim),
+            Knob("stop_threshold", STOP_THRESHOLDS, when={"reading_policy": "adaptive"}, applies=_is_jump),
+        ),
+        full_compute={"reading_policy": "full"},
+        structural_fields=(
+            "vocab_size",
+            "embedding_size",
+            "hidden_size",
+            "small_hidden_size",
+            "read_tokens",
+            "max_jump",
+        ),
+        training_fields=(
+            "skim_penalty",
+            "gumbel_temperature",
+            "policy_loss_coef",
+            "baseline_loss_coef",
+            "entropy_coef",
+            "read_penalty",
+            "reward",
+            "full_reading_loss_coef",
+        ),
+        description="RNN readers: Skim-RNN skims tokens with a small cell, LSTM-Jump jumps over them or stops",
+    )
+)

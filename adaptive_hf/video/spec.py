@@ -1,0 +1,55 @@
+"""The video frame samplers' spec, registered once."""
+
+from __future__ import annotations
+
+from ..core.technique import Knob, TechniqueSpec, register_technique
+
+# Early stop ends a clip once the gate's stop probability reaches the threshold: a higher threshold sees more frames.
+EXIT_THRESHOLDS = (0.999, 0.99, 0.98, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
+
+
+def _budgets(config) -> list[int]:
+    return list(range(config.num_frames, 0, -1))
+
+
+def _all_frames(config) -> dict:
+    if getattr(config, "clip_classifier", "frame_backbone") == "hf_video":
+        return {"sampler": "uniform"}  # an HF video model always sees its fixed frame count
+    return {"sampler": "uniform", "frame_budget": None}
+
+
+def _has_budget_knob(config) -> bool:
+    return getattr(config, "clip_classifier", "frame_backbone") != "hf_video"
+
+
+SPEC = register_technique(
+    TechniqueSpec(
+        name="video",
+        model_types=("frame_sampling_video",),
+        knobs=(
+            Knob("exit_threshold", EXIT_THRESHOLDS, when={"sampler": "early_stop"}, applies=_has_budget_knob),
+            Knob("frame_budget", _budgets, when={"sampler": "saliency"}, applies=_has_budget_knob),
+        ),
+        full_compute=_all_frames,
+        structural_fields=(
+            "architecture",
+            "num_frames",
+            "aggregation",
+            "attention_hidden_size",
+            "glance_architecture",
+            "glance_resolution",
+            "glance_width",
+            "gate_hidden_size",
+            "clip_classifier",
+        ),
+        training_fields=(
+            "glance_loss_weight",
+            "glance_usefulness_weight",
+            "sampler_training",
+            "topk_temperature",
+            "policy_loss_weight",
+            "gate_loss_weight",
+        ),
+        description="video frame samplers: a cheap glance or a stop gate picks which frames the backbone sees",
+    )
+)
