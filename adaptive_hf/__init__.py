@@ -7,6 +7,7 @@ from .core.backbones import TextEncoderAdapter
 from .core.registry import register_builtin, register_text_encoder
 from .core.technique import TECHNIQUES, Knob, TechniqueSpec, full_compute, register_technique, technique_of
 from .data import load_text_classification, packaged_minilm_path
+from .early_exit import spec as _early_exit_spec  # noqa: F401  (each technique registers its spec on import)
 from .early_exit.auto import AutoEarlyExitModelForSequenceClassification
 from .early_exit.calibration import CalibrationReport, calibrate
 from .early_exit.config import (
@@ -34,11 +35,13 @@ from .early_exit.vision_modeling import (
     register_timm_early_exit,
 )
 from .early_exit.vision_registration import register_vision_early_exit
+from .halting import spec as _halting_spec  # noqa: F401
 from .halting.auto import AutoHaltingModelForSequenceClassification
 from .halting.config import HALTING_CONFIGS
 from .halting.modeling import HALTING_MODELS
 from .halting.training import HaltingCurriculumCallback
 from .halting.vision import HaltingTimmConfig, HaltingTimmForImageClassification
+from .moe import spec as _moe_spec  # noqa: F401
 from .moe.auto import register_moe_family, register_switch_moe
 from .moe.callbacks import ExpertLoadCallback
 from .moe.config import SWITCH_MOE_CONFIGS, SwitchMoEConfig
@@ -54,6 +57,7 @@ from .readers import (
     SkimRnnForSequenceClassification,
     register_readers,
 )
+from .readers import spec as _readers_spec  # noqa: F401
 from .readers.training import FullReadingWarmupCallback
 from .training import ExitStatisticsCallback, TwoStageExitTrainingCallback
 from .video import (
@@ -63,11 +67,6 @@ from .video import (
     load_moving_fashion_mnist,
     register_video,
 )
-
-from .early_exit import spec as _early_exit_spec  # noqa: F401  (each technique registers its spec on import)
-from .halting import spec as _halting_spec  # noqa: F401
-from .moe import spec as _moe_spec  # noqa: F401
-from .readers import spec as _readers_spec  # noqa: F401
 from .video import spec as _video_spec  # noqa: F401
 
 register_builtin()
