@@ -25,7 +25,6 @@ from torch import nn
 from transformers import PreTrainedConfig
 
 from .compaction import select_rows
-from .flops import encoder_layer_flops
 
 logger = logging.getLogger(__name__)
 
@@ -491,55 +490,6 @@ def _describe(
         in_chans=in_chans,
         default_pooling=adapter.default_pooling(),
     )
-
-
-# --------------------------------------------------------------------------------------------- HF ViT (transformers)
-class HFViTAdapter:
-    """Adapter over a transformers ``ViTModel``: one unit per encoder layer; the final exit is the ViT classifier.
-
-    Args:
-        base_model: A ``ViTModel`` (built without its pooler).
-
-    Class attributes mirror the text adapters so the early-exit config mixin can validate against them.
-    """
-
-    family: ClassVar[str] = "vit"
-    model_type: ClassVar[str] = "vit"
-    class_prefix: ClassVar[str] = "ViT"
-    has_pooler: ClassVar[bool] = False
-
-    def __init__(self, base_model: nn.Module):
-        self.base_model = base_model
-        self.config = base_model.config
-
-    @classmethod
-    def num_layers_of(cls, config) -> int:
-        return config.num_hidden_layers
-
-    @property
-    def num_layers(self) -> int:
-        return self.config.num_hidden_layers
-
-    def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> ImageState:
-        expected = self.base_model.embeddings.patch_embeddings.projection.weight.dtype
-        hidden = self.base_model.embeddings(
-            pixel_values.to(expected), interpolate_pos_encoding=interpolate_pos_encoding
-        )
-        return ImageState(hidden)
-
-    def run_layer(self, index: int, state: ImageState) -> torch.Tensor:
-        # ViT attends over every patch: no attention mask (the stock ViTModel builds none either).
-        return self.base_model.layers[index](state.hidden_states, None)
-
-    def final_features(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """The layer-normed first token that ``ViTForImageClassification`` classifies."""
-        return self.base_model.layernorm(hidden_states)[:, 0]
-
-    def pool(self, hidden_states: torch.Tensor, pooling: str) -> torch.Tensor:
-        return pool_features(hidden_states, pooling, 1)
-
-    def layer_flops(self, seq_len: int) -> int:
-        return encoder_layer_flops(seq_len, self.config.hidden_size, self.config.intermediate_size)
 
 
 def read_state_dict(weights) -> dict[str, torch.Tensor]:

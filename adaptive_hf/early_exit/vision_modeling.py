@@ -24,11 +24,11 @@ from transformers import PreTrainedModel
 from transformers.models.vit.modeling_vit import ViTModel, ViTPreTrainedModel
 from transformers.utils import ModelOutput
 
+from ..core.adapters.hf_vision import HFViTAdapter
 from ..core.flops import classifier_head_flops, linear_flops
 from ..core.hub import own_loaded_tensors
 from ..core.inputs import check_class_labels
 from ..core.vision_backbones import (
-    HFViTAdapter,
     ImageState,
     TimmAdapter,
     check_pixel_values,

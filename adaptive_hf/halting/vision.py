@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..core.backbones import EncoderState, TokenSubset
+from ..core.adapters.text import EncoderState, TokenSubset
 from ..core.configuration import check_number
 from ..core.inputs import check_class_labels
 from ..core.vision_backbones import TimmClassifierConfig, TimmViTAdapter, check_pixel_values, create_timm_model

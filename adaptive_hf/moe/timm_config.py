@@ -5,7 +5,7 @@ constructor arguments, like the vision early-exit, halting and video configs), s
 timm model exactly, plus the MoE layout (``num_experts``, ``moe_layers``, ...). ``moe_layers`` are 1-based block
 indices.
 
-:class:`TimmViTMoEFamily` tells the MoE machinery where a timm ViT keeps its blocks and their ``Mlp``; unlike the
+:class:`TimmViTMoEAdapter` tells the MoE machinery where a timm ViT keeps its blocks and their ``Mlp``; unlike the
 Hugging Face families it reads the FFN's shape from the block, since a timm config holds only constructor
 arguments.
 """
@@ -17,9 +17,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from ..core.adapters.base import BackboneAdapter, FfnSlot
 from ..core.vision_backbones import TimmClassifierConfig, TimmViTAdapter
 from .config import make_moe_config_class
-from .families import MoEFamily
 
 # timm activation modules (by class name) -> the transformers ACT2FN name computing the same function.
 _TIMM_ACTIVATIONS = {
@@ -48,7 +48,7 @@ def timm_activation_name(module: nn.Module) -> str:
     )
 
 
-class TimmViTMoEFamily(MoEFamily):
+class TimmViTMoEAdapter(BackboneAdapter):
     """timm vision transformers (``VisionTransformer`` and subclasses: ViT, DeiT): ``blocks[i].mlp`` is a timm
     ``Mlp`` (``fc1``, activation, ``fc2``); the block applies ``drop_path``, layer scale and the residual."""
 
@@ -56,11 +56,8 @@ class TimmViTMoEFamily(MoEFamily):
     model_type: ClassVar[str] = "timm"
     class_prefix: ClassVar[str] = "Timm"
     config_class: ClassVar[type] = TimmClassifierConfig
-    task_classes: ClassVar[tuple[type, ...]] = ()
-    text: ClassVar[bool] = False
-    ffn_attr: ClassVar[str] = "mlp"
-    up_attr: ClassVar[str] = "mlp.fc1"
-    down_attr: ClassVar[str] = "mlp.fc2"
+    modality: ClassVar[str] = "image"
+    ffn_slot: ClassVar[FfnSlot | None] = FfnSlot("mlp", up="mlp.fc1", down="mlp.fc2")
 
     @classmethod
     def num_layers_of(cls, config) -> int:
@@ -69,11 +66,11 @@ class TimmViTMoEFamily(MoEFamily):
         ).num_units
 
     @classmethod
-    def check_config(cls, config) -> None:
+    def check_moe_config(cls, config) -> None:
         pass  # nothing to reject beyond what num_layers_of checks
 
     @classmethod
-    def layers(cls, model: nn.Module) -> list[nn.Module]:
+    def model_layers(cls, model: nn.Module) -> list[nn.Module]:
         """The blocks of a timm ViT, or of the one inside a ``SwitchMoETimmForImageClassification``."""
         return TimmViTAdapter(getattr(model, "timm_model", model), "block").units
 
@@ -111,7 +108,7 @@ class TimmViTMoEFamily(MoEFamily):
         return super().dense_ffn_weights(layer)
 
 
-SwitchMoETimmConfig = make_moe_config_class(TimmViTMoEFamily, module=__name__)
+SwitchMoETimmConfig = make_moe_config_class(TimmViTMoEAdapter, module=__name__)
 SwitchMoETimmConfig.__doc__ = (
     "Config of ``SwitchMoETimmForImageClassification``: the timm ``architecture`` and ``model_args`` (see "
     ":class:`~adaptive_hf.core.vision_backbones.TimmClassifierConfig`) plus the switch-MoE fields (see "

@@ -26,7 +26,7 @@ from ..core.hub import own_loaded_tensors
 from ..core.inputs import check_class_labels
 from ..core.vision_backbones import TimmClassifierConfig, check_pixel_values, create_timm_model
 from .modeling import make_moe_model_class
-from .timm_config import SwitchMoETimmConfig, TimmViTMoEFamily
+from .timm_config import SwitchMoETimmConfig, TimmViTMoEAdapter
 
 
 class TimmForImageClassification(PreTrainedModel):
@@ -80,7 +80,7 @@ class TimmForImageClassification(PreTrainedModel):
 
 
 SwitchMoETimmForImageClassification = make_moe_model_class(
-    TimmViTMoEFamily, TimmForImageClassification, SwitchMoETimmConfig, module=__name__
+    TimmViTMoEAdapter, TimmForImageClassification, SwitchMoETimmConfig, module=__name__
 )
 
 
