@@ -564,7 +564,8 @@ def test_input_errors_are_clear():
         model(pixel_values=x.expand(-1, -1, 3, -1, -1))
     with pytest.raises(ValueError, match="labels"):
         model(pixel_values=x, labels=torch.zeros(3, dtype=torch.long))
-    with pytest.raises(TypeError, match="unknown settings"):
+    # Like every from_timm, keywords that are not config fields go to timm.create_model, which rejects this one.
+    with pytest.raises(TypeError, match="budget"):
         FrameSamplingVideoClassifier.from_timm("test_resnet", model_args={"in_chans": 1}, budget=3)
     with pytest.raises(ValueError, match="architecture"):
         FrameSamplingVideoClassifier(FrameSamplingVideoConfig(architecture="no_such_net"))

@@ -28,6 +28,7 @@ from ..core.adapters.hf_vision import HFViTAdapter
 from ..core.flops import classifier_head_flops, linear_flops
 from ..core.hub import own_loaded_tensors
 from ..core.inputs import check_class_labels
+from ..core.timm_construction import TimmBackboneMixin
 from ..core.vision_backbones import (
     ImageState,
     TimmAdapter,
@@ -224,7 +225,7 @@ class _VisionEarlyExitMixin(EarlyExitModelMixin):
 
 
 # ------------------------------------------------------------------------------------------------------ timm
-class EarlyExitTimmForImageClassification(_VisionEarlyExitMixin, PreTrainedModel):
+class EarlyExitTimmForImageClassification(TimmBackboneMixin, _VisionEarlyExitMixin, PreTrainedModel):
     """Early exits on any supported timm classifier (ViT/DeiT blocks; ResNet, EfficientNet, MobileNet, ConvNeXt
     stages or blocks).
 

@@ -215,23 +215,24 @@ class SwitchMoEConfigMixin:
         return SwitchMoEConfig(**moe_settings_dict(self))
 
 
-def make_moe_config_class(adapter: type[BackboneAdapter], module: str | None = None) -> type:
+def make_moe_config_class(
+    adapter: type[BackboneAdapter], module: str | None = None, config_class: type | None = None
+) -> type:
     """Builds ``SwitchMoE<Arch>Config`` for a family: its config class plus the MoE fields.
 
     Args:
         adapter: The family's adapter class.
         module: Module the class is attributed to (it must be defined there under its name, for
             ``trust_remote_code``); default this one.
+        config_class: The config class to extend; default the adapter's ``config_class``.
     """
+    base = config_class or adapter.config_class
     name = f"SwitchMoE{adapter.class_prefix}Config"
-    ignore = list(getattr(adapter.config_class, "keys_to_ignore_at_inference", []))
+    ignore = list(getattr(base, "keys_to_ignore_at_inference", []))
     namespace = {
         "__module__": module or __name__,
         "__qualname__": name,
-        "__doc__": (
-            f"{adapter.config_class.__name__} plus the switch-MoE fields; see :class:`SwitchMoEConfig` for their "
-            "meaning."
-        ),
+        "__doc__": (f"{base.__name__} plus the switch-MoE fields; see :class:`SwitchMoEConfig` for their meaning."),
         "__annotations__": dict(MOE_ANNOTATIONS),
         **MOE_DEFAULTS,
         "model_type": f"switch_moe_{adapter.model_type}",
@@ -240,7 +241,7 @@ def make_moe_config_class(adapter: type[BackboneAdapter], module: str | None = N
         "keys_to_ignore_at_inference": ignore
         + ["aux_loss", "z_loss", "router_logits", "expert_counts", "dropped_fraction"],
     }
-    return type(name, (SwitchMoEConfigMixin, adapter.config_class), namespace)
+    return type(name, (SwitchMoEConfigMixin, base), namespace)
 
 
 def _build_config_classes() -> dict[str, type]:

@@ -15,10 +15,11 @@ from typing import Any
 
 from torch import nn
 
+from ..core.adapters.timm import TimmViTAdapter
 from .config import MOE_FIELDS, SwitchMoEConfig
 from .conversion import copy_dense_ffn_into_experts, load_dense_into_moe
 from .modeling import SwitchMoEModelMixin, upcycle_hf_model
-from .timm_config import SwitchMoETimmConfig, TimmViTMoEAdapter
+from .timm_config import SwitchMoETimmConfig
 from .timm_modeling import SwitchMoETimmForImageClassification, is_timm_model, timm_model_description
 
 __all__ = ["copy_dense_ffn_into_experts", "upcycle"]
@@ -65,7 +66,7 @@ def upcycle(
         moe_model.timm_model,  # the timm model's own state-dict names
         moe_model.moe_modules(),
         model,
-        TimmViTMoEAdapter,
+        TimmViTAdapter,
         config.moe_layers,
         expert_noise=config.expert_noise,
         initializer_range=getattr(config, "initializer_range", None) or 0.02,
