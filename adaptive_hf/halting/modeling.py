@@ -19,10 +19,10 @@ from transformers import initialization as hf_init
 
 from ..core.adapters.text import TEXT_ENCODER_ADAPTERS, EncoderState, TextEncoderAdapter, TokenSubset
 from ..core.flops import linear_flops
+from ..core.heads import ExitHead
 from ..core.hub import AdaptiveHubMixin
 from ..core.modeling import TextBackboneMixin, make_family_model_class
 from ..core.outputs import HaltingSequenceClassifierOutput
-from ..early_exit.heads import ExitHead
 from .config import HALTING_CONFIGS, validate_halting_settings
 from .layers import HaltingTracker, HaltingUnit, act_ponder_cost, halting_step, pondernet_kl
 

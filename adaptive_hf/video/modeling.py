@@ -33,6 +33,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
+from ..core.adapters.timm import TimmAdapter, timm_adapter_for
 from ..core.flops import frame_sampling_flops
 from ..core.hub import AdaptiveHubMixin, own_loaded_tensors
 from ..core.inputs import check_class_labels
@@ -401,9 +402,27 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         )
 
     # ------------------------------------------------------------------------------------------------- pieces
+    @property
+    def frame_adapter(self) -> TimmAdapter | None:
+        """The timm adapter over the frame backbone (the one every timm-backed technique uses), or ``None`` for a
+        timm family without one (its own ``forward_features`` then runs)."""
+        cached = self.__dict__.get("_frame_adapter")
+        if cached is None or cached[0] is not self.backbone:
+            try:
+                adapter_class = timm_adapter_for(self.backbone)
+            except ValueError:
+                adapter = None
+            else:
+                adapter = adapter_class(self.backbone, "block" if adapter_class.is_transformer else "stage")
+            cached = self.__dict__["_frame_adapter"] = (self.backbone, adapter)
+        return cached[1]
+
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features ``(n, dim)`` of ``(n, C, H, W)`` frames (the expensive part)."""
-        return self.backbone.forward_head(self.backbone.forward_features(frames), pre_logits=True)
+        adapter = self.frame_adapter
+        if adapter is None:
+            return self.backbone.forward_head(self.backbone.forward_features(frames), pre_logits=True)
+        return adapter.features(frames)
 
     def classify(self, pooled: torch.Tensor) -> torch.Tensor:
         """The backbone's own classifier on aggregated features."""

@@ -24,7 +24,7 @@ from torch import nn
 from ..compaction import select_rows
 from ..flops import encoder_layer_flops
 from .base import BackboneAdapter, FfnSlot
-from .text import TokenSubset
+from .states import TokenSubset
 
 VISION_POOLINGS = ("mean", "cls")
 GRANULARITIES = ("block", "stage")
@@ -159,9 +159,25 @@ class TimmAdapter(BackboneAdapter):
         """Runs unit ``index`` (0-based) on the images in ``state``; returns their new features."""
         return self.units[index](state.hidden_states)
 
-    def final_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """The model's own head on the last unit's output (the rest of ``forward_features``, then ``forward_head``)."""
-        return self.model.forward_head(hidden_states)
+    def final_logits(self, hidden_states: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The model's own head on the last unit's output (the rest of ``forward_features``, then ``forward_head``).
+
+        Args:
+            hidden_states: The last unit's output.
+            pre_logits: Return the pooled features before the classifier (``forward_head(..., pre_logits=True)``).
+        """
+        return self.model.forward_head(hidden_states, pre_logits=pre_logits)
+
+    def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Pooled features of full compute: the stem, every unit, then the head up to the classifier.
+
+        Args:
+            pixel_values: ``(batch, channels, height, width)`` images.
+        """
+        hidden = self.embed(pixel_values).hidden_states
+        for unit in self.units:
+            hidden = unit(hidden)
+        return self.final_logits(hidden, pre_logits=True)
 
     def pool(self, hidden_states: torch.Tensor, pooling: str) -> torch.Tensor:
         return pool_features(hidden_states, pooling, self.num_prefix_tokens)
@@ -194,8 +210,8 @@ class TimmViTAdapter(TimmAdapter):
     def block_units(self) -> list[nn.Module]:
         return list(self.model.blocks)
 
-    def final_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.norm(hidden_states))
+    def final_logits(self, hidden_states: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.model.forward_head(self.model.norm(hidden_states), pre_logits=pre_logits)
 
     # ------------------------------------------------------------------------------------------ shapes and cost
     @classmethod
@@ -391,12 +407,12 @@ class TimmEfficientNetAdapter(TimmAdapter):
     def stage_modules(self) -> list[nn.Module]:
         return list(self.model.blocks)
 
-    def final_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def final_logits(self, hidden_states: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         model = self.model
         if type(model).__name__ != "MobileNetV3" and hasattr(model, "conv_head"):
             # EfficientNet's forward_features ends with conv_head + bn2; MobileNetV3 runs them in forward_head.
             hidden_states = model.bn2(model.conv_head(hidden_states))
-        return model.forward_head(hidden_states)
+        return model.forward_head(hidden_states, pre_logits=pre_logits)
 
 
 class TimmConvNeXtAdapter(TimmAdapter):
@@ -418,8 +434,8 @@ class TimmConvNeXtAdapter(TimmAdapter):
                 units.append(nn.Sequential(stage.downsample, block) if j == 0 else block)
         return units
 
-    def final_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.norm_pre(hidden_states))
+    def final_logits(self, hidden_states: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.model.forward_head(self.model.norm_pre(hidden_states), pre_logits=pre_logits)
 
 
 TIMM_ADAPTERS: list[type[TimmAdapter]] = [
