@@ -82,3 +82,17 @@ def test_halting_flops_follow_the_real_mlp_width(mlp_ratio):
 def test_halting_timm_classifier_head_is_checked():
     with pytest.raises(ValueError, match="classifier_head"):
         HaltingTimmConfig(architecture=ARCH, model_args=ARGS, num_labels=3, classifier_head="mlp")
+
+
+def test_video_frames_run_through_the_timm_adapter_and_from_timm_follows_the_rule():
+    from adaptive_hf import FrameSamplingVideoClassifier
+    from adaptive_hf.core.adapters.timm import TimmResNetAdapter
+
+    torch.manual_seed(0)
+    model = FrameSamplingVideoClassifier.from_timm("test_resnet", num_labels=3, in_chans=1, num_frames=4).eval()
+    assert model.config.model_args == {"in_chans": 1} and model.config.num_frames == 4
+    assert type(model.frame_adapter) is TimmResNetAdapter and model.frame_adapter.model is model.backbone
+    frames = torch.randn(5, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model.backbone.forward_head(model.backbone.forward_features(frames), pre_logits=True)
+        torch.testing.assert_close(model.frame_features(frames), expected)
