@@ -171,3 +171,47 @@ def test_an_adapter_that_no_technique_can_use_is_rejected():
         register_family(CamembertConfig)
     with pytest.raises(ValueError, match="class_prefix"):
         register_family(type("Bad", (TextEncoderAdapter,), {"class_prefix": "", "model_type": "bad_family"}))
+
+
+def _imported_modules(path, root):
+    import ast
+
+    package = ["adaptive_hf", *path.relative_to(root).parent.parts]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            yield ".".join(base + ([node.module] if node.module else []))
+        elif isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+
+
+def test_core_imports_no_technique():
+    from pathlib import Path
+
+    root = Path(adaptive_hf.__file__).parent
+    forbidden = ("early_exit", "halting", "moe", "readers", "video", "cli", "calibration", "onnx")
+    offending = [
+        f"{path.relative_to(root)} imports {module}"
+        for path in sorted((root / "core").rglob("*.py"))
+        for module in _imported_modules(path, root)
+        if module.split(".")[:2] in [["adaptive_hf", name] for name in forbidden]
+    ]
+    assert offending == []
+    # The check sees package imports at all: core's own modules import each other.
+    assert "adaptive_hf.core.adapters.base" in set(_imported_modules(root / "core" / "registry.py", root))
+
+
+def test_run_layer_on_rows_computes_only_those_rows(built):
+    torch.manual_seed(0)
+    model = AutoEarlyExitModelForSequenceClassification.from_config(tiny_config(), num_labels=3).eval()
+    inputs = batch()
+    state = model.adapter.embed(inputs["input_ids"], inputs["attention_mask"])
+    rows = torch.tensor([1, 4])
+    seen = []
+    handle = model.adapter.layer_modules()[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].size(0)))
+    with torch.no_grad():
+        subset = model.adapter.run_layer_on_rows(0, state, rows)
+        every = model.adapter.run_layer(0, state)
+    handle.remove()
+    assert seen == [2, 6]
+    torch.testing.assert_close(subset, every[rows], rtol=1e-5, atol=1e-6)

@@ -151,6 +151,44 @@ class BackboneAdapter:
         """The transformer layers, in order."""
         raise NotImplementedError(f"{type(self).__name__} does not list its layers.")
 
+    # ------------------------------------------------------------ running layers (``runs_layers`` adapters)
+    def embed(self, *inputs: Any, **kwargs: Any) -> Any:
+        """The state before the first layer (``EncoderState`` for text, ``ImageState`` for images)."""
+        raise self._missing("embed")
+
+    def run_layer(self, index: int, state: Any) -> torch.Tensor:
+        """New hidden states of every row of ``state`` after layer ``index`` (0-based)."""
+        raise self._missing("run_layer")
+
+    def run_layer_on_rows(self, index: int, state: Any, rows: torch.Tensor) -> torch.Tensor:
+        """New hidden states of ``rows`` (a 1-D index tensor into ``state``) after layer ``index``; the other rows
+        are never computed.
+
+        Args:
+            index: 0-based layer index.
+            state: The state of every row.
+            rows: Rows to run.
+        """
+        return self.run_layer(index, state.select(rows))
+
+    def run_layer_on_tokens(self, index: int, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """New states of a token subset after layer ``index`` (``supports_token_subsets`` adapters)."""
+        raise self._missing("run_layer_on_tokens")
+
+    def pool(self, hidden_states: torch.Tensor, *args: Any) -> torch.Tensor:
+        """``(rows, hidden)`` vectors of ``(rows, positions, hidden)`` states."""
+        raise self._missing("pool")
+
+    def layer_flops(self, seq_len: int) -> int:
+        """Theoretical FLOPs of one layer on one input of ``seq_len`` positions."""
+        raise self._missing("layer_flops")
+
+    def _missing(self, method: str) -> NotImplementedError:
+        return NotImplementedError(
+            f"{type(self).__name__} does not implement `{method}`: the {self.family or 'family'} adapter serves "
+            f"{'switch MoE only' if not self.runs_layers else 'some techniques only'}."
+        )
+
     @classmethod
     def model_layers(cls, model: nn.Module) -> nn.ModuleList:
         """The transformer layers of a family model (its base model or any task model around it).
