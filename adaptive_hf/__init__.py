@@ -3,8 +3,9 @@
 Importing the package registers every adaptive config and model with the transformers Auto classes.
 """
 
-from .core.backbones import TextEncoderAdapter
-from .core.registry import register_builtin, register_text_encoder
+from .core.adapters.base import BackboneAdapter, FfnSlot
+from .core.adapters.text import TextEncoderAdapter
+from .core.registry import register_builtin_families, register_family, register_text_encoder
 from .core.technique import TECHNIQUES, Knob, TechniqueSpec, full_compute, register_technique, technique_of
 from .data import load_text_classification, packaged_minilm_path
 from .early_exit import spec as _early_exit_spec  # noqa: F401  (each technique registers its spec on import)
@@ -42,7 +43,7 @@ from .halting.modeling import HALTING_MODELS
 from .halting.training import HaltingCurriculumCallback
 from .halting.vision import HaltingTimmConfig, HaltingTimmForImageClassification
 from .moe import spec as _moe_spec  # noqa: F401
-from .moe.auto import register_moe_family, register_switch_moe
+from .moe.auto import register_moe_family
 from .moe.callbacks import ExpertLoadCallback
 from .moe.config import SWITCH_MOE_CONFIGS, SwitchMoEConfig
 from .moe.layer import SwitchMoEFeedForward
@@ -69,10 +70,10 @@ from .video import (
 )
 from .video import spec as _video_spec  # noqa: F401
 
-register_builtin()
+# Each technique's auto module registered its family builder on import; now every built-in family gets them all.
+register_builtin_families()
 register_vision_early_exit()
 register_readers()
-register_switch_moe()
 register_video()
 
 # Halting<Arch>Config / Halting<Arch>ForSequenceClassification, built per family.
@@ -118,7 +119,10 @@ __all__ = [
     "JumpLstmForSequenceClassification",
     "SkimRnnConfig",
     "SkimRnnForSequenceClassification",
+    "BackboneAdapter",
+    "FfnSlot",
     "TextEncoderAdapter",
+    "register_family",
     "register_text_encoder",
     "ExpertLoadCallback",
     "SwitchMoEConfig",

@@ -58,7 +58,7 @@ def test_unsupported_architecture_names_supported_families():
     assert "gpt2" in message
     for family in FAMILIES:
         assert family in message
-    assert "register_text_encoder" in message
+    assert "register_family" in message
 
 
 def test_bad_inputs():

@@ -48,7 +48,7 @@ def reference_logits(model, batch) -> torch.Tensor:
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("pooling", ["mean", "cls", "pooler"])
 def test_policy_none_reproduces_backbone(family, pooling):
-    adapter = adaptive_hf.core.backbones.TEXT_ENCODER_ADAPTERS[family]
+    adapter = adaptive_hf.core.adapters.text.TEXT_ENCODER_ADAPTERS[family]
     if pooling == "pooler" and not adapter.has_pooler:
         with pytest.raises(ValueError, match="exit_pooling"):
             build(family, exit_pooling=pooling)

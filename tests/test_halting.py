@@ -115,7 +115,7 @@ def test_halted_tokens_are_not_computed(family):
 def test_layer_on_a_token_subset_matches_the_full_layer(family):
     """The active tokens' new states equal the backbone layer's outputs at their positions (keys and values from
     every token, MPNet's position bias rows following the queries)."""
-    from adaptive_hf.core.backbones import TokenSubset
+    from adaptive_hf.core.adapters.text import TokenSubset
 
     model = build(family, halting="act", halting_granularity="token")
     batch = batch_for(model, batch_size=5, seed=6)

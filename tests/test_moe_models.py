@@ -149,7 +149,7 @@ def test_built_from_scratch_trains(family):
         dense_config = tiny_config(family, num_labels=3).to_dict()
         dense_config.pop("model_type", None)
         config = config_class(**dense_config, **moe_settings)
-        model_class = getattr(adaptive_hf, f"SwitchMoE{config_class.moe_family.task_classes[1].__name__}")
+        model_class = getattr(adaptive_hf, f"SwitchMoE{config_class.backbone_adapter.task_classes[1].__name__}")
     model = model_class(config).train()
     batch = batch_for(family)
     if family in ("gpt2", "llama"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .backbones import EncoderState, TextEncoderAdapter
+from .adapters.text import EncoderState, TextEncoderAdapter
 from .inputs import check_class_labels, check_token_inputs
 
 

@@ -1,19 +1,33 @@
-"""Technique x architecture registry, Auto-class registration, and the ``AutoEarlyExit...`` entry point.
+"""Family x technique registry: ``register_family(adapter)`` gives a backbone family every compatible technique.
 
-Importing ``adaptive_hf`` calls :func:`register_builtin` so ``AutoConfig`` and the Auto model classes know every
-adaptive config and model.
+``core`` imports no technique. Each technique registers a *family builder* from its own module
+(``register_family_builder("early_exit", build)``); :func:`register_family` records the family's adapter and calls
+every builder, which returns the config and model classes it made for the family (or none, when the family lacks
+what the technique needs). Each class is registered with ``AutoConfig`` and its Auto model class, and saved models
+carry an ``auto_map``. A builder registered after some families replays over them, so import order does not matter.
+
+Importing ``adaptive_hf`` registers the built-in families (``core.adapters.builtin.BUILTIN_ADAPTERS``).
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from typing import Any
 
-from transformers import AutoConfig, AutoModelForSequenceClassification
+from transformers import AutoConfig
 
-from .backbones import TEXT_ENCODER_ADAPTERS, TextEncoderAdapter, get_text_encoder_adapter
+from .adapters.base import BackboneAdapter, add_adapter, check_adapter
+from .adapters.builtin import BUILTIN_ADAPTERS
+from .adapters.text import get_text_encoder_adapter
 
-# (technique, backbone model_type) -> (config class, model class, Auto model class)
+# (technique key, backbone model_type) -> (config class, model class, Auto model class)
 REGISTRY: dict[tuple[str, str], tuple[type, type, Any]] = {}
+# A builder takes an adapter class and returns (technique key, config class, model class, Auto model class) tuples.
+FamilyBuilder = Callable[[type[BackboneAdapter]], list[tuple[str, type, type, Any]]]
+FAMILY_BUILDERS: dict[str, FamilyBuilder] = {}
+# model_type -> adapter, for every family passed to register_family.
+REGISTERED_FAMILIES: dict[str, type[BackboneAdapter]] = {}
 
 
 def register(technique: str, backbone_model_type: str, config_class: type, model_class: type, auto_class) -> None:
@@ -42,44 +56,80 @@ def lookup(technique: str, backbone_model_type: str) -> tuple[type, type]:
         if registered_technique == technique and backbone_model_type in (family, config_class.model_type):
             return config_class, model_class
     get_text_encoder_adapter(backbone_model_type, technique.replace("_", " "))  # raises the helpful error
-    raise ValueError(f"No {technique} classes are registered for model_type={backbone_model_type!r}.")
+    raise ValueError(
+        f"No {technique} classes are registered for model_type={backbone_model_type!r}: its adapter lacks what "
+        f"{technique} needs, or the family was not passed to adaptive_hf.register_family."
+    )
 
 
-def register_text_encoder(adapter: type[TextEncoderAdapter]) -> tuple[type, type]:
-    """Adds a text encoder family: builds and registers its early-exit config and model classes.
+def _build(technique: str, builder: FamilyBuilder, adapter: type[BackboneAdapter]) -> list[tuple[type, type]]:
+    built = []
+    for key, config_class, model_class, auto_class in builder(adapter):
+        register(key, adapter.model_type, config_class, model_class, auto_class)
+        built.append((config_class, model_class))
+    return built
+
+
+def register_family_builder(technique: str, builder: FamilyBuilder) -> None:
+    """Lets ``technique`` build its classes for every registered backbone family, now and later.
 
     Args:
-        adapter: A :class:`TextEncoderAdapter` subclass describing the family.
+        technique: The technique's name, e.g. ``"early_exit"``.
+        builder: Called with each family's adapter class; returns ``(technique key, config class, model class, Auto
+            model class)`` tuples, empty when the family is not compatible with the technique.
+    """
+    FAMILY_BUILDERS[technique] = builder
+    for adapter in REGISTERED_FAMILIES.values():
+        _build(technique, builder, adapter)
+
+
+def register_family(adapter: type[BackboneAdapter]) -> dict[str, list[tuple[type, type]]]:
+    """Adds a backbone family: every technique compatible with its adapter gets config and model classes for it.
+
+    Early exits and halting need an adapter that runs layers (``runs_layers``; per-token halting also
+    ``supports_token_subsets``); switch MoE needs an ``ffn_slot`` and ``task_classes``. The classes are registered
+    with the Auto classes. A saved model of a family registered this way reloads with ``trust_remote_code`` only in
+    a process that runs the same registration first.
+
+    Args:
+        adapter: A :class:`~adaptive_hf.core.adapters.base.BackboneAdapter` subclass describing the family.
 
     Returns:
-        The new ``(config class, model class)``.
+        Technique -> the ``(config class, model class)`` pairs built for the family.
     """
-    from ..early_exit.config import make_early_exit_config_class
-    from ..early_exit.modeling import make_early_exit_model_class
+    check_adapter(adapter)
+    built = {technique: _build(technique, builder, adapter) for technique, builder in FAMILY_BUILDERS.items()}
+    built = {technique: classes for technique, classes in built.items() if classes}
+    if FAMILY_BUILDERS and not built:
+        raise ValueError(
+            f"No technique is compatible with {adapter.__name__}: early exits and halting need `runs_layers = True` "
+            "(embed, run_layer, pool, layer_flops), switch MoE needs `ffn_slot` and `task_classes`."
+        )
+    add_adapter(adapter)
+    REGISTERED_FAMILIES[adapter.model_type] = adapter
+    return built
 
-    TEXT_ENCODER_ADAPTERS[adapter.model_type] = adapter
-    config_class = make_early_exit_config_class(adapter)
-    model_class = make_early_exit_model_class(adapter, config_class)
-    register("early_exit", adapter.model_type, config_class, model_class, AutoModelForSequenceClassification)
-    return config_class, model_class
 
+def register_text_encoder(adapter: type[BackboneAdapter]) -> tuple[type, type]:
+    """Deprecated alias of :func:`register_family` (which gives the family every technique, not only early exits).
 
-def register_builtin() -> None:
-    """Registers every built-in technique and family with the Auto classes."""
-    from ..early_exit.modeling import EARLY_EXIT_MODELS
-    from ..halting.modeling import HALTING_MODELS
+    Args:
+        adapter: A ``TextEncoderAdapter`` subclass describing the family.
 
-    for technique, models in (("early_exit", EARLY_EXIT_MODELS), ("halting", HALTING_MODELS)):
-        for model_type, model_class in models.items():
-            register(technique, model_type, model_class.config_class, model_class, AutoModelForSequenceClassification)
-    from transformers import AutoModelForImageClassification
-
-    from ..halting.vision import HaltingTimmForImageClassification
-
-    register(
-        "halting",
-        "timm",
-        HaltingTimmForImageClassification.config_class,
-        HaltingTimmForImageClassification,
-        AutoModelForImageClassification,
+    Returns:
+        The family's early-exit ``(config class, model class)``.
+    """
+    warnings.warn(
+        "register_text_encoder is deprecated and will be removed in the next release; use "
+        "adaptive_hf.register_family, which gives the family every compatible technique.",
+        FutureWarning,
+        stacklevel=2,
     )
+    register_family(adapter)
+    return lookup("early_exit", adapter.model_type)
+
+
+def register_builtin_families() -> None:
+    """Registers every built-in family (with every technique whose builder is registered)."""
+    for adapter in BUILTIN_ADAPTERS:
+        register_family(adapter)

@@ -16,56 +16,30 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import PreTrainedConfig
 
-from .compaction import select_rows
-from .flops import encoder_layer_flops
+from .adapters.timm import (  # noqa: F401  (re-exported: their home before core/adapters)
+    GRANULARITIES,
+    TIMM_ADAPTERS,
+    VISION_POOLINGS,
+    ImageState,
+    TimmAdapter,
+    TimmConvNeXtAdapter,
+    TimmEfficientNetAdapter,
+    TimmResNetAdapter,
+    TimmViTAdapter,
+    pool_features,
+    register_timm_adapter,
+    timm_adapter_for,
+)
 
 logger = logging.getLogger(__name__)
-
-VISION_POOLINGS = ("mean", "cls")
-GRANULARITIES = ("block", "stage")
-
-
-@dataclass
-class ImageState:
-    """What flows between units for the images still being computed.
-
-    Attributes:
-        hidden_states: ``(rows, channels, height, width)`` feature maps or ``(rows, tokens, dim)`` tokens.
-        layer_kwargs: Extra per-unit inputs; tensors whose first dimension is the row count follow the rows.
-    """
-
-    hidden_states: torch.Tensor
-    layer_kwargs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def num_rows(self) -> int:
-        return self.hidden_states.size(0)
-
-    def select(self, rows: torch.Tensor) -> ImageState:
-        """Returns the state restricted to ``rows`` (a 1-D index tensor)."""
-        hidden = self.hidden_states
-        # index_select returns NCHW; indexing keeps a channels_last feature map channels_last (CPU CNNs run faster so).
-        hidden = hidden[rows] if hidden.dim() == 4 and not hidden.is_contiguous() else hidden.index_select(0, rows)
-        return ImageState(hidden, select_rows(self.layer_kwargs, rows, self.num_rows))
-
-    @classmethod
-    def cat(cls, states: list[ImageState]) -> ImageState:
-        """The rows of ``states``, one after another (a common channels_last layout is kept).
-
-        Raises:
-            ValueError: When a state carries ``layer_kwargs``, which have no defined concatenation.
-        """
-        if any(state.layer_kwargs for state in states):
-            raise ValueError("ImageState.cat concatenates feature maps only; these states carry layer_kwargs.")
-        return cls(torch.cat([state.hidden_states for state in states]))
 
 
 def check_pixel_values(pixel_values: Any, in_chans: int) -> int:
@@ -101,215 +75,6 @@ def stem_conv(model: nn.Module) -> nn.Conv2d | None:
         model: E.g. a timm model.
     """
     return next((module for module in model.modules() if isinstance(module, nn.Conv2d)), None)
-
-
-def pool_features(hidden_states: torch.Tensor, pooling: str, num_prefix_tokens: int = 1) -> torch.Tensor:
-    """Pools one unit's output into ``(rows, width)``.
-
-    Args:
-        hidden_states: ``(rows, C, H, W)`` feature maps (always averaged) or ``(rows, tokens, dim)`` tokens.
-        pooling: ``"mean"`` (average; over patch tokens only for token inputs) or ``"cls"`` (first token).
-        num_prefix_tokens: Class/distillation/register tokens in front of the patch tokens.
-    """
-    if hidden_states.dim() == 4:
-        return hidden_states.mean((2, 3))
-    if pooling == "cls":
-        return hidden_states[:, 0]
-    if pooling == "mean":
-        return hidden_states[:, num_prefix_tokens:].mean(1)
-    raise ValueError(f"`exit_pooling` must be one of {VISION_POOLINGS}; got {pooling!r}.")
-
-
-# ------------------------------------------------------------------------------------------------------ timm
-class TimmAdapter:
-    """Adapter over a timm classification model, exiting after its stages or blocks.
-
-    Args:
-        model: The timm model.
-        granularity: ``"stage"`` or ``"block"`` (transformers have only blocks).
-
-    Class attributes:
-        family: Short family name for messages and model cards.
-        model_classes: Names of the timm model classes this adapter handles (subclasses included).
-        is_transformer: Whether units output tokens (``(rows, tokens, dim)``) rather than feature maps.
-    """
-
-    family: ClassVar[str] = "timm"
-    model_classes: ClassVar[tuple[str, ...]] = ()
-    is_transformer: ClassVar[bool] = False
-
-    def __init__(self, model: nn.Module, granularity: str):
-        self.model = model
-        if granularity not in GRANULARITIES:
-            raise ValueError(f"`exit_granularity` must be one of {GRANULARITIES}; got {granularity!r}.")
-        if granularity == "stage" and self.is_transformer:
-            raise ValueError(
-                f"`exit_granularity='stage'` is not available for {type(model).__name__}: a plain vision transformer "
-                "has no stages. Use 'block'."
-            )
-        self.granularity = granularity
-        self.units = self.stage_modules() if granularity == "stage" else self.block_units()
-
-    @classmethod
-    def handles(cls, model: nn.Module) -> bool:
-        return any(klass.__name__ in cls.model_classes for klass in type(model).__mro__)
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.units)
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return int(getattr(self.model, "num_prefix_tokens", 0))
-
-    def default_pooling(self) -> str:
-        return "mean"
-
-    def stem_modules(self) -> list[nn.Module]:
-        """Modules before the first unit, in ``forward_features`` order."""
-        raise NotImplementedError
-
-    def stage_modules(self) -> list[nn.Module]:
-        """The stages, in order."""
-        raise NotImplementedError
-
-    def block_units(self) -> list[nn.Module]:
-        """The blocks, in order (by default every block of every stage)."""
-        return [block for stage in self.stage_modules() for block in stage.children()]
-
-    def embed(self, pixel_values: torch.Tensor) -> ImageState:
-        """Runs the stem."""
-        hidden = pixel_values
-        for module in self.stem_modules():
-            hidden = module(hidden)
-        return ImageState(hidden)
-
-    def run_layer(self, index: int, state: ImageState) -> torch.Tensor:
-        """Runs unit ``index`` (0-based) on the images in ``state``; returns their new features."""
-        return self.units[index](state.hidden_states)
-
-    def final_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """The model's own head on the last unit's output (the rest of ``forward_features``, then ``forward_head``)."""
-        return self.model.forward_head(hidden_states)
-
-    def pool(self, hidden_states: torch.Tensor, pooling: str) -> torch.Tensor:
-        return pool_features(hidden_states, pooling, self.num_prefix_tokens)
-
-
-class TimmViTAdapter(TimmAdapter):
-    """timm vision transformers (ViT, DeiT incl. distilled, DeiT III): one unit per block."""
-
-    family = "vit"
-    model_classes = ("VisionTransformer",)
-    is_transformer = True
-
-    def default_pooling(self) -> str:
-        return "cls" if getattr(self.model, "global_pool", "token") == "token" else "mean"
-
-    def embed(self, pixel_values: torch.Tensor) -> ImageState:
-        model = self.model
-        hidden = model.patch_embed(pixel_values)
-        hidden = model._pos_embed(hidden)
-        hidden = model.patch_drop(hidden)
-        return ImageState(model.norm_pre(hidden))
-
-    def block_units(self) -> list[nn.Module]:
-        return list(self.model.blocks)
-
-    def final_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.norm(hidden_states))
-
-
-class TimmResNetAdapter(TimmAdapter):
-    """timm ResNets (and ResNet-D/T variants): stages ``layer1..4``, blocks inside them."""
-
-    family = "resnet"
-    model_classes = ("ResNet",)
-
-    def stem_modules(self) -> list[nn.Module]:
-        model = self.model
-        return [model.conv1, model.bn1, model.act1, model.maxpool]
-
-    def stage_modules(self) -> list[nn.Module]:
-        return [self.model.layer1, self.model.layer2, self.model.layer3, self.model.layer4]
-
-
-class TimmEfficientNetAdapter(TimmAdapter):
-    """timm EfficientNet / MobileNetV2 / MobileNetV3 / MixNet (``blocks`` is a sequence of stages)."""
-
-    family = "efficientnet"
-    model_classes = ("EfficientNet", "MobileNetV3")
-
-    def stem_modules(self) -> list[nn.Module]:
-        return [self.model.conv_stem, self.model.bn1]
-
-    def stage_modules(self) -> list[nn.Module]:
-        return list(self.model.blocks)
-
-    def final_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        model = self.model
-        if type(model).__name__ != "MobileNetV3" and hasattr(model, "conv_head"):
-            # EfficientNet's forward_features ends with conv_head + bn2; MobileNetV3 runs them in forward_head.
-            hidden_states = model.bn2(model.conv_head(hidden_states))
-        return model.forward_head(hidden_states)
-
-
-class TimmConvNeXtAdapter(TimmAdapter):
-    """timm ConvNeXt: ``stages``; a stage's downsampling runs with its first block."""
-
-    family = "convnext"
-    model_classes = ("ConvNeXt",)
-
-    def stem_modules(self) -> list[nn.Module]:
-        return [self.model.stem]
-
-    def stage_modules(self) -> list[nn.Module]:
-        return list(self.model.stages)
-
-    def block_units(self) -> list[nn.Module]:
-        units: list[nn.Module] = []
-        for stage in self.model.stages:
-            for j, block in enumerate(stage.blocks):
-                units.append(nn.Sequential(stage.downsample, block) if j == 0 else block)
-        return units
-
-    def final_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.norm_pre(hidden_states))
-
-
-TIMM_ADAPTERS: list[type[TimmAdapter]] = [
-    TimmViTAdapter,
-    TimmResNetAdapter,
-    TimmEfficientNetAdapter,
-    TimmConvNeXtAdapter,
-]
-
-
-def register_timm_adapter(adapter: type[TimmAdapter]) -> None:
-    """Adds support for another timm family (checked before the built-in adapters).
-
-    Args:
-        adapter: A :class:`TimmAdapter` subclass with ``model_classes`` set.
-    """
-    TIMM_ADAPTERS.insert(0, adapter)
-
-
-def timm_adapter_for(model: nn.Module) -> type[TimmAdapter]:
-    """The adapter class for a timm model, or a ``ValueError`` naming the supported families.
-
-    Args:
-        model: A timm model.
-    """
-    for adapter in TIMM_ADAPTERS:
-        if adapter.handles(model):
-            return adapter
-    supported = ", ".join(name for adapter in TIMM_ADAPTERS for name in adapter.model_classes)
-    raise ValueError(
-        f"Unsupported timm model class {type(model).__name__} for early exit. Supported classes (and their "
-        f"subclasses): {supported}. To add one, subclass adaptive_hf.core.vision_backbones.TimmAdapter (set "
-        "model_classes, override stem_modules/stage_modules and final_logits if the head differs) and call "
-        "adaptive_hf.core.vision_backbones.register_timm_adapter(YourAdapter)."
-    )
 
 
 def check_timm_model_args(field: str, value: Any) -> None:
@@ -421,6 +186,10 @@ class TimmClassifierConfig(PreTrainedConfig):
         if self.model_args is None:
             self.model_args = {}
 
+    def meta_model(self) -> nn.Module:
+        """The timm model on the meta device (shapes only, no memory; built once per architecture and arguments)."""
+        return _meta_model(self.architecture, json.dumps(self.model_args or {}, sort_keys=True), self.num_labels)
+
     def describe_blocks(self) -> TimmDescription:
         """The timm model split into blocks at its nominal input size (see :func:`describe_timm`)."""
         return describe_timm(self.architecture, self.model_args or {}, "block", None, self.num_labels)
@@ -491,55 +260,6 @@ def _describe(
         in_chans=in_chans,
         default_pooling=adapter.default_pooling(),
     )
-
-
-# --------------------------------------------------------------------------------------------- HF ViT (transformers)
-class HFViTAdapter:
-    """Adapter over a transformers ``ViTModel``: one unit per encoder layer; the final exit is the ViT classifier.
-
-    Args:
-        base_model: A ``ViTModel`` (built without its pooler).
-
-    Class attributes mirror the text adapters so the early-exit config mixin can validate against them.
-    """
-
-    family: ClassVar[str] = "vit"
-    model_type: ClassVar[str] = "vit"
-    class_prefix: ClassVar[str] = "ViT"
-    has_pooler: ClassVar[bool] = False
-
-    def __init__(self, base_model: nn.Module):
-        self.base_model = base_model
-        self.config = base_model.config
-
-    @classmethod
-    def num_layers_of(cls, config) -> int:
-        return config.num_hidden_layers
-
-    @property
-    def num_layers(self) -> int:
-        return self.config.num_hidden_layers
-
-    def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> ImageState:
-        expected = self.base_model.embeddings.patch_embeddings.projection.weight.dtype
-        hidden = self.base_model.embeddings(
-            pixel_values.to(expected), interpolate_pos_encoding=interpolate_pos_encoding
-        )
-        return ImageState(hidden)
-
-    def run_layer(self, index: int, state: ImageState) -> torch.Tensor:
-        # ViT attends over every patch: no attention mask (the stock ViTModel builds none either).
-        return self.base_model.layers[index](state.hidden_states, None)
-
-    def final_features(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """The layer-normed first token that ``ViTForImageClassification`` classifies."""
-        return self.base_model.layernorm(hidden_states)[:, 0]
-
-    def pool(self, hidden_states: torch.Tensor, pooling: str) -> torch.Tensor:
-        return pool_features(hidden_states, pooling, 1)
-
-    def layer_flops(self, seq_len: int) -> int:
-        return encoder_layer_flops(seq_len, self.config.hidden_size, self.config.intermediate_size)
 
 
 def read_state_dict(weights) -> dict[str, torch.Tensor]:

@@ -1,8 +1,14 @@
-"""``AutoEarlyExitModelForSequenceClassification``."""
+"""``AutoEarlyExitModelForSequenceClassification``, and the early-exit family builder for the registry."""
 
 from __future__ import annotations
 
+from transformers import AutoModelForSequenceClassification
+
+from ..core.adapters.base import BackboneAdapter
 from ..core.auto import AutoAdaptiveModel
+from ..core.registry import register_family_builder
+from . import config as early_exit_config
+from . import modeling as early_exit_modeling
 from .config import EXIT_FIELDS
 
 
@@ -15,3 +21,35 @@ class AutoEarlyExitModelForSequenceClassification(AutoAdaptiveModel):
 
     technique = "early_exit"
     setting_fields = EXIT_FIELDS
+
+
+def supports_early_exit(adapter: type[BackboneAdapter]) -> bool:
+    """Whether text early exits apply to a family: a text adapter that runs layers on a ``PreTrainedModel`` base."""
+    return adapter.modality == "text" and adapter.runs_layers and adapter.pretrained_model_class is not None
+
+
+def build_early_exit_classes(adapter: type[BackboneAdapter]) -> list[tuple[str, type, type, type]]:
+    """The family's ``EarlyExit<Arch>Config`` and ``EarlyExit<Arch>ForSequenceClassification`` (built once).
+
+    New classes are also set on the technique's config and modeling modules, where ``auto_map`` names them.
+
+    Args:
+        adapter: The family's adapter class.
+    """
+    if not supports_early_exit(adapter):
+        return []
+    model_type = adapter.model_type
+    config_class = early_exit_config.EARLY_EXIT_CONFIGS.get(model_type)
+    if config_class is None or config_class.backbone_adapter is not adapter:
+        config_class = early_exit_config.make_early_exit_config_class(adapter)
+        setattr(early_exit_config, config_class.__name__, config_class)
+        early_exit_config.EARLY_EXIT_CONFIGS[model_type] = config_class
+    model_class = early_exit_modeling.EARLY_EXIT_MODELS.get(model_type)
+    if model_class is None or model_class.config_class is not config_class:
+        model_class = early_exit_modeling.make_early_exit_model_class(adapter, config_class)
+        setattr(early_exit_modeling, model_class.__name__, model_class)
+        early_exit_modeling.EARLY_EXIT_MODELS[model_type] = model_class
+    return [("early_exit", config_class, model_class, AutoModelForSequenceClassification)]
+
+
+register_family_builder("early_exit", build_early_exit_classes)

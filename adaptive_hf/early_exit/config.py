@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.backbones import POOLINGS, TEXT_ENCODER_ADAPTERS, TextEncoderAdapter
+from ..core.adapters.text import POOLINGS, TEXT_ENCODER_ADAPTERS, TextEncoderAdapter
 from ..core.configuration import check_choice, check_number, make_family_config_class, normalize_layer_list
 from .heads import EXIT_HEADS
 from .policies import EXIT_POLICIES, THRESHOLD_POLICIES

@@ -16,11 +16,11 @@ from typing import Any
 
 from transformers import ViTConfig
 
+from ..core.adapters.hf_vision import HFViTAdapter
 from ..core.configuration import check_choice, check_number
 from ..core.vision_backbones import (
     GRANULARITIES,
     VISION_POOLINGS,
-    HFViTAdapter,
     TimmClassifierConfig,
     TimmDescription,
     describe_timm,

@@ -24,11 +24,12 @@ from transformers import PreTrainedModel
 from transformers.models.vit.modeling_vit import ViTModel, ViTPreTrainedModel
 from transformers.utils import ModelOutput
 
+from ..core.adapters.hf_vision import HFViTAdapter
 from ..core.flops import classifier_head_flops, linear_flops
 from ..core.hub import own_loaded_tensors
 from ..core.inputs import check_class_labels
+from ..core.timm_construction import TimmBackboneMixin
 from ..core.vision_backbones import (
-    HFViTAdapter,
     ImageState,
     TimmAdapter,
     check_pixel_values,
@@ -224,7 +225,7 @@ class _VisionEarlyExitMixin(EarlyExitModelMixin):
 
 
 # ------------------------------------------------------------------------------------------------------ timm
-class EarlyExitTimmForImageClassification(_VisionEarlyExitMixin, PreTrainedModel):
+class EarlyExitTimmForImageClassification(TimmBackboneMixin, _VisionEarlyExitMixin, PreTrainedModel):
     """Early exits on any supported timm classifier (ViT/DeiT blocks; ResNet, EfficientNet, MobileNet, ConvNeXt
     stages or blocks).
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.backbones import TEXT_ENCODER_ADAPTERS, TextEncoderAdapter
+from ..core.adapters.base import FAMILY_ADAPTERS
+from ..core.adapters.text import TEXT_ENCODER_ADAPTERS, TextEncoderAdapter
 from ..core.configuration import check_choice, check_number, make_family_config_class
 
 HALTING_METHODS = ("act", "pondernet")
@@ -44,7 +45,7 @@ def validate_halting_settings(config) -> None:
     if config.max_ponder_steps is not None:
         check_number("max_ponder_steps", config.max_ponder_steps, 1, num_layers, integer=True)
     if config.halting_granularity == "token" and not config.backbone_adapter.supports_token_subsets:
-        supported = sorted(k for k, a in TEXT_ENCODER_ADAPTERS.items() if a.supports_token_subsets)
+        supported = sorted(k for k, a in FAMILY_ADAPTERS.items() if a.supports_token_subsets)
         raise ValueError(
             f"`halting_granularity='token'` is not available for {config.backbone_adapter.family}; token-level "
             f"halting supports {supported}. Use halting_granularity='sample'."
@@ -100,7 +101,12 @@ class HaltingConfigMixin:
         return self.halting_threshold
 
 
-def _make(adapter: type[TextEncoderAdapter]) -> type:
+def make_halting_config_class(adapter: type[TextEncoderAdapter]) -> type:
+    """Builds ``Halting<Arch>Config`` for a family.
+
+    Args:
+        adapter: The family's adapter class.
+    """
     return make_family_config_class(
         adapter,
         class_name=f"Halting{adapter.class_prefix}Config",
@@ -111,13 +117,13 @@ def _make(adapter: type[TextEncoderAdapter]) -> type:
     )
 
 
-HaltingBertConfig = _make(TEXT_ENCODER_ADAPTERS["bert"])
-HaltingRobertaConfig = _make(TEXT_ENCODER_ADAPTERS["roberta"])
-HaltingXLMRobertaConfig = _make(TEXT_ENCODER_ADAPTERS["xlm-roberta"])
-HaltingDistilBertConfig = _make(TEXT_ENCODER_ADAPTERS["distilbert"])
-HaltingAlbertConfig = _make(TEXT_ENCODER_ADAPTERS["albert"])
-HaltingElectraConfig = _make(TEXT_ENCODER_ADAPTERS["electra"])
-HaltingMPNetConfig = _make(TEXT_ENCODER_ADAPTERS["mpnet"])
+HaltingBertConfig = make_halting_config_class(TEXT_ENCODER_ADAPTERS["bert"])
+HaltingRobertaConfig = make_halting_config_class(TEXT_ENCODER_ADAPTERS["roberta"])
+HaltingXLMRobertaConfig = make_halting_config_class(TEXT_ENCODER_ADAPTERS["xlm-roberta"])
+HaltingDistilBertConfig = make_halting_config_class(TEXT_ENCODER_ADAPTERS["distilbert"])
+HaltingAlbertConfig = make_halting_config_class(TEXT_ENCODER_ADAPTERS["albert"])
+HaltingElectraConfig = make_halting_config_class(TEXT_ENCODER_ADAPTERS["electra"])
+HaltingMPNetConfig = make_halting_config_class(TEXT_ENCODER_ADAPTERS["mpnet"])
 
 HALTING_CONFIGS: dict[str, type] = {
     cls.backbone_adapter.model_type: cls

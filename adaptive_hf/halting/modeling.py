@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as hf_init
 
-from ..core.backbones import TEXT_ENCODER_ADAPTERS, EncoderState, TextEncoderAdapter, TokenSubset
+from ..core.adapters.text import TEXT_ENCODER_ADAPTERS, EncoderState, TextEncoderAdapter, TokenSubset
 from ..core.flops import linear_flops
+from ..core.heads import ExitHead
 from ..core.hub import AdaptiveHubMixin
 from ..core.modeling import TextBackboneMixin, make_family_model_class
 from ..core.outputs import HaltingSequenceClassifierOutput
-from ..early_exit.heads import ExitHead
 from .config import HALTING_CONFIGS, validate_halting_settings
 from .layers import HaltingTracker, HaltingUnit, act_ponder_cost, halting_step, pondernet_kl
 
@@ -417,24 +417,30 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         return full / spent
 
 
-def _make(adapter: type[TextEncoderAdapter]) -> type:
+def make_halting_model_class(adapter: type[TextEncoderAdapter], config_class: type | None = None) -> type:
+    """Builds ``Halting<Arch>ForSequenceClassification`` for a family.
+
+    Args:
+        adapter: The family's adapter class.
+        config_class: The family's halting config class (default: the built-in one).
+    """
     return make_family_model_class(
         adapter,
         class_name=f"Halting{adapter.class_prefix}ForSequenceClassification",
         mixin=HaltingForSequenceClassificationMixin,
-        config_class=HALTING_CONFIGS[adapter.model_type],
+        config_class=config_class or HALTING_CONFIGS[adapter.model_type],
         module=__name__,
         doc=f"ACT/PonderNet halting classifier on a {adapter.family} encoder; see the halting mixin.",
     )
 
 
-HaltingBertForSequenceClassification = _make(TEXT_ENCODER_ADAPTERS["bert"])
-HaltingRobertaForSequenceClassification = _make(TEXT_ENCODER_ADAPTERS["roberta"])
-HaltingXLMRobertaForSequenceClassification = _make(TEXT_ENCODER_ADAPTERS["xlm-roberta"])
-HaltingDistilBertForSequenceClassification = _make(TEXT_ENCODER_ADAPTERS["distilbert"])
-HaltingAlbertForSequenceClassification = _make(TEXT_ENCODER_ADAPTERS["albert"])
-HaltingElectraForSequenceClassification = _make(TEXT_ENCODER_ADAPTERS["electra"])
-HaltingMPNetForSequenceClassification = _make(TEXT_ENCODER_ADAPTERS["mpnet"])
+HaltingBertForSequenceClassification = make_halting_model_class(TEXT_ENCODER_ADAPTERS["bert"])
+HaltingRobertaForSequenceClassification = make_halting_model_class(TEXT_ENCODER_ADAPTERS["roberta"])
+HaltingXLMRobertaForSequenceClassification = make_halting_model_class(TEXT_ENCODER_ADAPTERS["xlm-roberta"])
+HaltingDistilBertForSequenceClassification = make_halting_model_class(TEXT_ENCODER_ADAPTERS["distilbert"])
+HaltingAlbertForSequenceClassification = make_halting_model_class(TEXT_ENCODER_ADAPTERS["albert"])
+HaltingElectraForSequenceClassification = make_halting_model_class(TEXT_ENCODER_ADAPTERS["electra"])
+HaltingMPNetForSequenceClassification = make_halting_model_class(TEXT_ENCODER_ADAPTERS["mpnet"])
 
 HALTING_MODELS: dict[str, type] = {
     cls.adapter_class.model_type: cls

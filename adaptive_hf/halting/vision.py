@@ -11,114 +11,24 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..core.backbones import EncoderState, TokenSubset
+from ..core.adapters.text import EncoderState
+from ..core.adapters.timm import TimmViTAdapter
 from ..core.configuration import check_number
 from ..core.inputs import check_class_labels
-from ..core.vision_backbones import TimmClassifierConfig, TimmViTAdapter, check_pixel_values, create_timm_model
+from ..core.timm_construction import TimmBackboneMixin
+from ..core.vision_backbones import (
+    TimmClassifierConfig,
+    check_pixel_values,
+    create_timm_model,
+    load_timm_state_dict,
+    read_state_dict,
+)
 from .config import HaltingConfigMixin, validate_halting_settings
 from .layers import HaltingUnit
 from .modeling import HaltingForSequenceClassificationMixin
-
-
-def _apply(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``module(x)``, skipping the call for ``nn.Identity`` (timm blocks hold several; each call costs time at
-    batch 1, where a block is a few small matmuls)."""
-    return x if isinstance(module, nn.Identity) else module(x)
-
-
-class TimmViTHaltingAdapter(TimmViTAdapter):
-    """A timm ViT seen by the halting models: token states with an all-ones mask, and token-subset blocks.
-
-    Args:
-        model: A timm ``VisionTransformer``.
-    """
-
-    family = "vit"
-    supports_token_subsets = True
-
-    def __init__(self, model: nn.Module):
-        super().__init__(model, "block")
-        self.base_model = model
-
-    @classmethod
-    def num_layers_of(cls, config) -> int:
-        return config.describe_blocks().num_units
-
-    def embed(self, pixel_values: torch.Tensor) -> EncoderState:
-        hidden = super().embed(pixel_values).hidden_states
-        return EncoderState(hidden, torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device), {})
-
-    def pool(self, hidden_states: torch.Tensor, token_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-        return super().pool(hidden_states, pooling)
-
-    def run_layer_on_tokens(
-        self,
-        index: int,
-        hidden_states: torch.Tensor,
-        active: torch.Tensor | None,
-        key_mask: torch.Tensor,
-        layer_kwargs: dict[str, Any] | None = None,
-        subset: TokenSubset | None = None,
-    ) -> torch.Tensor:
-        """Runs block ``index`` for the ``active`` tokens only; every token still serves as key and value.
-
-        Args:
-            index: 0-based block index.
-            hidden_states: ``(rows, tokens, dim)`` current states of every token.
-            active: ``(rows, tokens)`` bool, tokens to update.
-            key_mask: ``(rows, tokens)`` bool, tokens that may be attended to.
-            layer_kwargs: Unused (timm blocks take no extra per-layer inputs); kept for the adapter interface.
-            subset: The active tokens already packed (then ``active`` may be ``None``).
-
-        Returns:
-            ``(num_active, dim)`` new states of the active tokens, in ``active.nonzero()`` order.
-        """
-        block = self.units[index]
-        attention = block.attn
-        if getattr(attention, "gate", None) is not None or not hasattr(attention, "qkv"):
-            raise NotImplementedError(
-                f"Token halting needs a fused-qkv timm Attention; got {type(attention).__name__}."
-            )
-        rows, seq, _ = hidden_states.shape
-        heads, head_dim, width = attention.num_heads, attention.head_dim, attention.attn_dim
-        normed = block.norm1(hidden_states)
-        subset = subset if subset is not None else TokenSubset.from_mask(active)
-        row_index, token_index, slot, slots = subset.rows, subset.tokens, subset.slot, subset.slots
-        tokens = subset.gather_states(hidden_states)
-        weight, bias = attention.qkv.weight, attention.qkv.bias
-        query = F.linear(normed[row_index, token_index], weight[:width], None if bias is None else bias[:width])
-        key_value = F.linear(normed, weight[width:], None if bias is None else bias[width:])
-        keys, values = key_value.view(rows, seq, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        keys = _apply(attention.k_norm, keys)
-        if slot is None:  # one row: the packed tokens are the queries as they are, no scatter into slots
-            queries = query.view(1, slots, heads, head_dim)
-        else:
-            queries = tokens.new_zeros(rows, slots, heads, head_dim)
-            queries[row_index, slot] = query.view(-1, heads, head_dim)
-        queries = _apply(attention.q_norm, queries.transpose(1, 2))
-        # Every token is real in an image, so an all-true key mask is no mask (SDPA then takes its fastest kernel).
-        attn_mask = None if bool(key_mask.all()) else key_mask[:, None, None, :]
-        context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=attn_mask)
-        context = context.transpose(1, 2).reshape(rows, slots, width)
-        context = context[0] if slot is None else context[row_index, slot]
-        update = _apply(attention.proj_drop, attention.proj(_apply(attention.norm, context)))
-        tokens = tokens + _apply(block.drop_path1, _apply(block.ls1, update))
-        return tokens + _apply(block.drop_path2, _apply(block.ls2, block.mlp(block.norm2(tokens))))
-
-    def layer_flops(self, seq_len: int) -> int:
-        return self.description.unit_flops[0]
-
-    @classmethod
-    def hidden_size_of(cls, config) -> int:
-        return config.describe_blocks().widths[0]
-
-    @classmethod
-    def intermediate_size_of(cls, config) -> int:
-        return 4 * cls.hidden_size_of(config)
 
 
 class HaltingTimmConfig(HaltingConfigMixin, TimmClassifierConfig):
@@ -133,7 +43,7 @@ class HaltingTimmConfig(HaltingConfigMixin, TimmClassifierConfig):
     """
 
     model_type = "halting_timm"
-    backbone_adapter = TimmViTHaltingAdapter
+    backbone_adapter = TimmViTAdapter
     halting: str = "act"
     halting_granularity: str = "sample"
     halting_threshold: float | None = 0.99
@@ -153,10 +63,16 @@ class HaltingTimmConfig(HaltingConfigMixin, TimmClassifierConfig):
             " Use EarlyExitTimmForImageClassification.",
         )
         check_number("halting_bias_init", self.halting_bias_init)
+        if self.classifier_head != "linear":
+            raise ValueError(
+                f"`classifier_head` must be 'linear' for HaltingTimmForImageClassification, which classifies with the "
+                f"timm model's own (linear) head so that halting disabled reproduces the timm model; got "
+                f"{self.classifier_head!r}."
+            )
         super().validate_halting()
 
 
-class HaltingTimmForImageClassification(HaltingForSequenceClassificationMixin, PreTrainedModel):
+class HaltingTimmForImageClassification(TimmBackboneMixin, HaltingForSequenceClassificationMixin, PreTrainedModel):
     """ACT / PonderNet halting over the blocks of a timm ViT, per image or per patch token.
 
     Args:
@@ -164,7 +80,7 @@ class HaltingTimmForImageClassification(HaltingForSequenceClassificationMixin, P
     """
 
     config_class = HaltingTimmConfig
-    adapter_class = TimmViTHaltingAdapter
+    adapter_class = TimmViTAdapter
     base_model_prefix = "timm_model"
     main_input_name = "pixel_values"
     auto_class_name = "AutoModelForImageClassification"
@@ -185,13 +101,29 @@ class HaltingTimmForImageClassification(HaltingForSequenceClassificationMixin, P
             super()._init_weights(module)
 
     @property
-    def adapter(self) -> TimmViTHaltingAdapter:
+    def adapter(self) -> TimmViTAdapter:
         cached = self.__dict__.get("_adapter")
         if cached is None or cached.model is not self.timm_model:
-            cached = TimmViTHaltingAdapter(self.timm_model)
-            cached.description = self.config.describe_blocks()
+            cached = TimmViTAdapter(self.timm_model, "block")
             self.__dict__["_adapter"] = cached
         return cached
+
+    def load_timm_weights(self, state_dict) -> list[str]:
+        """Loads a plain timm state dict (or a file of one) into ``self.timm_model``; the halting units are untouched.
+
+        Args:
+            state_dict: timm-named tensors, or the same tensors under other names in timm's order, or a file.
+
+        Returns:
+            The names of the timm tensors left as initialized (the classifier when its width differs).
+        """
+        config = self.config
+        return load_timm_state_dict(
+            self.timm_model, read_state_dict(state_dict), config.architecture, config.num_labels
+        )
+
+    def _pool(self, hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+        return self.adapter.pool(hidden, self.config.halting_pooling)
 
     def _classify(self, hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
         return self.adapter.final_logits(hidden)
@@ -210,7 +142,9 @@ class HaltingTimmForImageClassification(HaltingForSequenceClassificationMixin, P
         if labels is not None:
             check_class_labels(labels, batch_size, self.config.num_labels)
         validate_halting_settings(self.config)
-        state = self.adapter.embed(pixel_values)
+        hidden = self.adapter.embed(pixel_values).hidden_states
+        # Every patch token is real: the text models' state with an all-ones token mask.
+        state = EncoderState(hidden, torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device), {})
         return self._forward_encoded(state, labels, return_dict)
 
     def halting_flops(
@@ -218,7 +152,7 @@ class HaltingTimmForImageClassification(HaltingForSequenceClassificationMixin, P
     ) -> tuple[int, int]:
         """Theoretical FLOPs of full depth and of what was spent (see the text models' ``halting_flops``)."""
         if attention_mask is None:
-            tokens = self.adapter.description.spatial[0]
+            tokens = self.config.describe_blocks().spatial[0]
             shape = (halting_steps.size(0), tokens)
             attention_mask = torch.ones(shape, dtype=torch.long)
         return super().halting_flops(halting_steps, attention_mask)

@@ -1,61 +1,89 @@
-"""Auto-class registration of the switch-MoE configs and models, and adding new families."""
+"""Auto-class registration of the switch-MoE configs and models: the MoE family builder for the registry."""
 
 from __future__ import annotations
 
+import warnings
+
 import transformers
 
-from ..core.registry import register
+from ..core.adapters.base import BackboneAdapter
+from ..core.registry import register, register_family, register_family_builder
 from . import config as moe_config
 from . import modeling as moe_modeling
-from .families import MOE_FAMILIES, MoEFamily, auto_class_name_for
+from .config import supports_moe
+from .modeling import auto_class_name_for
 from .timm_config import SwitchMoETimmConfig
 from .timm_modeling import SwitchMoETimmForImageClassification
 
 
-def _register_classes(model_type: str, config_class: type, model_classes: list[type]) -> list[type]:
+def _registrations(config_class: type, model_classes: list[type]) -> list[tuple[str, type, type, type]]:
     # `SwitchMoE<Task class>` ends like its task class, so it names the same Auto class.
+    registrations = []
     for model_class in model_classes:
         auto_name = auto_class_name_for(model_class.__name__)
-        register(f"switch_moe:{auto_name}", model_type, config_class, model_class, getattr(transformers, auto_name))
-    return model_classes
+        registrations.append((f"switch_moe:{auto_name}", config_class, model_class, getattr(transformers, auto_name)))
+    return registrations
 
 
-def _register_family_classes(family: type[MoEFamily]) -> list[type]:
-    return _register_classes(
-        family.model_type,
-        moe_config.SWITCH_MOE_CONFIGS[family.model_type],
-        [moe_modeling.SWITCH_MOE_MODELS[f"SwitchMoE{task_class.__name__}"] for task_class in family.task_classes],
-    )
+def build_moe_classes(adapter: type[BackboneAdapter]) -> list[tuple[str, type, type, type]]:
+    """The family's ``SwitchMoE<Arch>Config`` and one ``SwitchMoE<StockClass>`` per task class (built once).
+
+    New classes are also set on ``adaptive_hf.moe.config`` / ``adaptive_hf.moe.modeling``, where ``auto_map``
+    names them.
+
+    Args:
+        adapter: The family's adapter class.
+    """
+    if not supports_moe(adapter):
+        return []
+    config_class = moe_config.SWITCH_MOE_CONFIGS.get(adapter.model_type)
+    if config_class is None or config_class.backbone_adapter is not adapter:
+        config_class = moe_config.make_moe_config_class(adapter)
+        setattr(moe_config, config_class.__name__, config_class)
+        moe_config.SWITCH_MOE_CONFIGS[adapter.model_type] = config_class
+    model_classes = []
+    for task_class in adapter.task_classes:
+        name = f"SwitchMoE{task_class.__name__}"
+        model_class = moe_modeling.SWITCH_MOE_MODELS.get(name)
+        if model_class is None or model_class.config_class is not config_class:
+            model_class = moe_modeling.make_moe_model_class(adapter, task_class, config_class)
+            setattr(moe_modeling, name, model_class)
+            moe_modeling.SWITCH_MOE_MODELS[name] = model_class
+        model_classes.append(model_class)
+    return _registrations(config_class, model_classes)
 
 
 def register_switch_moe() -> None:
-    """Registers every built-in ``SwitchMoE<Arch>Config`` and ``SwitchMoE<Arch><Task>`` (timm ViTs included) with the
-    Auto classes."""
-    for family in MOE_FAMILIES.values():
-        _register_family_classes(family)
-    _register_classes("timm", SwitchMoETimmConfig, [SwitchMoETimmForImageClassification])
+    """Registers the timm ``SwitchMoETimmForImageClassification`` (the Hugging Face families come with
+    ``register_family``)."""
+    for key, config_class, model_class, auto_class in _registrations(
+        SwitchMoETimmConfig, [SwitchMoETimmForImageClassification]
+    ):
+        register(key, "timm", config_class, model_class, auto_class)
 
 
-def register_moe_family(family: type[MoEFamily]) -> tuple[type, list[type]]:
-    """Adds an architecture family to switch MoE: builds and registers its config and model classes.
-
-    The new classes live in ``adaptive_hf.moe.config`` / ``adaptive_hf.moe.modeling``; a saved model of a family
-    registered this way reloads with ``trust_remote_code`` only where the same registration code runs first.
+def register_moe_family(adapter: type[BackboneAdapter]) -> tuple[type, list[type]]:
+    """Deprecated alias of ``adaptive_hf.register_family`` (which also gives the family every other technique).
 
     Args:
-        family: A :class:`~adaptive_hf.moe.families.MoEFamily` subclass (``model_type``, ``class_prefix``,
-            ``config_class``, ``task_classes``, and the layer/FFN paths ``layers_attr``, ``ffn_attr``,
-            ``up_attr``, ``down_attr``, or overrides of ``layers``, ``dense_ffn_weights``, ``install``).
+        adapter: The family's adapter, with an ``ffn_slot`` and ``task_classes``.
 
     Returns:
         ``(config class, [model classes])``.
     """
-    MOE_FAMILIES[family.model_type] = family
-    config_class = moe_config.make_moe_config_class(family)
-    setattr(moe_config, config_class.__name__, config_class)
-    moe_config.SWITCH_MOE_CONFIGS[family.model_type] = config_class
-    for task_class in family.task_classes:
-        model_class = moe_modeling.make_moe_model_class(family, task_class, config_class)
-        setattr(moe_modeling, model_class.__name__, model_class)
-        moe_modeling.SWITCH_MOE_MODELS[model_class.__name__] = model_class
-    return config_class, _register_family_classes(family)
+    warnings.warn(
+        "register_moe_family is deprecated and will be removed in the next release; use "
+        "adaptive_hf.register_family, which gives the family every compatible technique.",
+        FutureWarning,
+        stacklevel=2,
+    )
+    if not supports_moe(adapter):
+        raise ValueError(f"{adapter.__name__} needs an `ffn_slot` and `task_classes` for switch MoE.")
+    register_family(adapter)
+    config_class = moe_config.SWITCH_MOE_CONFIGS[adapter.model_type]
+    models = [moe_modeling.SWITCH_MOE_MODELS[f"SwitchMoE{task.__name__}"] for task in adapter.task_classes]
+    return config_class, models
+
+
+register_family_builder("switch_moe", build_moe_classes)
+register_switch_moe()

@@ -17,8 +17,9 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
+from ..core.adapters.base import FAMILY_ADAPTERS, BackboneAdapter
+from ..core.adapters.builtin import BUILTIN_ADAPTERS
 from ..core.configuration import check_choice, check_number, normalize_layer_list
-from .families import MOE_FAMILIES
 
 CAPACITY_GROUPS = ("sequence", "batch")
 GATE_SCALINGS = ("straight_through", "probability", "normalized")
@@ -55,6 +56,30 @@ MOE_ANNOTATIONS: dict[str, str] = {
     "global_load_balancing": "bool",
     "output_router_logits": "bool",
 }
+
+
+def supports_moe(adapter: type[BackboneAdapter]) -> bool:
+    """Whether switch MoE applies to a family: its adapter has an ``ffn_slot`` and ``task_classes``."""
+    return adapter.ffn_slot is not None and bool(adapter.task_classes)
+
+
+def moe_adapter_for(model_type: str) -> type[BackboneAdapter]:
+    """The adapter of a family that switch MoE supports, or a ``ValueError`` listing the supported ones.
+
+    Args:
+        model_type: E.g. ``"bert"``; ``"switch_moe_bert"`` also works.
+    """
+    if model_type.startswith("switch_moe_"):
+        model_type = model_type[len("switch_moe_") :]
+    adapter = FAMILY_ADAPTERS.get(model_type)
+    if adapter is None or not supports_moe(adapter):
+        supported = ", ".join(sorted(k for k, a in FAMILY_ADAPTERS.items() if supports_moe(a)))
+        raise ValueError(
+            f"Unsupported architecture for switch MoE: model_type={model_type!r}. Supported families: {supported}. "
+            "To add one, give its adapter (adaptive_hf.core.adapters.base.BackboneAdapter) an `ffn_slot` and "
+            "`task_classes` and call adaptive_hf.register_family(YourAdapter)."
+        )
+    return adapter
 
 
 def _check_bool(field: str, value: Any) -> bool:
@@ -178,53 +203,55 @@ class SwitchMoEConfig(PreTrainedConfig):
 class SwitchMoEConfigMixin:
     """Validation shared by every ``SwitchMoE<Arch>Config`` (the family config plus :data:`MOE_FIELDS`)."""
 
-    moe_family = None  # set per family: a ``families.MoEFamily`` subclass
+    backbone_adapter = None  # set per family: its adapter class
 
     def __post_init__(self, **kwargs: Any):
         super().__post_init__(**kwargs)
-        validate_moe_settings(self, self.moe_family.num_layers_of(self))
-        self.moe_family.check_config(self)
+        validate_moe_settings(self, self.backbone_adapter.num_layers_of(self))
+        self.backbone_adapter.check_moe_config(self)
 
     def moe_settings(self) -> SwitchMoEConfig:
         """The MoE fields of this config as a standalone :class:`SwitchMoEConfig`."""
         return SwitchMoEConfig(**moe_settings_dict(self))
 
 
-def make_moe_config_class(family, module: str | None = None) -> type:
+def make_moe_config_class(
+    adapter: type[BackboneAdapter], module: str | None = None, config_class: type | None = None
+) -> type:
     """Builds ``SwitchMoE<Arch>Config`` for a family: its config class plus the MoE fields.
 
     Args:
-        family: A ``families.MoEFamily`` subclass.
+        adapter: The family's adapter class.
         module: Module the class is attributed to (it must be defined there under its name, for
             ``trust_remote_code``); default this one.
+        config_class: The config class to extend; default the adapter's ``config_class``.
     """
-    name = f"SwitchMoE{family.class_prefix}Config"
-    ignore = list(getattr(family.config_class, "keys_to_ignore_at_inference", []))
+    base = config_class or adapter.config_class
+    name = f"SwitchMoE{adapter.class_prefix}Config"
+    ignore = list(getattr(base, "keys_to_ignore_at_inference", []))
     namespace = {
         "__module__": module or __name__,
         "__qualname__": name,
-        "__doc__": (
-            f"{family.config_class.__name__} plus the switch-MoE fields; see :class:`SwitchMoEConfig` for their "
-            "meaning."
-        ),
+        "__doc__": (f"{base.__name__} plus the switch-MoE fields; see :class:`SwitchMoEConfig` for their meaning."),
         "__annotations__": dict(MOE_ANNOTATIONS),
         **MOE_DEFAULTS,
-        "model_type": f"switch_moe_{family.model_type}",
-        "moe_family": family,
+        "model_type": f"switch_moe_{adapter.model_type}",
+        "backbone_adapter": adapter,
         # The Trainer collects every output tensor at evaluation; routing statistics are not predictions.
         "keys_to_ignore_at_inference": ignore
         + ["aux_loss", "z_loss", "router_logits", "expert_counts", "dropped_fraction"],
     }
-    return type(name, (SwitchMoEConfigMixin, family.config_class), namespace)
+    return type(name, (SwitchMoEConfigMixin, base), namespace)
 
 
 def _build_config_classes() -> dict[str, type]:
     classes = {}
-    for model_type, family in MOE_FAMILIES.items():
-        cls = make_moe_config_class(family)
-        # Module-level names: trust_remote_code and auto_map find classes by attribute name.
-        globals()[cls.__name__] = cls
-        classes[model_type] = cls
+    for adapter in BUILTIN_ADAPTERS:
+        if supports_moe(adapter):
+            cls = make_moe_config_class(adapter)
+            # Module-level names: trust_remote_code and auto_map find classes by attribute name.
+            globals()[cls.__name__] = cls
+            classes[adapter.model_type] = cls
     return classes
 
 

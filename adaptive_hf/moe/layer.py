@@ -23,6 +23,36 @@ from .experts import SwitchExperts
 from .router import SwitchRouter, route, router_losses
 
 
+def token_mask_from_attention_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The ``(batch, seq)`` real-token mask of a 2-D padding mask or a 4-D attention mask; ``None`` if unknown.
+
+    A 4-D mask ``(batch, heads or 1, queries, keys)`` (boolean ``True`` = attend, or additive with large negative
+    values for masked pairs) marks token ``i`` real when its query attends its own key. That holds for every real
+    token under bidirectional, causal and sliding-window masks and for no padding token, whose key is masked. With
+    a cache (more keys than queries) the queries are the last keys.
+
+    Args:
+        attention_mask: The model's ``attention_mask`` argument.
+    """
+    if not isinstance(attention_mask, torch.Tensor):
+        return None
+    if attention_mask.dim() == 2:
+        return attention_mask
+    if attention_mask.dim() != 4:
+        raise ValueError(
+            f"`attention_mask` must be (batch, seq) or (batch, heads, queries, keys); got shape "
+            f"{tuple(attention_mask.shape)}."
+        )
+    mask = attention_mask[:, 0]
+    queries, keys = mask.shape[-2:]
+    diagonal = mask.diagonal(offset=keys - queries, dim1=-2, dim2=-1)
+    if diagonal.dtype == torch.bool:
+        return diagonal
+    if diagonal.is_floating_point():
+        return diagonal > torch.finfo(diagonal.dtype).min / 2
+    return diagonal != 0
+
+
 @dataclass
 class MoELayerStats:
     """What one MoE layer did in its last forward.
@@ -114,6 +144,36 @@ class SwitchMoEFeedForward(nn.Module):
         self.token_mask = mask
 
     # ---------------------------------------------------------------------------------------------- forward
+    def _run_kept_rows(self, x: torch.Tensor, plan, top_k: int, need_gate: bool) -> torch.Tensor:
+        """Runs the experts, the bias, the activation and the gate on the kept rows only (one host read of their
+        count); dropped and padding tokens get zero output."""
+        kept = int(plan.offsets[-1])
+        token_index = plan.token_index[:kept]
+        out_rows = self.experts(x.index_select(0, token_index), plan.offsets, plan.expert_index[:kept], all_run=True)
+        if need_gate:
+            out_rows = out_rows * plan.gate[:kept].to(out_rows.dtype).unsqueeze(-1)
+        # A token's k kept rows add up; a token without kept rows stays zero.
+        return x.new_zeros(x.shape).index_add_(0, token_index, out_rows.to(x.dtype))
+
+    def _run_all_rows(self, x: torch.Tensor, plan, top_k: int, need_gate: bool) -> torch.Tensor:
+        """Runs every row with static shapes (no host read, for ``torch.compile``); rows that were not kept are
+        masked to zero."""
+        num_tokens, hidden = x.shape
+        rows = x.index_select(0, plan.token_index)
+        if plan.valid is not None and torch.is_grad_enabled() and x.requires_grad:
+            # The grouped matmul's input gradient is undefined beyond the kept rows; keep it out of x's gradient.
+            rows = torch.where(plan.valid.unsqueeze(-1), rows, 0.0)
+        out_rows = self.experts(rows, plan.offsets, plan.expert_index, all_run=plan.valid is None)
+        if plan.valid is not None:
+            # Before the gate: rows that did not run hold arbitrary values, and 0 * inf would reach the router.
+            out_rows = torch.where(plan.valid.unsqueeze(-1), out_rows, 0.0)
+        if need_gate:
+            out_rows = out_rows * plan.gate.to(out_rows.dtype).unsqueeze(-1)
+        if top_k == 1:
+            # Each token is one sorted row: put the rows back in token order (dropped and padding rows are zero).
+            return torch.empty_like(out_rows).index_copy_(0, plan.token_index, out_rows)
+        return out_rows.index_select(0, plan.inverse).view(top_k, num_tokens, hidden).sum(0)
+
     def _flat_mask(self, hidden_states: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor | None:
         if token_mask is None or hidden_states.dim() < 3:
             return None
@@ -161,21 +221,10 @@ class SwitchMoEFeedForward(nn.Module):
             gate_scaling=config.gate_scaling,
             need_gate=need_gate,
         )
-        rows = x.index_select(0, plan.token_index)
-        if plan.valid is not None and torch.is_grad_enabled() and x.requires_grad:
-            # The grouped matmul's input gradient is undefined beyond the kept rows; keep it out of x's gradient.
-            rows = torch.where(plan.valid.unsqueeze(-1), rows, 0.0)
-        out_rows = self.experts(rows, plan.offsets, plan.expert_index, all_run=plan.valid is None)
-        if plan.valid is not None:
-            # Before the gate: rows that did not run hold arbitrary values, and 0 * inf would reach the router.
-            out_rows = torch.where(plan.valid.unsqueeze(-1), out_rows, 0.0)
-        if need_gate:
-            out_rows = out_rows * plan.gate.to(out_rows.dtype).unsqueeze(-1)
-        if top_k == 1:
-            # Each token is one sorted row: put the rows back in token order (dropped and padding rows are zero).
-            out = torch.empty_like(out_rows).index_copy_(0, plan.token_index, out_rows)
+        if plan.valid is None or torch.compiler.is_compiling():
+            out = self._run_all_rows(x, plan, top_k, need_gate)
         else:
-            out = out_rows.index_select(0, plan.inverse).view(top_k, num_tokens, hidden).sum(0)
+            out = self._run_kept_rows(x, plan, top_k, need_gate)
         out = self.dropout(out.view(shape))
         global_batch = bool(config.global_load_balancing) and self.training
         aux_loss, z_loss = router_losses(logits, probs, plan, mask, top_k, global_batch=global_batch)

@@ -21,13 +21,25 @@ from typing import Any
 import torch
 from transformers import initialization as init
 
+from ..core.adapters.base import BackboneAdapter
 from ..core.hub import AdaptiveHubMixin, read_config_dict
-from .config import MOE_FIELDS, SWITCH_MOE_CONFIGS, validate_moe_runtime
+from .config import MOE_FIELDS, SWITCH_MOE_CONFIGS, SwitchMoEConfig, moe_adapter_for, validate_moe_runtime
+from .conversion import load_dense_into_moe
 from .experts import SwitchExperts
-from .families import MOE_FAMILIES, MoEFamily, auto_class_name_for
-from .layer import SwitchMoEFeedForward
+from .layer import SwitchMoEFeedForward, token_mask_from_attention_mask
 from .router import SwitchRouter
 
+# Auto class name of each task, by the suffix of the stock class name.
+TASK_AUTO_CLASSES = {
+    "ForSequenceClassification": "AutoModelForSequenceClassification",
+    "ForTokenClassification": "AutoModelForTokenClassification",
+    "ForMaskedLM": "AutoModelForMaskedLM",
+    "ForCausalLM": "AutoModelForCausalLM",
+    "LMHeadModel": "AutoModelForCausalLM",
+    "ForImageClassification": "AutoModelForImageClassification",
+    "Model": "AutoModel",
+}
+_DROPPED_CONFIG_KEYS = ("model_type", "architectures", "auto_map", "transformers_version")
 MOE_OUTPUT_FIELDS = ("aux_loss", "z_loss", "router_logits", "expert_counts", "dropped_fraction")
 _OUTPUT_CLASSES: dict[type, type] = {}
 
@@ -56,15 +68,25 @@ def moe_output_class(base: type) -> type:
     return cls
 
 
-def build_moe_layer(config, family: type[MoEFamily], layer: torch.nn.Module | None = None) -> SwitchMoEFeedForward:
-    """A fresh MoE layer shaped like ``family``'s dense FFN for ``config``.
+def auto_class_name_for(class_name: str) -> str:
+    """The Auto class name that loads a stock task class (``BertForMaskedLM`` -> ``AutoModelForMaskedLM``)."""
+    for suffix, auto_name in TASK_AUTO_CLASSES.items():
+        if class_name.endswith(suffix):
+            return auto_name
+    raise ValueError(f"No Auto class is known for {class_name!r}.")
+
+
+def build_moe_layer(
+    config, adapter: type[BackboneAdapter], layer: torch.nn.Module | None = None
+) -> SwitchMoEFeedForward:
+    """A fresh MoE layer shaped like the family's dense FFN for ``config``.
 
     Args:
         config: The model config (with the MoE fields).
-        family: The architecture family.
+        adapter: The family's adapter.
         layer: The transformer layer that receives it (families that read the FFN's shape from the layer).
     """
-    return SwitchMoEFeedForward(config, **family.ffn_spec(config, layer))
+    return SwitchMoEFeedForward(config, **adapter.ffn_spec(config, layer))
 
 
 class SwitchMoEModelMixin(AdaptiveHubMixin):
@@ -73,21 +95,21 @@ class SwitchMoEModelMixin(AdaptiveHubMixin):
     Combined with a stock task class by :func:`make_moe_model_class`.
     """
 
-    moe_family: type[MoEFamily] = MoEFamily
+    adapter_class: type[BackboneAdapter] = BackboneAdapter
     auto_class_name = "AutoModel"
 
     def post_init(self):
         # The stock __init__ builds the dense layers and ends with post_init(); swapping the FFNs here, before the
         # weight initialization runs, means the new modules are initialized like every other module.
         if not self.__dict__.get("_moe_installed", False):
-            layers = self.moe_family.layers(self)
-            name = self.moe_family.ffn_module_name()
+            adapter = self.adapter_class
+            layers = adapter.model_layers(self)
             for layer_number in self.config.moe_layers:
                 layer = layers[layer_number - 1]
                 # Some task classes build their base model with AutoModel.from_config, which for our config is the
                 # SwitchMoE base model: its layers are already converted.
-                if not isinstance(getattr(layer, name, None), SwitchMoEFeedForward):
-                    self.moe_family.install(layer, build_moe_layer(self.config, self.moe_family, layer))
+                if not isinstance(adapter.require_ffn_slot().get(layer), SwitchMoEFeedForward):
+                    adapter.install_ffn(layer, build_moe_layer(self.config, adapter, layer))
             self.__dict__["_moe_installed"] = True
         super().post_init()
 
@@ -105,9 +127,9 @@ class SwitchMoEModelMixin(AdaptiveHubMixin):
 
     def moe_modules(self) -> list[SwitchMoEFeedForward]:
         """The MoE layers, in ``config.moe_layers`` order."""
-        layers = self.moe_family.layers(self)
-        name = self.moe_family.ffn_module_name()
-        return [getattr(layers[number - 1], name) for number in self.config.moe_layers]
+        layers = self.adapter_class.model_layers(self)
+        slot = self.adapter_class.require_ffn_slot()
+        return [slot.get(layers[number - 1]) for number in self.config.moe_layers]
 
     @classmethod
     def _forward_arg_names(cls) -> list[str]:
@@ -140,9 +162,9 @@ class SwitchMoEModelMixin(AdaptiveHubMixin):
         if output_router_logits is None:
             output_router_logits = config.output_router_logits
         return_dict = kwargs.pop("return_dict", None)
-        mask = kwargs.get("attention_mask") if self.moe_family.text else None
-        if not (isinstance(mask, torch.Tensor) and mask.dim() == 2):
-            mask = None
+        mask = None
+        if self.adapter_class.modality == "text":
+            mask = token_mask_from_attention_mask(kwargs.get("attention_mask"))
         modules = self.moe_modules()
         for module in modules:
             module.set_token_mask(mask)
@@ -194,14 +216,11 @@ class SwitchMoEModelMixin(AdaptiveHubMixin):
                 config_dict = AutoConfig.from_pretrained(pretrained_model_name_or_path).to_dict()
             except (OSError, ValueError):
                 config_dict = None
-        if config_dict is not None and config_dict.get("model_type") == cls.moe_family.model_type:
-            from .config import SwitchMoEConfig
-            from .upcycle import upcycle
-
+        if config_dict is not None and config_dict.get("model_type") == cls.adapter_class.model_type:
             moe_kwargs = {name: kwargs.pop(name) for name in MOE_FIELDS if name in kwargs}
-            dense_class = next(c for c in cls.__mro__ if c in cls.moe_family.task_classes)
+            dense_class = next(c for c in cls.__mro__ if c in cls.adapter_class.task_classes)
             dense = dense_class.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-            return upcycle(dense, SwitchMoEConfig(**moe_kwargs))
+            return upcycle_hf_model(dense, SwitchMoEConfig(**moe_kwargs).to_moe_dict())
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     # ----------------------------------------------------------------------------------------------- model card
@@ -216,7 +235,7 @@ class SwitchMoEModelMixin(AdaptiveHubMixin):
 
     def model_card_details(self) -> tuple[list[str], str]:
         config = self.config
-        tags = ["adaptive-hf", "switch-moe", "mixture-of-experts", self.moe_family.family]
+        tags = ["adaptive-hf", "switch-moe", "mixture-of-experts", self.adapter_class.family]
         body = "## Mixture of experts\n\n| setting | value |\n|---|---|\n"
         body += "".join(f"| `{name}` | `{getattr(config, name)}` |\n" for name in MOE_FIELDS)
         body += (
@@ -227,12 +246,12 @@ class SwitchMoEModelMixin(AdaptiveHubMixin):
 
 
 def make_moe_model_class(
-    family: type[MoEFamily], task_class: type, config_class: type, module: str | None = None
+    adapter: type[BackboneAdapter], task_class: type, config_class: type, module: str | None = None
 ) -> type:
     """Builds ``SwitchMoE<StockClassName>`` for a family's stock task class.
 
     Args:
-        family: The :class:`MoEFamily`.
+        adapter: The family's adapter.
         task_class: The stock class, e.g. ``BertForSequenceClassification``.
         config_class: The family's ``SwitchMoE<Arch>Config``.
         module: Module the class is attributed to (it must be defined there under its name, for
@@ -261,7 +280,7 @@ def make_moe_model_class(
         ),
         "config_class": config_class,
         "forward": forward,
-        "moe_family": family,
+        "adapter_class": adapter,
         "auto_class_name": auto_class_name_for(task_class.__name__),
         # The router is computed in float32; keep its weights there when a model is loaded in half precision.
         "_keep_in_fp32_modules": keep_fp32 + ["router"],
@@ -271,9 +290,10 @@ def make_moe_model_class(
 
 def _build_model_classes() -> dict[str, type]:
     classes = {}
-    for model_type, family in MOE_FAMILIES.items():
-        for task_class in family.task_classes:
-            cls = make_moe_model_class(family, task_class, SWITCH_MOE_CONFIGS[model_type])
+    for config_class in SWITCH_MOE_CONFIGS.values():
+        adapter = config_class.backbone_adapter
+        for task_class in adapter.task_classes:
+            cls = make_moe_model_class(adapter, task_class, config_class)
             # Module-level names: auto_map and trust_remote_code find classes by attribute name.
             globals()[cls.__name__] = cls
             classes[cls.__name__] = cls
@@ -297,3 +317,34 @@ def moe_model_class_for(stock_class: type) -> type:
         supported = ", ".join(sorted(name[len("SwitchMoE") :] for name in SWITCH_MOE_MODELS))
         raise ValueError(f"No switch-MoE class for {stock_class.__name__}. Supported stock classes: {supported}.")
     return cls
+
+
+def upcycle_hf_model(model: torch.nn.Module, settings: dict[str, Any], seed: int | None = None) -> SwitchMoEModelMixin:
+    """Converts a stock transformers model into its ``SwitchMoE`` class, experts copied from the dense FFNs.
+
+    Args:
+        model: A stock model of a family that switch MoE supports.
+        settings: The MoE fields (:data:`~adaptive_hf.moe.config.MOE_FIELDS`).
+        seed: Seed for the router initialization and the expert noise (``None`` = the global RNG).
+    """
+    adapter = moe_adapter_for(getattr(model.config, "model_type", ""))
+    target_class = moe_model_class_for(type(model))
+    config_dict = {k: v for k, v in model.config.to_dict().items() if k not in _DROPPED_CONFIG_KEYS}
+    config_dict.update(settings)
+    config = target_class.config_class.from_dict(config_dict)
+    config._attn_implementation = model.config._attn_implementation
+    moe_model = target_class(config)
+    load_dense_into_moe(
+        moe_model,
+        moe_model.moe_modules(),
+        model,
+        adapter,
+        config.moe_layers,
+        expert_noise=config.expert_noise,
+        initializer_range=getattr(config, "initializer_range", None) or 0.02,
+        seed=seed,
+    )
+    parameter = next(model.parameters())
+    moe_model.to(device=parameter.device, dtype=parameter.dtype)
+    moe_model.train(model.training)
+    return moe_model

@@ -22,14 +22,23 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 
+from ..core.adapters.timm import TimmViTAdapter
 from ..core.hub import own_loaded_tensors
 from ..core.inputs import check_class_labels
-from ..core.vision_backbones import TimmClassifierConfig, check_pixel_values, create_timm_model
+from ..core.timm_construction import TimmBackboneMixin
+from ..core.vision_backbones import (
+    TimmClassifierConfig,
+    check_pixel_values,
+    create_timm_model,
+    load_timm_state_dict,
+    read_state_dict,
+)
+from .conversion import load_dense_into_moe
 from .modeling import make_moe_model_class
-from .timm_config import SwitchMoETimmConfig, TimmViTMoEFamily
+from .timm_config import SwitchMoETimmConfig
 
 
-class TimmForImageClassification(PreTrainedModel):
+class TimmForImageClassification(TimmBackboneMixin, PreTrainedModel):
     """A timm classifier as a ``PreTrainedModel``; the "stock" class that the switch-MoE timm class extends.
 
     Args:
@@ -54,6 +63,20 @@ class TimmForImageClassification(PreTrainedModel):
     def from_pretrained(cls, *args: Any, **kwargs: Any):
         """``PreTrainedModel.from_pretrained``, with aligned copies of the tensors (see ``own_loaded_tensors``)."""
         return own_loaded_tensors(super().from_pretrained(*args, **kwargs))
+
+    def load_timm_weights(self, state_dict) -> list[str]:
+        """Loads a plain timm state dict (or a file of one) into ``self.timm_model``.
+
+        Args:
+            state_dict: timm-named tensors, or the same tensors under other names in timm's order, or a file.
+
+        Returns:
+            The names of the timm tensors left as initialized (the classifier when its width differs).
+        """
+        config = self.config
+        return load_timm_state_dict(
+            self.timm_model, read_state_dict(state_dict), config.architecture, config.num_labels
+        )
 
     def forward(
         self,
@@ -80,8 +103,36 @@ class TimmForImageClassification(PreTrainedModel):
 
 
 SwitchMoETimmForImageClassification = make_moe_model_class(
-    TimmViTMoEFamily, TimmForImageClassification, SwitchMoETimmConfig, module=__name__
+    TimmViTAdapter, TimmForImageClassification, SwitchMoETimmConfig, module=__name__
 )
+
+
+def _upcycle_timm_weights(self, state_dict) -> list[str]:
+    """Upcycles a plain (dense) timm state dict: every tensor loads as is, except the FFN of each MoE block, which
+    every expert of that block copies (``from_timm(..., pretrained_weights=...)`` calls this).
+
+    Args:
+        state_dict: Dense timm-named tensors, or the same tensors under other names in timm's order, or a file.
+
+    Returns:
+        The names of the timm tensors left as initialized (the classifier when its width differs).
+    """
+    config = self.config
+    dense = create_timm_model(config.architecture, config.num_labels, config.model_args or {})
+    left = load_timm_state_dict(dense, read_state_dict(state_dict), config.architecture, config.num_labels)
+    load_dense_into_moe(
+        self.timm_model,
+        self.moe_modules(),
+        dense,
+        TimmViTAdapter,
+        config.moe_layers,
+        expert_noise=config.expert_noise,
+        initializer_range=getattr(config, "initializer_range", None) or 0.02,
+    )
+    return left
+
+
+SwitchMoETimmForImageClassification.load_timm_weights = _upcycle_timm_weights
 
 
 def timm_model_description(model: nn.Module) -> dict[str, Any]:

@@ -33,9 +33,11 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
+from ..core.adapters.timm import TimmAdapter, timm_adapter_for
 from ..core.flops import frame_sampling_flops
 from ..core.hub import AdaptiveHubMixin, own_loaded_tensors
 from ..core.inputs import check_class_labels
+from ..core.timm_construction import split_timm_keywords
 from ..core.vision_backbones import create_timm_model, load_timm_state_dict, read_state_dict
 from .config import GLANCE_BUILTIN, FrameSamplingVideoConfig, validate_sampler_runtime
 from .samplers import (
@@ -300,17 +302,16 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
             num_labels: Number of classes.
             model_args: Extra ``timm.create_model`` arguments.
             **settings: :class:`~adaptive_hf.video.config.FrameSamplingVideoConfig` fields (``sampler``,
-                ``num_frames``, ``frame_budget``, ...) and ``id2label``/``label2id``.
+                ``num_frames``, ``frame_budget``, ...) and ``id2label``/``label2id``; any other keyword is a
+                ``timm.create_model`` argument, as for every timm-backed model.
         """
-        allowed = set(FrameSamplingVideoConfig.__dataclass_fields__) | {"id2label", "label2id"}
-        unknown = sorted(set(settings) - allowed)
-        if unknown:
-            raise TypeError(
-                f"from_timm got unknown settings {unknown}; pass timm arguments in `model_args` and config fields "
-                f"among {sorted(set(FrameSamplingVideoConfig.__annotations__))}."
-            )
+        # The rule of every timm-backed model: config fields configure, any other keyword goes to timm.create_model.
+        settings, timm_kwargs = split_timm_keywords(FrameSamplingVideoConfig, settings)
         config = FrameSamplingVideoConfig(
-            architecture=architecture, model_args=dict(model_args or {}), num_labels=num_labels, **settings
+            architecture=architecture,
+            model_args={**(model_args or {}), **timm_kwargs},
+            num_labels=num_labels,
+            **settings,
         )
         model = cls(config)
         if pretrained_weights is not None:
@@ -401,9 +402,27 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         )
 
     # ------------------------------------------------------------------------------------------------- pieces
+    @property
+    def frame_adapter(self) -> TimmAdapter | None:
+        """The timm adapter over the frame backbone (the one every timm-backed technique uses), or ``None`` for a
+        timm family without one (its own ``forward_features`` then runs)."""
+        cached = self.__dict__.get("_frame_adapter")
+        if cached is None or cached[0] is not self.backbone:
+            try:
+                adapter_class = timm_adapter_for(self.backbone)
+            except ValueError:
+                adapter = None
+            else:
+                adapter = adapter_class(self.backbone, "block" if adapter_class.is_transformer else "stage")
+            cached = self.__dict__["_frame_adapter"] = (self.backbone, adapter)
+        return cached[1]
+
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features ``(n, dim)`` of ``(n, C, H, W)`` frames (the expensive part)."""
-        return self.backbone.forward_head(self.backbone.forward_features(frames), pre_logits=True)
+        adapter = self.frame_adapter
+        if adapter is None:
+            return self.backbone.forward_head(self.backbone.forward_features(frames), pre_logits=True)
+        return adapter.features(frames)
 
     def classify(self, pooled: torch.Tensor) -> torch.Tensor:
         """The backbone's own classifier on aggregated features."""

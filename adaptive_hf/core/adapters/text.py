@@ -1,17 +1,16 @@
-"""Backbone adapters: the only place that knows the internals of an architecture family.
+"""Text encoder adapters (BERT family): one per family, serving early exits, halting and switch MoE.
 
 An adapter wraps the stock Hugging Face base model (``BertModel``, ``RobertaModel``, ...) and exposes what the
-adaptive techniques need: embed a batch, run encoder layer ``i`` on whatever rows are still active, pool a
-sequence into a vector, and the per-layer cost. It reuses the family's own modules and weights; nothing here
-copies modeling code.
+adaptive techniques need (see :mod:`adaptive_hf.core.adapters.base`): embed a batch, run encoder layer ``i`` on
+whatever rows or tokens are still active, pool a sequence into a vector, the per-layer cost, and where each layer
+keeps its feed-forward block. It reuses the family's own modules and weights; nothing here copies modeling code.
 
 To support a new encoder family, subclass :class:`TextEncoderAdapter` (usually only the class attributes and
-``layer_modules``/``embed`` change) and pass it to ``adaptive_hf.register_text_encoder``.
+``layer_modules``/``embed`` change) and pass it to ``adaptive_hf.register_family``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -22,127 +21,59 @@ from transformers import (
     AlbertModel,
     AlbertPreTrainedModel,
     BertConfig,
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    BertForTokenClassification,
     BertModel,
     BertPreTrainedModel,
     DistilBertConfig,
+    DistilBertForMaskedLM,
+    DistilBertForSequenceClassification,
+    DistilBertForTokenClassification,
     DistilBertModel,
     DistilBertPreTrainedModel,
     ElectraConfig,
+    ElectraForMaskedLM,
+    ElectraForSequenceClassification,
+    ElectraForTokenClassification,
     ElectraModel,
     ElectraPreTrainedModel,
     MPNetConfig,
+    MPNetForMaskedLM,
+    MPNetForSequenceClassification,
+    MPNetForTokenClassification,
     MPNetModel,
     MPNetPreTrainedModel,
     RobertaConfig,
+    RobertaForMaskedLM,
+    RobertaForSequenceClassification,
+    RobertaForTokenClassification,
     RobertaModel,
     RobertaPreTrainedModel,
     XLMRobertaConfig,
+    XLMRobertaForMaskedLM,
+    XLMRobertaForSequenceClassification,
+    XLMRobertaForTokenClassification,
     XLMRobertaModel,
     XLMRobertaPreTrainedModel,
 )
 from transformers.masking_utils import create_bidirectional_mask
 
-from .compaction import select_rows
-from .flops import encoder_layer_flops
+from ..flops import encoder_layer_flops
+from .base import FAMILY_ADAPTERS, BackboneAdapter, FfnSlot, add_adapter
+from .states import EncoderState, TokenSubset
 
 POOLINGS = ("mean", "cls", "pooler")
 
 
-@dataclass
-class EncoderState:
-    """What flows between encoder layers for the rows still being computed.
-
-    Attributes:
-        hidden_states: ``(rows, seq, hidden)`` activations.
-        token_mask: ``(rows, seq)`` 1 for real tokens, 0 for padding.
-        layer_kwargs: Extra per-layer inputs (attention mask, position bias); tensors whose first dimension is the
-            row count are gathered together with the rows.
-    """
-
-    hidden_states: torch.Tensor
-    token_mask: torch.Tensor
-    layer_kwargs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def num_rows(self) -> int:
-        return self.hidden_states.size(0)
-
-    def select(self, rows: torch.Tensor) -> EncoderState:
-        """Returns the state restricted to ``rows`` (a 1-D index tensor)."""
-        batch = self.num_rows
-        return EncoderState(
-            hidden_states=self.hidden_states.index_select(0, rows),
-            token_mask=self.token_mask.index_select(0, rows),
-            layer_kwargs=select_rows(self.layer_kwargs, rows, batch),
-        )
-
-
-@dataclass
-class TokenSubset:
-    """The active tokens of a layer's rows, packed in row-major order, for ``run_layer_on_tokens``.
-
-    A caller that already tracks its active tokens as positions (the halting models do) builds this once per
-    layer with :meth:`from_positions`, which saves the adapter re-deriving it from a mask.
-
-    Attributes:
-        rows: ``(n,)`` row of each active token, non-decreasing.
-        tokens: ``(n,)`` position of each active token in its row.
-        slot: ``(n,)`` rank of each token among its row's active tokens; ``None`` when there is one row.
-        slots: Most active tokens in any row.
-        states: ``(n, hidden)`` current states of the active tokens, or ``None`` to gather them.
-    """
-
-    rows: torch.Tensor
-    tokens: torch.Tensor
-    slot: torch.Tensor | None
-    slots: int
-    states: torch.Tensor | None = None
-
-    @classmethod
-    def from_mask(cls, active: torch.Tensor) -> TokenSubset:
-        """From a ``(rows, seq)`` bool mask of active tokens."""
-        rows, tokens = active.nonzero(as_tuple=True)
-        if active.size(0) == 1:
-            return cls(rows, tokens, None, tokens.numel())
-        slot = active.long().cumsum(1).sub_(1)[rows, tokens]
-        return cls(rows, tokens, slot, int(active.sum(1).max()))
-
-    @classmethod
-    def from_positions(
-        cls, rows: torch.Tensor, tokens: torch.Tensor, counts: torch.Tensor, states: torch.Tensor | None = None
-    ) -> TokenSubset:
-        """From sorted positions.
-
-        Args:
-            rows: ``(n,)`` row of each active token, in ``0..len(counts)-1``, non-decreasing; every row appears.
-            tokens: ``(n,)`` token positions.
-            counts: ``(num_rows,)`` active tokens per row (``torch.unique_consecutive(..., return_counts=True)``).
-            states: Optional ``(n, hidden)`` current states of those tokens.
-        """
-        if counts.numel() == 1:
-            return cls(rows, tokens, None, tokens.numel(), states)
-        starts = counts.cumsum(0).sub_(counts)
-        slot = torch.arange(rows.numel(), device=rows.device).sub_(starts.index_select(0, rows))
-        return cls(rows, tokens, slot, int(counts.max()), states)
-
-    def gather_states(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """The active tokens' current states: ``states`` if known, else gathered from ``hidden_states``."""
-        return self.states if self.states is not None else hidden_states[self.rows, self.tokens]
-
-
-class TextEncoderAdapter:
+class TextEncoderAdapter(BackboneAdapter):
     """Adapter for a bidirectional text encoder family (BERT-like layout).
 
     Args:
         base_model: The family's base model module (e.g. a ``BertModel``).
 
-    Class attributes:
-        family: Short family name, e.g. ``"bert"``.
-        model_type: The ``model_type`` of the family's config.
-        class_prefix: CamelCase used in generated class names (``EarlyExit<class_prefix>ForSequenceClassification``).
-        config_class: The family's config class.
+    Class attributes (besides those of :class:`BackboneAdapter`):
         base_model_class: The family's base model class.
-        pretrained_model_class: The family's ``PreTrainedModel`` base (weight init, attention flags).
         has_pooler: Whether the family has a trained pooler (dense + tanh on the first token).
         accepts_token_type_ids: Whether the embeddings take ``token_type_ids``.
     """
@@ -155,10 +86,17 @@ class TextEncoderAdapter:
     pretrained_model_class: ClassVar[type] = BertPreTrainedModel
     has_pooler: ClassVar[bool] = True
     accepts_token_type_ids: ClassVar[bool] = True
-
-    def __init__(self, base_model: nn.Module):
-        self.base_model = base_model
-        self.config = base_model.config
+    runs_layers: ClassVar[bool] = True
+    supports_token_subsets: ClassVar[bool] = True
+    # BERT layout: `intermediate` (dense + activation), then `output.dense` before the family's dropout, residual
+    # and LayerNorm in `output`.
+    ffn_slot: ClassVar[FfnSlot | None] = FfnSlot("intermediate", up="intermediate.dense", down="output.dense")
+    task_classes: ClassVar[tuple[type, ...]] = (
+        BertModel,
+        BertForSequenceClassification,
+        BertForMaskedLM,
+        BertForTokenClassification,
+    )
 
     @classmethod
     def build_base_model(cls, config, *, add_pooling_layer: bool) -> nn.Module:
@@ -173,21 +111,6 @@ class TextEncoderAdapter:
         return cls.base_model_class(config)
 
     @classmethod
-    def num_layers_of(cls, config) -> int:
-        """Number of encoder layers for ``config``."""
-        return config.num_hidden_layers
-
-    @classmethod
-    def hidden_size_of(cls, config) -> int:
-        """Hidden width of the encoder output for ``config``."""
-        return config.hidden_size
-
-    @classmethod
-    def intermediate_size_of(cls, config) -> int:
-        """Feed-forward width for ``config``."""
-        return config.intermediate_size
-
-    @classmethod
     def classifier_dropout_of(cls, config) -> float:
         """Dropout for classifier heads: the family's classifier dropout, else its hidden dropout."""
         for name in ("classifier_dropout", "classifier_dropout_prob", "seq_classif_dropout", "hidden_dropout_prob"):
@@ -195,10 +118,6 @@ class TextEncoderAdapter:
             if value is not None:
                 return float(value)
         return 0.1
-
-    @property
-    def num_layers(self) -> int:
-        return self.num_layers_of(self.config)
 
     def layer_modules(self) -> nn.ModuleList:
         """The encoder layers, in order."""
@@ -264,8 +183,6 @@ class TextEncoderAdapter:
         return encoder_layer_flops(seq_len, self.hidden_size_of(self.config), self.intermediate_size_of(self.config))
 
     # ------------------------------------------------------------------ token subsets (per-token halting)
-    supports_token_subsets: ClassVar[bool] = True
-
     def token_layer_parts(self, index: int) -> tuple[nn.Module, nn.Module, nn.Module, int, Any, Any]:
         """The pieces of layer ``index`` needed to run it on a subset of tokens.
 
@@ -327,7 +244,7 @@ class TextEncoderAdapter:
             ``(num_active, hidden)`` new states of the active tokens, in ``active.nonzero()`` order.
         """
         if not self.supports_token_subsets:
-            supported = sorted(k for k, a in TEXT_ENCODER_ADAPTERS.items() if a.supports_token_subsets)
+            supported = sorted(k for k, a in FAMILY_ADAPTERS.items() if a.supports_token_subsets)
             raise NotImplementedError(
                 f"Running a layer on a subset of tokens is not implemented for {self.family}; token-level halting "
                 f"supports {', '.join(supported)}."
@@ -383,6 +300,7 @@ class RobertaAdapter(TextEncoderAdapter):
     config_class = RobertaConfig
     base_model_class = RobertaModel
     pretrained_model_class = RobertaPreTrainedModel
+    task_classes = (RobertaModel, RobertaForSequenceClassification, RobertaForMaskedLM, RobertaForTokenClassification)
 
 
 class XLMRobertaAdapter(TextEncoderAdapter):
@@ -394,6 +312,12 @@ class XLMRobertaAdapter(TextEncoderAdapter):
     config_class = XLMRobertaConfig
     base_model_class = XLMRobertaModel
     pretrained_model_class = XLMRobertaPreTrainedModel
+    task_classes = (
+        XLMRobertaModel,
+        XLMRobertaForSequenceClassification,
+        XLMRobertaForMaskedLM,
+        XLMRobertaForTokenClassification,
+    )
 
 
 class ElectraAdapter(TextEncoderAdapter):
@@ -405,6 +329,7 @@ class ElectraAdapter(TextEncoderAdapter):
     config_class = ElectraConfig
     base_model_class = ElectraModel
     pretrained_model_class = ElectraPreTrainedModel
+    task_classes = (ElectraModel, ElectraForSequenceClassification, ElectraForMaskedLM, ElectraForTokenClassification)
     has_pooler = False
 
     def _embeddings(self, input_ids, token_type_ids, position_ids, inputs_embeds) -> torch.Tensor:
@@ -423,6 +348,14 @@ class DistilBertAdapter(TextEncoderAdapter):
     config_class = DistilBertConfig
     base_model_class = DistilBertModel
     pretrained_model_class = DistilBertPreTrainedModel
+    task_classes = (
+        DistilBertModel,
+        DistilBertForSequenceClassification,
+        DistilBertForMaskedLM,
+        DistilBertForTokenClassification,
+    )
+    # `ffn` is lin1, activation, lin2, dropout; the layer adds the residual and LayerNorm.
+    ffn_slot = FfnSlot("ffn", up="ffn.lin1", down="ffn.lin2")
     has_pooler = False
     accepts_token_type_ids = False
 
@@ -437,6 +370,14 @@ class DistilBertAdapter(TextEncoderAdapter):
     @classmethod
     def intermediate_size_of(cls, config) -> int:
         return config.hidden_dim
+
+    @classmethod
+    def activation_of(cls, config) -> str:
+        return config.activation
+
+    @classmethod
+    def ffn_dropout_of(cls, config) -> float:
+        return config.dropout
 
     def layer_modules(self) -> nn.ModuleList:
         return self.base_model.transformer.layer
@@ -466,6 +407,9 @@ class AlbertAdapter(TextEncoderAdapter):
     config_class = AlbertConfig
     base_model_class = AlbertModel
     pretrained_model_class = AlbertPreTrainedModel
+    # One layer group is shared by every layer: an MoE layer there would be shared too, which switch MoE does not do.
+    ffn_slot = None
+    task_classes = ()
 
     def _group(self, index: int) -> nn.Module:
         group = int(index / (self.config.num_hidden_layers / self.config.num_hidden_groups))
@@ -514,6 +458,7 @@ class MPNetAdapter(TextEncoderAdapter):
     config_class = MPNetConfig
     base_model_class = MPNetModel
     pretrained_model_class = MPNetPreTrainedModel
+    task_classes = (MPNetModel, MPNetForSequenceClassification, MPNetForMaskedLM, MPNetForTokenClassification)
     accepts_token_type_ids = False
 
     def _embeddings(self, input_ids, token_type_ids, position_ids, inputs_embeds) -> torch.Tensor:
@@ -548,8 +493,9 @@ class MPNetAdapter(TextEncoderAdapter):
         return output[0]
 
 
+# The built-in text encoder families, by model_type.
 TEXT_ENCODER_ADAPTERS: dict[str, type[TextEncoderAdapter]] = {
-    adapter.model_type: adapter
+    adapter.model_type: add_adapter(adapter)
     for adapter in (
         TextEncoderAdapter,
         RobertaAdapter,
@@ -562,6 +508,11 @@ TEXT_ENCODER_ADAPTERS: dict[str, type[TextEncoderAdapter]] = {
 }
 
 
+def text_encoder_families() -> list[str]:
+    """The ``model_type`` of every known text family whose adapter runs layers (early exits, halting)."""
+    return sorted(k for k, a in FAMILY_ADAPTERS.items() if a.modality == "text" and a.runs_layers)
+
+
 def unsupported_architecture_error(model_type: str, technique: str = "early exit") -> ValueError:
     """The error raised for a backbone family that has no adapter.
 
@@ -569,12 +520,13 @@ def unsupported_architecture_error(model_type: str, technique: str = "early exit
         model_type: The config's ``model_type``.
         technique: The technique that was asked for, for the message.
     """
-    supported = ", ".join(sorted(TEXT_ENCODER_ADAPTERS))
+    supported = ", ".join(text_encoder_families())
     return ValueError(
         f"Unsupported architecture for {technique}: model_type={model_type!r}. Supported text encoder families: "
-        f"{supported}. To add one, subclass adaptive_hf.core.backbones.TextEncoderAdapter (set family, "
-        "model_type, class_prefix, config_class, base_model_class, pretrained_model_class and override embed/"
-        "run_layer if the layout differs) and call adaptive_hf.register_text_encoder(YourAdapter)."
+        f"{supported}. To add one, subclass adaptive_hf.TextEncoderAdapter (set family, model_type, class_prefix, "
+        "config_class, base_model_class, pretrained_model_class, and ffn_slot/task_classes for switch MoE; override "
+        "embed/run_layer if the layout differs) and call adaptive_hf.register_family(YourAdapter): it gets every "
+        "technique it is compatible with."
     )
 
 
@@ -585,7 +537,7 @@ def get_text_encoder_adapter(model_type: str, technique: str = "early exit") -> 
         model_type: A config ``model_type`` such as ``"bert"``.
         technique: The technique that was asked for, for the error message.
     """
-    try:
-        return TEXT_ENCODER_ADAPTERS[model_type]
-    except KeyError:
-        raise unsupported_architecture_error(model_type, technique) from None
+    adapter = FAMILY_ADAPTERS.get(model_type)
+    if adapter is None or adapter.modality != "text" or not adapter.runs_layers:
+        raise unsupported_architecture_error(model_type, technique)
+    return adapter

@@ -1,0 +1,93 @@
+"""What flows between layers: the rows still computed (:class:`EncoderState`) and a token subset
+(:class:`TokenSubset`), shared by the text and timm adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..compaction import select_rows
+
+
+@dataclass
+class EncoderState:
+    """What flows between encoder layers for the rows still being computed.
+
+    Attributes:
+        hidden_states: ``(rows, seq, hidden)`` activations.
+        token_mask: ``(rows, seq)`` 1 for real tokens, 0 for padding.
+        layer_kwargs: Extra per-layer inputs (attention mask, position bias); tensors whose first dimension is the
+            row count are gathered together with the rows.
+    """
+
+    hidden_states: torch.Tensor
+    token_mask: torch.Tensor
+    layer_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_rows(self) -> int:
+        return self.hidden_states.size(0)
+
+    def select(self, rows: torch.Tensor) -> EncoderState:
+        """Returns the state restricted to ``rows`` (a 1-D index tensor)."""
+        batch = self.num_rows
+        return EncoderState(
+            hidden_states=self.hidden_states.index_select(0, rows),
+            token_mask=self.token_mask.index_select(0, rows),
+            layer_kwargs=select_rows(self.layer_kwargs, rows, batch),
+        )
+
+
+@dataclass
+class TokenSubset:
+    """The active tokens of a layer's rows, packed in row-major order, for ``run_layer_on_tokens``.
+
+    A caller that already tracks its active tokens as positions (the halting models do) builds this once per
+    layer with :meth:`from_positions`, which saves the adapter re-deriving it from a mask.
+
+    Attributes:
+        rows: ``(n,)`` row of each active token, non-decreasing.
+        tokens: ``(n,)`` position of each active token in its row.
+        slot: ``(n,)`` rank of each token among its row's active tokens; ``None`` when there is one row.
+        slots: Most active tokens in any row.
+        states: ``(n, hidden)`` current states of the active tokens, or ``None`` to gather them.
+    """
+
+    rows: torch.Tensor
+    tokens: torch.Tensor
+    slot: torch.Tensor | None
+    slots: int
+    states: torch.Tensor | None = None
+
+    @classmethod
+    def from_mask(cls, active: torch.Tensor) -> TokenSubset:
+        """From a ``(rows, seq)`` bool mask of active tokens."""
+        rows, tokens = active.nonzero(as_tuple=True)
+        if active.size(0) == 1:
+            return cls(rows, tokens, None, tokens.numel())
+        slot = active.long().cumsum(1).sub_(1)[rows, tokens]
+        return cls(rows, tokens, slot, int(active.sum(1).max()))
+
+    @classmethod
+    def from_positions(
+        cls, rows: torch.Tensor, tokens: torch.Tensor, counts: torch.Tensor, states: torch.Tensor | None = None
+    ) -> TokenSubset:
+        """From sorted positions.
+
+        Args:
+            rows: ``(n,)`` row of each active token, in ``0..len(counts)-1``, non-decreasing; every row appears.
+            tokens: ``(n,)`` token positions.
+            counts: ``(num_rows,)`` active tokens per row (``torch.unique_consecutive(..., return_counts=True)``).
+            states: Optional ``(n, hidden)`` current states of those tokens.
+        """
+        if counts.numel() == 1:
+            return cls(rows, tokens, None, tokens.numel(), states)
+        starts = counts.cumsum(0).sub_(counts)
+        slot = torch.arange(rows.numel(), device=rows.device).sub_(starts.index_select(0, rows))
+        return cls(rows, tokens, slot, int(counts.max()), states)
+
+    def gather_states(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The active tokens' current states: ``states`` if known, else gathered from ``hidden_states``."""
+        return self.states if self.states is not None else hidden_states[self.rows, self.tokens]
