@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..cli import _write_json
+from ..core.hub import write_text_atomic
 from ..core.timing import time_interleaved
 from ..plotting import speedup_figure
 
@@ -136,7 +137,8 @@ def save_video_collator(collator, model_dir: str | Path, **clip_settings: Any) -
         "std": collator.std.flatten().tolist(),
         "moving_fashion_mnist": clip_settings,
     }
-    Path(model_dir, COLLATOR_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+    # One rename, so a crash leaves the old settings or the new ones, never a truncated file.
+    write_text_atomic(Path(model_dir, COLLATOR_FILE), json.dumps(payload, indent=2) + "\n")
 
 
 def load_video_collator(model, model_dir: str | Path):
