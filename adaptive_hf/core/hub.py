@@ -21,6 +21,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .configuration import freeze_structural_fields
+from .layer_keyed import check_layer_keyed_weights
+from .technique import technique_of
+
 PACKAGE = "adaptive_hf"
 FLAT_PREFIX = "ahf_"
 _IMPORT_RE = re.compile(
@@ -286,6 +290,37 @@ class AdaptiveHubMixin:
     """
 
     auto_class_name: str = "AutoModel"
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any):
+        """``PreTrainedModel.from_pretrained``, plus a check that the per-layer weights match the config's layers.
+
+        Args:
+            *args: Passed to ``PreTrainedModel.from_pretrained``.
+            **kwargs: Passed to ``PreTrainedModel.from_pretrained``.
+
+        Raises:
+            ValueError: When exit heads, halting units or routers in the checkpoint belong to other layers than the
+                config lists (see :func:`~adaptive_hf.core.layer_keyed.check_layer_keyed_weights`).
+        """
+        wants_info = kwargs.get("output_loading_info", False)
+        kwargs["output_loading_info"] = True
+        model, info = super().from_pretrained(*args, **kwargs)
+        check_layer_keyed_weights(model, info)
+        return (model, info) if wants_info else model
+
+    def post_init(self):
+        """``PreTrainedModel.post_init``, then freezes the config's structural fields: the modules now depend on them.
+
+        Changing one afterwards raises an error that says to rebuild the model (see
+        :func:`~adaptive_hf.core.configuration.freeze_structural_fields`); runtime knobs stay changeable.
+        """
+        super().post_init()
+        try:
+            spec = technique_of(self.config)
+        except TypeError:
+            return  # a remote-code copy without the technique registry: nothing declares the structure
+        freeze_structural_fields(self.config, spec.structural_fields)
 
     def _auto_map(self) -> dict[str, str]:
         config_class = type(self.config)

@@ -9,7 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.backbones import POOLINGS, TEXT_ENCODER_ADAPTERS, TextEncoderAdapter
-from ..core.configuration import check_choice, check_number, make_family_config_class, normalize_layer_list
+from ..core.configuration import (
+    FrozenStructureMixin,
+    check_choice,
+    check_number,
+    check_structure_unchanged,
+    make_family_config_class,
+    normalize_layer_list,
+)
 from .heads import EXIT_HEADS
 from .policies import EXIT_POLICIES, THRESHOLD_POLICIES
 
@@ -37,6 +44,7 @@ def validate_exit_settings(config) -> None:
     Args:
         config: An early-exit config.
     """
+    check_structure_unchanged(config)
     check_choice("exit_policy", config.exit_policy, EXIT_POLICIES)
     if config.exit_threshold is not None:
         check_number("exit_threshold", config.exit_threshold, 0.0, 1.0)
@@ -48,7 +56,7 @@ def validate_exit_settings(config) -> None:
     check_number("patience", config.patience, 1, None, integer=True)
 
 
-class EarlyExitConfigMixin:
+class EarlyExitConfigMixin(FrozenStructureMixin):
     """Validation and helpers shared by every ``EarlyExit<Arch>Config``.
 
     Fields (all validated in ``__init__``):

@@ -14,11 +14,11 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..core.backbones import TEXT_ENCODER_ADAPTERS, EncoderState, TextEncoderAdapter
 from ..core.flops import classifier_head_flops
 from ..core.hub import AdaptiveHubMixin
+from ..core.layer_keyed import LayerKeyedModules
 from ..core.modeling import TextBackboneMixin
 from ..core.outputs import EarlyExitSequenceClassifierOutput
 from .config import EARLY_EXIT_CONFIGS, validate_exit_settings
@@ -228,8 +228,10 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
         setattr(self, self.base_model_prefix, base_model)
         hidden_size = self.adapter_class.hidden_size_of(config)
         dropout = self.adapter_class.classifier_dropout_of(config)
-        self.exit_heads = nn.ModuleList(
-            [ExitHead(hidden_size, config.num_labels, config.exit_head, dropout) for _ in config.exit_layers]
+        self.exit_heads = LayerKeyedModules(
+            config.exit_layers,
+            [ExitHead(hidden_size, config.num_labels, config.exit_head, dropout) for _ in config.exit_layers],
+            config_field="exit_layers",
         )
         self.post_init()
         self._apply_training_stage()

@@ -27,6 +27,7 @@ from transformers.utils import ModelOutput
 from ..core.flops import classifier_head_flops, linear_flops
 from ..core.hub import own_loaded_tensors
 from ..core.inputs import check_class_labels
+from ..core.layer_keyed import LayerKeyedModules
 from ..core.vision_backbones import (
     HFViTAdapter,
     ImageState,
@@ -210,13 +211,16 @@ class _VisionEarlyExitMixin(EarlyExitModelMixin):
             init.ones_(module.weight)
             init.zeros_(module.bias)
 
-    def _build_exit_heads(self, widths: list[int]) -> nn.ModuleList:
+    def _build_exit_heads(self, widths: list[int]) -> LayerKeyedModules:
         config = self.config
-        heads = nn.ModuleList(
+        # The last exit is the backbone's own classifier: heads only for the earlier exit layers.
+        heads = LayerKeyedModules(
+            config.exit_layers[:-1],
             [
                 VisionExitHead(widths[layer - 1], config.num_labels, config.exit_head, config.exit_dropout)
                 for layer in config.exit_layers[:-1]
-            ]
+            ],
+            config_field="exit_layers",
         )
         for module in heads.modules():
             module._ahf_exit_module = True

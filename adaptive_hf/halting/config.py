@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.backbones import TEXT_ENCODER_ADAPTERS, TextEncoderAdapter
-from ..core.configuration import check_choice, check_number, make_family_config_class
+from ..core.configuration import (
+    FrozenStructureMixin,
+    check_choice,
+    check_number,
+    check_structure_unchanged,
+    make_family_config_class,
+)
 
 HALTING_METHODS = ("act", "pondernet")
 HALTING_GRANULARITIES = ("sample", "token")
@@ -34,6 +40,7 @@ def validate_halting_settings(config) -> None:
     Args:
         config: A halting config.
     """
+    check_structure_unchanged(config)
     check_choice("halting", config.halting, HALTING_METHODS)
     check_choice("halting_granularity", config.halting_granularity, HALTING_GRANULARITIES)
     check_choice("halting_enabled", config.halting_enabled, (True, False))
@@ -51,7 +58,7 @@ def validate_halting_settings(config) -> None:
         )
 
 
-class HaltingConfigMixin:
+class HaltingConfigMixin(FrozenStructureMixin):
     """Validation and helpers shared by every ``Halting<Arch>Config``.
 
     Fields (validated in ``__init__``; the runtime ones again at each forward):

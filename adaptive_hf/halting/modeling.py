@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from transformers import initialization as hf_init
 
 from ..core.backbones import TEXT_ENCODER_ADAPTERS, EncoderState, TextEncoderAdapter, TokenSubset
 from ..core.flops import linear_flops
 from ..core.hub import AdaptiveHubMixin
+from ..core.layer_keyed import LayerKeyedModules
 from ..core.modeling import TextBackboneMixin, make_family_model_class
 from ..core.outputs import HaltingSequenceClassifierOutput
 from ..early_exit.heads import ExitHead
@@ -38,8 +38,10 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         self.num_labels = config.num_labels
         setattr(self, self.base_model_prefix, self.adapter_class.build_base_model(config, add_pooling_layer=False))
         hidden_size = self.adapter_class.hidden_size_of(config)
-        self.halting_units = nn.ModuleList(
-            [HaltingUnit(hidden_size, config.halting_bias_init) for _ in range(config.num_ponder_steps)]
+        self.halting_units = LayerKeyedModules(
+            range(1, config.num_ponder_steps + 1),
+            [HaltingUnit(hidden_size, config.halting_bias_init) for _ in range(config.num_ponder_steps)],
+            config_field="max_ponder_steps",
         )
         dropout = self.adapter_class.classifier_dropout_of(config)
         self.classifier = ExitHead(hidden_size, config.num_labels, config.classifier_head, dropout)

@@ -13,7 +13,13 @@ SPEC = register_technique(
         model_types=("halting_",),
         knobs=(Knob("halting_threshold", HALTING_THRESHOLDS, when={"halting_enabled": True}),),
         full_compute={"halting_enabled": False},
-        structural_fields=("halting_pooling", "classifier_head", "halting_granularity", "architecture"),
+        structural_fields=(
+            "halting_pooling",
+            "classifier_head",
+            "halting_granularity",
+            "max_ponder_steps",
+            "architecture",
+        ),
         training_fields=("ponder_cost", "prior_lambda", "kl_weight"),
         description="halting (ACT / PonderNet): a learned unit after each layer decides when a sample or token stops",
     )

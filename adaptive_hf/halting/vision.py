@@ -18,6 +18,7 @@ from transformers import PreTrainedModel
 from ..core.backbones import EncoderState, TokenSubset
 from ..core.configuration import check_number
 from ..core.inputs import check_class_labels
+from ..core.layer_keyed import LayerKeyedModules
 from ..core.vision_backbones import TimmClassifierConfig, TimmViTAdapter, check_pixel_values, create_timm_model
 from .config import HaltingConfigMixin, validate_halting_settings
 from .layers import HaltingUnit
@@ -174,8 +175,10 @@ class HaltingTimmForImageClassification(HaltingForSequenceClassificationMixin, P
         self.num_labels = config.num_labels
         self.timm_model = create_timm_model(config.architecture, config.num_labels, config.model_args)
         hidden_size = self.adapter.units[0].norm1.normalized_shape[0]
-        self.halting_units = nn.ModuleList(
-            [HaltingUnit(hidden_size, config.halting_bias_init) for _ in range(config.num_ponder_steps)]
+        self.halting_units = LayerKeyedModules(
+            range(1, config.num_ponder_steps + 1),
+            [HaltingUnit(hidden_size, config.halting_bias_init) for _ in range(config.num_ponder_steps)],
+            config_field="max_ponder_steps",
         )
         self.post_init()
 

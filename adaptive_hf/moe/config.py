@@ -17,7 +17,13 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
-from ..core.configuration import check_choice, check_number, normalize_layer_list
+from ..core.configuration import (
+    FrozenStructureMixin,
+    check_choice,
+    check_number,
+    check_structure_unchanged,
+    normalize_layer_list,
+)
 from .families import MOE_FAMILIES
 
 CAPACITY_GROUPS = ("sequence", "batch")
@@ -69,6 +75,7 @@ def validate_moe_runtime(config) -> None:
     Args:
         config: A config carrying the :data:`MOE_FIELDS`.
     """
+    check_structure_unchanged(config)
     check_number("num_experts_per_tok", config.num_experts_per_tok, 1, config.num_experts, integer=True)
     check_number("capacity_factor", config.capacity_factor, 0.0, None)
     check_choice("capacity_group", config.capacity_group, CAPACITY_GROUPS)
@@ -175,7 +182,7 @@ class SwitchMoEConfig(PreTrainedConfig):
         return moe_settings_dict(self)
 
 
-class SwitchMoEConfigMixin:
+class SwitchMoEConfigMixin(FrozenStructureMixin):
     """Validation shared by every ``SwitchMoE<Arch>Config`` (the family config plus :data:`MOE_FIELDS`)."""
 
     moe_family = None  # set per family: a ``families.MoEFamily`` subclass

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from typing import Any
 
 import torch
 from transformers import initialization as init
 
 from ..core.hub import AdaptiveHubMixin, read_config_dict
+from ..core.layer_keyed import LayerKeyedWeights
 from .config import MOE_FIELDS, SWITCH_MOE_CONFIGS, validate_moe_runtime
 from .experts import SwitchExperts
 from .families import MOE_FAMILIES, MoEFamily, auto_class_name_for
@@ -108,6 +110,23 @@ class SwitchMoEModelMixin(AdaptiveHubMixin):
         layers = self.moe_family.layers(self)
         name = self.moe_family.ffn_module_name()
         return [getattr(layers[number - 1], name) for number in self.config.moe_layers]
+
+    def layer_keyed_weights(self) -> list[LayerKeyedWeights]:
+        """Where the routers sit in the state dict, so loading checks them against ``config.moe_layers``."""
+        layers = self.moe_family.layers(self)
+        prefix = next((name for name, module in self.named_modules() if module is layers), None)
+        if prefix is None:
+            return []
+        ffn = re.escape(self.moe_family.ffn_module_name())
+        return [
+            LayerKeyedWeights(
+                config_field="moe_layers",
+                config_value=self.config.moe_layers,
+                layers=tuple(self.config.moe_layers),
+                key_pattern=rf"^{re.escape(prefix)}\.(?P<layer>\d+)\.{ffn}\.router\.",
+                offset=1,
+            )
+        ]
 
     @classmethod
     def _forward_arg_names(cls) -> list[str]:
