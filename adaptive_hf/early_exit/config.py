@@ -56,6 +56,33 @@ def validate_exit_settings(config) -> None:
     check_number("patience", config.patience, 1, None, integer=True)
 
 
+def validate_exit_training(config) -> None:
+    """Checks the training fields (scheme, stage, temperature, loss weights); called at creation and at every loss.
+
+    Args:
+        config: An early-exit config.
+    """
+    check_choice("exit_training", config.exit_training, EXIT_TRAINING)
+    check_choice("exit_training_stage", config.exit_training_stage, (1, 2))
+    check_number("distill_temperature", config.distill_temperature, 0.0, None, low_inclusive=False)
+    weights = config.exit_loss_weights
+    if weights is None:
+        return
+    if (
+        isinstance(weights, (str, bytes))
+        or not isinstance(weights, (list, tuple))
+        or len(weights) != len(config.exit_layers)
+    ):
+        raise ValueError(
+            f"`exit_loss_weights` must be a list with one weight per exit ({len(config.exit_layers)} exits at layers "
+            f"{config.exit_layers}); got {weights!r}."
+        )
+    for weight in weights:
+        check_number("exit_loss_weights", weight, 0.0, None)
+    if sum(weights) <= 0:
+        raise ValueError(f"`exit_loss_weights` must have a positive sum; got {weights!r}.")
+
+
 class EarlyExitConfigMixin(FrozenStructureMixin):
     """Validation and helpers shared by every ``EarlyExit<Arch>Config``.
 
@@ -96,21 +123,9 @@ class EarlyExitConfigMixin(FrozenStructureMixin):
             )
         check_choice("exit_head", self.exit_head, EXIT_HEADS)
         validate_exit_settings(self)
-        check_choice("exit_training", self.exit_training, EXIT_TRAINING)
-        check_choice("exit_training_stage", self.exit_training_stage, (1, 2))
-        check_number("distill_temperature", self.distill_temperature, 0.0, None, low_inclusive=False)
+        validate_exit_training(self)
         if self.exit_loss_weights is not None:
-            weights = self.exit_loss_weights
-            if not isinstance(weights, (list, tuple)) or len(weights) != len(self.exit_layers):
-                raise ValueError(
-                    f"`exit_loss_weights` must be a list with one weight per exit ({len(self.exit_layers)} exits at "
-                    f"layers {self.exit_layers}); got {weights!r}."
-                )
-            for weight in weights:
-                check_number("exit_loss_weights", weight, 0.0, None)
-            if sum(weights) <= 0:
-                raise ValueError("`exit_loss_weights` must have a positive sum.")
-            self.exit_loss_weights = [float(w) for w in weights]
+            self.exit_loss_weights = [float(w) for w in self.exit_loss_weights]
         if self.num_labels < 2:
             raise ValueError(f"`num_labels` must be >= 2 for early-exit classification; got {self.num_labels}.")
         if self.problem_type not in (None, "single_label_classification"):

@@ -21,7 +21,7 @@ from ..core.hub import AdaptiveHubMixin
 from ..core.layer_keyed import LayerKeyedModules
 from ..core.modeling import TextBackboneMixin
 from ..core.outputs import EarlyExitSequenceClassifierOutput
-from .config import EARLY_EXIT_CONFIGS, validate_exit_settings
+from .config import EARLY_EXIT_CONFIGS, validate_exit_settings, validate_exit_training
 from .heads import ExitHead
 from .policies import decide_exit, initial_state
 
@@ -74,6 +74,7 @@ class EarlyExitModelMixin(AdaptiveHubMixin):
     def _forward_all_exits(self, state: EncoderState, labels, output_exit_logits: bool):
         """Training: every layer runs; heads run as the training scheme needs; the loss combines them."""
         config = self.config
+        validate_exit_training(config)  # training fields may have changed since construction
         scheme, stage = config.exit_training, config.exit_training_stage
         final_only = scheme == "two_stage" and stage == 1
         frozen_backbone = scheme == "two_stage" and stage == 2
@@ -102,6 +103,7 @@ class EarlyExitModelMixin(AdaptiveHubMixin):
 
     def _training_loss(self, exit_logits: list[torch.Tensor | None], labels: torch.Tensor) -> torch.Tensor:
         config = self.config
+        validate_exit_training(config)
         weights = config.loss_weights()
         last = len(exit_logits) - 1
         scheme, stage = config.exit_training, config.exit_training_stage

@@ -58,6 +58,17 @@ def validate_halting_settings(config) -> None:
         )
 
 
+def validate_halting_training(config) -> None:
+    """Checks the fields the training loss reads; called at creation and at every loss.
+
+    Args:
+        config: A halting config.
+    """
+    check_number("ponder_cost", config.ponder_cost, 0.0, None)
+    check_number("prior_lambda", config.prior_lambda, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+    check_number("kl_weight", config.kl_weight, 0.0, None)
+
+
 class HaltingConfigMixin(FrozenStructureMixin):
     """Validation and helpers shared by every ``Halting<Arch>Config``.
 
@@ -86,9 +97,7 @@ class HaltingConfigMixin(FrozenStructureMixin):
     def validate_halting(self) -> None:
         """Validates every halting field; raises ``ValueError``/``TypeError`` naming the field."""
         validate_halting_settings(self)
-        check_number("ponder_cost", self.ponder_cost, 0.0, None)
-        check_number("prior_lambda", self.prior_lambda, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-        check_number("kl_weight", self.kl_weight, 0.0, None)
+        validate_halting_training(self)
         check_number("halting_bias_init", self.halting_bias_init)
         check_choice("halting_pooling", self.halting_pooling, HALTING_POOLINGS)
         check_choice("classifier_head", self.classifier_head, ("linear", "mlp"))

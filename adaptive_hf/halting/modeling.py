@@ -23,7 +23,7 @@ from ..core.layer_keyed import LayerKeyedModules
 from ..core.modeling import TextBackboneMixin, make_family_model_class
 from ..core.outputs import HaltingSequenceClassifierOutput
 from ..early_exit.heads import ExitHead
-from .config import HALTING_CONFIGS, validate_halting_settings
+from .config import HALTING_CONFIGS, validate_halting_settings, validate_halting_training
 from .layers import HaltingTracker, HaltingUnit, act_ponder_cost, halting_step, pondernet_kl
 
 
@@ -123,6 +123,7 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         if labels is None:
             return None
         config = self.config
+        validate_halting_training(config)  # training fields may have changed since construction
         loss = F.cross_entropy(logits, labels)
         if config.halting == "act":
             return loss + config.ponder_cost * ponder.mean()
@@ -237,6 +238,7 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         expected_steps = (probabilities * torch.arange(1, probabilities.size(1) + 1, device=device)).sum(1)
         loss = None
         if labels is not None:
+            validate_halting_training(config)
             per_step = torch.stack([F.cross_entropy(x, labels, reduction="none") for x in step_logits], dim=1)
             kl = pondernet_kl(probabilities, config.prior_lambda).mean()
             loss = (probabilities * per_step).sum(1).mean() + config.kl_weight * kl

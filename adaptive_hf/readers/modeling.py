@@ -420,6 +420,8 @@ class ReaderPreTrainedModel(AdaptiveHubMixin, PreTrainedModel):
         """Validates inputs; returns ``(lengths, batch_size, seq_len)``."""
         config = self.config
         validate_reader_runtime(config)
+        if self.training and labels is not None:
+            config.validate_reader()  # the training fields (penalties, coefficients) may have changed since init
         batch_size = check_token_inputs(input_ids, attention_mask, inputs_embeds)
         if input_ids is not None:
             seq_len = input_ids.size(1)

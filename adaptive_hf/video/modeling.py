@@ -493,6 +493,8 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         """
         config = self.config
         validate_sampler_runtime(config)
+        if self.training and labels is not None:
+            config.validate_video()  # the training fields (loss weights, temperature) may have changed since init
         batch, steps = _check_video(pixel_values, config.num_frames)
         if pixel_values.size(2) != self.in_chans:
             raise ValueError(
