@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 
@@ -60,3 +62,25 @@ def check_class_labels(labels: torch.Tensor, batch_size: int, num_labels: int) -
         raise ValueError(
             f"`labels` must have shape (batch,) = ({batch_size},) to match the inputs; got {tuple(labels.shape)}."
         )
+
+
+def report_nonfinite_rows(logits: torch.Tensor, mode: str, *, field: str = "nonfinite_logits") -> None:
+    """Warns (``mode="warn"``) or raises ``ValueError`` (``mode="error"``) when rows of ``logits`` hold NaN/inf.
+
+    Args:
+        logits: ``(batch, num_labels)`` output logits.
+        mode: ``"warn"`` or ``"error"``.
+        field: The config field that sets ``mode``, named in the message.
+    """
+    bad = ~torch.isfinite(logits.detach()).all(-1)
+    if not bool(bad.any()):
+        return
+    rows = bad.nonzero().flatten().tolist()
+    shown = ", ".join(str(row) for row in rows[:10]) + (", ..." if len(rows) > 10 else "")
+    message = (
+        f"{len(rows)} of {logits.size(0)} rows have NaN/inf logits (rows {shown}): their inputs or the model's "
+        "weights hold NaN/inf. Such rows never exit early; they ran to the last exit."
+    )
+    if mode == "error":
+        raise ValueError(f"{message} Set `{field}='warn'` to get a warning instead.")
+    warnings.warn(f"{message} Set `{field}='error'` to raise instead.", RuntimeWarning, stacklevel=3)

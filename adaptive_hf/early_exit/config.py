@@ -18,7 +18,7 @@ from ..core.configuration import (
     normalize_layer_list,
 )
 from .heads import EXIT_HEADS
-from .policies import EXIT_POLICIES, THRESHOLD_POLICIES
+from .policies import EXIT_POLICIES, NONFINITE_LOGITS, THRESHOLD_POLICIES
 
 EXIT_TRAINING = ("joint", "two_stage", "distill")
 # name -> (annotation, default) of the early-exit fields every EarlyExit<Arch>Config adds to its family's config.
@@ -34,6 +34,7 @@ EXIT_FIELD_SPECS: dict[str, tuple[str, Any]] = {
     "exit_training_stage": ("int", 1),
     "distill_temperature": ("float", 2.0),
     "calibration": ("dict | None", None),
+    "nonfinite_logits": ("str", "warn"),
 }
 EXIT_FIELDS = tuple(EXIT_FIELD_SPECS)
 
@@ -54,6 +55,7 @@ def validate_exit_settings(config) -> None:
                 "uses `patience` instead. Set exit_threshold=None."
             )
     check_number("patience", config.patience, 1, None, integer=True)
+    check_choice("nonfinite_logits", config.nonfinite_logits, NONFINITE_LOGITS)
 
 
 def validate_exit_training(config) -> None:
@@ -99,6 +101,9 @@ class EarlyExitConfigMixin(FrozenStructureMixin):
         exit_training_stage: For ``two_stage``: 1 trains backbone and final head, 2 trains the other heads.
         distill_temperature: Softmax temperature for ``distill``.
         calibration: The setting chosen by ``adaptive_hf.calibrate`` and its report summary.
+        nonfinite_logits: What a forward does when a row's logits hold NaN/inf (from NaN/inf inputs or weights):
+            ``"warn"`` (a ``RuntimeWarning`` naming the rows) or ``"error"`` (a ``ValueError``). Either way such a
+            row never exits early; it runs to the last exit. Read at every forward.
     """
 
     backbone_adapter: type[TextEncoderAdapter] = TextEncoderAdapter

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from ..core.backbones import TEXT_ENCODER_ADAPTERS, EncoderState, TextEncoderAdapter
 from ..core.flops import classifier_head_flops
 from ..core.hub import AdaptiveHubMixin
+from ..core.inputs import report_nonfinite_rows
 from ..core.layer_keyed import LayerKeyedModules
 from ..core.modeling import TextBackboneMixin
 from ..core.outputs import EarlyExitSequenceClassifierOutput
@@ -99,6 +100,7 @@ class EarlyExitModelMixin(AdaptiveHubMixin):
         all_logits = None
         if output_exit_logits:
             all_logits = tuple(x if x is not None else torch.full_like(logits, float("nan")) for x in exit_logits)
+        report_nonfinite_rows(logits, config.nonfinite_logits)
         return self.output_class(loss=loss, logits=logits, exit_layer=exit_layer, exit_logits=all_logits)
 
     def _training_loss(self, exit_logits: list[torch.Tensor | None], labels: torch.Tensor) -> torch.Tensor:
@@ -173,6 +175,7 @@ class EarlyExitModelMixin(AdaptiveHubMixin):
             state = state.select(keep)
             if policy_state is not None:
                 policy_state = policy_state.select(keep)
+        report_nonfinite_rows(logits_out, config.nonfinite_logits)
         loss = F.cross_entropy(logits_out, labels) if labels is not None else None
         return self.output_class(
             loss=loss,
