@@ -137,7 +137,7 @@ def classify_stream(model, batches: Iterable[torch.Tensor], pool_rows: int | Non
     for batch in batches:
         # DataLoader batches of an image dataset are mappings ({"pixel_values": ..., "labels": ...}).
         pixel_values = batch["pixel_values"] if isinstance(batch, Mapping) else batch
-        batch_size = check_pixel_values(pixel_values, model._in_chans())
+        batch_size = check_pixel_values(pixel_values, model._in_chans(), getattr(model, "timm_model", None))
         if pool_rows is None:
             pool_rows = batch_size
         with torch.inference_mode():

@@ -124,7 +124,7 @@ class _VisionEarlyExitMixin(EarlyExitModelMixin):
                 "This model's batch norms were folded for inference (fold_batch_norms()); it cannot train. Reload "
                 "the saved model instead."
             )
-        batch_size = check_pixel_values(pixel_values, self._in_chans())
+        batch_size = check_pixel_values(pixel_values, self._in_chans(), getattr(self, "timm_model", None))
         if labels is not None:
             check_class_labels(labels, batch_size, config.num_labels)
         validate_exit_settings(config)

@@ -209,7 +209,7 @@ class HaltingTimmForImageClassification(HaltingForSequenceClassificationMixin, P
             labels: ``(batch,)`` class ids; adds ``loss`` (task loss plus ponder cost or KL).
             return_dict: Return a tuple when ``False``.
         """
-        batch_size = check_pixel_values(pixel_values, self.timm_model.patch_embed.proj.in_channels)
+        batch_size = check_pixel_values(pixel_values, self.timm_model.patch_embed.proj.in_channels, self.timm_model)
         if labels is not None:
             check_class_labels(labels, batch_size, self.config.num_labels)
         validate_halting_settings(self.config)
