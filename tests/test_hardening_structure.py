@@ -110,3 +110,13 @@ def test_reader_and_video_structure_is_frozen():
     with pytest.raises(ValueError, match="num_frames.*" + REBUILD):
         video.config.num_frames = 1
     assert "num_frames" in technique_of(video).structural_fields
+
+
+def test_halting_pooling_checked_at_forward_without_the_frozen_registry():
+    from adaptive_hf.core import configuration
+
+    model = AutoHaltingModelForSequenceClassification.from_config(tiny_backbone_config("bert")).eval()
+    configuration._FROZEN.pop(id(model.config))  # as in a remote-code copy, where no technique spec is registered
+    model.config.halting_pooling = "max"
+    with pytest.raises(ValueError, match="`halting_pooling` must be one of 'mean', 'cls'"):
+        model(**batch())

@@ -45,6 +45,8 @@ def validate_halting_settings(config) -> None:
     check_choice("halting_granularity", config.halting_granularity, HALTING_GRANULARITIES)
     check_choice("halting_enabled", config.halting_enabled, (True, False))
     check_choice("pondernet_inference", config.pondernet_inference, PONDERNET_INFERENCE)
+    # Checked here too (not only at creation): the shared pooling code would name `exit_pooling` instead.
+    check_choice("halting_pooling", config.halting_pooling, HALTING_POOLINGS)
     if config.halting_threshold is not None:
         check_number("halting_threshold", config.halting_threshold, 0.0, 1.0, low_inclusive=False)
     num_layers = config.backbone_adapter.num_layers_of(config)
