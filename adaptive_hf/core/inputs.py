@@ -64,7 +64,7 @@ def check_token_inputs(
             f"max_length={max_length}))."
         )
     if vocab_size is not None and input_ids is not None:
-        low, high = int(input_ids.min()), int(input_ids.max())
+        low, high = torch.stack(torch.aminmax(input_ids)).tolist()  # one device sync, not two
         if low < 0 or high >= vocab_size:
             raise ValueError(
                 f"`input_ids` must be token ids in [0, vocab_size={vocab_size}), padded positions included; got "

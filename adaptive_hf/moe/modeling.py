@@ -135,7 +135,7 @@ class SwitchMoEModelMixin(AdaptiveHubMixin):
         if input_ids is None and inputs_embeds is None:
             return  # the stock forward names what is missing
         # While generating with a cache, the mask spans the cached positions too and positions continue past seq.
-        incremental = kwargs.get("past_key_values") is not None
+        incremental = any(kwargs.get(name) is not None for name in ("past_key_values", "cache", "cache_params"))
         config = self.config
         batch_size = check_token_inputs(
             input_ids,
