@@ -172,3 +172,16 @@ def test_video_collator_settings_are_written_atomically(tmp_path, monkeypatch):
         save_video_collator(VideoCollator(image_size=16, num_channels=1), tmp_path)
     assert (tmp_path / COLLATOR_FILE).read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [COLLATOR_FILE]
+
+
+def test_saving_into_the_current_folder_and_through_a_symlink(tmp_path, monkeypatch, old_and_new):
+    old, new = old_and_new
+    real = tmp_path / "real"
+    old.save_pretrained(real)
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    new.save_pretrained(tmp_path / "link")
+    assert (tmp_path / "link").is_symlink() and fingerprint(real)[0] == (1, 2, 3, 4)
+    monkeypatch.chdir(real)
+    old.save_pretrained(".")
+    assert fingerprint(real)[0] == (2, 4) and leftovers(real) == []
+    assert Path(os.getcwd()) == real and Path("config.json").is_file()  # still in the (new) folder

@@ -152,6 +152,17 @@ def _link_or_copy(source: str | os.PathLike, destination: str | os.PathLike) -> 
         shutil.copy2(source, destination, follow_symlinks=False)
 
 
+def _working_directory() -> Path | None:
+    try:
+        return Path(os.getcwd())
+    except FileNotFoundError:  # already deleted
+        return None
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
 def _leftover_prefixes(target: Path) -> tuple[str, str]:
     return f".{target.name}.partial-", f".{target.name}.old-"
 
@@ -379,7 +390,9 @@ class AdaptiveHubMixin:
         kwargs.pop("safe_serialization", None)
         push = kwargs.pop("push_to_hub", False)
         repo_id = kwargs.pop("repo_id", None)
-        target = Path(save_directory)
+        # The real path: "." has no name to stage a sibling of, and a symlinked folder must be swapped where it
+        # really lies, not replaced by a folder at the link's place.
+        target = Path(os.path.realpath(save_directory))
         if target.exists() and not target.is_dir():
             raise ValueError(f"`save_directory` must be a folder; {str(target)!r} is a file.")
         remove_save_leftovers(target)
@@ -389,7 +402,11 @@ class AdaptiveHubMixin:
             super().save_pretrained(staging, *args, **kwargs)
             write_code_bundle(staging, [type(self).__module__, type(self.config).__module__])
             (staging / "README.md").write_text(self.model_card(tags))
+            cwd = _working_directory()
             swap_in_folder(staging, target)
+            # The working directory left with the old folder: enter the new one.
+            if cwd is not None and _is_within(cwd, target):
+                os.chdir(cwd if cwd.is_dir() else target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         if push:
