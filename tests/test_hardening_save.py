@@ -185,3 +185,15 @@ def test_saving_into_the_current_folder_and_through_a_symlink(tmp_path, monkeypa
     old.save_pretrained(".")
     assert fingerprint(real)[0] == (2, 4) and leftovers(real) == []
     assert Path(os.getcwd()) == real and Path("config.json").is_file()  # still in the (new) folder
+
+
+def test_portable_swap_killed_between_its_renames_restores_the_old_model(tmp_path, monkeypatch, old_and_new):
+    old, new = old_and_new
+    folder = tmp_path / "ckpt"
+    old.save_pretrained(folder)
+    old_print = fingerprint(folder)
+    aside = tmp_path / f".ckpt.old-{2**22 + 12345}-x"  # a pid no live process has
+    os.rename(folder, aside)  # what a kill between the two renames leaves
+    assert hub.remove_save_leftovers(folder) == [] and same(fingerprint(folder), old_print)
+    new.save_pretrained(folder)
+    assert leftovers(folder) == []

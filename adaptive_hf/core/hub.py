@@ -183,7 +183,8 @@ def _owner_is_alive(leftover: Path, prefix: str) -> bool:
 def remove_save_leftovers(target: str | os.PathLike) -> list[Path]:
     """Removes the staging and old-copy folders that an interrupted save of ``target`` left next to it.
 
-    Folders of a save still running in another live process are kept.
+    Folders of a save still running in another live process are kept. When a save was killed after moving the old
+    folder aside and before moving the new one in, the old folder is moved back.
 
     Args:
         target: The save folder.
@@ -197,9 +198,14 @@ def remove_save_leftovers(target: str | os.PathLike) -> list[Path]:
         return removed
     for prefix in _leftover_prefixes(target):
         for leftover in target.parent.glob(glob_escape(prefix) + "*"):
-            if leftover.is_dir() and not _owner_is_alive(leftover, prefix):
-                shutil.rmtree(leftover, ignore_errors=True)
-                removed.append(leftover)
+            if not leftover.is_dir() or _owner_is_alive(leftover, prefix):
+                continue
+            if prefix.endswith(".old-") and not target.exists():
+                # Killed between the two renames of the portable swap: the old checkpoint comes back.
+                os.rename(leftover, target)
+                continue
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed.append(leftover)
     return removed
 
 
