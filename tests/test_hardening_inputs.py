@@ -171,3 +171,14 @@ def test_switch_moe_timm_checks_images_too():
     ).eval()
     with pytest.raises(ValueError, match="32x32"):
         model(pixel_values=torch.randn(1, 3, 48, 48))
+
+
+def test_video_frames_in_half_precision_on_float32_weights():
+    from adaptive_hf.video.modeling import FrameSamplingVideoClassifier
+
+    video = FrameSamplingVideoClassifier.from_timm(
+        "test_resnet", model_args={"in_chans": 1}, num_labels=2, num_frames=3, glance_resolution=16, glance_width=4
+    ).eval()
+    video(pixel_values=torch.randn(1, 3, 1, 32, 32))
+    with pytest.raises(TypeError, match=r"`pixel_values` has dtype torch.float16"):
+        video(pixel_values=torch.randn(1, 3, 1, 32, 32, dtype=torch.float16))

@@ -94,11 +94,18 @@ def check_pixel_values(pixel_values: Any, in_chans: int, model: nn.Module | None
     if pixel_values.size(1) != in_chans:
         raise ValueError(f"`pixel_values` must have {in_chans} channels (dim 1); got {pixel_values.size(1)}.")
     if model is not None:
-        _check_pixels_fit_model(pixel_values, model)
+        check_pixels_fit_model(pixel_values, model)
     return pixel_values.size(0)
 
 
-def _check_pixels_fit_model(pixel_values: torch.Tensor, model: nn.Module) -> None:
+def check_pixels_fit_model(pixel_values: torch.Tensor, model: nn.Module) -> None:
+    """Raises ``TypeError`` when the images' dtype differs from the model's stem weights, and ``ValueError`` when a
+    timm ViT built for one image size gets another (timm would raise an ``AssertionError``, gone under ``-O``).
+
+    Args:
+        pixel_values: Images (or video frames), height and width last.
+        model: The backbone.
+    """
     stem = stem_conv(model)
     if stem is not None and stem.weight.dtype != pixel_values.dtype:
         raise TypeError(

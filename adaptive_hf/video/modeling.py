@@ -36,7 +36,7 @@ from transformers.utils import ModelOutput
 from ..core.flops import frame_sampling_flops
 from ..core.hub import AdaptiveHubMixin, own_loaded_tensors
 from ..core.inputs import check_class_labels
-from ..core.vision_backbones import create_timm_model, load_timm_state_dict, read_state_dict
+from ..core.vision_backbones import check_pixels_fit_model, create_timm_model, load_timm_state_dict, read_state_dict
 from .config import GLANCE_BUILTIN, FrameSamplingVideoConfig, validate_sampler_runtime
 from .samplers import (
     AttentionPooling,
@@ -501,6 +501,7 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
                 f"`pixel_values` must have {self.in_chans} channels (dim 2) for {config.architecture}; got "
                 f"{pixel_values.size(2)}."
             )
+        check_pixels_fit_model(pixel_values, self.backbone)
         if labels is not None:
             check_class_labels(labels, batch, config.num_labels)
         budget = config.budget
