@@ -89,3 +89,19 @@ def test_vision_nan_image_runs_to_the_last_exit():
     with pytest.warns(RuntimeWarning, match=r"rows 0\)"):
         out = model(pixel_values=pixels)
     assert out.exit_layer[0] == 3 and (out.exit_layer[1:] == 1).all()
+
+
+def test_classify_stream_reports_a_nan_image_that_reached_the_last_exit():
+    config = ViTConfig(
+        hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32, image_size=16, patch_size=8,
+        num_labels=3,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = adaptive_hf.EarlyExitViTForImageClassification(
+        adaptive_hf.EarlyExitViTConfig(**config.to_dict(), exit_policy="patience", patience=1)
+    ).eval()
+    first, second = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
+    second[1, 0, 0, 0] = float("nan")
+    with pytest.warns(RuntimeWarning, match=r"rows 1\)"):
+        outputs = list(model.classify_stream([first, second], pool_rows=2))
+    assert outputs[1].exit_layer[1] == 3
