@@ -162,8 +162,9 @@ def main(argv=None):
     if args.pretrain_frames > 0:
         # Frame-level pretraining: the same backbone as a one-frame "video" classifier on clear single frames.
         frames = load_fashion_mnist_frames("train", args.pretrain_frames, args.image_size, seed=args.seed)
-        single = FrameSamplingVideoClassifier(copy.deepcopy(reference.config))
-        single.config.num_frames = 1
+        single_config = copy.deepcopy(reference.config)  # num_frames is structural: set it before building
+        single_config.num_frames = 1
+        single = FrameSamplingVideoClassifier(single_config)
         single.backbone.load_state_dict(reference.backbone.state_dict())
         timings["pretrain_frames"] = train(
             single, frames, collator, args, args.pretrain_epochs, args.learning_rate, "frames", batch_size=64

@@ -53,8 +53,8 @@ def test_joint_and_distill_train_every_head_and_backbone(scheme, tmp_path):
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     assert all(torch.isfinite(torch.tensor(losses)))
     moved = changed(before, model)
-    for k in range(NUM_LAYERS):
-        assert f"exit_heads.{k}.classifier.weight" in moved
+    for layer in range(1, NUM_LAYERS + 1):
+        assert f"exit_heads.layer_{layer}.classifier.weight" in moved
     assert "bert.encoder.layer.0.attention.self.query.weight" in moved
 
 
@@ -85,8 +85,8 @@ def test_two_stage_trains_backbone_then_heads_only(tmp_path):
     train(model, tmp_path / "stage1", steps=3)
     moved = changed(before, model)
     assert "bert.encoder.layer.3.output.dense.weight" in moved
-    assert f"exit_heads.{NUM_LAYERS - 1}.classifier.weight" in moved
-    assert not any(name.startswith("exit_heads.0.") for name in moved)  # stage 1: final head only
+    assert f"exit_heads.layer_{NUM_LAYERS}.classifier.weight" in moved
+    assert not any(name.startswith("exit_heads.layer_1.") for name in moved)  # stage 1: final head only
 
     model.set_exit_training_stage(2)
     before = snapshot(model)
@@ -94,9 +94,9 @@ def test_two_stage_trains_backbone_then_heads_only(tmp_path):
     moved = changed(before, model)
     assert moved, "stage 2 must train the intermediate heads"
     assert all(
-        name.startswith("exit_heads.") and not name.startswith(f"exit_heads.{NUM_LAYERS - 1}.") for name in moved
+        name.startswith("exit_heads.") and not name.startswith(f"exit_heads.layer_{NUM_LAYERS}.") for name in moved
     )
-    assert "exit_heads.0.classifier.weight" in moved
+    assert "exit_heads.layer_1.classifier.weight" in moved
 
 
 def test_eval_loss_and_predictions_through_trainer(tmp_path):

@@ -429,7 +429,7 @@ def test_stock_trainer_training_schemes(case, scheme, tmp_path):
         assert moved and all(name.startswith("exit_heads.") for name in moved)  # stage 2: frozen backbone
     else:
         assert backbone and heads
-        assert {f"exit_heads.{k}.head.classifier.weight" for k in range(len(model.exit_heads))} <= heads
+        assert {f"exit_heads.layer_{layer}.head.classifier.weight" for layer in model.exit_heads.layers} <= heads
 
 
 def test_two_stage_callback_switches_an_image_model(tmp_path):

@@ -51,7 +51,7 @@ class Snapshots(TrainerCallback):
 
 def _groups(model):
     prefix = model.base_model_prefix + "."
-    last = f"exit_heads.{len(model.exit_heads) - 1}."
+    last = f"exit_heads.layer_{model.exit_heads.layers[-1]}."
     backbone = [n for n, _ in model.named_parameters() if n.startswith(prefix)]
     final = [n for n, _ in model.named_parameters() if n.startswith(last)]
     early = [n for n, _ in model.named_parameters() if n.startswith("exit_heads.") and not n.startswith(last)]

@@ -6,8 +6,10 @@ early with an error that names the field and the values it accepts.
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 
@@ -133,3 +135,84 @@ def make_family_config_class(
         **{name: default for name, (_, default) in fields.items()},
     }
     return type(class_name, (mixin, adapter.config_class), namespace)
+
+
+# Structural fields are frozen per config object once a model is built from it. The registry lives outside the
+# config's __dict__ so that it is never serialized into config.json and a deep copy starts unfrozen (a copy is a new
+# config, free to build another model).
+_FROZEN: dict[int, tuple[weakref.ref, dict[str, Any]]] = {}
+
+
+def _forget(config_id: int) -> Callable[[weakref.ref], None]:
+    def callback(_: weakref.ref) -> None:
+        _FROZEN.pop(config_id, None)
+
+    return callback
+
+
+def frozen_fields(config: Any) -> dict[str, Any]:
+    """The structural fields frozen on ``config`` and the values they were frozen with (empty when not frozen).
+
+    Args:
+        config: A config.
+    """
+    entry = _FROZEN.get(id(config))
+    if entry is None or entry[0]() is not config:
+        return {}
+    return entry[1]
+
+
+def freeze_structural_fields(config: Any, fields: Iterable[str]) -> None:
+    """Fixes ``fields`` of ``config`` at their current values: the model built from it depends on them.
+
+    Setting one of them to another value afterwards raises ``ValueError`` (for configs with
+    :class:`FrozenStructureMixin`), and :func:`check_structure_unchanged` catches edits made in place.
+
+    Args:
+        config: The config a model was just built from.
+        fields: The structural field names (the technique's ``TechniqueSpec.structural_fields``); names the config
+            does not have are skipped.
+    """
+    present = {name: copy.deepcopy(getattr(config, name)) for name in fields if hasattr(config, name)}
+    present.update(frozen_fields(config))
+    _FROZEN[id(config)] = (weakref.ref(config, _forget(id(config))), present)
+
+
+def _same_value(first: Any, second: Any) -> bool:
+    if isinstance(first, (list, tuple)) and isinstance(second, (list, tuple)):
+        return list(first) == list(second)
+    return first == second
+
+
+def _rebuild_error(config: Any, name: str, built_with: Any, new_value: Any) -> ValueError:
+    return ValueError(
+        f"`{name}` is a structural field: the model was built with {name}={built_with!r}, and changing it to "
+        f"{new_value!r} would not change the model's modules. Rebuild the model instead, e.g. "
+        f"`model = type(model).from_pretrained(folder, {name}=...)` or build it from a copy of the config "
+        f"(`config = copy.deepcopy(model.config); config.{name} = ...; type(model)(config)`). Runtime knobs (for "
+        f"{type(config).__name__}) stay changeable."
+    )
+
+
+def check_structure_unchanged(config: Any) -> None:
+    """Raises ``ValueError`` when a frozen structural field was changed in place (e.g. ``exit_layers.append(5)``).
+
+    Called at every forward, next to the runtime-knob validation.
+
+    Args:
+        config: The config of a built model.
+    """
+    for name, built_with in frozen_fields(config).items():
+        current = getattr(config, name, None)
+        if not _same_value(current, built_with):
+            raise _rebuild_error(config, name, built_with, current)
+
+
+class FrozenStructureMixin:
+    """Config mixin: structural fields cannot be set to a new value once a model was built from the config."""
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        frozen = frozen_fields(self)
+        if key in frozen and not _same_value(value, frozen[key]):
+            raise _rebuild_error(self, key, frozen[key], value)
+        super().__setattr__(key, value)

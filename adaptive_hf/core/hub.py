@@ -21,6 +21,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .configuration import freeze_structural_fields
+from .layer_keyed import check_layer_keyed_weights
+from .technique import technique_of
+
 PACKAGE = "adaptive_hf"
 FLAT_PREFIX = "ahf_"
 _IMPORT_RE = re.compile(
@@ -99,17 +103,177 @@ def write_code_bundle(save_directory: str | os.PathLike, root_modules: list[str]
     return sorted(files)
 
 
-def _replace_directory_contents(source: Path, target: Path) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    new_names = {path.name for path in source.iterdir()}
-    for stale in target.glob("model*.safetensors*"):
-        if stale.name not in new_names:
-            stale.unlink()
-    for path in source.iterdir():
-        destination = target / path.name
-        if destination.is_dir() and not path.is_dir():
-            shutil.rmtree(destination)
-        os.replace(path, destination)
+# Files a save writes: an old copy of any of them in the target folder belongs to the previous checkpoint and is
+# dropped by the swap. Everything else there (a tokenizer, training_args.bin, checkpoint-* folders) is carried over.
+_OWNED_PATTERNS = ("config.json", "generation_config.json", "README.md", "model*.safetensors*", FLAT_PREFIX + "*.py")
+_RENAME_EXCHANGE = 2  # linux/fs.h: atomically exchange two paths
+
+
+def _exchange_paths(first: Path, second: Path) -> bool:
+    """Atomically swaps two existing paths (Linux ``renameat2(RENAME_EXCHANGE)``); ``False`` where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd = -100
+    result = renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    errno = ctypes.get_errno()
+    if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the file system or kernel cannot exchange
+        return False
+    raise OSError(errno, os.strerror(errno), str(first), None, str(second))
+
+
+def _is_owned(name: str) -> bool:
+    return any(Path(name).match(pattern) for pattern in _OWNED_PATTERNS)
+
+
+def _carry_over_foreign_files(target: Path, staging: Path) -> None:
+    """Hard-links (or copies) into ``staging`` what the old ``target`` holds that this save does not write."""
+    for path in target.iterdir():
+        destination = staging / path.name
+        if destination.exists() or _is_owned(path.name):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.copytree(path, destination, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(path, destination)
+
+
+def _link_or_copy(source: str | os.PathLike, destination: str | os.PathLike) -> None:
+    try:
+        os.link(source, destination, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(source, destination, follow_symlinks=False)
+
+
+def _working_directory() -> Path | None:
+    try:
+        return Path(os.getcwd())
+    except FileNotFoundError:  # already deleted
+        return None
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _leftover_prefixes(target: Path) -> tuple[str, str]:
+    return f".{target.name}.partial-", f".{target.name}.old-"
+
+
+def _owner_is_alive(leftover: Path, prefix: str) -> bool:
+    pid_text = leftover.name[len(prefix) :].split("-", 1)[0]
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_save_leftovers(target: str | os.PathLike) -> list[Path]:
+    """Removes the staging and old-copy folders that an interrupted save of ``target`` left next to it.
+
+    Folders of a save still running in another live process are kept. When a save was killed after moving the old
+    folder aside and before moving the new one in, the old folder is moved back.
+
+    Args:
+        target: The save folder.
+
+    Returns:
+        The folders removed.
+    """
+    target = Path(target)
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for prefix in _leftover_prefixes(target):
+        for leftover in target.parent.glob(glob_escape(prefix) + "*"):
+            if not leftover.is_dir() or _owner_is_alive(leftover, prefix):
+                continue
+            if prefix.endswith(".old-") and not target.exists():
+                # Killed between the two renames of the portable swap: the old checkpoint comes back.
+                os.rename(leftover, target)
+                continue
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed.append(leftover)
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with the glob metacharacters ``*?[`` escaped, for a literal prefix in ``Path.glob``."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def new_staging_folder(target: str | os.PathLike) -> Path:
+    """Creates the sibling folder a save of ``target`` is written into before :func:`swap_in_folder`.
+
+    Args:
+        target: The save folder.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{_leftover_prefixes(target)[0]}{os.getpid()}-", dir=target.parent))
+
+
+def swap_in_folder(staging: Path, target: Path) -> None:
+    """Replaces the folder ``target`` by the complete folder ``staging`` so that a reader sees one or the other.
+
+    On Linux the two folders are exchanged by one ``renameat2(RENAME_EXCHANGE)``, so at every instant ``target`` is
+    exactly the old checkpoint or exactly the new one. Elsewhere the old folder is renamed aside and the new one
+    renamed in; a crash between the two renames leaves no ``target`` (never a mix) and the next save cleans up.
+    Files of the old folder that the save does not write (a tokenizer, ``training_args.bin``) are carried over;
+    stale weights shards and ``ahf_*.py`` files are not.
+
+    Args:
+        staging: The fully written new folder, a sibling of ``target``.
+        target: The save folder.
+    """
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    _carry_over_foreign_files(target, staging)
+    if _exchange_paths(staging, target):
+        shutil.rmtree(staging, ignore_errors=True)  # now holds the old checkpoint
+        return
+    old = Path(tempfile.mkdtemp(prefix=f"{_leftover_prefixes(target)[1]}{os.getpid()}-", dir=target.parent))
+    os.rmdir(old)
+    os.rename(target, old)
+    try:
+        os.rename(staging, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary sibling and one rename: readers see old or new, never half.
+
+    Args:
+        path: The file to write.
+        text: Its new content.
+    """
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def own_loaded_tensors(loaded: Any) -> Any:
@@ -143,6 +307,37 @@ class AdaptiveHubMixin:
     """
 
     auto_class_name: str = "AutoModel"
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any):
+        """``PreTrainedModel.from_pretrained``, plus a check that the per-layer weights match the config's layers.
+
+        Args:
+            *args: Passed to ``PreTrainedModel.from_pretrained``.
+            **kwargs: Passed to ``PreTrainedModel.from_pretrained``.
+
+        Raises:
+            ValueError: When exit heads, halting units or routers in the checkpoint belong to other layers than the
+                config lists (see :func:`~adaptive_hf.core.layer_keyed.check_layer_keyed_weights`).
+        """
+        wants_info = kwargs.get("output_loading_info", False)
+        kwargs["output_loading_info"] = True
+        model, info = super().from_pretrained(*args, **kwargs)
+        check_layer_keyed_weights(model, info)
+        return (model, info) if wants_info else model
+
+    def post_init(self):
+        """``PreTrainedModel.post_init``, then freezes the config's structural fields: the modules now depend on them.
+
+        Changing one afterwards raises an error that says to rebuild the model (see
+        :func:`~adaptive_hf.core.configuration.freeze_structural_fields`); runtime knobs stay changeable.
+        """
+        super().post_init()
+        try:
+            spec = technique_of(self.config)
+        except TypeError:
+            return  # a remote-code copy without the technique registry: nothing declares the structure
+        freeze_structural_fields(self.config, spec.structural_fields)
 
     def _auto_map(self) -> dict[str, str]:
         config_class = type(self.config)
@@ -185,8 +380,9 @@ class AdaptiveHubMixin:
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, tags: list[str] | None = None, **kwargs):
         """Saves weights (safetensors), config with ``auto_map``, the code bundle and the model card.
 
-        Everything is written to a temporary sibling folder first and moved into place only when complete, so a
-        failure never leaves a half-written checkpoint.
+        Everything is written to a sibling staging folder, which then replaces ``save_directory`` as a whole (see
+        :func:`swap_in_folder`): a reader, or a crash at any point, sees exactly the old checkpoint or exactly the
+        new one, never new weights with an old config. Leftovers of an interrupted earlier save are removed first.
 
         Args:
             save_directory: Target folder.
@@ -200,17 +396,23 @@ class AdaptiveHubMixin:
         kwargs.pop("safe_serialization", None)
         push = kwargs.pop("push_to_hub", False)
         repo_id = kwargs.pop("repo_id", None)
-        target = Path(save_directory)
+        # The real path: "." has no name to stage a sibling of, and a symlinked folder must be swapped where it
+        # really lies, not replaced by a folder at the link's place.
+        target = Path(os.path.realpath(save_directory))
         if target.exists() and not target.is_dir():
             raise ValueError(f"`save_directory` must be a folder; {str(target)!r} is a file.")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        remove_save_leftovers(target)
+        staging = new_staging_folder(target)
         try:
             self.config.auto_map = self._auto_map()
             super().save_pretrained(staging, *args, **kwargs)
             write_code_bundle(staging, [type(self).__module__, type(self.config).__module__])
             (staging / "README.md").write_text(self.model_card(tags))
-            _replace_directory_contents(staging, target)
+            cwd = _working_directory()
+            swap_in_folder(staging, target)
+            # The working directory left with the old folder: enter the new one.
+            if cwd is not None and _is_within(cwd, target):
+                os.chdir(cwd if cwd.is_dir() else target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         if push:

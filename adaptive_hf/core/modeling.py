@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .adapters.text import EncoderState, TextEncoderAdapter
-from .inputs import check_class_labels, check_token_inputs
+from .inputs import check_class_labels, check_token_inputs, position_limit
 
 
 class TextBackboneMixin:
@@ -45,7 +45,14 @@ class TextBackboneMixin:
             inputs_embeds: ``(batch, seq, dim)`` instead of ``input_ids``.
             labels: ``(batch,)`` class ids, or ``None``.
         """
-        batch_size = check_token_inputs(input_ids, attention_mask, inputs_embeds)
+        base_model = getattr(self, self.base_model_prefix)
+        batch_size = check_token_inputs(
+            input_ids,
+            attention_mask,
+            inputs_embeds,
+            vocab_size=self.config.vocab_size,
+            max_length=position_limit(base_model),
+        )
         if labels is not None:
             check_class_labels(labels, batch_size, self.config.num_labels)
         return self.adapter.embed(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)

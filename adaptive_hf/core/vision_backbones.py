@@ -42,12 +42,14 @@ from .adapters.timm import (  # noqa: F401  (re-exported: their home before core
 logger = logging.getLogger(__name__)
 
 
-def check_pixel_values(pixel_values: Any, in_chans: int) -> int:
+def check_pixel_values(pixel_values: Any, in_chans: int, model: nn.Module | None = None) -> int:
     """Validates an image batch; returns the batch size.
 
     Args:
         pixel_values: ``(batch, channels, height, width)`` floating-point images.
         in_chans: Channels the model expects.
+        model: The backbone (e.g. the timm model). When given, the images must also have the dtype of its stem
+            weights, and the exact size of a timm ViT built for a fixed image size.
     """
     if not isinstance(pixel_values, torch.Tensor):
         raise TypeError(f"`pixel_values` must be a torch.Tensor of images; got {type(pixel_values).__name__}.")
@@ -65,7 +67,47 @@ def check_pixel_values(pixel_values: Any, in_chans: int) -> int:
         raise ValueError("Empty batch: `pixel_values` has 0 images; pass at least one.")
     if pixel_values.size(1) != in_chans:
         raise ValueError(f"`pixel_values` must have {in_chans} channels (dim 1); got {pixel_values.size(1)}.")
+    if model is not None:
+        check_pixels_fit_model(pixel_values, model)
     return pixel_values.size(0)
+
+
+def check_pixels_fit_model(pixel_values: torch.Tensor, model: nn.Module) -> None:
+    """Raises ``TypeError`` when the images' dtype differs from the model's stem weights, and ``ValueError`` when a
+    timm ViT built for one image size gets another (timm would raise an ``AssertionError``, gone under ``-O``).
+
+    Args:
+        pixel_values: Images (or video frames), height and width last.
+        model: The backbone.
+    """
+    stem = stem_conv(model)
+    if stem is not None and stem.weight.dtype != pixel_values.dtype:
+        raise TypeError(
+            f"`pixel_values` has dtype {pixel_values.dtype}, but the model's weights are {stem.weight.dtype}. Pass "
+            f"`pixel_values.to({stem.weight.dtype})`, or convert the model with `model.to({pixel_values.dtype})`."
+        )
+    size = fixed_image_size(model)
+    if size is not None and tuple(pixel_values.shape[-2:]) != size:
+        raise ValueError(
+            f"`pixel_values` must be {size[0]}x{size[1]} images (height x width) for this model, which was built "
+            f"for that size; got {pixel_values.size(2)}x{pixel_values.size(3)}. Resize the images, or build the "
+            "timm model with `model_args={'dynamic_img_size': True}` to accept other sizes."
+        )
+
+
+def fixed_image_size(model: nn.Module) -> tuple[int, int] | None:
+    """The one ``(height, width)`` a timm model with a strict patch embedding accepts, or ``None`` (any size).
+
+    Args:
+        model: A timm model (other models return ``None``).
+    """
+    patch_embed = getattr(model, "patch_embed", None)
+    if patch_embed is None or not getattr(patch_embed, "strict_img_size", False):
+        return None
+    if getattr(patch_embed, "dynamic_img_pad", False):
+        return None
+    img_size = getattr(patch_embed, "img_size", None)
+    return tuple(int(side) for side in img_size) if img_size is not None else None
 
 
 def stem_conv(model: nn.Module) -> nn.Conv2d | None:

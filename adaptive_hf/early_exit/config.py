@@ -9,9 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.adapters.text import POOLINGS, TEXT_ENCODER_ADAPTERS, TextEncoderAdapter
-from ..core.configuration import check_choice, check_number, make_family_config_class, normalize_layer_list
+from ..core.configuration import (
+    FrozenStructureMixin,
+    check_choice,
+    check_number,
+    check_structure_unchanged,
+    make_family_config_class,
+    normalize_layer_list,
+)
 from .heads import EXIT_HEADS
-from .policies import EXIT_POLICIES, THRESHOLD_POLICIES
+from .policies import EXIT_POLICIES, NONFINITE_LOGITS, THRESHOLD_POLICIES
 
 EXIT_TRAINING = ("joint", "two_stage", "distill")
 # name -> (annotation, default) of the early-exit fields every EarlyExit<Arch>Config adds to its family's config.
@@ -27,6 +34,7 @@ EXIT_FIELD_SPECS: dict[str, tuple[str, Any]] = {
     "exit_training_stage": ("int", 1),
     "distill_temperature": ("float", 2.0),
     "calibration": ("dict | None", None),
+    "nonfinite_logits": ("str", "warn"),
 }
 EXIT_FIELDS = tuple(EXIT_FIELD_SPECS)
 
@@ -37,6 +45,7 @@ def validate_exit_settings(config) -> None:
     Args:
         config: An early-exit config.
     """
+    check_structure_unchanged(config)
     check_choice("exit_policy", config.exit_policy, EXIT_POLICIES)
     if config.exit_threshold is not None:
         check_number("exit_threshold", config.exit_threshold, 0.0, 1.0)
@@ -46,9 +55,37 @@ def validate_exit_settings(config) -> None:
                 "uses `patience` instead. Set exit_threshold=None."
             )
     check_number("patience", config.patience, 1, None, integer=True)
+    check_choice("nonfinite_logits", config.nonfinite_logits, NONFINITE_LOGITS)
 
 
-class EarlyExitConfigMixin:
+def validate_exit_training(config) -> None:
+    """Checks the training fields (scheme, stage, temperature, loss weights); called at creation and at every loss.
+
+    Args:
+        config: An early-exit config.
+    """
+    check_choice("exit_training", config.exit_training, EXIT_TRAINING)
+    check_choice("exit_training_stage", config.exit_training_stage, (1, 2))
+    check_number("distill_temperature", config.distill_temperature, 0.0, None, low_inclusive=False)
+    weights = config.exit_loss_weights
+    if weights is None:
+        return
+    if (
+        isinstance(weights, (str, bytes))
+        or not isinstance(weights, (list, tuple))
+        or len(weights) != len(config.exit_layers)
+    ):
+        raise ValueError(
+            f"`exit_loss_weights` must be a list with one weight per exit ({len(config.exit_layers)} exits at layers "
+            f"{config.exit_layers}); got {weights!r}."
+        )
+    for weight in weights:
+        check_number("exit_loss_weights", weight, 0.0, None)
+    if sum(weights) <= 0:
+        raise ValueError(f"`exit_loss_weights` must have a positive sum; got {weights!r}.")
+
+
+class EarlyExitConfigMixin(FrozenStructureMixin):
     """Validation and helpers shared by every ``EarlyExit<Arch>Config``.
 
     Fields (all validated in ``__init__``):
@@ -64,6 +101,9 @@ class EarlyExitConfigMixin:
         exit_training_stage: For ``two_stage``: 1 trains backbone and final head, 2 trains the other heads.
         distill_temperature: Softmax temperature for ``distill``.
         calibration: The setting chosen by ``adaptive_hf.calibrate`` and its report summary.
+        nonfinite_logits: What a forward does when a row's logits hold NaN/inf (from NaN/inf inputs or weights):
+            ``"warn"`` (a ``RuntimeWarning`` naming the rows) or ``"error"`` (a ``ValueError``). Either way such a
+            row never exits early; it runs to the last exit. Read at every forward.
     """
 
     backbone_adapter: type[TextEncoderAdapter] = TextEncoderAdapter
@@ -88,21 +128,9 @@ class EarlyExitConfigMixin:
             )
         check_choice("exit_head", self.exit_head, EXIT_HEADS)
         validate_exit_settings(self)
-        check_choice("exit_training", self.exit_training, EXIT_TRAINING)
-        check_choice("exit_training_stage", self.exit_training_stage, (1, 2))
-        check_number("distill_temperature", self.distill_temperature, 0.0, None, low_inclusive=False)
+        validate_exit_training(self)
         if self.exit_loss_weights is not None:
-            weights = self.exit_loss_weights
-            if not isinstance(weights, (list, tuple)) or len(weights) != len(self.exit_layers):
-                raise ValueError(
-                    f"`exit_loss_weights` must be a list with one weight per exit ({len(self.exit_layers)} exits at "
-                    f"layers {self.exit_layers}); got {weights!r}."
-                )
-            for weight in weights:
-                check_number("exit_loss_weights", weight, 0.0, None)
-            if sum(weights) <= 0:
-                raise ValueError("`exit_loss_weights` must have a positive sum.")
-            self.exit_loss_weights = [float(w) for w in weights]
+            self.exit_loss_weights = [float(w) for w in self.exit_loss_weights]
         if self.num_labels < 2:
             raise ValueError(f"`num_labels` must be >= 2 for early-exit classification; got {self.num_labels}.")
         if self.problem_type not in (None, "single_label_classification"):

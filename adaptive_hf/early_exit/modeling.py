@@ -14,14 +14,15 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..core.adapters.text import TEXT_ENCODER_ADAPTERS, EncoderState, TextEncoderAdapter
 from ..core.flops import classifier_head_flops
 from ..core.hub import AdaptiveHubMixin
+from ..core.inputs import report_nonfinite_rows
+from ..core.layer_keyed import LayerKeyedModules
 from ..core.modeling import TextBackboneMixin
 from ..core.outputs import EarlyExitSequenceClassifierOutput
-from .config import EARLY_EXIT_CONFIGS, validate_exit_settings
+from .config import EARLY_EXIT_CONFIGS, validate_exit_settings, validate_exit_training
 from .heads import ExitHead
 from .policies import decide_exit, initial_state
 
@@ -74,6 +75,7 @@ class EarlyExitModelMixin(AdaptiveHubMixin):
     def _forward_all_exits(self, state: EncoderState, labels, output_exit_logits: bool):
         """Training: every layer runs; heads run as the training scheme needs; the loss combines them."""
         config = self.config
+        validate_exit_training(config)  # training fields may have changed since construction
         scheme, stage = config.exit_training, config.exit_training_stage
         final_only = scheme == "two_stage" and stage == 1
         frozen_backbone = scheme == "two_stage" and stage == 2
@@ -98,10 +100,12 @@ class EarlyExitModelMixin(AdaptiveHubMixin):
         all_logits = None
         if output_exit_logits:
             all_logits = tuple(x if x is not None else torch.full_like(logits, float("nan")) for x in exit_logits)
+        report_nonfinite_rows(logits, config.nonfinite_logits)
         return self.output_class(loss=loss, logits=logits, exit_layer=exit_layer, exit_logits=all_logits)
 
     def _training_loss(self, exit_logits: list[torch.Tensor | None], labels: torch.Tensor) -> torch.Tensor:
         config = self.config
+        validate_exit_training(config)
         weights = config.loss_weights()
         last = len(exit_logits) - 1
         scheme, stage = config.exit_training, config.exit_training_stage
@@ -171,6 +175,7 @@ class EarlyExitModelMixin(AdaptiveHubMixin):
             state = state.select(keep)
             if policy_state is not None:
                 policy_state = policy_state.select(keep)
+        report_nonfinite_rows(logits_out, config.nonfinite_logits)
         loss = F.cross_entropy(logits_out, labels) if labels is not None else None
         return self.output_class(
             loss=loss,
@@ -228,8 +233,10 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
         setattr(self, self.base_model_prefix, base_model)
         hidden_size = self.adapter_class.hidden_size_of(config)
         dropout = self.adapter_class.classifier_dropout_of(config)
-        self.exit_heads = nn.ModuleList(
-            [ExitHead(hidden_size, config.num_labels, config.exit_head, dropout) for _ in config.exit_layers]
+        self.exit_heads = LayerKeyedModules(
+            config.exit_layers,
+            [ExitHead(hidden_size, config.num_labels, config.exit_head, dropout) for _ in config.exit_layers],
+            config_field="exit_layers",
         )
         self.post_init()
         self._apply_training_stage()

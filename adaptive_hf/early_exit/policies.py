@@ -13,6 +13,9 @@ import torch
 
 EXIT_POLICIES = ("none", "confidence", "entropy", "margin", "patience")
 THRESHOLD_POLICIES = ("confidence", "entropy", "margin")
+# What a forward does when a row's logits hold NaN/inf (the row never exits early either way): warn or raise.
+NONFINITE_LOGITS = ("warn", "error")
+_NO_PREDICTION = -2  # a non-finite row's "prediction": agrees with no head, so its patience streak restarts
 DEFAULT_THRESHOLDS = {"confidence": 0.9, "entropy": 0.2, "margin": 0.5}
 
 
@@ -77,20 +80,24 @@ def decide_exit(
         state: Patience state for these rows (``None`` for other policies).
 
     Returns:
-        A boolean ``(rows,)`` mask of rows that exit, and the updated state.
+        A boolean ``(rows,)`` mask of rows that exit, and the updated state. A row whose logits hold NaN or inf
+        never exits here: the argmax of NaN is stable, so under ``patience`` it would otherwise "agree" with itself
+        and leave early with NaN logits. It runs on to the last exit, where the model reports it.
     """
     if policy == "none":
         return torch.zeros(logits.size(0), dtype=torch.bool, device=logits.device), state
+    finite = torch.isfinite(logits).all(-1)
     if policy == "patience":
-        prediction = logits.argmax(-1)
-        streak = torch.where(prediction == state.previous_prediction, state.streak + 1, torch.zeros_like(state.streak))
+        prediction = torch.where(finite, logits.argmax(-1), torch.full_like(finite, _NO_PREDICTION, dtype=torch.long))
+        agrees = (prediction == state.previous_prediction) & finite
+        streak = torch.where(agrees, state.streak + 1, torch.zeros_like(state.streak))
         return streak >= patience, PatienceState(prediction, streak)
     if threshold is None:
         threshold = DEFAULT_THRESHOLDS[policy]
     score = exit_score(policy, logits)
     if policy == "entropy":
-        return score <= threshold, state
-    return score >= threshold, state
+        return (score <= threshold) & finite, state
+    return (score >= threshold) & finite, state
 
 
 def initial_state(policy: str, batch_size: int, device: torch.device) -> PatienceState | None:

@@ -20,6 +20,7 @@ import torch
 
 from ..core.compaction import batch_runs
 from ..core.configuration import check_number
+from ..core.inputs import report_nonfinite_rows
 from ..core.vision_backbones import ImageState, check_pixel_values
 from .config import validate_exit_settings
 from .policies import PatienceState, decide_exit, initial_state
@@ -132,12 +133,13 @@ def classify_stream(model, batches: Iterable[torch.Tensor], pool_rows: int | Non
                     run_segment(position)
         while pending and pending[0].remaining == 0:
             batch = pending.popleft()
+            report_nonfinite_rows(batch.logits, config.nonfinite_logits)
             yield model.output_class(loss=None, logits=batch.logits.clone(), exit_layer=batch.exit_layer.clone())
 
     for batch in batches:
         # DataLoader batches of an image dataset are mappings ({"pixel_values": ..., "labels": ...}).
         pixel_values = batch["pixel_values"] if isinstance(batch, Mapping) else batch
-        batch_size = check_pixel_values(pixel_values, model._in_chans())
+        batch_size = check_pixel_values(pixel_values, model._in_chans(), getattr(model, "timm_model", None))
         if pool_rows is None:
             pool_rows = batch_size
         with torch.inference_mode():

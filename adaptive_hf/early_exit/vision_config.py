@@ -93,6 +93,7 @@ class EarlyExitTimmConfig(_VisionExitConfigMixin, TimmClassifierConfig):
     exit_policy: str = "none"
     exit_threshold: float | None = None
     patience: int = 2
+    nonfinite_logits: str = "warn"
     exit_training: str = "joint"
     exit_loss_weights: list[float] | None = None
     exit_training_stage: int = 1
@@ -167,6 +168,7 @@ class EarlyExitViTConfig(_VisionExitConfigMixin, ViTConfig):
     exit_policy: str = "none"
     exit_threshold: float | None = None
     patience: int = 2
+    nonfinite_logits: str = "warn"
     exit_training: str = "joint"
     exit_loss_weights: list[float] | None = None
     exit_training_stage: int = 1

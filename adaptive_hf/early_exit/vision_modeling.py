@@ -28,6 +28,7 @@ from ..core.adapters.hf_vision import HFViTAdapter
 from ..core.flops import classifier_head_flops, linear_flops
 from ..core.hub import own_loaded_tensors
 from ..core.inputs import check_class_labels
+from ..core.layer_keyed import LayerKeyedModules
 from ..core.timm_construction import TimmBackboneMixin
 from ..core.vision_backbones import (
     ImageState,
@@ -124,7 +125,7 @@ class _VisionEarlyExitMixin(EarlyExitModelMixin):
                 "This model's batch norms were folded for inference (fold_batch_norms()); it cannot train. Reload "
                 "the saved model instead."
             )
-        batch_size = check_pixel_values(pixel_values, self._in_chans())
+        batch_size = check_pixel_values(pixel_values, self._in_chans(), getattr(self, "timm_model", None))
         if labels is not None:
             check_class_labels(labels, batch_size, config.num_labels)
         validate_exit_settings(config)
@@ -211,13 +212,16 @@ class _VisionEarlyExitMixin(EarlyExitModelMixin):
             init.ones_(module.weight)
             init.zeros_(module.bias)
 
-    def _build_exit_heads(self, widths: list[int]) -> nn.ModuleList:
+    def _build_exit_heads(self, widths: list[int]) -> LayerKeyedModules:
         config = self.config
-        heads = nn.ModuleList(
+        # The last exit is the backbone's own classifier: heads only for the earlier exit layers.
+        heads = LayerKeyedModules(
+            config.exit_layers[:-1],
             [
                 VisionExitHead(widths[layer - 1], config.num_labels, config.exit_head, config.exit_dropout)
                 for layer in config.exit_layers[:-1]
-            ]
+            ],
+            config_field="exit_layers",
         )
         for module in heads.modules():
             module._ahf_exit_module = True

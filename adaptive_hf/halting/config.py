@@ -6,7 +6,13 @@ from typing import Any
 
 from ..core.adapters.base import FAMILY_ADAPTERS
 from ..core.adapters.text import TEXT_ENCODER_ADAPTERS, TextEncoderAdapter
-from ..core.configuration import check_choice, check_number, make_family_config_class
+from ..core.configuration import (
+    FrozenStructureMixin,
+    check_choice,
+    check_number,
+    check_structure_unchanged,
+    make_family_config_class,
+)
 
 HALTING_METHODS = ("act", "pondernet")
 HALTING_GRANULARITIES = ("sample", "token")
@@ -35,10 +41,13 @@ def validate_halting_settings(config) -> None:
     Args:
         config: A halting config.
     """
+    check_structure_unchanged(config)
     check_choice("halting", config.halting, HALTING_METHODS)
     check_choice("halting_granularity", config.halting_granularity, HALTING_GRANULARITIES)
     check_choice("halting_enabled", config.halting_enabled, (True, False))
     check_choice("pondernet_inference", config.pondernet_inference, PONDERNET_INFERENCE)
+    # Checked here too (not only at creation): the shared pooling code would name `exit_pooling` instead.
+    check_choice("halting_pooling", config.halting_pooling, HALTING_POOLINGS)
     if config.halting_threshold is not None:
         check_number("halting_threshold", config.halting_threshold, 0.0, 1.0, low_inclusive=False)
     num_layers = config.backbone_adapter.num_layers_of(config)
@@ -52,7 +61,18 @@ def validate_halting_settings(config) -> None:
         )
 
 
-class HaltingConfigMixin:
+def validate_halting_training(config) -> None:
+    """Checks the fields the training loss reads; called at creation and at every loss.
+
+    Args:
+        config: A halting config.
+    """
+    check_number("ponder_cost", config.ponder_cost, 0.0, None)
+    check_number("prior_lambda", config.prior_lambda, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+    check_number("kl_weight", config.kl_weight, 0.0, None)
+
+
+class HaltingConfigMixin(FrozenStructureMixin):
     """Validation and helpers shared by every ``Halting<Arch>Config``.
 
     Fields (validated in ``__init__``; the runtime ones again at each forward):
@@ -80,9 +100,7 @@ class HaltingConfigMixin:
     def validate_halting(self) -> None:
         """Validates every halting field; raises ``ValueError``/``TypeError`` naming the field."""
         validate_halting_settings(self)
-        check_number("ponder_cost", self.ponder_cost, 0.0, None)
-        check_number("prior_lambda", self.prior_lambda, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-        check_number("kl_weight", self.kl_weight, 0.0, None)
+        validate_halting_training(self)
         check_number("halting_bias_init", self.halting_bias_init)
         check_choice("halting_pooling", self.halting_pooling, HALTING_POOLINGS)
         check_choice("classifier_head", self.classifier_head, ("linear", "mlp"))

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from transformers import initialization as hf_init
 
 from ..core.adapters.text import TEXT_ENCODER_ADAPTERS, EncoderState, TextEncoderAdapter, TokenSubset
 from ..core.flops import linear_flops
 from ..core.heads import ExitHead
 from ..core.hub import AdaptiveHubMixin
+from ..core.layer_keyed import LayerKeyedModules
 from ..core.modeling import TextBackboneMixin, make_family_model_class
 from ..core.outputs import HaltingSequenceClassifierOutput
-from .config import HALTING_CONFIGS, validate_halting_settings
+from .config import HALTING_CONFIGS, validate_halting_settings, validate_halting_training
 from .layers import HaltingTracker, HaltingUnit, act_ponder_cost, halting_step, pondernet_kl
 
 
@@ -38,8 +38,10 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         self.num_labels = config.num_labels
         setattr(self, self.base_model_prefix, self.adapter_class.build_base_model(config, add_pooling_layer=False))
         hidden_size = self.adapter_class.hidden_size_of(config)
-        self.halting_units = nn.ModuleList(
-            [HaltingUnit(hidden_size, config.halting_bias_init) for _ in range(config.num_ponder_steps)]
+        self.halting_units = LayerKeyedModules(
+            range(1, config.num_ponder_steps + 1),
+            [HaltingUnit(hidden_size, config.halting_bias_init) for _ in range(config.num_ponder_steps)],
+            config_field="max_ponder_steps",
         )
         dropout = self.adapter_class.classifier_dropout_of(config)
         self.classifier = ExitHead(hidden_size, config.num_labels, config.classifier_head, dropout)
@@ -121,6 +123,7 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         if labels is None:
             return None
         config = self.config
+        validate_halting_training(config)  # training fields may have changed since construction
         loss = F.cross_entropy(logits, labels)
         if config.halting == "act":
             return loss + config.ponder_cost * ponder.mean()
@@ -235,6 +238,7 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         expected_steps = (probabilities * torch.arange(1, probabilities.size(1) + 1, device=device)).sum(1)
         loss = None
         if labels is not None:
+            validate_halting_training(config)
             per_step = torch.stack([F.cross_entropy(x, labels, reduction="none") for x in step_logits], dim=1)
             kl = pondernet_kl(probabilities, config.prior_lambda).mean()
             loss = (probabilities * per_step).sum(1).mean() + config.kl_weight * kl

@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 from transformers import PreTrainedModel
 
 from ..core.adapters.text import EncoderState
 from ..core.adapters.timm import TimmViTAdapter
 from ..core.configuration import check_number
 from ..core.inputs import check_class_labels
+from ..core.layer_keyed import LayerKeyedModules
 from ..core.timm_construction import TimmBackboneMixin
 from ..core.vision_backbones import (
     TimmClassifierConfig,
@@ -90,8 +90,10 @@ class HaltingTimmForImageClassification(TimmBackboneMixin, HaltingForSequenceCla
         self.num_labels = config.num_labels
         self.timm_model = create_timm_model(config.architecture, config.num_labels, config.model_args)
         hidden_size = self.adapter.units[0].norm1.normalized_shape[0]
-        self.halting_units = nn.ModuleList(
-            [HaltingUnit(hidden_size, config.halting_bias_init) for _ in range(config.num_ponder_steps)]
+        self.halting_units = LayerKeyedModules(
+            range(1, config.num_ponder_steps + 1),
+            [HaltingUnit(hidden_size, config.halting_bias_init) for _ in range(config.num_ponder_steps)],
+            config_field="max_ponder_steps",
         )
         self.post_init()
 
@@ -138,7 +140,7 @@ class HaltingTimmForImageClassification(TimmBackboneMixin, HaltingForSequenceCla
             labels: ``(batch,)`` class ids; adds ``loss`` (task loss plus ponder cost or KL).
             return_dict: Return a tuple when ``False``.
         """
-        batch_size = check_pixel_values(pixel_values, self.timm_model.patch_embed.proj.in_channels)
+        batch_size = check_pixel_values(pixel_values, self.timm_model.patch_embed.proj.in_channels, self.timm_model)
         if labels is not None:
             check_class_labels(labels, batch_size, self.config.num_labels)
         validate_halting_settings(self.config)

@@ -19,7 +19,13 @@ from transformers import PreTrainedConfig
 
 from ..core.adapters.base import FAMILY_ADAPTERS, BackboneAdapter
 from ..core.adapters.builtin import BUILTIN_ADAPTERS
-from ..core.configuration import check_choice, check_number, normalize_layer_list
+from ..core.configuration import (
+    FrozenStructureMixin,
+    check_choice,
+    check_number,
+    check_structure_unchanged,
+    normalize_layer_list,
+)
 
 CAPACITY_GROUPS = ("sequence", "batch")
 GATE_SCALINGS = ("straight_through", "probability", "normalized")
@@ -94,6 +100,7 @@ def validate_moe_runtime(config) -> None:
     Args:
         config: A config carrying the :data:`MOE_FIELDS`.
     """
+    check_structure_unchanged(config)
     check_number("num_experts_per_tok", config.num_experts_per_tok, 1, config.num_experts, integer=True)
     check_number("capacity_factor", config.capacity_factor, 0.0, None)
     check_choice("capacity_group", config.capacity_group, CAPACITY_GROUPS)
@@ -200,7 +207,7 @@ class SwitchMoEConfig(PreTrainedConfig):
         return moe_settings_dict(self)
 
 
-class SwitchMoEConfigMixin:
+class SwitchMoEConfigMixin(FrozenStructureMixin):
     """Validation shared by every ``SwitchMoE<Arch>Config`` (the family config plus :data:`MOE_FIELDS`)."""
 
     backbone_adapter = None  # set per family: its adapter class

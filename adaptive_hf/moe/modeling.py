@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from typing import Any
 
 import torch
@@ -23,6 +24,8 @@ from transformers import initialization as init
 
 from ..core.adapters.base import BackboneAdapter
 from ..core.hub import AdaptiveHubMixin, read_config_dict
+from ..core.inputs import check_class_labels, check_token_inputs, check_token_labels, position_limit
+from ..core.layer_keyed import LayerKeyedWeights
 from .config import MOE_FIELDS, SWITCH_MOE_CONFIGS, SwitchMoEConfig, moe_adapter_for, validate_moe_runtime
 from .conversion import load_dense_into_moe
 from .experts import SwitchExperts
@@ -131,6 +134,68 @@ class SwitchMoEModelMixin(AdaptiveHubMixin):
         slot = self.adapter_class.require_ffn_slot()
         return [slot.get(layers[number - 1]) for number in self.config.moe_layers]
 
+    def layer_keyed_weights(self) -> list[LayerKeyedWeights]:
+        """Where the routers sit in the state dict, so loading checks them against ``config.moe_layers``."""
+        layers = self.adapter_class.model_layers(self)
+        prefix = next((name for name, module in self.named_modules() if module is layers), None)
+        if prefix is None:
+            return []
+        ffn = re.escape(self.adapter_class.require_ffn_slot().module)
+        return [
+            LayerKeyedWeights(
+                config_field="moe_layers",
+                config_value=self.config.moe_layers,
+                layers=tuple(self.config.moe_layers),
+                key_pattern=rf"^{re.escape(prefix)}\.(?P<layer>\d+)\.{ffn}\.router\.",
+                offset=1,
+            )
+        ]
+
+    def _check_text_inputs(self, kwargs: dict[str, Any]) -> None:
+        """The shared token-input check, plus the labels of the task (per sample or per token)."""
+        input_ids, inputs_embeds = kwargs.get("input_ids"), kwargs.get("inputs_embeds")
+        if input_ids is None and inputs_embeds is None:
+            return  # the stock forward names what is missing
+        # While generating with a cache, the mask spans the cached positions too and positions continue past seq.
+        incremental = any(kwargs.get(name) is not None for name in ("past_key_values", "cache", "cache_params"))
+        config = self.config
+        batch_size = check_token_inputs(
+            input_ids,
+            None if incremental else kwargs.get("attention_mask"),
+            inputs_embeds,
+            vocab_size=config.vocab_size,
+            max_length=None if incremental else position_limit(self),
+        )
+        labels = kwargs.get("labels")
+        if labels is None:
+            return
+        tokens = input_ids if input_ids is not None else inputs_embeds
+        task = self.auto_class_name
+        if task == "AutoModelForSequenceClassification":
+            self._check_sequence_labels(labels, batch_size)
+        elif task == "AutoModelForTokenClassification":
+            check_token_labels(labels, tuple(tokens.shape[:2]), config.num_labels)
+        elif task in ("AutoModelForMaskedLM", "AutoModelForCausalLM"):
+            check_token_labels(labels, tuple(tokens.shape[:2]), config.vocab_size)
+
+    def _check_sequence_labels(self, labels: Any, batch_size: int) -> None:
+        """Sequence classification: class ids (single-label), or the stock class's float targets."""
+        config = self.config
+        problem = config.problem_type
+        floating = isinstance(labels, torch.Tensor) and labels.dtype.is_floating_point
+        if problem == "regression" or config.num_labels == 1:
+            return  # float targets, checked by the stock loss
+        if problem == "multi_label_classification" or (problem is None and floating):
+            expected = (batch_size, config.num_labels)
+            if not floating or tuple(labels.shape) != expected:
+                got = f"{labels.dtype} of shape {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else labels
+                raise TypeError(
+                    f"`labels` must be an integer tensor of class ids in [0, {config.num_labels}) with shape "
+                    f"({batch_size},) (single-label), or a float tensor of shape {expected} (multi-label); got {got}."
+                )
+            return
+        check_class_labels(labels, batch_size, config.num_labels)
+
     @classmethod
     def _forward_arg_names(cls) -> list[str]:
         names = cls.__dict__.get("_cached_forward_arg_names")
@@ -159,6 +224,8 @@ class SwitchMoEModelMixin(AdaptiveHubMixin):
                 kwargs[name] = value
         config = self.config
         validate_moe_runtime(config)
+        if self.adapter_class.modality == "text":
+            self._check_text_inputs(kwargs)
         if output_router_logits is None:
             output_router_logits = config.output_router_logits
         return_dict = kwargs.pop("return_dict", None)

@@ -11,10 +11,13 @@ from ..core.technique import TechniqueSpec, register_technique
 SPEC = register_technique(
     TechniqueSpec(
         name="switch_moe",
-        model_types=("switch_moe",),
+        # "switch_moe" is the standalone settings config; the models' configs are "switch_moe_<family>".
+        model_types=("switch_moe", "switch_moe_"),
         knobs=(),
         full_compute={"capacity_factor": 0},
-        structural_fields=("num_experts", "moe_layers", "num_experts_per_tok", "architecture"),
+        # num_experts_per_tok (top-k) is a routing knob read at every forward, not structure: the router always scores
+        # every expert.
+        structural_fields=("num_experts", "moe_layers", "architecture"),
         training_fields=("router_z_loss_coef", "router_aux_loss_coef", "router_jitter", "expert_noise"),
         description="switch mixture-of-experts: each token runs one expert feed-forward of several",
     )

@@ -92,7 +92,7 @@ class TimmForImageClassification(TimmBackboneMixin, PreTrainedModel):
             return_dict: Return a tuple when ``False``.
         """
         config = self.config
-        batch_size = check_pixel_values(pixel_values, config.describe_blocks().in_chans)
+        batch_size = check_pixel_values(pixel_values, config.describe_blocks().in_chans, self.timm_model)
         logits = self.timm_model(pixel_values)
         loss = None
         if labels is not None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
-from ..core.configuration import check_choice, check_number
+from ..core.configuration import FrozenStructureMixin, check_choice, check_number, check_structure_unchanged
 
 READING_POLICIES = ("adaptive", "full")
 JUMP_REWARDS = ("accuracy", "probability")
@@ -23,6 +23,7 @@ def validate_reader_runtime(config) -> None:
     Args:
         config: A :class:`SkimRnnConfig` or :class:`JumpLstmConfig`.
     """
+    check_structure_unchanged(config)
     check_choice("reading_policy", config.reading_policy, READING_POLICIES)
     if getattr(config, "model_type", None) == "skim_rnn":
         check_number("skim_threshold", config.skim_threshold, 0.0, 1.0)
@@ -30,7 +31,7 @@ def validate_reader_runtime(config) -> None:
         check_number("stop_threshold", config.stop_threshold, 0.0, 1.0)
 
 
-class ReaderConfigMixin:
+class ReaderConfigMixin(FrozenStructureMixin):
     """Validation shared by the reader configs (fields are declared on each config class).
 
     Shared fields:

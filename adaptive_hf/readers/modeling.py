@@ -420,15 +420,11 @@ class ReaderPreTrainedModel(AdaptiveHubMixin, PreTrainedModel):
         """Validates inputs; returns ``(lengths, batch_size, seq_len)``."""
         config = self.config
         validate_reader_runtime(config)
-        batch_size = check_token_inputs(input_ids, attention_mask, inputs_embeds)
+        if self.training and labels is not None:
+            config.validate_reader()  # the training fields (penalties, coefficients) may have changed since init
+        batch_size = check_token_inputs(input_ids, attention_mask, inputs_embeds, vocab_size=config.vocab_size)
         if input_ids is not None:
             seq_len = input_ids.size(1)
-            low, high = int(input_ids.min()), int(input_ids.max())
-            if low < 0 or high >= config.vocab_size:
-                raise ValueError(
-                    f"`input_ids` must be token ids in [0, vocab_size={config.vocab_size}); got values in "
-                    f"[{low}, {high}]. Use a tokenizer whose vocabulary matches the config."
-                )
             device = input_ids.device
         else:
             seq_len = inputs_embeds.size(1)

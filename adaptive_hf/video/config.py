@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.configuration import check_choice, check_number
+from ..core.configuration import FrozenStructureMixin, check_choice, check_number, check_structure_unchanged
 from ..core.vision_backbones import TimmClassifierConfig, check_timm_model_args
 
 SAMPLERS = ("uniform", "saliency", "early_stop")
@@ -25,6 +25,7 @@ def validate_sampler_runtime(config) -> None:
     Args:
         config: A :class:`FrameSamplingVideoConfig`.
     """
+    check_structure_unchanged(config)
     check_choice("sampler", config.sampler, SAMPLERS)
     check_number("num_frames", config.num_frames, 1, None, integer=True)
     if config.frame_budget is not None:
@@ -48,7 +49,7 @@ def validate_sampler_runtime(config) -> None:
             )
 
 
-class FrameSamplingVideoConfig(TimmClassifierConfig):
+class FrameSamplingVideoConfig(FrozenStructureMixin, TimmClassifierConfig):
     """Config of :class:`~adaptive_hf.video.modeling.FrameSamplingVideoClassifier`.
 
     The expensive per-frame backbone is ``timm.create_model(architecture, pretrained=False, num_classes=num_labels,

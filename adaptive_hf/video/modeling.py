@@ -38,7 +38,7 @@ from ..core.flops import frame_sampling_flops
 from ..core.hub import AdaptiveHubMixin, own_loaded_tensors
 from ..core.inputs import check_class_labels
 from ..core.timm_construction import split_timm_keywords
-from ..core.vision_backbones import create_timm_model, load_timm_state_dict, read_state_dict
+from ..core.vision_backbones import check_pixels_fit_model, create_timm_model, load_timm_state_dict, read_state_dict
 from .config import GLANCE_BUILTIN, FrameSamplingVideoConfig, validate_sampler_runtime
 from .samplers import (
     AttentionPooling,
@@ -512,12 +512,15 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         """
         config = self.config
         validate_sampler_runtime(config)
+        if self.training and labels is not None:
+            config.validate_video()  # the training fields (loss weights, temperature) may have changed since init
         batch, steps = _check_video(pixel_values, config.num_frames)
         if pixel_values.size(2) != self.in_chans:
             raise ValueError(
                 f"`pixel_values` must have {self.in_chans} channels (dim 2) for {config.architecture}; got "
                 f"{pixel_values.size(2)}."
             )
+        check_pixels_fit_model(pixel_values, self.backbone)
         if labels is not None:
             check_class_labels(labels, batch, config.num_labels)
         budget = config.budget
