@@ -158,10 +158,13 @@ class SwitchMoEModelMixin(AdaptiveHubMixin):
             return  # the stock forward names what is missing
         # While generating with a cache, the mask spans the cached positions too and positions continue past seq.
         incremental = any(kwargs.get(name) is not None for name in ("past_key_values", "cache", "cache_params"))
+        mask = kwargs.get("attention_mask")
+        # The stock families also take a prepared 4-D mask (batch, heads, query, key); the MoE layer reads it too.
+        four_d = isinstance(mask, torch.Tensor) and mask.dim() == 4
         config = self.config
         batch_size = check_token_inputs(
             input_ids,
-            None if incremental else kwargs.get("attention_mask"),
+            None if incremental or four_d else mask,
             inputs_embeds,
             vocab_size=config.vocab_size,
             max_length=None if incremental else position_limit(self),
