@@ -120,3 +120,11 @@ def test_halting_pooling_checked_at_forward_without_the_frozen_registry():
     model.config.halting_pooling = "max"
     with pytest.raises(ValueError, match="`halting_pooling` must be one of 'mean', 'cls'"):
         model(**batch())
+
+
+def test_an_in_place_structural_edit_is_refused_at_save(tmp_path):
+    model = early_exit(exit_layers=[2, 4])
+    model.config.exit_layers.insert(0, 1)
+    with pytest.raises(ValueError, match="exit_layers.*" + REBUILD):
+        model.save_pretrained(tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .configuration import freeze_structural_fields
+from .configuration import check_structure_unchanged, freeze_structural_fields
 from .layer_keyed import check_layer_keyed_weights
 from .technique import technique_of
 
@@ -391,6 +391,7 @@ class AdaptiveHubMixin:
             **kwargs: Passed to ``PreTrainedModel.save_pretrained`` (``push_to_hub`` goes through
                 :meth:`push_to_hub`).
         """
+        check_structure_unchanged(self.config)  # never write a config.json that disagrees with the weights
         if kwargs.get("safe_serialization", True) is False:
             raise ValueError("`safe_serialization=False` is not supported: adaptive_hf saves safetensors only.")
         kwargs.pop("safe_serialization", None)

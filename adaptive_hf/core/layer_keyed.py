@@ -122,7 +122,8 @@ def check_layer_keyed_weights(model: nn.Module, loading_info: dict[str, list[str
                 raise ValueError(
                     f"The checkpoint stores {weights.container_prefix.rstrip('.')} by position ({unkeyed[0]!r}), "
                     f"not by layer (`{weights.container_prefix}{LAYER_KEY_PREFIX}<n>.`): it was saved by an older "
-                    "adaptive_hf. Load it with that version and save it again, or rename the keys to their layers."
+                    f"adaptive_hf. Rename the keys in the safetensors file: position k becomes the k-th layer of "
+                    f"`{weights.config_field}` as it was saved ({weights.config_value!r} if config.json is unedited)."
                 )
         if in_checkpoint and in_checkpoint != sorted(weights.layers):
             raise ValueError(
