@@ -136,7 +136,7 @@ class HaltingTimmConfig(HaltingConfigMixin, TimmClassifierConfig):
     backbone_adapter = TimmViTHaltingAdapter
     halting: str = "act"
     halting_granularity: str = "sample"
-    halting_threshold: float | None = 0.99
+    halting_threshold: float | None = None
     halting_enabled: bool = True
     ponder_cost: float = 0.01
     max_ponder_steps: int | None = None
@@ -228,7 +228,7 @@ class HaltingTimmForImageClassification(HaltingForSequenceClassificationMixin, P
         tags = ["adaptive-hf", "halting", config.halting, "timm", "image-classification"]
         body = (
             f"## Halting\n\n`{config.halting}` per `{config.halting_granularity}` over the blocks of timm "
-            f"`{config.architecture}` (`model_args={config.model_args}`), threshold `{config.halting_threshold}`.\n"
+            f"`{config.architecture}` (`model_args={config.model_args}`), threshold `{config.effective_threshold()}`.\n"
         )
         return tags, body
 
