@@ -228,7 +228,8 @@ class HaltingTimmForImageClassification(HaltingForSequenceClassificationMixin, P
         tags = ["adaptive-hf", "halting", config.halting, "timm", "image-classification"]
         body = (
             f"## Halting\n\n`{config.halting}` per `{config.halting_granularity}` over the blocks of timm "
-            f"`{config.architecture}` (`model_args={config.model_args}`), threshold `{config.effective_threshold()}`.\n"
+            f"`{config.architecture}` (`model_args={config.model_args}`), threshold "
+            f"`{config.effective_threshold()}`.\n"
         )
         return tags, body
 
