@@ -105,3 +105,59 @@ def test_timing_summary_reports_the_plain_backbone():
     assert summary["full_over_plain"] == pytest.approx(4 / 3)
     assert summary["efficiency_vs_plain"] == pytest.approx(0.6)
     assert "plain_seconds" not in InterleavedTiming([1.0], [2.0], None, 1).summary(2.0)
+
+
+# ------------------------------------------------------------------------------------------- timm weight loading
+def test_timm_weights_are_matched_by_name_never_by_position():
+    import timm
+
+    from adaptive_hf.core.vision_backbones import load_timm_state_dict
+
+    torch.manual_seed(0)
+    source = timm.create_model("test_resnet", num_classes=3)
+    norm = source.conv1[1]
+    with torch.no_grad():  # running statistics that differ, so a swap of the two is visible
+        norm.running_mean.normal_()
+        norm.running_var.uniform_(0.5, 2.0)
+    weights = {f"param_{i}": tensor for i, tensor in enumerate(source.state_dict().values())}
+    names = list(source.state_dict())
+    first, second = names.index("conv1.1.running_mean"), names.index("conv1.1.running_var")
+    # Two same-shape tensors in each other's place, under names that say nothing: nothing may load.
+    weights[f"param_{first}"], weights[f"param_{second}"] = weights[f"param_{second}"], weights[f"param_{first}"]
+    target = timm.create_model("test_resnet", num_classes=3)
+    before = {name: tensor.clone() for name, tensor in target.state_dict().items()}
+    with pytest.raises(ValueError, match=r"'param_0'.*conv1\.0\.weight"):
+        load_timm_state_dict(target, weights, "test_resnet", 3)
+    assert all(torch.equal(before[name], tensor) for name, tensor in target.state_dict().items())
+    # Right names in another order load each tensor where its name says.
+    shuffled = dict(reversed(list(source.state_dict().items())))
+    assert load_timm_state_dict(target, shuffled, "test_resnet", 3) == []
+    assert torch.equal(target.conv1[1].running_mean, norm.running_mean)
+    assert torch.equal(target.conv1[1].running_var, norm.running_var)
+
+
+def test_efficientnet_pytorch_names_map_by_name():
+    import timm
+
+    from adaptive_hf.core.vision_backbones import match_timm_names
+
+    with torch.device("meta"):
+        model = timm.create_model("tf_efficientnet_lite0")
+    state = model.state_dict()
+    # Block 1 expands (expand, depthwise, project: bn0/bn1/bn2 are timm's bn1/bn2/bn3); block 0 does not.
+    pairs = {
+        "_conv_stem.weight": "conv_stem.weight",
+        "_bn0.running_var": "bn1.running_var",
+        "_blocks.0._project_conv.weight": "blocks.0.0.conv_pw.weight",
+        "_blocks.0._bn2.bias": "blocks.0.0.bn2.bias",
+        "_blocks.1._expand_conv.weight": "blocks.1.0.conv_pw.weight",
+        "_blocks.1._bn2.bias": "blocks.1.0.bn3.bias",
+        "_blocks.2._project_conv.weight": "blocks.1.1.conv_pwl.weight",
+        "_blocks.2._expand_conv.weight": "blocks.1.1.conv_pw.weight",
+        "_bn1.weight": "bn2.weight",
+        "_fc.bias": "classifier.bias",
+    }
+    matched = match_timm_names(model, {ours: state[timm_name] for ours, timm_name in pairs.items()}, "lite0")
+    assert set(matched) == set(pairs.values())
+    with pytest.raises(ValueError, match=r"_blocks\.0\._no_such_part\.weight"):
+        match_timm_names(model, {"_blocks.0._no_such_part.weight": state["conv_stem.weight"]}, "lite0")
