@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import torch
 from text_testers import NUM_LAYERS, padded_batch, tiny_backbone_config
+from torch.overrides import TorchFunctionMode
 
 from adaptive_hf import AutoHaltingModelForSequenceClassification, HaltingBertConfig
 
@@ -161,3 +164,78 @@ def test_efficientnet_pytorch_names_map_by_name():
     assert set(matched) == set(pairs.values())
     with pytest.raises(ValueError, match=r"_blocks\.0\._no_such_part\.weight"):
         match_timm_names(model, {"_blocks.0._no_such_part.weight": state["conv_stem.weight"]}, "lite0")
+
+
+# -------------------------------------------------------------------------------------------- early-exit hot path
+class _TensorOps(TorchFunctionMode):
+    """Counts the torch functions and tensor methods called inside it, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: Counter = Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.names[getattr(func, "__name__", str(func))] += 1
+        return func(*args, **(kwargs or {}))
+
+
+# Calls that make the host wait for the device (on CUDA; nonzero sizes its output from the data).
+HOST_SYNCS = ("__bool__", "__int__", "__float__", "__index__", "item", "tolist", "nonzero")
+
+
+def test_one_host_sync_per_exit_head():
+    from early_exit_helpers import tiny_model
+
+    model = tiny_model("bert", num_labels=2)
+    ids, mask = padded_batch(8, 10, seed=2)
+    model.config.exit_policy, model.config.exit_threshold = "none", None
+    with torch.no_grad(), _TensorOps() as full:
+        model(input_ids=ids, attention_mask=mask)
+    model.config.exit_policy, model.config.exit_threshold = "confidence", 0.6
+    with torch.no_grad(), _TensorOps() as adaptive:
+        out = model(input_ids=ids, attention_mask=mask)
+    exits = out.exit_layer.tolist()
+    intermediate = model.config.exit_layers[:-1]
+    assert len(set(exits)) >= 3, exits  # rows leave at several heads, so compaction paths run
+    heads_run = sum(1 for layer in intermediate if layer <= max(exits))
+    syncs = sum(adaptive.names[name] - full.names[name] for name in HOST_SYNCS)
+    assert syncs == heads_run, adaptive.names - full.names
+
+
+def test_full_compute_runs_only_the_final_head_and_copies_nothing(monkeypatch):
+    from early_exit_helpers import tiny_model
+
+    model = tiny_model("bert", num_labels=3)
+    returned = {}
+    for k, head in enumerate(model.exit_heads):
+        original = head.inference
+
+        def counted(pooled, k=k, original=original):
+            returned[k] = original(pooled)
+            return returned[k]
+
+        monkeypatch.setattr(head, "inference", counted)
+    ids, mask = padded_batch(5, 9)
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask)
+    assert list(returned) == [len(model.exit_heads) - 1]
+    assert out.logits.data_ptr() == returned[len(model.exit_heads) - 1].data_ptr()
+
+
+def test_vision_full_compute_runs_exactly_the_plain_timm_ops():
+    from adaptive_hf.early_exit.vision_modeling import EarlyExitTimmForImageClassification
+
+    torch.manual_seed(0)
+    model = EarlyExitTimmForImageClassification.from_timm("test_resnet", num_labels=3, model_args={"in_chans": 1})
+    model.eval()
+    images = torch.randn(4, 1, 32, 32)
+    with torch.no_grad():
+        with _TensorOps() as plain:
+            expected = model.timm_model(images)
+        with _TensorOps() as full:
+            out = model(images)
+    torch.testing.assert_close(out.logits, expected)
+    metadata = {"size", "dim", "__get__", "is_contiguous", "shape", "device", "dtype"}
+    extra = {name: count for name, count in (full.names - plain.names).items() if name not in metadata}
+    assert extra == {"full": 1}, extra  # the exit_layer output; no copies of logits or features
+    assert not plain.names - full.names
