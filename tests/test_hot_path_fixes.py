@@ -239,3 +239,25 @@ def test_vision_full_compute_runs_exactly_the_plain_timm_ops():
     extra = {name: count for name, count in (full.names - plain.names).items() if name not in metadata}
     assert extra == {"full": 1}, extra  # the exit_layer output; no copies of logits or features
     assert not plain.names - full.names
+
+
+def test_speedup_measurements_report_the_plain_backbone():
+    from early_exit_helpers import tiny_model
+    from transformers import BertForSequenceClassification
+
+    from adaptive_hf.early_exit.benchmarking import measure_speedup, plain_counterpart
+    from adaptive_hf.early_exit.vision_calibration import measure_image_speedup
+    from adaptive_hf.early_exit.vision_modeling import EarlyExitTimmForImageClassification
+
+    model = tiny_model("bert")
+    plain = plain_counterpart(model)
+    assert type(plain) is BertForSequenceClassification and not plain.training
+    for name, tensor in model.bert.state_dict().items():
+        assert torch.equal(plain.bert.state_dict()[name], tensor), name
+    ids, mask = padded_batch(4, 8)
+    result = measure_speedup(model, [{"input_ids": ids, "attention_mask": mask}], repeats=1, plain_model=plain)
+    assert result["plain_seconds"] > 0 and result["realized_speedup_vs_plain"] > 0 and result["full_over_plain"] > 0
+    vision = EarlyExitTimmForImageClassification.from_timm("test_resnet", num_labels=3, model_args={"in_chans": 1})
+    images = [torch.randn(2, 1, 32, 32)]
+    result = measure_image_speedup(vision.eval(), images, repeats=1, warmup=0, plain_model=vision.timm_model)
+    assert result["plain_seconds"] > 0 and "efficiency_vs_plain" in result
