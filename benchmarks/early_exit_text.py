@@ -7,7 +7,9 @@ Reports, on the held-out test split (never seen by calibration):
 * theoretical speedup from the outputs (exit layers x ``model.exit_flops`` per sample, heads included);
 * realized speedup at batch 1 and 64: adaptive vs full depth on the same inputs, same process, interleaved
   A B A B after warm-up, median of ``--repeats`` (>= 5) repetitions, fixed ``torch.set_num_threads``;
-  realized / theoretical;
+  realized / theoretical; and the same against the plain backbone model (the stock
+  ``<Arch>ForSequenceClassification`` with the same backbone weights, timed in the same rounds), with full compute
+  over plain;
 * training cost: time per optimizer step of the early-exit model (each training scheme) against plain
   fine-tuning (``BertForSequenceClassification`` on the same backbone, same batch), interleaved, median.
 
@@ -40,7 +42,7 @@ import adaptive_hf  # noqa: E402
 import adaptive_hf.early_exit.heads  # noqa: E402
 from adaptive_hf.core.io import write_json  # noqa: E402
 from adaptive_hf.data import load_text_classification, packaged_minilm_path  # noqa: E402
-from adaptive_hf.early_exit.benchmarking import measure_speedup  # noqa: E402
+from adaptive_hf.early_exit.benchmarking import measure_speedup, plain_counterpart  # noqa: E402
 from adaptive_hf.early_exit.calibration import (  # noqa: E402
     SWEEP_POLICIES,
     calibrate,
@@ -188,6 +190,7 @@ def quality_and_speed(args, model, tokenizer, tokenized) -> dict:
             }
         )
     device = next(model.parameters()).device
+    plain = plain_counterpart(model)  # the stock <Arch>ForSequenceClassification the user started from
     for size in [int(b) for b in args.batch_sizes.split(",") if b]:
         wanted = args.bench_single_samples if size == 1 else args.bench_samples
         count = min(len(tokenized["test"]), max(size, wanted - wanted % size))
@@ -198,12 +201,15 @@ def quality_and_speed(args, model, tokenizer, tokenized) -> dict:
         for row in rows[1:]:
             if row["setting"]["exit_policy"] == "none":
                 continue
-            result = measure_speedup(model, batches, row["setting"], repeats=args.repeats, threads=args.threads)
+            result = measure_speedup(
+                model, batches, row["setting"], repeats=args.repeats, threads=args.threads, plain_model=plain
+            )
             row.setdefault("realized", {})[str(size)] = result
             print(
                 f"  {row['policy']:<10} batch {size:>3}: realized {result['realized_speedup']:.2f}x, theoretical "
-                f"{result['theoretical_speedup']:.2f}x on the timed rows (spread {result['adaptive_spread']:.0%}/"
-                f"{result['full_spread']:.0%})",
+                f"{result['theoretical_speedup']:.2f}x on the timed rows; vs the plain model "
+                f"{result['realized_speedup_vs_plain']:.2f}x (full / plain {result['full_over_plain']:.3f}; spread "
+                f"{result['adaptive_spread']:.0%}/{result['full_spread']:.0%}/{result['plain_spread']:.0%})",
                 flush=True,
             )
     return {"rows": rows, "per_exit_test": per_exit, "full_depth_test_accuracy": full["accuracy"]}
@@ -373,6 +379,7 @@ def format_tables(result: dict) -> str:
     sizes = result["batch_sizes"]
     header = ["policy", "setting", "test acc", "drop (pt)", "avg exit", "theoretical"]
     header += [f"realized b{b}" for b in sizes] + [f"real/theo b{b}" for b in sizes]
+    header += [f"realized vs plain b{b}" for b in sizes] + [f"full / plain b{b}" for b in sizes]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in result["quality"]["rows"]:
         setting = row["setting"]
@@ -392,12 +399,11 @@ def format_tables(result: dict) -> str:
             f"{row['theoretical_speedup']:.2f}x",
         ]
         realized = row.get("realized", {})
-        for key in ("realized_speedup", "efficiency"):
+        for key in ("realized_speedup", "efficiency", "realized_speedup_vs_plain", "full_over_plain"):
             for size in sizes:
                 bench = realized.get(str(size))
-                cells.append(
-                    "-" if bench is None else f"{bench[key]:.2f}" + ("x" if key == "realized_speedup" else "")
-                )
+                digits = 3 if key == "full_over_plain" else 2
+                cells.append("-" if bench is None else f"{bench[key]:.{digits}f}" + ("x" if "speedup" in key else ""))
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines)
     cost = result.get("training_cost")

@@ -1,7 +1,8 @@
 """Realized against theoretical speedup of an early-exit image classifier at batch 1 and batch 64.
 
 Measured as ``shared/benchmarks.md`` asks: the same test images for the adaptive setting and for full depth
-(policy ``none``, same weights), in one process, interleaved A B A B after a warm-up round, the median of
+(policy ``none``, same weights) and for the plain timm model it wraps (the stock model, no channels_last, no folded
+batch norms: what the user started from), in one process, interleaved A B C A B C after a warm-up round, the median of
 ``--repeats`` (>= 5) rounds, with a fixed ``torch.set_num_threads``. The theoretical speedup counts the FLOPs of the
 exits the images actually took (``model.exit_flops()``: stem, units, and every head evaluated on the way).
 
@@ -15,6 +16,7 @@ that run's ``report.json``::
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -74,6 +76,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         sys.exit(f"{report_path} is missing: run recipes/early_exit_vision.py --output_dir {args.model_dir} first.")
     report = json.loads(report_path.read_text())
     model = EarlyExitTimmForImageClassification.from_pretrained(args.model_dir).eval()
+    # The plain backbone the user started from: the stock timm model with these weights, as timm builds it (no
+    # channels_last, no folded batch norms), timed next to our full-compute path.
+    plain = copy.deepcopy(model.timm_model).eval()
     if args.eval_chunk_elements is not None:
         model.config.eval_chunk_elements = args.eval_chunk_elements or None
     channels_last = args.channels_last and model.config.describe().family != "vit"
@@ -99,7 +104,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
             runs.append((64, batches[64], args.pool_rows))
         for batch_size, data, pool_rows in runs:
             timing = measure_image_speedup(
-                model, data, setting, repeats=args.repeats, threads=args.threads, pool_rows=pool_rows
+                model,
+                data,
+                setting,
+                repeats=args.repeats,
+                threads=args.threads,
+                pool_rows=pool_rows,
+                plain_model=plain,
             )
             timing.update(test_accuracy=row["test_accuracy"], batch=batch_size)
             results.append(timing)
@@ -107,7 +118,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 f"{setting['exit_policy']:>10} {str(setting.get('exit_threshold', setting.get('patience'))):>7} "
                 f"batch {batch_size:>2}{f' pooled {pool_rows}' if pool_rows else ''}: "
                 f"theoretical {timing['theoretical_speedup']:.2f}x realized "
-                f"{timing['realized_speedup']:.2f}x efficiency {timing['efficiency']:.2f} "
+                f"{timing['realized_speedup']:.2f}x efficiency {timing['efficiency']:.2f}, vs plain timm "
+                f"{timing['realized_speedup_vs_plain']:.2f}x (full / plain {timing['full_over_plain']:.3f}) "
                 f"(avg exit {timing['average_exit_layer']:.2f}, spread {timing['adaptive_spread']:.0%}/"
                 f"{timing['full_spread']:.0%}{', NOISY' if timing['noisy'] else ''})",
                 flush=True,
@@ -120,8 +132,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"{', channels_last' if channels_last else ''}, eval_chunk_elements={model.config.eval_chunk_elements}, "
         f"{folded} batch norms folded.\n"
     )
-    print("| policy | setting | test acc (vs full depth) | batch | theoretical | realized | realized/theoretical |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| policy | setting | test acc (vs full depth) | batch | theoretical | realized | realized/theoretical | "
+        "realized vs plain timm | full / plain |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         s = r["setting"]
         drop = 100 * (r["test_accuracy"] - full_accuracy)
@@ -129,7 +144,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"| {s['exit_policy']} | {s.get('exit_threshold') if s['exit_policy'] != 'patience' else s['patience']} | "
             f"{100 * r['test_accuracy']:.2f} ({drop:+.2f}) | {r['batch']}"
             f"{f', pooled {pool}' if (pool := r.get('pool_rows')) else ''} | {r['theoretical_speedup']:.2f}x | "
-            f"{r['realized_speedup']:.2f}x | {r['efficiency']:.2f}{' (noisy)' if r['noisy'] else ''} |"
+            f"{r['realized_speedup']:.2f}x | {r['efficiency']:.2f}{' (noisy)' if r['noisy'] else ''} | "
+            f"{r['realized_speedup_vs_plain']:.2f}x | {r['full_over_plain']:.3f} |"
         )
     shares = unit_time_shares(model, batches, args.repeats, args.threads)
     print(

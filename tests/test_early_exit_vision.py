@@ -302,11 +302,11 @@ def test_trust_remote_code_in_fresh_process(tmp_path):
 
 
 # -------------------------------------------------------------------------------------------- timm interop
-def test_from_timm_loads_weights_in_order_and_reinitializes_a_resized_classifier(tmp_path, caplog):
+def test_from_timm_loads_weights_by_name_and_reinitializes_a_resized_classifier(tmp_path, caplog):
     torch.manual_seed(1)
     source = timm.create_model("test_efficientnet", num_classes=7).eval()
-    renamed = {f"tensor_{i}": t for i, t in enumerate(source.state_dict().values())}  # another naming, same order
-    same = EarlyExitTimmForImageClassification.from_timm("test_efficientnet", pretrained_weights=renamed).eval()
+    wrapped = {f"module.{name}": t for name, t in reversed(source.state_dict().items())}  # DDP names, other order
+    same = EarlyExitTimmForImageClassification.from_timm("test_efficientnet", pretrained_weights=wrapped).eval()
     assert same.config.num_labels == 7  # read from the weights' classifier
     x = images()
     with torch.no_grad():
@@ -321,6 +321,9 @@ def test_from_timm_loads_weights_in_order_and_reinitializes_a_resized_classifier
     assert "re-initialized" in caplog.text and "classifier.weight" in caplog.text
     assert resized.timm_model.classifier.out_features == 3
     torch.testing.assert_close(resized.timm_model.conv_stem.weight, source.conv_stem.weight)
+    renamed = {f"tensor_{i}": t for i, t in enumerate(source.state_dict().values())}  # same order, unknown names
+    with pytest.raises(ValueError, match=r"pretrained_weights.*'tensor_0'"):
+        EarlyExitTimmForImageClassification.from_timm("test_efficientnet", pretrained_weights=renamed)
     with pytest.raises(ValueError, match="pretrained_weights"):
         EarlyExitTimmForImageClassification.from_timm("test_resnet", pretrained_weights=renamed)
 

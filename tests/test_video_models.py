@@ -448,17 +448,22 @@ def test_trust_remote_code_in_fresh_process(tmp_path):
         torch.testing.assert_close(torch.tensor(result[sampler]["logits"]), torch.tensor(expected[sampler]["logits"]))
 
 
-def test_from_timm_loads_plain_weights_renamed_in_order(caplog):
+def test_from_timm_loads_plain_weights_by_name(caplog):
     import timm
 
     torch.manual_seed(3)
     plain = timm.create_model("test_resnet", in_chans=1, num_classes=5).eval()
-    renamed = {f"w{i}": tensor for i, tensor in enumerate(plain.state_dict().values())}
+    wrapped = {f"backbone.{name}": tensor for name, tensor in reversed(plain.state_dict().items())}
     model = FrameSamplingVideoClassifier.from_timm(
-        "test_resnet", pretrained_weights=renamed, num_labels=5, model_args={"in_chans": 1}, num_frames=NUM_FRAMES
+        "test_resnet", pretrained_weights=wrapped, num_labels=5, model_args={"in_chans": 1}, num_frames=NUM_FRAMES
     )
     for name, tensor in plain.state_dict().items():
         assert torch.equal(model.backbone.state_dict()[name], tensor), name
+    renamed = {f"w{i}": tensor for i, tensor in enumerate(plain.state_dict().values())}
+    with pytest.raises(ValueError, match=r"'w0'"):
+        FrameSamplingVideoClassifier.from_timm(
+            "test_resnet", pretrained_weights=renamed, num_labels=5, model_args={"in_chans": 1}
+        )
     with caplog.at_level(logging.WARNING):
         other = FrameSamplingVideoClassifier.from_timm(
             "test_resnet", pretrained_weights=plain.state_dict(), num_labels=3, model_args={"in_chans": 1}

@@ -334,6 +334,101 @@ def timm_classifier_keys(timm_model: nn.Module) -> list[str]:
     return [f"{name}.{suffix}" for name in names for suffix in ("weight", "bias")]
 
 
+# Prefixes that wrappers put in front of a timm model's own names (DDP, Lightning modules, our own models).
+WRAPPER_PREFIXES = ("module.", "model.", "timm_model.", "backbone.", "base_model.")
+
+# EfficientNet-PyTorch (lukemelas) names of the parts of an EfficientNet, and timm's names for the same modules.
+# Top level: stem, head and classifier; in a block: the part names depend on whether the block expands first
+# (timm's InvertedResidual: expand, depthwise, project) or not (DepthwiseSeparableConv: depthwise, project).
+_EFFICIENTNET_PYTORCH_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2"}
+_EFFICIENTNET_PYTORCH_EXPANDING = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+    "_se_reduce": "se.conv_reduce",
+    "_se_expand": "se.conv_expand",
+}
+_EFFICIENTNET_PYTORCH_SEPARABLE = {
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn1",
+    "_project_conv": "conv_pw",
+    "_bn2": "bn2",
+    "_se_reduce": "se.conv_reduce",
+    "_se_expand": "se.conv_expand",
+}
+
+
+def _efficientnet_pytorch_names(timm_model: nn.Module, names: list[str]) -> dict[str, str] | None:
+    """Maps EfficientNet-PyTorch names (``_blocks.7._expand_conv.weight``) to timm's, or ``None`` if not that naming.
+
+    Block ``n`` of the flat ``_blocks`` list is the ``n``-th block of timm's ``blocks`` stages, in order; each
+    part maps by its name (see the tables above), so tensors never move by their position in the file.
+    """
+    if not any(name.startswith("_blocks.") for name in names) or not hasattr(timm_model, "blocks"):
+        return None
+    blocks = [f"blocks.{s}.{b}" for s, stage in enumerate(timm_model.blocks) for b in range(len(stage))]
+    classifier = getattr(timm_model, "pretrained_cfg", {}).get("classifier") or "classifier"
+    expanding = {name.split(".")[1] for name in names if name.startswith("_blocks.") and "._expand_conv." in name}
+    mapping = {}
+    for name in names:
+        parts = name.split(".")
+        if parts[0] == "_fc":
+            mapping[name] = ".".join([classifier, *parts[1:]])
+        elif parts[0] in _EFFICIENTNET_PYTORCH_TOP:
+            mapping[name] = ".".join([_EFFICIENTNET_PYTORCH_TOP[parts[0]], *parts[1:]])
+        elif parts[0] == "_blocks" and len(parts) > 3 and parts[1].isdigit() and int(parts[1]) < len(blocks):
+            table = _EFFICIENTNET_PYTORCH_EXPANDING if parts[1] in expanding else _EFFICIENTNET_PYTORCH_SEPARABLE
+            if parts[2] not in table:
+                return None
+            mapping[name] = ".".join([blocks[int(parts[1])], table[parts[2]], *parts[3:]])
+        else:
+            return None
+    return mapping
+
+
+def match_timm_names(
+    timm_model: nn.Module, state_dict: dict[str, torch.Tensor], architecture: str
+) -> dict[str, torch.Tensor]:
+    """The tensors of ``state_dict`` under the timm model's own names, matched by name only.
+
+    Accepted: timm's own names; the same names behind one wrapper prefix (``module.``, ``model.``,
+    ``timm_model.``, ``backbone.``, ``base_model.``); the EfficientNet-PyTorch naming of an EfficientNet (e.g. the
+    packaged EfficientNet-Lite0). Anything else is an error naming the keys: same-shape tensors under unknown names
+    could be matched by position only, and would load into the wrong places without a sound.
+
+    Args:
+        timm_model: The timm model the weights are for.
+        state_dict: The tensors to load.
+        architecture: The timm name, for messages.
+
+    Raises:
+        ValueError: Naming the keys that match no tensor of the timm model.
+    """
+    target = set(timm_model.state_dict())
+    names = list(state_dict)
+    if set(names) <= target:
+        return dict(state_dict)
+    for prefix in WRAPPER_PREFIXES:
+        if names and all(name.startswith(prefix) for name in names):
+            stripped = {name[len(prefix) :]: tensor for name, tensor in state_dict.items()}
+            if set(stripped) <= target:
+                return stripped
+    mapping = _efficientnet_pytorch_names(timm_model, names)
+    if mapping is not None and set(mapping.values()) <= target and len(set(mapping.values())) == len(mapping):
+        return {mapping[name]: tensor for name, tensor in state_dict.items()}
+    unknown = [name for name in names if name not in target]
+    absent = [name for name in timm_model.state_dict() if name not in state_dict]
+    raise ValueError(
+        f"`pretrained_weights` do not fit {architecture}: {len(unknown)} of their {len(names)} keys are not names of "
+        f"the timm model, e.g. {unknown[:5]}; the model's tensors not among the weights include {absent[:5]}. Weights "
+        "are matched by name only (timm's names, the same behind a prefix such as 'module.', or the EfficientNet-"
+        "PyTorch naming); rename the keys to timm's names."
+    )
+
+
 def load_timm_state_dict(
     timm_model: nn.Module, state_dict: dict[str, torch.Tensor], architecture: str, num_labels: int
 ) -> list[str]:
@@ -341,8 +436,8 @@ def load_timm_state_dict(
 
     Args:
         timm_model: The timm model to fill.
-        state_dict: timm-named tensors, or the same tensors under other names in timm's order (e.g. the packaged
-            EfficientNet-Lite0).
+        state_dict: timm-named tensors, or a naming that :func:`match_timm_names` accepts (e.g. the packaged
+            EfficientNet-Lite0); tensors are matched by name, never by position.
         architecture: The timm name, for messages.
         num_labels: The model's classifier width, for messages.
 
@@ -350,13 +445,7 @@ def load_timm_state_dict(
         The names of the tensors left as initialized (the classifier when its width differs).
     """
     target = timm_model.state_dict()
-    if not set(state_dict) <= set(target):
-        if len(state_dict) != len(target):
-            raise ValueError(
-                f"`pretrained_weights` do not fit {architecture}: {len(state_dict)} tensors with other names than "
-                f"the {len(target)} of the timm model (e.g. {next(iter(state_dict))!r} vs {next(iter(target))!r})."
-            )
-        state_dict = dict(zip(target, state_dict.values(), strict=True))
+    state_dict = match_timm_names(timm_model, state_dict, architecture)
     skipped = [name for name, tensor in state_dict.items() if tuple(tensor.shape) != tuple(target[name].shape)]
     classifier = set(timm_classifier_keys(timm_model))
     wrong = [name for name in skipped if name not in classifier]

@@ -35,6 +35,7 @@ def time_setting(
     repeats: int,
     warmup: int,
     threads: int | None,
+    plain_pass: Callable[[], Any] | None = None,
 ) -> tuple[dict[str, Any], InterleavedTiming, torch.Tensor]:
     """Times ``adaptive_pass`` under the adaptive setting against ``full_pass`` under policy ``none``, interleaved.
 
@@ -49,6 +50,8 @@ def time_setting(
         repeats: Timed rounds.
         warmup: Untimed rounds first.
         threads: ``torch.set_num_threads`` during the measurement; ``None`` keeps the current count.
+        plain_pass: Optionally the same inputs through the plain backbone model the user started from, timed in
+            the same rounds (``timing.plain_times``).
 
     Returns:
         ``(adaptive setting, timing, exit_layer of every sample in the adaptive run)``.
@@ -72,6 +75,8 @@ def time_setting(
             repeats,
             warmup,
             threads,
+            run_plain=plain_pass,
+            device=next(model.parameters()).device,
         )
     finally:
         _apply(config, saved)
@@ -86,6 +91,7 @@ def measure_speedup(
     repeats: int = 5,
     warmup: int = 1,
     threads: int | None = None,
+    plain_model=None,
 ) -> dict[str, Any]:
     """Times the adaptive model against full depth on the same batches and compares with the theoretical speedup.
 
@@ -103,6 +109,9 @@ def measure_speedup(
         warmup: Untimed rounds of each model first.
         threads: ``torch.set_num_threads`` during the measurement (restored afterwards); ``None`` keeps the
             current count.
+        plain_model: The plain backbone classifier the user started from (e.g. the stock
+            ``BertForSequenceClassification``, see :func:`plain_counterpart`), timed on the same batches in the
+            same rounds; adds ``realized_speedup_vs_plain`` and ``full_over_plain``.
 
     Returns:
         ``batch_size`` (largest batch), ``num_samples``, ``num_batches``, ``threads``, ``repeats``,
@@ -121,7 +130,14 @@ def measure_speedup(
     def run():
         return [model(**batch).exit_layer for batch in batches]
 
-    adaptive, timing, exit_layer = time_setting(model, setting, run, run, repeats, warmup, threads)
+    plain_pass = None
+    if plain_model is not None:
+        plain_model.eval()
+
+        def plain_pass():
+            return [plain_model(**batch).logits for batch in batches]
+
+    adaptive, timing, exit_layer = time_setting(model, setting, run, run, repeats, warmup, threads, plain_pass)
     counts = []
     for batch in batches:
         mask = batch.get("attention_mask")
@@ -143,3 +159,26 @@ def measure_speedup(
     }
     result.update(timing.summary(float(full_costs.sum() / spent)))
     return result
+
+
+def plain_counterpart(model):
+    """The stock ``<Arch>ForSequenceClassification`` with this early-exit model's backbone weights, in eval mode.
+
+    This is the model a user starts from, so benchmarks report speedups against it next to those against our own
+    full-compute path. Its classifier is the family's own (new weights: timing does not depend on them).
+
+    Args:
+        model: An early-exit text classifier.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    adapter = model.adapter_class
+    values = model.config.to_dict()
+    for key in ("model_type", "architectures", "auto_map", "transformers_version"):
+        values.pop(key, None)
+    plain_config = adapter.config_class(**values)
+    plain = AutoModelForSequenceClassification.from_config(plain_config)
+    prefix = model.base_model_prefix
+    getattr(plain, prefix).load_state_dict(getattr(model, prefix).state_dict(), strict=False)
+    device = next(model.parameters()).device
+    return plain.to(device=device, dtype=next(model.parameters()).dtype).eval()

@@ -27,6 +27,34 @@ from .heads import ExitHead
 from .policies import decide_exit, initial_state
 
 
+def _scatter_rows(rows: torch.Tensor | None, values: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``values`` of the given original ``rows`` in a ``(batch_size, ...)`` tensor, NaN elsewhere (``None``: all)."""
+    if rows is None:
+        return values
+    out = values.new_full((batch_size, *values.shape[1:]), float("nan"))
+    return out.index_copy_(0, rows, values)
+
+
+def _assemble_exits(
+    finished: list[tuple[torch.Tensor | None, torch.Tensor, int]], batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's logits and exit layers from the groups of rows that exited together, in the original row order.
+
+    Args:
+        finished: ``(original rows or None for every row, their logits, their exit layer)`` per exit group.
+        batch_size: Rows in the batch.
+    """
+    rows, logits, layer = finished[0]
+    if rows is None:  # the whole batch exited together (always so at batch 1): nothing to scatter
+        return logits, torch.full((batch_size,), layer, dtype=torch.long, device=logits.device)
+    logits_out = logits.new_empty((batch_size, logits.size(-1)))
+    exit_layer = torch.empty(batch_size, dtype=torch.long, device=logits.device)
+    for rows, logits, layer in finished:
+        logits_out.index_copy_(0, rows, logits)
+        exit_layer.index_fill_(0, rows, layer)
+    return logits_out, exit_layer
+
+
 class EarlyExitModelMixin(AdaptiveHubMixin):
     """The modality-independent early-exit loop: training schemes, adaptive inference, two-stage freezing, card.
 
@@ -129,60 +157,81 @@ class EarlyExitModelMixin(AdaptiveHubMixin):
             loss = loss + distill * temperature**2 / sum(weights[:last])
         return loss
 
+    def _exit_head_runner(self, state):
+        """``(k, state) -> logits`` of exit head ``k`` in eval mode, for the rows of ``state``.
+
+        Called once per forward and again after each compaction, so a subclass can prepare per-row work (the pooling
+        weights) once instead of at every head. By default, :meth:`_head_logits`.
+        """
+        return self._head_logits
+
     def _forward_adaptive(self, state: EncoderState, labels, output_exit_logits: bool):
-        """Eval: rows leave the batch at the exit their policy chooses; later layers never see them."""
+        """Eval: rows leave the batch at the exit their policy chooses; later layers never see them.
+
+        Per exit head the host waits for the device once (how many rows exit); until the first row exits nothing is
+        gathered or copied, and with policy ``none`` (full compute) only the final head runs.
+        """
         config = self.config
         policy = config.exit_policy
-        run_every_head = policy != "none" or output_exit_logits
-        device = state.hidden_states.device
-        batch_size = state.num_rows
-        last = len(config.exit_layers) - 1
-        head_of_layer = {layer: k for k, layer in enumerate(config.exit_layers)}
-        logits_out: torch.Tensor | None = None
-        exit_layer = torch.full((batch_size,), config.exit_layers[-1], dtype=torch.long, device=device)
-        all_logits: list[torch.Tensor] | None = [] if output_exit_logits else None
-        active = torch.arange(batch_size, device=device)
-        policy_state = initial_state(policy, batch_size, device)
+        exit_layers = config.exit_layers
+        last = len(exit_layers) - 1
         adapter = self.adapter  # a property that checks its cache: once per forward, not once per layer
+        num_layers = adapter.num_layers
+        head_at: list[int | None] = [None] * (num_layers + 1)
+        for k, layer in enumerate(exit_layers):
+            if k == last or policy != "none" or output_exit_logits:
+                head_at[layer] = k
+        batch_size = state.num_rows
         threshold, patience = config.exit_threshold, config.patience
-        for index in range(adapter.num_layers):
+        policy_state = initial_state(policy, batch_size, state.hidden_states.device)
+        run_head = self._exit_head_runner(state)
+        active: torch.Tensor | None = None  # original row of each remaining row; None while no row has exited
+        finished: list[tuple[torch.Tensor | None, torch.Tensor, int]] = []  # (original rows, logits, exit layer)
+        all_logits: list[tuple[torch.Tensor | None, torch.Tensor]] | None = [] if output_exit_logits else None
+        for index in range(num_layers):
             state.hidden_states = adapter.run_layer(index, state)
-            k = head_of_layer.get(index + 1)
-            if k is None or (k != last and not run_every_head):
+            k = head_at[index + 1]
+            if k is None:
                 continue
-            logits = self._head_logits(k, state)
-            if logits_out is None:
-                logits_out = logits.new_full((batch_size, logits.size(-1)), float("nan"))
+            logits = run_head(k, state)
             if all_logits is not None:
-                full = logits.new_full((batch_size, logits.size(-1)), float("nan"))
-                full.index_copy_(0, active, logits)
-                all_logits.append(full)
+                all_logits.append((active, logits))
             if k == last:
-                logits_out.index_copy_(0, active, logits)
+                finished.append((active, logits, index + 1))
                 break
-            done, policy_state = decide_exit(policy, logits, threshold, patience, policy_state)
-            if not bool(done.any()):
+            if policy == "none":
                 continue
-            finished = done.nonzero().squeeze(1)
-            logits_out.index_copy_(0, active.index_select(0, finished), logits.index_select(0, finished))
-            exit_layer.index_fill_(0, active.index_select(0, finished), index + 1)
-            if bool(done.all()):
-                if all_logits is not None:
-                    all_logits.extend(torch.full_like(logits_out, float("nan")) for _ in range(k + 1, last + 1))
+            done, policy_state = decide_exit(policy, logits, threshold, patience, policy_state)
+            rows = logits.size(0)
+            exiting = int(done.sum()) if rows > 1 else int(done)  # the one host sync of this exit
+            if exiting == 0:
+                continue
+            if exiting == rows:
+                finished.append((active, logits, index + 1))
                 break
-            keep = (~done).nonzero().squeeze(1)
-            active = active.index_select(0, keep)
-            state = state.select(keep)
+            # Sizes known on the host: no second wait for the device (nonzero would wait to size its output).
+            leaving = torch.nonzero_static(done, size=exiting).squeeze(1)
+            staying = torch.nonzero_static(~done, size=rows - exiting).squeeze(1)
+            finished.append(
+                (
+                    leaving if active is None else active.index_select(0, leaving),
+                    logits.index_select(0, leaving),
+                    index + 1,
+                )
+            )
+            active = staying if active is None else active.index_select(0, staying)
+            state = state.select(staying)
             if policy_state is not None:
-                policy_state = policy_state.select(keep)
+                policy_state = policy_state.select(staying)
+            run_head = self._exit_head_runner(state)
+        logits_out, exit_layer = _assemble_exits(finished, batch_size)
         report_nonfinite_rows(logits_out, config.nonfinite_logits)
         loss = F.cross_entropy(logits_out, labels) if labels is not None else None
-        return self.output_class(
-            loss=loss,
-            logits=logits_out,
-            exit_layer=exit_layer,
-            exit_logits=tuple(all_logits) if all_logits is not None else None,
-        )
+        exit_logits = None
+        if all_logits is not None:
+            exit_logits = tuple(_scatter_rows(rows, logits, batch_size) for rows, logits in all_logits)
+            exit_logits += tuple(torch.full_like(logits_out, float("nan")) for _ in range(len(exit_logits), last + 1))
+        return self.output_class(loss=loss, logits=logits_out, exit_layer=exit_layer, exit_logits=exit_logits)
 
     # ----------------------------------------------------------------------------------------------- model card
     def model_card_details(self) -> tuple[list[str], str]:
@@ -310,6 +359,29 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
     def _head_logits(self, k: int, state: EncoderState) -> torch.Tensor:
         pooled = self.adapter.pool(state.hidden_states, state.token_mask, self.config.exit_pooling)
         return self.exit_heads[k](pooled)
+
+    def _exit_head_runner(self, state: EncoderState):
+        """Eval-mode heads as bare ops; masked mean pooling as one batched product with weights made once.
+
+        The weights ``mask / token count`` depend only on the rows, so they are computed when the rows change (once
+        per forward and after each compaction), not at every head.
+        """
+        pooling = self.config.exit_pooling
+        heads = self.exit_heads
+        if pooling != "mean":
+            adapter = self.adapter
+
+            def run_pooled(k: int, current: EncoderState) -> torch.Tensor:
+                return heads[k].inference(adapter.pool(current.hidden_states, current.token_mask, pooling))
+
+            return run_pooled
+        mask = state.token_mask.to(state.hidden_states.dtype)
+        weights = (mask / mask.sum(-1, keepdim=True).clamp(min=1.0)).unsqueeze(1)  # (rows, 1, seq)
+
+        def run_mean(k: int, current: EncoderState) -> torch.Tensor:
+            return heads[k].inference(torch.bmm(weights, current.hidden_states).squeeze(1))
+
+        return run_mean
 
     # ----------------------------------------------------------------------------------------------- model card
     def pipeline_tag(self) -> str:

@@ -81,6 +81,7 @@ def measure_image_speedup(
     warmup: int = 1,
     threads: int | None = None,
     pool_rows: int | None = None,
+    plain_model=None,
 ) -> dict[str, Any]:
     """Times the adaptive setting against full depth (policy ``none``) on the same image batches.
 
@@ -96,6 +97,9 @@ def measure_image_speedup(
         threads: ``torch.set_num_threads`` during the measurement; ``None`` keeps the current count.
         pool_rows: Run the adaptive setting through ``model.classify_stream(batches, pool_rows)``, which pools the
             images that continue past an exit across batches; full depth still runs ``model(batch)`` per batch.
+        plain_model: The plain backbone the user started from (e.g. the stock timm model, before
+            ``fold_batch_norms`` or ``channels_last``), timed on the same batches in the same rounds; adds
+            ``realized_speedup_vs_plain`` and ``full_over_plain``.
 
     Returns:
         ``batch_size``, ``num_images``, ``threads``, ``adaptive_seconds``/``full_seconds`` (medians),
@@ -113,8 +117,17 @@ def measure_image_speedup(
     def run_pooled():
         return [output.exit_layer for output in model.classify_stream(batches, pool_rows)]
 
+    plain_pass = None
+    if plain_model is not None:
+        plain_model.eval()
+
+        def plain_pass():
+            return [plain_model(batch) for batch in batches]
+
     adaptive_pass = run if pool_rows is None else run_pooled
-    adaptive, timing, exit_layer = time_setting(model, setting, adaptive_pass, run, repeats, warmup, threads)
+    adaptive, timing, exit_layer = time_setting(
+        model, setting, adaptive_pass, run, repeats, warmup, threads, plain_pass
+    )
     costs, full = model.exit_flops()
     if adaptive["exit_policy"] == "none":
         spent = full * exit_layer.numel()

@@ -36,6 +36,7 @@ from ..core.vision_backbones import (
     check_pixel_values,
     create_timm_model,
     load_timm_state_dict,
+    match_timm_names,
     read_state_dict,
     stem_conv,
     timm_adapter_for,
@@ -377,8 +378,9 @@ class EarlyExitTimmForImageClassification(TimmBackboneMixin, _VisionEarlyExitMix
         Args:
             architecture: A timm model name, e.g. ``"tf_efficientnet_lite0"``.
             pretrained_weights: A plain timm state dict, or a path to one (``.safetensors``, or a ``.pt``/``.pth``
-                file read with ``torch.load(weights_only=True)``). Keys may be timm's own names, or (same count
-                and shapes, in order) another naming of the same tensors, e.g. the packaged EfficientNet-Lite0.
+                file read with ``torch.load(weights_only=True)``). Keys are matched by name: timm's own names, the
+                same behind a wrapper prefix (``module.``), or the EfficientNet-PyTorch naming (the packaged
+                EfficientNet-Lite0); see :func:`~adaptive_hf.core.vision_backbones.match_timm_names`.
                 When ``num_labels`` differs from the weights' classifier, the classifier is re-initialized (a
                 warning says so) and every other tensor is loaded.
             num_labels: Number of classes; ``None`` = the weights' classifier width (1000 without weights).
@@ -474,7 +476,7 @@ class EarlyExitTimmForImageClassification(TimmBackboneMixin, _VisionEarlyExitMix
         """Loads a plain timm state dict into ``self.timm_model`` (exit heads untouched).
 
         Args:
-            state_dict: timm-named tensors, or the same tensors under other names in timm's order.
+            state_dict: timm-named tensors, or a naming that ``match_timm_names`` accepts (matched by name).
 
         Returns:
             The names of the timm parameters left as initialized (the classifier when its width differs).
@@ -613,14 +615,11 @@ def _run_unit_in_chunks(adapter: TimmAdapter, model, index: int, state: ImageSta
 def _classifier_width(architecture: str, model_args: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> int:
     with torch.device("meta"):
         reference = create_timm_model(architecture, 1000, model_args)
-    names = list(reference.state_dict())
     keys = timm_classifier_keys(reference)
     weight = next((k for k in keys if k.endswith("weight")), None)
     if weight is None:
         return 1000
-    tensor = state_dict.get(weight)
-    if tensor is None and len(state_dict) == len(names):
-        tensor = list(state_dict.values())[names.index(weight)]
+    tensor = match_timm_names(reference, state_dict, architecture).get(weight)
     return int(tensor.shape[0]) if tensor is not None else 1000
 
 

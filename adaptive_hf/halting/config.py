@@ -22,7 +22,7 @@ DEFAULT_HALTING_THRESHOLDS = {"act": 0.99, "pondernet": 0.5}
 HALTING_FIELDS: dict[str, tuple[str, Any]] = {
     "halting": ("str", "act"),
     "halting_granularity": ("str", "sample"),
-    "halting_threshold": ("float | None", 0.99),
+    "halting_threshold": ("float | None", None),
     "halting_enabled": ("bool", True),
     "ponder_cost": ("float", 0.01),
     "max_ponder_steps": ("int | None", None),
@@ -79,10 +79,12 @@ class HaltingConfigMixin(FrozenStructureMixin):
         halting: ``"act"`` (Graves 2016) or ``"pondernet"`` (Banino et al. 2021).
         halting_granularity: ``"sample"`` (the whole input stops) or ``"token"`` (each token stops on its own).
         halting_threshold: ACT: halt once the cumulative halting probability reaches it (1 - epsilon).
-            PonderNet: halt once the cumulative probability of having halted reaches it. In (0, 1].
+            PonderNet: halt once the cumulative probability of having halted reaches it. In (0, 1]. ``None`` (the
+            default) uses the method's own default: 0.99 for ACT, 0.5 for PonderNet.
         halting_enabled: ``False`` runs every layer and reproduces the backbone (the halting units are ignored).
         ponder_cost: ACT's tau, weight of the ponder cost N + R in the loss.
-        max_ponder_steps: Layers at most (``None`` = every layer).
+        max_ponder_steps: Layers at most (``None`` = every layer). The model builds one halting unit per step, so
+            after construction it can only be lowered, not raised above the units it was built with.
         prior_lambda: PonderNet's geometric prior parameter.
         kl_weight: PonderNet's beta, weight of the KL term to the prior.
         pondernet_inference: ``"threshold"`` (deterministic) or ``"sample"`` (Bernoulli halting).

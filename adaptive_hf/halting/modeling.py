@@ -79,7 +79,18 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         validate_halting_settings(self.config)
         return self._forward_encoded(state, labels, return_dict)
 
+    def _check_halting_units(self) -> None:
+        """Raises when ``max_ponder_steps`` was raised above the halting units the model was built with."""
+        steps, units = self.config.num_ponder_steps, len(self.halting_units)
+        if steps > units:
+            raise ValueError(
+                f"`max_ponder_steps` asks for {steps} steps, but this model has {units} halting units (it was built "
+                f"with max_ponder_steps={units}). Set max_ponder_steps to at most {units}, or build a new model "
+                "with the larger value (its new halting units must be trained)."
+            )
+
     def _forward_encoded(self, state: EncoderState, labels, return_dict) -> HaltingSequenceClassifierOutput | tuple:
+        self._check_halting_units()
         if not self.training and not self.config.halting_enabled:
             output = self._forward_full_depth(state, labels)
         elif self.config.halting_granularity == "sample":

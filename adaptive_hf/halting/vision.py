@@ -46,7 +46,7 @@ class HaltingTimmConfig(HaltingConfigMixin, TimmClassifierConfig):
     backbone_adapter = TimmViTAdapter
     halting: str = "act"
     halting_granularity: str = "sample"
-    halting_threshold: float | None = 0.99
+    halting_threshold: float | None = None
     halting_enabled: bool = True
     ponder_cost: float = 0.01
     max_ponder_steps: int | None = None
@@ -164,7 +164,8 @@ class HaltingTimmForImageClassification(TimmBackboneMixin, HaltingForSequenceCla
         tags = ["adaptive-hf", "halting", config.halting, "timm", "image-classification"]
         body = (
             f"## Halting\n\n`{config.halting}` per `{config.halting_granularity}` over the blocks of timm "
-            f"`{config.architecture}` (`model_args={config.model_args}`), threshold `{config.halting_threshold}`.\n"
+            f"`{config.architecture}` (`model_args={config.model_args}`), threshold "
+            f"`{config.effective_threshold()}`.\n"
         )
         return tags, body
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import torch
 
 from ..core.io import write_json
 from ..core.reports import save_json_report
-from ..core.timing import time_interleaved
+from ..core.timing import synchronized_clock, time_interleaved
 from ..plotting import speedup_figure
 
 
@@ -39,14 +38,15 @@ def evaluate_video_classifier(model, pixel_values: torch.Tensor, labels: torch.T
     """
     model.eval()
     correct, frames, flops = 0, 0.0, 0.0
-    start = time.perf_counter()
+    clock = synchronized_clock()
+    start = clock()
     with torch.inference_mode():
         for first in range(0, len(labels), batch_size):
             out = model(pixel_values=pixel_values[first : first + batch_size])
             correct += int((out.logits.argmax(-1) == labels[first : first + batch_size]).sum())
             frames += float(out.frames_used.sum())
             flops += float(out.flops.sum())
-    seconds = time.perf_counter() - start
+    seconds = clock() - start
     count = len(labels)
     full = model.full_flops(tuple(pixel_values.shape[2:]))
     return {

@@ -296,9 +296,9 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         Args:
             architecture: timm model name, e.g. ``"tf_efficientnet_lite0"``.
             pretrained_weights: A plain timm state dict or a path to one (``.safetensors``, or ``.pt``/``.pth`` read
-                with ``torch.load(weights_only=True)``). Keys may be timm's names or, with the same count and shapes
-                in timm's order, another naming (e.g. the packaged EfficientNet-Lite0 file). A classifier of another
-                width than ``num_labels`` is re-initialized (a warning says so).
+                with ``torch.load(weights_only=True)``). Keys are matched by name: timm's names, the same behind a
+                wrapper prefix, or the EfficientNet-PyTorch naming (the packaged EfficientNet-Lite0). A classifier of
+                another width than ``num_labels`` is re-initialized (a warning says so).
             num_labels: Number of classes.
             model_args: Extra ``timm.create_model`` arguments.
             **settings: :class:`~adaptive_hf.video.config.FrameSamplingVideoConfig` fields (``sampler``,
@@ -390,7 +390,7 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         """Loads a plain timm state dict (or a file of one) into the backbone; the new modules are untouched.
 
         Args:
-            weights: timm-named tensors, or the same tensors under other names in timm's order, or a file.
+            weights: timm-named tensors (or a naming ``match_timm_names`` accepts, matched by name), or a file.
 
         Returns:
             The backbone tensors left as initialized (its classifier when the width differs).

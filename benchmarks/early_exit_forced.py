@@ -1,0 +1,216 @@
+"""Early-exit text models at a forced exit distribution: realized against theoretical speedup without training.
+
+Any supported family at any depth and width, with random weights. Which row exits at which layer is forced: row
+``i`` of the timed rows exits at exit ``i mod (number of exits)`` (rows shuffled with ``--seed``), so every exit
+takes the same share and the theoretical count (``model.exit_flops`` per row) covers exactly the exits taken; the
+script checks the model's ``exit_layer`` against the forced layers. The model runs policy ``confidence`` as usual:
+every head, its pooling and the policy's decision run as they would; only the decision's result is replaced, by a
+test-only hook on ``adaptive_hf.early_exit.modeling.decide_exit`` that returns a precomputed mask.
+
+Timed as ``shared/benchmarks.md`` asks: same inputs, one process, interleaved (adaptive, full compute, plain
+backbone) after warm-up, median of ``--repeats`` rounds, fixed ``torch.set_num_threads``. Besides the speedup
+against our own full-compute path (policy ``none``), it reports the speedup against the PLAIN backbone model
+(the stock ``<Arch>ForSequenceClassification`` the user started from), and full compute over plain::
+
+    python benchmarks/early_exit_forced.py --family bert --layers 6,12 --seq_lens 16,128 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+
+import torch
+from transformers import AutoConfig
+
+import adaptive_hf
+import adaptive_hf.early_exit.modeling as early_exit_modeling
+from adaptive_hf.early_exit.benchmarking import plain_counterpart, time_setting
+from adaptive_hf.early_exit.calibration import sample_costs
+
+FAMILY_WIDTH_FIELDS = {
+    "distilbert": ("n_layers", "dim", "n_heads", "hidden_dim"),
+}
+DEFAULT_WIDTH_FIELDS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options (see ``--help``)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", default="bert", help="model_type of a supported family (bert, roberta, ...).")
+    parser.add_argument("--layers", default="6,12", help="Depths to measure.")
+    parser.add_argument("--hidden", type=int, default=384, help="Hidden width (MiniLM: 384, base: 768).")
+    parser.add_argument("--attention_heads", type=int, default=12)
+    parser.add_argument("--intermediate", type=int, help="FFN width (default 4 x hidden).")
+    parser.add_argument("--seq_lens", default="16,32,64,128")
+    parser.add_argument("--batch_sizes", default="1,64")
+    parser.add_argument("--exit_head", default="mlp")
+    parser.add_argument("--exit_pooling", default="mean")
+    parser.add_argument("--rows_batch_1", type=int, default=0, help="Rows timed at batch 1 (default 2 x exits).")
+    parser.add_argument("--rows", type=int, default=128, help="Rows timed at batch sizes > 1.")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="Write the results here.")
+    args = parser.parse_args(argv)
+    if args.repeats < 5:
+        print(f"warning: --repeats {args.repeats} < 5 (benchmarks.md asks for at least 5)", file=sys.stderr)
+    return args
+
+
+def family_config(args, num_layers: int):
+    """A random-weight config of the family at the requested depth and width."""
+    names = FAMILY_WIDTH_FIELDS.get(args.family, DEFAULT_WIDTH_FIELDS)
+    values = (num_layers, args.hidden, args.attention_heads, args.intermediate or 4 * args.hidden)
+    config = AutoConfig.for_model(args.family, **dict(zip(names, values)))
+    config.num_labels = 2
+    return config
+
+
+class ForcedExits:
+    """Replaces the result of ``decide_exit`` with precomputed masks, so chosen rows exit at chosen layers.
+
+    The real decision still runs (its cost is part of what is measured); the forced mask for head ``k`` of batch
+    ``b`` is ready before the timing starts, so the hook adds one Python call per head and no tensor op.
+    """
+
+    def __init__(self, forced_layers: list[torch.Tensor], exit_layers: list[int]):
+        self.masks = []
+        for layers in forced_layers:
+            per_head = []
+            for layer in exit_layers[:-1]:
+                remaining = layers[layers >= layer]
+                per_head.append(remaining == layer)
+                if bool((remaining == layer).all()):
+                    break
+            self.masks.append(per_head)
+        self.current: list[torch.Tensor] = []
+        self.calls = 0
+
+    def start(self, batch_index: int) -> None:
+        self.current, self.calls = self.masks[batch_index], 0
+
+    def decide(self, policy, logits, threshold, patience, state):
+        _, state = self.real_decide(policy, logits, threshold, patience, state)
+        mask = self.current[self.calls]
+        self.calls += 1
+        return mask, state
+
+    @contextlib.contextmanager
+    def installed(self):
+        self.real_decide = early_exit_modeling.decide_exit
+        early_exit_modeling.decide_exit = self.decide
+        try:
+            yield self
+        finally:
+            early_exit_modeling.decide_exit = self.real_decide
+
+
+def measure(args, num_layers: int, seq_len: int, batch_size: int) -> dict:
+    """One depth x length x batch size: theoretical, realized vs full compute and vs plain, real/theo."""
+    torch.manual_seed(args.seed)
+    config = family_config(args, num_layers)
+    model = adaptive_hf.AutoEarlyExitModelForSequenceClassification.from_config(
+        config, exit_head=args.exit_head, exit_pooling=args.exit_pooling
+    ).eval()
+    plain = plain_counterpart(model)
+    exit_layers = model.config.exit_layers
+    rows = (args.rows_batch_1 or 2 * len(exit_layers)) if batch_size == 1 else max(args.rows, batch_size)
+    rows -= rows % batch_size
+    generator = torch.Generator().manual_seed(args.seed)
+    order = torch.randperm(rows, generator=generator)
+    forced = torch.tensor(exit_layers)[order % len(exit_layers)]
+    low = 5 if model.config.vocab_size > 10 else 0
+    ids = torch.randint(low, model.config.vocab_size, (rows, seq_len), generator=generator)
+    batches = [
+        {"input_ids": ids[i : i + batch_size], "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long)}
+        for i in range(0, rows, batch_size)
+    ]
+    forced_batches = list(forced.split(batch_size))
+    hook = ForcedExits(forced_batches, exit_layers)
+
+    def adaptive_pass():
+        out = []
+        for index, batch in enumerate(batches):
+            hook.start(index)
+            out.append(model(**batch).exit_layer)
+        return out
+
+    def full_pass():
+        return [model(**batch).exit_layer for batch in batches]
+
+    def plain_pass():
+        return [plain(**batch).logits for batch in batches]
+
+    setting = {"exit_policy": "confidence", "exit_threshold": 0.5}
+    with hook.installed():
+        _, timing, exit_layer = time_setting(
+            model, setting, adaptive_pass, full_pass, args.repeats, 1, args.threads, plain_pass
+        )
+    if not torch.equal(exit_layer, forced):
+        raise RuntimeError("The model did not exit where forced; the hook no longer matches the exit loop.")
+    costs, full_costs = sample_costs(model, torch.full((rows,), seq_len))
+    head_of_layer = {layer: k for k, layer in enumerate(exit_layers)}
+    heads = torch.tensor([head_of_layer[int(layer)] for layer in forced])
+    spent = costs.gather(1, heads.view(-1, 1)).sum()
+    result = {"layers": num_layers, "seq_len": seq_len, "batch_size": batch_size, "rows": rows}
+    result["average_exit_layer"] = float(forced.double().mean())
+    result.update(timing.summary(float(full_costs.sum() / spent)))
+    return result
+
+
+def format_table(results: list[dict]) -> str:
+    """Markdown: one row per depth x length x batch size."""
+    lines = [
+        "| layers | tokens | batch | theoretical | realized vs full | real/theo | realized vs plain | "
+        "real/theo vs plain | full / plain | spread (a/f/p) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        spread = f"{r['adaptive_spread']:.0%}/{r['full_spread']:.0%}/{r['plain_spread']:.0%}"
+        lines.append(
+            f"| {r['layers']} | {r['seq_len']} | {r['batch_size']} | {r['theoretical_speedup']:.2f}x | "
+            f"{r['realized_speedup']:.2f}x | {r['efficiency']:.2f} | {r['realized_speedup_vs_plain']:.2f}x | "
+            f"{r['efficiency_vs_plain']:.2f} | {r['full_over_plain']:.3f} | {spread}{' noisy' if r['noisy'] else ''} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    """Runs every depth x length x batch size and prints the table."""
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    results = []
+    for num_layers in [int(x) for x in args.layers.split(",") if x]:
+        for seq_len in [int(x) for x in args.seq_lens.split(",") if x]:
+            for batch_size in [int(x) for x in args.batch_sizes.split(",") if x]:
+                result = measure(args, num_layers, seq_len, batch_size)
+                results.append(result)
+                print(format_table([result]).splitlines()[-1], flush=True)
+    report = {
+        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": {"logical_cores": os.cpu_count(), "load_average_at_end": os.getloadavg()},
+        "torch": torch.__version__,
+        "family": args.family,
+        "hidden": args.hidden,
+        "exit_head": args.exit_head,
+        "exit_pooling": args.exit_pooling,
+        "threads": args.threads,
+        "results": results,
+    }
+    print()
+    print(format_table(results))
+    print(f"\nload average at end {report['machine']['load_average_at_end']}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=2)
+    return report
+
+
+if __name__ == "__main__":
+    main()
