@@ -4,7 +4,10 @@ Forward for ``(..., seq, hidden)`` activations:
 
 1. the router scores every token in float32 (jitter on the router's copy of the input in training);
 2. :func:`route` picks the top-k experts, applies per-group capacity and sorts the assignments by expert;
-3. only the kept rows are gathered and run, one grouped matmul per projection;
+3. only the kept rows are gathered and run, one grouped matmul per projection, with the bias, activation and gate
+   applied to them alone. When capacity or padding leaves rows out, eager mode reads the kept count on the host
+   once per layer to slice them; under ``torch.compile`` every row runs with static shapes and the rows that were
+   not kept are masked;
 4. each row is weighted by its gate and scattered back; dropped and padding tokens get exactly zero, so the
    layer's residual connection carries them unchanged.
 
