@@ -155,8 +155,10 @@ class SwitchMoEFeedForward(nn.Module):
         out_rows = self.experts(x.index_select(0, token_index), plan.offsets, plan.expert_index[:kept], all_run=True)
         if need_gate:
             out_rows = out_rows * plan.gate[:kept].to(out_rows.dtype).unsqueeze(-1)
-        # A token's k kept rows add up; a token without kept rows stays zero.
-        return x.new_zeros(x.shape).index_add_(0, token_index, out_rows.to(x.dtype))
+        out = x.new_zeros(x.shape[0], out_rows.size(-1), dtype=out_rows.dtype)
+        if top_k == 1:  # each token has at most one kept row; the others stay zero
+            return out.index_copy_(0, token_index, out_rows)
+        return out.index_add_(0, token_index, out_rows)  # a token's k kept rows add up
 
     def _run_all_rows(self, x: torch.Tensor, plan, top_k: int, need_gate: bool) -> torch.Tensor:
         """Runs every row with static shapes (no host read, for ``torch.compile``); rows that were not kept are
