@@ -4,7 +4,10 @@ Forward for ``(..., seq, hidden)`` activations:
 
 1. the router scores every token in float32 (jitter on the router's copy of the input in training);
 2. :func:`route` picks the top-k experts, applies per-group capacity and sorts the assignments by expert;
-3. only the kept rows are gathered and run, one grouped matmul per projection;
+3. only the kept rows are gathered and run, one grouped matmul per projection, with the bias, activation and gate
+   applied to them alone. When capacity or padding leaves rows out, eager mode reads the kept count on the host
+   once per layer to slice them; under ``torch.compile`` every row runs with static shapes and the rows that were
+   not kept are masked;
 4. each row is weighted by its gate and scattered back; dropped and padding tokens get exactly zero, so the
    layer's residual connection carries them unchanged.
 
@@ -152,8 +155,10 @@ class SwitchMoEFeedForward(nn.Module):
         out_rows = self.experts(x.index_select(0, token_index), plan.offsets, plan.expert_index[:kept], all_run=True)
         if need_gate:
             out_rows = out_rows * plan.gate[:kept].to(out_rows.dtype).unsqueeze(-1)
-        # A token's k kept rows add up; a token without kept rows stays zero.
-        return x.new_zeros(x.shape).index_add_(0, token_index, out_rows.to(x.dtype))
+        out = x.new_zeros(x.shape[0], out_rows.size(-1), dtype=out_rows.dtype)
+        if top_k == 1:  # each token has at most one kept row; the others stay zero
+            return out.index_copy_(0, token_index, out_rows)
+        return out.index_add_(0, token_index, out_rows)  # a token's k kept rows add up
 
     def _run_all_rows(self, x: torch.Tensor, plan, top_k: int, need_gate: bool) -> torch.Tensor:
         """Runs every row with static shapes (no host read, for ``torch.compile``); rows that were not kept are

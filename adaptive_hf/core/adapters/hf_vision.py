@@ -9,8 +9,8 @@ from torch import nn
 from transformers import ViTConfig, ViTForImageClassification, ViTModel, ViTPreTrainedModel
 
 from ..flops import encoder_layer_flops
-from ..vision_backbones import ImageState, pool_features
 from .base import BackboneAdapter, FfnSlot, add_adapter
+from .timm import ImageState, pool_features
 
 
 class HFViTAdapter(BackboneAdapter):

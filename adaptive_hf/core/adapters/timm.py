@@ -466,8 +466,8 @@ def timm_adapter_for(model: nn.Module) -> type[TimmAdapter]:
             return adapter
     supported = ", ".join(name for adapter in TIMM_ADAPTERS for name in adapter.model_classes)
     raise ValueError(
-        f"Unsupported timm model class {type(model).__name__} for early exit. Supported classes (and their "
-        f"subclasses): {supported}. To add one, subclass adaptive_hf.core.vision_backbones.TimmAdapter (set "
-        "model_classes, override stem_modules/stage_modules and final_logits if the head differs) and call "
-        "adaptive_hf.core.vision_backbones.register_timm_adapter(YourAdapter)."
+        f"Unsupported timm model class {type(model).__name__}. Supported classes (and their subclasses): "
+        f"{supported}. To add one, subclass adaptive_hf.core.adapters.timm.TimmAdapter (set model_classes, "
+        "override stem_modules/stage_modules and final_logits if the head differs) and call "
+        "adaptive_hf.core.adapters.timm.register_timm_adapter(YourAdapter)."
     )
