@@ -11,7 +11,7 @@ from ..core.technique import TechniqueSpec, register_technique
 SPEC = register_technique(
     TechniqueSpec(
         name="switch_moe",
-        model_types=("switch_moe",),
+        model_types=("switch_moe", "switch_moe_"),  # the generic config and every family (switch_moe_bert, ...)
         knobs=(),
         full_compute={"capacity_factor": 0},
         structural_fields=("num_experts", "moe_layers", "num_experts_per_tok", "architecture"),
