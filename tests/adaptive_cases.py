@@ -110,6 +110,13 @@ class AdaptiveCase:
         """The tiny random model in eval mode (the same weights on every call)."""
         return self.builder(**overrides)
 
+    def shared_model(self) -> nn.Module:
+        """One built model per case and process, for checks that leave it as they found it (bad inputs, fuzz)."""
+        cached = _SHARED_MODELS.get(self.name)
+        if cached is None:
+            cached = _SHARED_MODELS[self.name] = self.build()
+        return cached
+
     def batch(self, batch_size: int = 6, seed: int = 0, min_len: int = 3) -> Batch:
         """Inputs for ``batch_size`` rows; text rows get random lengths (row 0 the longest) and padding."""
         return self.batch_maker(batch_size, seed, min_len)
@@ -127,6 +134,9 @@ class AdaptiveCase:
 
     def __repr__(self) -> str:
         return self.name
+
+
+_SHARED_MODELS: dict[str, nn.Module] = {}
 
 
 @contextlib.contextmanager
