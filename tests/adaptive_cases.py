@@ -137,6 +137,11 @@ class AdaptiveCase:
 
 
 _SHARED_MODELS: dict[str, nn.Module] = {}
+PACKAGE_DIR = str(__import__("pathlib").Path(adaptive_hf.__file__).parent)
+# Known gaps, each an open issue: the checks run and are expected to fail until the fix lands (strict xfails).
+IDS_GAP = "issue 14: token ids out of range (even in padded positions) give torch's IndexError"
+LABELS_GAP = "issue 14: labels out of [0, num_labels) give torch's 'Target out of bounds'"
+MOE_GAP = "issue 14: MoE models on HF families have no input checks (shapes, dtypes, empty batches, labels)"
 
 
 @contextlib.contextmanager
@@ -159,6 +164,13 @@ def rows_of(batch: Batch, row: int, trim: bool) -> Batch:
         length = int(batch["attention_mask"][row].sum())
         single = {key: value[:, :length] if value.dim() == 2 else value for key, value in single.items()}
     return single
+
+
+def real_positions(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Per-token logits at real tokens only (a padding position's output is not part of the contract)."""
+    if logits.dim() == 3 and "attention_mask" in batch:
+        return logits[batch["attention_mask"].bool()]
+    return logits
 
 
 def count_rows(modules, size=lambda args: args[0].size(0)) -> tuple[list[int], Callable[[], None]]:

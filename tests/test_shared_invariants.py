@@ -18,7 +18,17 @@ import textwrap
 
 import pytest
 import torch
-from adaptive_cases import CASES, AdaptiveCase, config_values, rows_of
+from adaptive_cases import (
+    CASES,
+    IDS_GAP,
+    LABELS_GAP,
+    MOE_GAP,
+    PACKAGE_DIR,
+    AdaptiveCase,
+    config_values,
+    real_positions,
+    rows_of,
+)
 from torch import nn
 
 import adaptive_hf
@@ -41,13 +51,6 @@ def in_mode(case: AdaptiveCase, model: nn.Module, batch, mode=None) -> dict:
     for name, value in settings.items():
         setattr(model.config, name, value)
     return settings
-
-
-def real_positions(logits: torch.Tensor, batch) -> torch.Tensor:
-    """Per-token logits at real tokens only (a padding position's output is not part of the contract)."""
-    if logits.dim() == 3 and "attention_mask" in batch:
-        return logits[batch["attention_mask"].bool()]
-    return logits
 
 
 def assert_same(name, single, batched, exact_ints=True):
@@ -300,9 +303,6 @@ def test_one_stock_trainer_step(case, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------- bad input
-PACKAGE_DIR = str(__import__("pathlib").Path(adaptive_hf.__file__).parent)
-
-
 def assert_library_error(call, pattern: str | None = None):
     """``call()`` raises a ValueError/TypeError from adaptive_hf's own code (not from torch, timm or transformers)."""
     with pytest.raises((ValueError, TypeError), match=pattern) as info:
@@ -387,12 +387,6 @@ def probe_runtime_knobs(case, model, batch):
 TEXT_PROBES = ("ids_out_of_range", "negative_ids", "ids_3d")
 LABEL_PROBES = ("labels_length", "float_labels", "labels_2d", "labels_out_of_range")
 PROBES = ("empty_batch", "input_rank", "input_dtype", "runtime_knobs") + LABEL_PROBES + TEXT_PROBES
-
-# Known gaps, each an open issue: the case runs and is expected to fail until the fix lands (strict, so it flips).
-IDS_GAP = "issue 14: token ids out of range (even in padded positions) give torch's IndexError"
-LABELS_GAP = "issue 14: labels out of [0, num_labels) give torch's 'Target out of bounds'"
-MOE_GAP = "issue 14: MoE models on HF families have no input checks (shapes, dtypes, empty batches, labels)"
-
 
 def known_gap(case: AdaptiveCase, probe: str) -> str | None:
     """The open issue a probe of this case is known to fail on, or ``None``."""
