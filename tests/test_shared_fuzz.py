@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from adaptive_cases import (
-    CASES,
-    DECODERS,
+from adaptive_case import (
     IDS_GAP,
     LABELS_GAP,
     MOE_GAP,
     PACKAGE_DIR,
-    VIDEO_FRAMES,
     AdaptiveCase,
     config_values,
     real_positions,
     rows_of,
-    video_batch,
 )
+from adaptive_cases import CASES
+from cases_moe_readers_video import DECODERS, VIDEO_FRAMES, video_batch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -42,11 +40,18 @@ FUZZ_SETTINGS = settings(
 FUZZ_CASE_NAMES = {
     "early_exit": [c.name for c in CASES if c.technique == "early_exit" and "timm-" not in c.name]
     + ["early_exit/timm-vit", "early_exit/timm-efficientnet"],
-    "halting": [c.name for c in CASES if c.technique == "halting" and ("-act" in c.name or c.name.startswith("halting/bert"))],
+    "halting": [
+        c.name for c in CASES if c.technique == "halting" and ("-act" in c.name or c.name.startswith("halting/bert"))
+    ],
     "switch_moe": [c.name for c in CASES if c.technique == "switch_moe"],
     "readers": [c.name for c in CASES if c.technique == "readers"],
-    "video": ["video/efficientnet-uniform", "video/efficientnet-saliency", "video/efficientnet-early_stop",
-              "video/resnet-uniform", "video/videomae-saliency"],  # fmt: skip
+    "video": [
+        "video/efficientnet-uniform",
+        "video/efficientnet-saliency",
+        "video/efficientnet-early_stop",
+        "video/resnet-uniform",
+        "video/videomae-saliency",
+    ],  # fmt: skip
 }
 CASES_BY_NAME = {case.name: case for case in CASES}
 LABEL_KINDS = ("none", "valid", "wrong_length", "column", "float")
@@ -197,7 +202,9 @@ def fuzz_params():
             marks = [pytest.mark.xfail(strict=True, reason=gap)] if gap else []
             params.append(pytest.param(technique, "ids_out_of_range", id=f"{technique}-ids_out_of_range", marks=marks))
         marks = [pytest.mark.xfail(strict=True, reason=LABELS_GAP)]
-        params.append(pytest.param(technique, "labels_out_of_range", id=f"{technique}-labels_out_of_range", marks=marks))
+        params.append(
+            pytest.param(technique, "labels_out_of_range", id=f"{technique}-labels_out_of_range", marks=marks)
+        )
         if technique == "switch_moe":
             marks = [pytest.mark.xfail(strict=True, reason=MOE_GAP)]
             params.append(pytest.param(technique, "label_shapes", id=f"{technique}-label_shapes", marks=marks))

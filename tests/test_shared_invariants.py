@@ -18,8 +18,7 @@ import textwrap
 
 import pytest
 import torch
-from adaptive_cases import (
-    CASES,
+from adaptive_case import (
     IDS_GAP,
     LABELS_GAP,
     MOE_GAP,
@@ -29,6 +28,7 @@ from adaptive_cases import (
     real_positions,
     rows_of,
 )
+from adaptive_cases import CASES
 from torch import nn
 
 import adaptive_hf
@@ -39,9 +39,7 @@ def case_params(select=lambda case: True, marks=lambda case: ()):
 
 
 def mode_params():
-    return [
-        pytest.param(case, mode, id=f"{case.name}-{mode.name}") for case in CASES for mode in case.modes
-    ]
+    return [pytest.param(case, mode, id=f"{case.name}-{mode.name}") for case in CASES for mode in case.modes]
 
 
 def in_mode(case: AdaptiveCase, model: nn.Module, batch, mode=None) -> dict:
@@ -88,14 +86,18 @@ def test_full_compute_equals_plain_backbone(case, overrides, error):
         expected = case.reference(model, batch) if case.reference else None
     assert model.config.to_dict() == before, "full_compute must restore the runtime knobs"
     if expected is not None:
-        torch.testing.assert_close(real_positions(out.logits, batch), real_positions(expected, batch), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            real_positions(out.logits, batch), real_positions(expected, batch), rtol=1e-5, atol=1e-5
+        )
     case.full_fields(model, batch, out)
     if case.never_stopping is not None:  # the adaptive path itself, when nothing stops early, is the backbone too
         model = case.never_stopping(model)
         with torch.no_grad():
-            out = model(**batch)
-        torch.testing.assert_close(out.logits, expected, rtol=1e-5, atol=1e-5)
-        case.full_fields(model, batch, out)
+            adaptive = model(**batch)
+        torch.testing.assert_close(adaptive.logits, expected, rtol=1e-5, atol=1e-5)
+        case.full_fields(model, batch, adaptive)
+        for name in case.sample_fields + case.token_fields:  # e.g. the same ponder cost on both paths
+            torch.testing.assert_close(getattr(adaptive, name), getattr(out, name), msg=name)
 
 
 # ---------------------------------------------------------------------------------- batched = one at a time
@@ -138,6 +140,11 @@ def test_finished_rows_never_reach_a_later_layer(case):
     assert observed == expected
     if mode.mixed and case.stopped_early is not None:
         assert case.stopped_early(out, batch), "nothing stopped early: the hooks would prove nothing"
+    # At the least-compute end of every declared knob (e.g. a threshold that stops everything at the first exit).
+    for chain in adaptive_hf.technique_of(model).candidate_chains(model.config):
+        with config_values(model, chain[-1]):
+            observed, expected, out = case.work(model, batch)
+        assert observed == expected, chain[-1]
 
 
 # ------------------------------------------------------------------------------------------------- save / load
@@ -234,7 +241,9 @@ def test_trust_remote_code_in_fresh_process(tmp_path):
 
 
 def test_every_technique_has_a_remote_code_case():
-    assert {case.technique for case in REMOTE_CASES} == {case.technique for case in CASES} == set(adaptive_hf.TECHNIQUES)
+    assert (
+        {case.technique for case in REMOTE_CASES} == {case.technique for case in CASES} == set(adaptive_hf.TECHNIQUES)
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ training
@@ -387,6 +396,7 @@ def probe_runtime_knobs(case, model, batch):
 TEXT_PROBES = ("ids_out_of_range", "negative_ids", "ids_3d")
 LABEL_PROBES = ("labels_length", "float_labels", "labels_2d", "labels_out_of_range")
 PROBES = ("empty_batch", "input_rank", "input_dtype", "runtime_knobs") + LABEL_PROBES + TEXT_PROBES
+
 
 def known_gap(case: AdaptiveCase, probe: str) -> str | None:
     """The open issue a probe of this case is known to fail on, or ``None``."""
