@@ -77,6 +77,7 @@ class AdaptiveCase:
         never_stopping: Makes the adaptive path run but never stop early (it must then equal the backbone too).
         stopped_early: ``stopped_early(output, batch)``: whether the output shows early stops (so a mixed mode
             really exercises compaction).
+        card_words: Words the saved model card (README.md) must contain.
     """
 
     name: str
@@ -103,6 +104,7 @@ class AdaptiveCase:
     save_overrides: dict[str, Any] = field(default_factory=dict)
     never_stopping: Callable[[nn.Module], nn.Module] | None = None
     stopped_early: Callable[[Any, Batch], bool] | None = None
+    card_words: tuple[str, ...] = ()
 
     def build(self, **overrides) -> nn.Module:
         """The tiny random model in eval mode (the same weights on every call)."""

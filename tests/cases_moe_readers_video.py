@@ -251,6 +251,7 @@ def reader_case(kind: str) -> AdaptiveCase:
         stopped_early=lambda out, batch: int((out.tokens_skimmed if skim else out.tokens_jumped).sum()) > 0,
         remote_code=True,
         vocab_size=READER_VOCAB,
+        card_words=(kind.replace("_", "-"),),
     )
 
 
@@ -352,4 +353,5 @@ def video_case(clip: str, sampler: str, aggregation: str = "mean") -> AdaptiveCa
         aux_parameters=aux,
         remote_code=(not hf and aggregation == "mean") or (hf and sampler == "saliency"),
         token_inputs=False,
+        card_words=("video-classification",),
     )

@@ -256,3 +256,19 @@ def test_vision_recipe_smoke(tmp_path):
     assert report["timings"][0]["batch_size"] == 8
     saved = HaltingTimmForImageClassification.from_pretrained(tmp_path / "model")
     assert saved.config.halting_enabled is True and saved.config.ponder_cost == 0.003  # restored by the curriculum
+
+
+@pytest.mark.parametrize(
+    "name", ["halting/bert-token-act", "halting/bert-sample-pondernet", "halting/timm-vit-sample-act"]
+)
+def test_theoretical_speedup_counts_the_halted_work(name):
+    from adaptive_cases import CASES_BY_NAME
+
+    case = CASES_BY_NAME[name]
+    model = case.build()
+    batch = case.batch(6, seed=4)
+    with torch.no_grad():
+        out = model(**batch)
+    mask = batch.get("attention_mask") if model.config.halting_granularity == "token" else None
+    assert int(out.halting_steps.max()) <= NUM_LAYERS
+    assert model.theoretical_speedup(out.halting_steps, mask) > 1.0

@@ -84,21 +84,11 @@ def batch_for(family: str, batch_size: int = 4, seed: int = 0) -> dict[str, torc
     return {"input_ids": input_ids, "attention_mask": mask}
 
 
-def dense_logits(dense, batch):
-    """Logits of a dense model: a stock HF model's output, or a plain timm model's tensor."""
-    if isinstance(dense, transformers.PreTrainedModel):
-        return dense(**batch).logits
-    return dense(batch["pixel_values"])
-
-
-def image_auto_class(family: str):
-    return transformers.AutoModelForImageClassification if family in IMAGE_FAMILIES else None
-
-
 @pytest.mark.parametrize("family", FAMILIES)
-def test_upcycled_equals_dense_at_conversion(family):
+def test_upcycle_builds_the_family_class(family):
+    """The class and config upcycling builds; that it computes what the dense model did is the shared tester's
+    ``test_full_compute_equals_plain_backbone[switch_moe/<family>]``."""
     dense = dense_model(family)
-    batch = batch_for(family)
     moe = upcycle(dense, SwitchMoEConfig(num_experts=4, moe_layers=[1, 3, 4], capacity_factor=0.0), seed=0)
     if family == "timm":
         assert type(moe) is adaptive_hf.SwitchMoETimmForImageClassification
@@ -107,16 +97,7 @@ def test_upcycled_equals_dense_at_conversion(family):
     else:
         assert type(moe).__name__ == f"SwitchMoE{type(dense).__name__}"
         assert isinstance(moe, type(dense))
-    with torch.no_grad():
-        expected = dense_logits(dense, batch)
-        out = moe(**batch)
-    torch.testing.assert_close(out.logits, expected, rtol=1e-5, atol=1e-5)
-    assert out.expert_counts.shape == (3, 4)
-    assert (out.dropped_fraction == 0).all()
-    # the experts really are routed to (not all tokens in one expert) and padding is not counted
-    real_tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else None
-    if real_tokens is not None:
-        assert (out.expert_counts.sum(-1) == real_tokens).all()
+    assert len(moe.moe_modules()) == 3 and moe.config.num_experts == 4
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2"])

@@ -164,6 +164,8 @@ def test_save_and_load_is_exact(case, tmp_path):
     files = {path.name for path in tmp_path.iterdir()}
     assert "model.safetensors" in files and not any(name.endswith((".bin", ".pt", ".pkl")) for name in files)
     assert "README.md" in files
+    card = (tmp_path / "README.md").read_text()
+    assert all(word in card for word in case.card_words), case.card_words
     reloaded = case.auto_class.from_pretrained(tmp_path).eval()
     assert type(reloaded) is type(model)
     assert comparable_config(reloaded) == comparable_config(model)
