@@ -78,6 +78,8 @@ class AdaptiveCase:
         stopped_early: ``stopped_early(output, batch)``: whether the output shows early stops (so a mixed mode
             really exercises compaction).
         card_words: Words the saved model card (README.md) must contain.
+        trainer_step: Whether the stock ``Trainer`` step runs on this case (default: the remote-code cases; a
+            Trainer costs about a second, so it runs on a few cases per technique).
     """
 
     name: str
@@ -105,6 +107,11 @@ class AdaptiveCase:
     never_stopping: Callable[[nn.Module], nn.Module] | None = None
     stopped_early: Callable[[Any, Batch], bool] | None = None
     card_words: tuple[str, ...] = ()
+    trainer_step: bool | None = None
+
+    def __post_init__(self):
+        if self.trainer_step is None:
+            self.trainer_step = self.remote_code
 
     def build(self, **overrides) -> nn.Module:
         """The tiny random model in eval mode (the same weights on every call)."""

@@ -110,6 +110,7 @@ def early_exit_text_case(family: str) -> AdaptiveCase:
         aux_parameters=("exit_heads.0.",),
         remote_code=True,
         save_overrides={"exit_layers": [1, 3]},
+        trainer_step=family in ("bert", "distilbert"),
         variants=(
             ({"exit_pooling": "mean"}, None),
             ({"exit_pooling": "cls"}, None),

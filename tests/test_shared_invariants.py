@@ -282,7 +282,7 @@ def test_training_loss_includes_the_auxiliary_terms(case):
         assert grads and any(g is not None and g.abs().sum() > 0 for g in grads), prefix
 
 
-@pytest.mark.parametrize("case", case_params(lambda case: case.remote_code))
+@pytest.mark.parametrize("case", case_params(lambda case: case.trainer_step))
 def test_one_stock_trainer_step(case, tmp_path):
     from transformers import Trainer, TrainingArguments
 
