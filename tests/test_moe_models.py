@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
-
 import pytest
 import timm
 import torch
@@ -89,21 +84,11 @@ def batch_for(family: str, batch_size: int = 4, seed: int = 0) -> dict[str, torc
     return {"input_ids": input_ids, "attention_mask": mask}
 
 
-def dense_logits(dense, batch):
-    """Logits of a dense model: a stock HF model's output, or a plain timm model's tensor."""
-    if isinstance(dense, transformers.PreTrainedModel):
-        return dense(**batch).logits
-    return dense(batch["pixel_values"])
-
-
-def image_auto_class(family: str):
-    return transformers.AutoModelForImageClassification if family in IMAGE_FAMILIES else None
-
-
 @pytest.mark.parametrize("family", FAMILIES)
-def test_upcycled_equals_dense_at_conversion(family):
+def test_upcycle_builds_the_family_class(family):
+    """The class and config upcycling builds; that it computes what the dense model did is the shared tester's
+    ``test_full_compute_equals_plain_backbone[switch_moe/<family>]``."""
     dense = dense_model(family)
-    batch = batch_for(family)
     moe = upcycle(dense, SwitchMoEConfig(num_experts=4, moe_layers=[1, 3, 4], capacity_factor=0.0), seed=0)
     if family == "timm":
         assert type(moe) is adaptive_hf.SwitchMoETimmForImageClassification
@@ -112,16 +97,7 @@ def test_upcycled_equals_dense_at_conversion(family):
     else:
         assert type(moe).__name__ == f"SwitchMoE{type(dense).__name__}"
         assert isinstance(moe, type(dense))
-    with torch.no_grad():
-        expected = dense_logits(dense, batch)
-        out = moe(**batch)
-    torch.testing.assert_close(out.logits, expected, rtol=1e-5, atol=1e-5)
-    assert out.expert_counts.shape == (3, 4)
-    assert (out.dropped_fraction == 0).all()
-    # the experts really are routed to (not all tokens in one expert) and padding is not counted
-    real_tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else None
-    if real_tokens is not None:
-        assert (out.expert_counts.sum(-1) == real_tokens).all()
+    assert len(moe.moe_modules()) == 3 and moe.config.num_experts == 4
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2"])
@@ -192,25 +168,6 @@ def test_aux_losses_join_the_loss_in_training_only():
     assert len(model(**batch, output_router_logits=True).router_logits) == 2
 
 
-@pytest.mark.parametrize("family", ["bert", "distilbert", "gpt2", "llama", "vit", "timm"])
-def test_save_load_round_trip_is_exact(tmp_path, family):
-    dense = dense_model(family)
-    moe = upcycle(dense, num_experts=4, moe_layers=[2, 3], expert_noise=0.1, capacity_factor=1.0, seed=1)
-    moe.config.capacity_group = "batch"  # a runtime knob changed after building travels in the config
-    moe.save_pretrained(tmp_path)
-    auto = image_auto_class(family) or AutoModelForSequenceClassification
-    loaded = auto.from_pretrained(tmp_path).eval()
-    assert type(loaded) is type(moe)
-    assert loaded.config.moe_layers == [2, 3] and loaded.config.capacity_group == "batch"
-    for (name, a), (_, b) in zip(moe.state_dict().items(), loaded.state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
-    batch = batch_for(family)
-    with torch.no_grad():
-        a, b = moe(**batch), loaded(**batch)
-    assert torch.equal(a.logits, b.logits)
-    assert torch.equal(a.expert_counts, b.expert_counts)
-
-
 def test_dense_checkpoint_loads_into_moe_class_by_upcycling(tmp_path):
     dense = dense_model("bert")
     dense.save_pretrained(tmp_path)
@@ -221,58 +178,6 @@ def test_dense_checkpoint_loads_into_moe_class_by_upcycling(tmp_path):
     batch = batch_for("bert")
     with torch.no_grad():
         torch.testing.assert_close(moe(**batch).logits, dense(**batch).logits, rtol=1e-5, atol=1e-5)
-
-
-def test_trust_remote_code_without_the_package(tmp_path):
-    expected = {}
-    for family in ("bert", "gpt2", "timm"):
-        torch.manual_seed(0)
-        if family == "timm":
-            dense = dense_model("timm")
-        elif family == "bert":
-            dense = transformers.BertForSequenceClassification(tiny_config(family)).eval()
-        else:
-            dense = transformers.GPT2LMHeadModel(tiny_config(family)).eval()
-        moe = upcycle(dense, num_experts=4, moe_layers=[1, 2], capacity_factor=1.0, expert_noise=0.2, seed=0)
-        folder = tmp_path / family
-        moe.save_pretrained(folder)
-        batch = batch_for(family)
-        torch.save(batch, folder / "batch.pt")
-        with torch.no_grad():
-            out = moe(**batch)
-        expected[family] = {"logits": out.logits.tolist(), "counts": out.expert_counts.tolist()}
-    script = textwrap.dedent(
-        f"""
-        import json, sys
-        sys.modules["adaptive_hf"] = None  # the package cannot be imported in this process
-        import torch
-        from transformers import AutoModelForCausalLM, AutoModelForImageClassification
-        from transformers import AutoModelForSequenceClassification
-        result = {{}}
-        autos = (
-            ("bert", AutoModelForSequenceClassification),
-            ("gpt2", AutoModelForCausalLM),
-            ("timm", AutoModelForImageClassification),
-        )
-        for family, auto in autos:
-            folder = {str(tmp_path)!r} + "/" + family
-            model = auto.from_pretrained(folder, trust_remote_code=True).eval()
-            assert not type(model).__module__.startswith("adaptive_hf"), type(model).__module__
-            assert type(model).__name__.startswith("SwitchMoE"), type(model).__name__
-            batch = torch.load(folder + "/batch.pt")
-            with torch.no_grad():
-                out = model(**batch)
-            result[family] = {{"logits": out.logits.tolist(), "counts": out.expert_counts.tolist()}}
-        print("RESULT" + json.dumps(result))
-        """
-    )
-    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT"))
-    result = json.loads(line[len("RESULT") :])
-    for family, values in expected.items():
-        assert result[family]["counts"] == values["counts"]
-        torch.testing.assert_close(torch.tensor(result[family]["logits"]), torch.tensor(values["logits"]))
 
 
 def test_generation_with_cache_routes_only_new_tokens():

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
-
 import pytest
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
 from torch import nn
-from transformers import AutoConfig, AutoModelForSequenceClassification, Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
 import adaptive_hf  # noqa: F401  (registers the Auto classes)
 from adaptive_hf import (
@@ -134,7 +129,8 @@ def reference(model, tokens):
 
 # ------------------------------------------------------------------------------------------- reading invariants
 @pytest.mark.parametrize("kind", READERS)
-@pytest.mark.parametrize(("training", "grad"), [(False, False), (False, True), (True, True)])
+# Eval without gradients (the prepacked inference steps) is the shared tester's full-compute check.
+@pytest.mark.parametrize(("training", "grad"), [(False, True), (True, True)])
 def test_full_reading_equals_plain_lstm(kind, training, grad):
     # Without gradients full reading runs the prepacked inference steps, with them torch's fused LSTM.
     model = build(kind, reading_policy="full").train(training)
@@ -202,30 +198,6 @@ def test_stop_threshold_reads_more_and_matches_the_reference():
     assert int(patient.num_decisions.sum()) > int(greedy.num_decisions.sum())
     with pytest.raises(ValueError, match="stop_threshold"):
         JumpLstmConfig(stop_threshold=1.5)
-
-
-@pytest.mark.parametrize("kind", READERS)
-def test_batched_equals_one_at_a_time_with_padding(kind):
-    model = build(kind, seed=2)
-    batch = padded_batch(batch_size=7, max_len=15, seed=3)
-    batch["input_ids"][3] = 0  # an empty row (all padding)
-    batch["attention_mask"][3] = 0
-    with torch.no_grad():
-        out = model(**batch)
-        for row in range(7):
-            single = {key: value[row : row + 1] for key, value in batch.items()}
-            one = model(**single)
-            torch.testing.assert_close(one.logits[0], out.logits[row], atol=1e-6, rtol=1e-5)
-            for field in ("tokens_read", "tokens_skimmed", "tokens_jumped", "num_decisions", "num_jumps"):
-                assert int(getattr(one, field)[0]) == int(getattr(out, field)[row]), (row, field)
-            # Padding is never read: the same row without its padding gives the same result.
-            length = int(batch["attention_mask"][row].sum())
-            if length:
-                unpadded = model(input_ids=batch["input_ids"][row : row + 1, :length])
-                torch.testing.assert_close(unpadded.logits, one.logits, atol=1e-6, rtol=1e-5)
-    assert int(out.tokens_read[3]) == 0
-    skipped = out.tokens_skimmed if kind == "skim_rnn" else out.tokens_jumped
-    assert int(skipped.sum()) > 0 and int(out.tokens_read.sum()) > 0
 
 
 @pytest.mark.parametrize("policy", ["adaptive", "full"])
@@ -524,66 +496,6 @@ def test_frozen_embeddings_do_not_train():
 
 
 # ------------------------------------------------------------------------------------------------- hub round trip
-@pytest.mark.parametrize("kind", READERS)
-def test_save_and_reload_is_exact(kind, tmp_path):
-    model = build(kind, seed=8)
-    if kind == "skim_rnn":
-        model.config.skim_threshold = 0.4  # a runtime knob changed after creation travels with the config
-    model.save_pretrained(tmp_path)
-    assert AutoConfig.from_pretrained(tmp_path).model_type == kind
-    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
-    assert type(reloaded) is type(model)
-    ignored = ("_name_or_path", "transformers_version")
-    saved = {k: v for k, v in model.config.to_dict().items() if k not in ignored}
-    assert {k: v for k, v in reloaded.config.to_dict().items() if k not in ignored} == saved
-    for name, tensor in model.state_dict().items():
-        assert torch.equal(tensor, reloaded.state_dict()[name]), name
-    batch = padded_batch()
-    with torch.no_grad():
-        a, b = model(**batch), reloaded(**batch)
-    assert torch.equal(a.logits, b.logits)
-    assert torch.equal(a.tokens_read, b.tokens_read)
-    assert (tmp_path / "model.safetensors").exists()
-    assert kind.replace("_", "-") in (tmp_path / "README.md").read_text()
-
-
-def test_trust_remote_code_in_fresh_process(tmp_path):
-    expected = {}
-    for kind in READERS:
-        model = build(kind, seed=9)
-        batch = padded_batch(seed=10)
-        model.save_pretrained(tmp_path / kind)
-        with torch.no_grad():
-            out = model(**batch)
-        torch.save(batch, tmp_path / kind / "batch.pt")
-        expected[kind] = {"logits": out.logits.tolist(), "tokens_read": out.tokens_read.tolist()}
-    script = textwrap.dedent(
-        f"""
-        import json, sys
-        sys.modules["adaptive_hf"] = None  # the package cannot be imported in this process
-        import torch
-        from transformers import AutoModelForSequenceClassification
-        result = {{}}
-        for kind in {READERS!r}:
-            folder = {str(tmp_path)!r} + "/" + kind
-            model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
-            assert not type(model).__module__.startswith("adaptive_hf"), type(model).__module__
-            batch = torch.load(folder + "/batch.pt")
-            with torch.no_grad():
-                out = model(**batch)
-            result[kind] = {{"logits": out.logits.tolist(), "tokens_read": out.tokens_read.tolist()}}
-        print("RESULT" + json.dumps(result))
-        """
-    )
-    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT"))
-    result = json.loads(line[len("RESULT") :])
-    for kind in READERS:
-        assert result[kind]["tokens_read"] == expected[kind]["tokens_read"], kind
-        torch.testing.assert_close(torch.tensor(result[kind]["logits"]), torch.tensor(expected[kind]["logits"]))
-
-
 @pytest.mark.parametrize("kind", READERS)
 def test_embeddings_from_a_pretrained_hf_model(kind, tmp_path):
     from transformers import BertConfig, BertModel

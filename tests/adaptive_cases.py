@@ -1,0 +1,44 @@
+"""The shared tester's registry: every technique x backbone family (see ``adaptive_case.AdaptiveCase``).
+
+``test_shared_invariants.py`` and ``test_shared_fuzz.py`` run over ``CASES``. To add a family or a technique, add
+its cases here; every shared invariant and the fuzz then run on it.
+"""
+
+from __future__ import annotations
+
+from adaptive_case import AdaptiveCase
+from cases_exits_halting import (
+    TIMM_EXIT_CASES,
+    early_exit_hf_vit_case,
+    early_exit_text_case,
+    early_exit_timm_case,
+    halting_text_case,
+    halting_timm_vit_case,
+)
+from cases_moe_readers_video import HF_VIDEO_CONFIGS, MOE_TEXT_FAMILIES, moe_case, reader_case, video_case
+from text_testers import FAMILIES
+
+
+# ---------------------------------------------------------------------------------------------------- registry
+def _all_cases() -> list[AdaptiveCase]:
+    cases = [early_exit_text_case(family) for family in FAMILIES]
+    cases += [early_exit_timm_case(case) for case in TIMM_EXIT_CASES] + [early_exit_hf_vit_case()]
+    cases += [
+        halting_text_case(family, granularity, method)
+        for family in FAMILIES
+        for granularity in ("sample", "token")
+        for method in ("act", "pondernet")
+    ]
+    cases += [halting_timm_vit_case(g, m) for g in ("sample", "token") for m in ("act", "pondernet")]
+    cases += [moe_case(family) for family in MOE_TEXT_FAMILIES + ["vit", "timm"]] + [moe_case("gpt2", causal_lm=True)]
+    cases += [reader_case("skim_rnn"), reader_case("jump_lstm")]
+    cases += [
+        video_case("efficientnet", s, a) for s in ("uniform", "saliency", "early_stop") for a in ("mean", "attention")
+    ]
+    cases += [video_case("resnet", "uniform")]
+    cases += [video_case(clip, s) for clip in HF_VIDEO_CONFIGS for s in ("uniform", "saliency")]
+    return cases
+
+
+CASES: list[AdaptiveCase] = _all_cases()
+CASES_BY_NAME = {case.name: case for case in CASES}
