@@ -71,7 +71,6 @@ class AdaptiveCase:
         vocab_size: Vocabulary size of token models.
         variants: Structural overrides the full-compute check also runs on (e.g. each pooling), each with the
             error it must raise or ``None``.
-        xfail_work: Reason the work check is a known gap (an open issue), or ``None``.
         labels_from_ids: The labels are the token ids (a causal LM).
         save_overrides: Structural overrides for the save/load check (e.g. experts that differ from each other).
         never_stopping: Makes the adaptive path run but never stop early (it must then equal the backbone too).
@@ -101,7 +100,6 @@ class AdaptiveCase:
     token_inputs: bool = True
     vocab_size: int = VOCAB
     variants: tuple[tuple[dict[str, Any], type[Exception] | None], ...] = ()
-    xfail_work: str | None = None
     labels_from_ids: bool = False
     save_overrides: dict[str, Any] = field(default_factory=dict)
     never_stopping: Callable[[nn.Module], nn.Module] | None = None
@@ -145,10 +143,6 @@ class AdaptiveCase:
 
 _SHARED_MODELS: dict[str, nn.Module] = {}
 PACKAGE_DIR = str(__import__("pathlib").Path(adaptive_hf.__file__).parent)
-# Known gaps, each an open issue: the checks run and are expected to fail until the fix lands (strict xfails).
-IDS_GAP = "issue 14: token ids out of range (even in padded positions) give torch's IndexError"
-LABELS_GAP = "issue 14: labels out of [0, num_labels) give torch's 'Target out of bounds'"
-MOE_GAP = "issue 14: MoE models on HF families have no input checks (shapes, dtypes, empty batches, labels)"
 
 
 @contextlib.contextmanager

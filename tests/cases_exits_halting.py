@@ -103,7 +103,7 @@ def early_exit_text_case(family: str) -> AdaptiveCase:
         work=_exit_work(_text_units),
         stopped_early=_exits_differ,
         aux_off=lambda model: {"exit_loss_weights": [0.0] * (len(model.config.exit_layers) - 1) + [1.0]},
-        aux_parameters=("exit_heads.0.",),
+        aux_parameters=("exit_heads.layer_1.",),
         remote_code=True,
         save_overrides={"exit_layers": [1, 3]},
         trainer_step=family in ("bert", "distilbert"),
@@ -153,7 +153,7 @@ def _image_exit_case(name, build, units_of, reference, remote, all_modes) -> Ada
         stopped_early=_exits_differ,
         auto_class=transformers.AutoModelForImageClassification,
         aux_off=lambda model: {"exit_loss_weights": [0.0] * (len(model.config.exit_layers) - 1) + [1.0]},
-        aux_parameters=("exit_heads.0.",),
+        aux_parameters=("exit_heads.layer_",),  # every head: each non-final one is an auxiliary term
         remote_code=remote,
         token_inputs=False,
         save_overrides={"image_mean": [0.25, 0.5, 0.75], "image_std": 0.3},

@@ -121,7 +121,6 @@ def moe_case(family: str, causal_lm: bool = False) -> AdaptiveCase:
         aux_parameters=("",),
         remote_code=family in ("bert", "timm") or causal_lm,
         token_inputs=not image,
-        xfail_work="issue 13: the expert bias, activation and `where` run over dropped and padding rows",
         save_overrides={"expert_noise": 0.1},
         labels_from_ids=causal_lm,
     )
@@ -317,12 +316,11 @@ def video_case(clip: str, sampler: str, aggregation: str = "mean") -> AdaptiveCa
                 lambda m, args, kwargs: seen.append(kwargs["pixel_values"].shape[:2].numel()), with_kwargs=True
             )
             undo = handle.remove
-        else:  # frames the per-frame timm backbone computes features of
-            original = model.backbone.forward_features
-            model.backbone.forward_features = lambda x: seen.append(x.size(0)) or original(x)
-
-            def undo():
-                del model.backbone.forward_features
+        else:  # frames that reach the per-frame backbone's first unit (it runs through its timm adapter)
+            handle = model.frame_adapter.units[0].register_forward_pre_hook(
+                lambda module, args: seen.append(args[0].size(0))
+            )
+            undo = handle.remove
 
         try:
             with torch.no_grad():

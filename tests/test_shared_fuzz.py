@@ -3,8 +3,8 @@
 Per technique, at least 200 seeded examples over the family, batch size, lengths and padding, the runtime knobs
 (each declared knob's candidates, random thresholds, full compute) and the label shapes. Each example either gets a
 clear ``ValueError``/``TypeError`` raised by adaptive_hf's own code, or: finite outputs, per-sample compute fields
-within range, and a row alone equal to the same row in the batch. Known gaps (open issues) are separate strict
-xfails, so they flip once the fix lands.
+within range, and a row alone equal to the same row in the batch. Out-of-range ids and labels, and MoE label
+shapes, are fuzzed as strategies of their own, so each invalid kind gets its 200 examples.
 """
 
 from __future__ import annotations
@@ -12,9 +12,6 @@ from __future__ import annotations
 import pytest
 import torch
 from adaptive_case import (
-    IDS_GAP,
-    LABELS_GAP,
-    MOE_GAP,
     PACKAGE_DIR,
     AdaptiveCase,
     config_values,
@@ -33,7 +30,7 @@ FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES,
     derandomize=True,  # seeded: the same examples on every run
     deadline=None,
-    phases=(Phase.explicit, Phase.generate),  # no shrinking: a known gap fails fast, and its xfail stays cheap
+    phases=(Phase.explicit, Phase.generate),  # no shrinking: a failure is reported fast
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 # Which registry cases each technique's fuzz draws from (the cheapest that still cover every kind of backbone).
@@ -195,19 +192,12 @@ def run_example(case: AdaptiveCase, model, batch, labels, row: int) -> None:
 def fuzz_params():
     params = []
     for technique in FUZZ_CASE_NAMES:
-        params.append(pytest.param(technique, "main", id=f"{technique}-main"))
-        token = technique not in ("video",)
-        if token:
-            gap = IDS_GAP if technique in ("early_exit", "halting", "switch_moe") else None
-            marks = [pytest.mark.xfail(strict=True, reason=gap)] if gap else []
-            params.append(pytest.param(technique, "ids_out_of_range", id=f"{technique}-ids_out_of_range", marks=marks))
-        marks = [pytest.mark.xfail(strict=True, reason=LABELS_GAP)]
-        params.append(
-            pytest.param(technique, "labels_out_of_range", id=f"{technique}-labels_out_of_range", marks=marks)
-        )
+        strategies = ["main", "labels_out_of_range"]
+        if technique != "video":
+            strategies.append("ids_out_of_range")
         if technique == "switch_moe":
-            marks = [pytest.mark.xfail(strict=True, reason=MOE_GAP)]
-            params.append(pytest.param(technique, "label_shapes", id=f"{technique}-label_shapes", marks=marks))
+            strategies.append("label_shapes")
+        params += [pytest.param(technique, strategy, id=f"{technique}-{strategy}") for strategy in strategies]
     return params
 
 
@@ -219,7 +209,7 @@ def test_fuzz(technique, strategy, data):
     model = case.shared_model()
     batch = draw_batch(data, case, out_of_range_id=strategy == "ids_out_of_range")
     knobs = draw_knobs(data, model)
-    # MoE label shapes other than (batch,) are a known gap (issue 14): fuzzed in their own strict xfail.
+    # MoE label shapes other than (batch,) get their own strategy, so the main one keeps its valid examples.
     kinds = ("none", "valid") if technique == "switch_moe" and strategy == "main" else LABEL_KINDS
     labels = draw_labels(data, case, model, batch, kinds, out_of_range=strategy == "labels_out_of_range")
     row = data.draw(st.integers(0, next(iter(batch.values())).size(0) - 1), label="row")

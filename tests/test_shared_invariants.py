@@ -19,9 +19,6 @@ import textwrap
 import pytest
 import torch
 from adaptive_case import (
-    IDS_GAP,
-    LABELS_GAP,
-    MOE_GAP,
     PACKAGE_DIR,
     AdaptiveCase,
     config_values,
@@ -34,8 +31,8 @@ from torch import nn
 import adaptive_hf
 
 
-def case_params(select=lambda case: True, marks=lambda case: ()):
-    return [pytest.param(case, id=case.name, marks=marks(case)) for case in CASES if select(case)]
+def case_params(select=lambda case: True):
+    return [pytest.param(case, id=case.name) for case in CASES if select(case)]
 
 
 def mode_params():
@@ -126,10 +123,7 @@ def test_batched_equals_one_at_a_time(case, mode):
 # -------------------------------------------------------------------------------------- skipped work never runs
 @pytest.mark.parametrize(
     "case",
-    case_params(
-        lambda case: case.work is not None,
-        lambda case: [pytest.mark.xfail(strict=True, reason=case.xfail_work)] if case.xfail_work else [],
-    ),
+    case_params(lambda case: case.work is not None),
 )
 def test_finished_rows_never_reach_a_later_layer(case):
     model = case.build()
@@ -400,19 +394,6 @@ LABEL_PROBES = ("labels_length", "float_labels", "labels_2d", "labels_out_of_ran
 PROBES = ("empty_batch", "input_rank", "input_dtype", "runtime_knobs") + LABEL_PROBES + TEXT_PROBES
 
 
-def known_gap(case: AdaptiveCase, probe: str) -> str | None:
-    """The open issue a probe of this case is known to fail on, or ``None``."""
-    if probe == "labels_out_of_range":
-        return LABELS_GAP
-    if case.technique == "switch_moe" and case.token_inputs and probe in ("ids_out_of_range", "negative_ids"):
-        return IDS_GAP
-    if case.technique == "switch_moe" and case.name != "switch_moe/timm" and probe != "runtime_knobs":
-        return MOE_GAP
-    if case.technique in ("early_exit", "halting") and probe in ("ids_out_of_range", "negative_ids"):
-        return IDS_GAP
-    return None
-
-
 def probe_params():
     params = []
     for case in CASES:
@@ -421,9 +402,7 @@ def probe_params():
                 continue
             if probe in LABEL_PROBES and case.labels_from_ids:
                 continue
-            reason = known_gap(case, probe)
-            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-            params.append(pytest.param(case, probe, id=f"{case.name}-{probe}", marks=marks))
+            params.append(pytest.param(case, probe, id=f"{case.name}-{probe}"))
     return params
 
 

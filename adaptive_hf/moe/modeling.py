@@ -26,6 +26,7 @@ from ..core.adapters.base import BackboneAdapter
 from ..core.hub import AdaptiveHubMixin, read_config_dict
 from ..core.inputs import check_class_labels, check_token_inputs, check_token_labels, position_limit
 from ..core.layer_keyed import LayerKeyedWeights
+from ..core.vision_backbones import check_pixel_values
 from .config import MOE_FIELDS, SWITCH_MOE_CONFIGS, SwitchMoEConfig, moe_adapter_for, validate_moe_runtime
 from .conversion import load_dense_into_moe
 from .experts import SwitchExperts
@@ -181,6 +182,16 @@ class SwitchMoEModelMixin(AdaptiveHubMixin):
         elif task in ("AutoModelForMaskedLM", "AutoModelForCausalLM"):
             check_token_labels(labels, tuple(tokens.shape[:2]), config.vocab_size)
 
+    def _check_image_inputs(self, kwargs: dict[str, Any]) -> None:
+        """The shared image check (shape, dtype, channels, empty batch), plus the class labels."""
+        pixel_values = kwargs.get("pixel_values")
+        if pixel_values is None:
+            return  # the stock forward names what is missing
+        batch_size = check_pixel_values(pixel_values, getattr(self.config, "num_channels", 3))
+        labels = kwargs.get("labels")
+        if labels is not None and self.auto_class_name == "AutoModelForImageClassification":
+            self._check_sequence_labels(labels, batch_size)
+
     def _check_sequence_labels(self, labels: Any, batch_size: int) -> None:
         """Sequence classification: class ids (single-label), or the stock class's float targets."""
         config = self.config
@@ -229,6 +240,8 @@ class SwitchMoEModelMixin(AdaptiveHubMixin):
         validate_moe_runtime(config)
         if self.adapter_class.modality == "text":
             self._check_text_inputs(kwargs)
+        else:
+            self._check_image_inputs(kwargs)
         if output_router_logits is None:
             output_router_logits = config.output_router_logits
         return_dict = kwargs.pop("return_dict", None)
