@@ -5,7 +5,7 @@ Any supported family at any depth and width, with random weights. Which row exit
 takes the same share and the theoretical count (``model.exit_flops`` per row) covers exactly the exits taken; the
 script checks the model's ``exit_layer`` against the forced layers. The model runs policy ``confidence`` as usual:
 every head, its pooling and the policy's decision run as they would; only the decision's result is replaced, by a
-test-only hook on ``adaptive_hf.early_exit.modeling.decide_exit`` that returns a precomputed mask.
+test-only hook on ``adaptive_hf.early_exit.modeling.count_exits`` that returns a precomputed mask.
 
 Timed as ``shared/benchmarks.md`` asks: same inputs, one process, interleaved (adaptive, full compute, plain
 backbone) after warm-up, median of ``--repeats`` rounds, fixed ``torch.set_num_threads``. Besides the speedup
@@ -72,7 +72,7 @@ def family_config(args, num_layers: int):
 
 
 class ForcedExits:
-    """Replaces the result of ``decide_exit`` with precomputed masks, so chosen rows exit at chosen layers.
+    """Replaces the result of ``count_exits`` with precomputed masks, so chosen rows exit at chosen layers.
 
     The real decision still runs (its cost is part of what is measured); the forced mask for head ``k`` of batch
     ``b`` is ready before the timing starts, so the hook adds one Python call per head and no tensor op.
@@ -84,30 +84,31 @@ class ForcedExits:
             per_head = []
             for layer in exit_layers[:-1]:
                 remaining = layers[layers >= layer]
-                per_head.append(remaining == layer)
-                if bool((remaining == layer).all()):
+                mask = remaining == layer
+                per_head.append((int(mask.sum()), mask if 0 < int(mask.sum()) < mask.numel() else None))
+                if bool(mask.all()):
                     break
             self.masks.append(per_head)
-        self.current: list[torch.Tensor] = []
+        self.current: list[tuple[int, torch.Tensor | None]] = []
         self.calls = 0
 
     def start(self, batch_index: int) -> None:
         self.current, self.calls = self.masks[batch_index], 0
 
-    def decide(self, policy, logits, threshold, patience, state):
-        _, state = self.real_decide(policy, logits, threshold, patience, state)
-        mask = self.current[self.calls]
+    def count_exits(self, policy, logits, threshold, patience, state):
+        _, _, state = self.real_count_exits(policy, logits, threshold, patience, state)
+        count, mask = self.current[self.calls]
         self.calls += 1
-        return mask, state
+        return count, mask, state
 
     @contextlib.contextmanager
     def installed(self):
-        self.real_decide = early_exit_modeling.decide_exit
-        early_exit_modeling.decide_exit = self.decide
+        self.real_count_exits = early_exit_modeling.count_exits
+        early_exit_modeling.count_exits = self.count_exits
         try:
             yield self
         finally:
-            early_exit_modeling.decide_exit = self.real_decide
+            early_exit_modeling.count_exits = self.real_count_exits
 
 
 def measure(args, num_layers: int, seq_len: int, batch_size: int) -> dict:

@@ -261,3 +261,25 @@ def test_speedup_measurements_report_the_plain_backbone():
     images = [torch.randn(2, 1, 32, 32)]
     result = measure_image_speedup(vision.eval(), images, repeats=1, warmup=0, plain_model=vision.timm_model)
     assert result["plain_seconds"] > 0 and "efficiency_vs_plain" in result
+
+
+@pytest.mark.parametrize("policy", ["confidence", "entropy", "margin", "patience"])
+def test_count_exits_decides_exactly_as_decide_exit_one_row_at_a_time(policy):
+    from adaptive_hf.early_exit.policies import count_exits, decide_exit, initial_state
+
+    logits = torch.randn(64, 3, generator=torch.Generator().manual_seed(0)) * 3
+    scores = logits.softmax(-1).max(-1).values
+    # Thresholds on the float32 scores themselves and one float32 step either side: the boundary cases.
+    thresholds = [None, 0.9] + [float(v) for v in scores[:8]]
+    thresholds += [float(torch.nextafter(s, torch.tensor(2.0))) for s in scores[:8]]
+    thresholds += [float(torch.nextafter(s, torch.tensor(0.0))) for s in scores[:8]]
+    if policy == "patience":
+        thresholds = [None]
+    for threshold in thresholds:
+        batch_mask, _ = decide_exit(policy, logits, threshold, 1, initial_state(policy, 64, logits.device))
+        count, mask, _ = count_exits(policy, logits, threshold, 1, initial_state(policy, 64, logits.device))
+        assert count == int(batch_mask.sum()) and torch.equal(mask, batch_mask)
+        for row in range(64):
+            state = initial_state(policy, 1, logits.device)
+            count, _, _ = count_exits(policy, logits[row : row + 1], threshold, 1, state)
+            assert count == int(batch_mask[row]), (threshold, row)

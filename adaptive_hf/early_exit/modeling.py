@@ -24,7 +24,7 @@ from ..core.modeling import TextBackboneMixin
 from ..core.outputs import EarlyExitSequenceClassifierOutput
 from .config import EARLY_EXIT_CONFIGS, validate_exit_settings, validate_exit_training
 from .heads import ExitHead
-from .policies import decide_exit, initial_state
+from .policies import count_exits, initial_state
 
 
 def _scatter_rows(rows: torch.Tensor | None, values: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -201,9 +201,8 @@ class EarlyExitModelMixin(AdaptiveHubMixin):
                 break
             if policy == "none":
                 continue
-            done, policy_state = decide_exit(policy, logits, threshold, patience, policy_state)
+            exiting, done, policy_state = count_exits(policy, logits, threshold, patience, policy_state)
             rows = logits.size(0)
-            exiting = int(done.sum()) if rows > 1 else int(done)  # the one host sync of this exit
             if exiting == 0:
                 continue
             if exiting == rows:

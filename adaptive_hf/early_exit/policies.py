@@ -7,6 +7,7 @@ stored logits), so a calibrated setting behaves at inference exactly as it did i
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 
 import torch
@@ -103,3 +104,43 @@ def decide_exit(
 def initial_state(policy: str, batch_size: int, device: torch.device) -> PatienceState | None:
     """The starting policy state for a batch (only ``patience`` keeps one)."""
     return PatienceState.start(batch_size, device) if policy == "patience" else None
+
+
+def _as_float32(value: float) -> float:
+    """``value`` rounded to float32, as torch rounds a Python scalar compared with a float32 tensor."""
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+def count_exits(
+    policy: str,
+    logits: torch.Tensor,
+    threshold: float | None,
+    patience: int,
+    state: PatienceState | None,
+) -> tuple[int, torch.Tensor | None, PatienceState | None]:
+    """How many rows exit at this head, read on the host once, and which.
+
+    The same decision as :func:`decide_exit`. For one row under ``confidence`` the comparison runs on the host
+    after the softmax: the largest probability and the threshold compare in float32 as torch compares them, so
+    the decision is the same, without the reduction and comparison kernels (after a layer each small kernel costs
+    tens of microseconds of cold caches, a visible share of a short sequence's layer at batch 1).
+
+    Args:
+        policy: One of ``EXIT_POLICIES``.
+        logits: ``(rows, num_labels)`` logits of this head.
+        threshold: As for :func:`decide_exit`.
+        patience: As for :func:`decide_exit`.
+        state: Patience state for these rows (``None`` for other policies).
+
+    Returns:
+        ``(count, mask, state)``: the number of exiting rows, the boolean ``(rows,)`` mask (``None`` for one row,
+        where the count says it all) and the updated policy state.
+    """
+    if logits.size(0) == 1 and policy == "confidence":
+        if threshold is None:
+            threshold = DEFAULT_THRESHOLDS[policy]
+        probabilities = logits.float().softmax(-1).tolist()[0]  # the one host sync of this exit
+        return int(max(probabilities) >= _as_float32(threshold)), None, state
+    done, state = decide_exit(policy, logits, threshold, patience, state)
+    count = int(done.sum()) if done.numel() > 1 else int(done)  # the one host sync of this exit
+    return count, done, state
