@@ -52,6 +52,7 @@ from .samplers import (
     stop_gate_flops,
     uniform_indices,
 )
+from .sources import FrameSource, TensorFrameSource
 
 try:  # transformers v5: init functions that respect the "already loaded" flags of from_pretrained
     from transformers import initialization as init
@@ -72,6 +73,8 @@ class FrameSamplingVideoClassifierOutput(ModelOutput):
             that stopped early).
         frame_scores: ``(batch, T)`` glance scores when the glance network ran, else ``None``.
         flops: ``(batch,)`` theoretical FLOPs spent per video, glance and gate included.
+        frames_decoded: ``(batch,)`` frames the video decoder produced per video (glance and backbone passes) when
+            the frames came from a decoding ``frame_source``, else ``None``.
     """
 
     loss: torch.Tensor | None = None
@@ -80,6 +83,7 @@ class FrameSamplingVideoClassifierOutput(ModelOutput):
     frame_indices: torch.Tensor | None = None
     frame_scores: torch.Tensor | None = None
     flops: torch.Tensor | None = None
+    frames_decoded: torch.Tensor | None = None
 
 
 def _flop_count(module: nn.Module, fn, *inputs: torch.Tensor) -> int:
@@ -413,16 +417,18 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         logits = self.attention.frame_logits(features) if self.attention is not None else None
         return aggregate(features, logits, weights, mask)
 
-    def _glance(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        batch, steps = pixel_values.shape[:2]
-        scores, logits = self.glance(pixel_values.flatten(0, 1))
-        return scores.view(batch, steps), logits.view(batch, steps, -1)
-
-    @staticmethod
-    def _gather(pixel_values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        """``(batch, k, C, H, W)`` frames at ``indices`` ``(batch, k)``, flattened to ``(batch * k, C, H, W)``."""
-        rows = torch.arange(pixel_values.size(0), device=pixel_values.device)[:, None]
-        return pixel_values[rows, indices].flatten(0, 1)
+    def _glance(self, source: FrameSource) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(batch, T)`` glance scores (``-inf`` for frames the source did not glance at) and the glance frame
+        logits ``(batch, g, L)`` of the ``g`` frames it did."""
+        indices, pixels = source.glance_frames()
+        indices, pixels = indices.to(self.device), pixels.to(self.device)
+        batch, seen = indices.shape
+        scores, logits = self.glance(pixels.flatten(0, 1))
+        scores, logits = scores.view(batch, seen), logits.view(batch, seen, -1)
+        if seen == source.num_frames and bool((indices == torch.arange(seen, device=indices.device)).all()):
+            return scores, logits
+        full = scores.new_full((batch, source.num_frames), float("-inf"))
+        return full.scatter(1, indices, scores), logits
 
     def frame_costs(self, frame_shape: tuple[int, int, int]) -> dict[str, int]:
         """Theoretical FLOPs of the parts, for one frame of ``(C, H, W)``.
@@ -483,6 +489,7 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        frame_source: FrameSource | None = None,
     ) -> FrameSamplingVideoClassifierOutput | tuple:
         """Classifies a batch of clips, running the backbone only on the sampled frames.
 
@@ -490,32 +497,67 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
             pixel_values: ``(batch, num_frames, channels, height, width)`` normalized float frames.
             labels: ``(batch,)`` class ids; adds ``loss``.
             return_dict: Return a tuple when ``False``.
+            frame_source: Instead of ``pixel_values`` (inference only): a
+                :class:`~adaptive_hf.video.sources.FrameSource` the sampler asks for the frames it needs, e.g. the
+                ``VideoFileSource`` of :class:`~adaptive_hf.video.files.VideoFileCollator`, which decodes only
+                those frames; ``frames_decoded`` in the output counts what it decoded.
         """
         config = self.config
         validate_sampler_runtime(config)
-        batch, steps = _check_video(pixel_values, config.num_frames)
-        if pixel_values.size(2) != self.in_chans:
-            raise ValueError(
-                f"`pixel_values` must have {self.in_chans} channels (dim 2) for {config.architecture}; got "
-                f"{pixel_values.size(2)}."
-            )
+        source = self._frame_source(pixel_values, frame_source)
+        batch = source.num_videos
         if labels is not None:
             check_class_labels(labels, batch, config.num_labels)
         budget = config.budget
         if config.sampler == "uniform":
-            output = self._forward_uniform(pixel_values, labels, budget)
+            output = self._forward_uniform(source, labels, budget)
         elif config.sampler == "saliency":
-            output = self._forward_saliency(pixel_values, labels, budget)
+            output = self._forward_saliency(source, labels, budget)
         elif self.training:
-            output = self._train_early_stop(pixel_values, labels, budget)
+            output = self._train_early_stop(source.pixel_values, labels, budget)
         else:
-            output = self._eval_early_stop(pixel_values, labels, budget)
+            output = self._eval_early_stop(source, labels, budget)
+        output.frames_decoded = source.frames_decoded()
         if return_dict is False:
             return output.to_tuple()
         return output
 
-    def _costs_tensor(self, pixel_values, frames_used, glance_frames, classifier_evals, gate_evals) -> torch.Tensor:
-        costs = self.frame_costs(tuple(pixel_values.shape[2:]))
+    def _frame_source(self, pixel_values, frame_source) -> FrameSource:
+        """The checked source of this forward: ``frame_source``, or the ``pixel_values`` tensor as one."""
+        config = self.config
+        if frame_source is None:
+            _check_video(pixel_values, config.num_frames)
+            source = TensorFrameSource(pixel_values)
+        elif pixel_values is not None:
+            raise ValueError("Pass either `pixel_values` or `frame_source`, not both.")
+        elif not isinstance(frame_source, FrameSource):
+            raise TypeError(
+                f"`frame_source` must be an adaptive_hf.video.sources.FrameSource; got {type(frame_source).__name__}."
+            )
+        elif self.training and not isinstance(frame_source, TensorFrameSource):
+            raise ValueError(
+                "`frame_source` decodes frames lazily, for inference: call model.eval(), or train on `pixel_values`."
+            )
+        else:
+            source = frame_source
+            if source.num_videos == 0:
+                raise ValueError("Empty batch: `frame_source` has 0 videos; pass at least one.")
+            if source.num_frames != config.num_frames:
+                raise ValueError(
+                    f"`frame_source` has {source.num_frames} frames per video but `num_frames` is "
+                    f"{config.num_frames}; build the source with num_frames={config.num_frames}."
+                )
+        if source.frame_shape[0] != self.in_chans:
+            raise ValueError(
+                f"`pixel_values` must have {self.in_chans} channels (dim 2) for {config.architecture}; got "
+                f"{source.frame_shape[0]}."
+            )
+        if self.training and source.glance_stride != 1:
+            raise ValueError("Training glances at every frame: use `glance_stride=1` (or `pixel_values`).")
+        return source
+
+    def _costs_tensor(self, source, frames_used, glance_frames, classifier_evals, gate_evals) -> torch.Tensor:
+        costs = self.frame_costs(source.frame_shape)
         flops = frame_sampling_flops(
             frames_used.to(torch.float64),
             costs["frame"],
@@ -528,31 +570,41 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         )
         return flops if isinstance(flops, torch.Tensor) else torch.full_like(frames_used, flops, dtype=torch.float64)
 
-    def _classify_clip(self, pixel_values, indices, weights=None) -> torch.Tensor:
+    @staticmethod
+    def _gather(source: FrameSource, indices: torch.Tensor) -> torch.Tensor:
+        """``(batch * k, C, H, W)`` frames at ``indices`` ``(batch, k)`` of every video of ``source``."""
+        return source.frames(torch.arange(indices.size(0), device=indices.device), indices).to(indices.device)
+
+    def _classify_clip(self, source, indices, weights=None) -> torch.Tensor:
         """HF video model on the chosen frames ``(batch, k)`` (temporal order); ``weights`` scale the frames
         (straight-through: value 1, so the gradient reaches the scorer)."""
-        clip = self._gather(pixel_values, indices).view(*indices.shape, *pixel_values.shape[2:])
+        clip = self._gather(source, indices).view(*indices.shape, *source.frame_shape)
         if weights is not None:
             clip = clip * weights[:, :, None, None, None].to(clip.dtype)
         return self.backbone(pixel_values=clip).logits
 
-    def _forward_uniform(self, pixel_values, labels, budget):
-        batch, steps = pixel_values.shape[:2]
-        indices = uniform_indices(steps, budget, pixel_values.device).expand(batch, budget)
+    def _forward_uniform(self, source, labels, budget):
+        batch, steps = source.num_videos, source.num_frames
+        indices = uniform_indices(steps, budget, self.device).expand(batch, budget)
         if self.uses_hf_video:
-            logits = self._classify_clip(pixel_values, indices)
+            logits = self._classify_clip(source, indices)
         else:
-            features = self.frame_features(self._gather(pixel_values, indices)).view(batch, budget, -1)
+            features = self.frame_features(self._gather(source, indices)).view(batch, budget, -1)
             logits = self.classify(self._aggregate(features))
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         frames_used = torch.full((batch,), budget, dtype=torch.long, device=logits.device)
-        flops = self._costs_tensor(pixel_values, frames_used, 0, 1, 0)
+        flops = self._costs_tensor(source, frames_used, 0, 1, 0)
         return FrameSamplingVideoClassifierOutput(loss, logits, frames_used, indices.contiguous(), None, flops)
 
-    def _forward_saliency(self, pixel_values, labels, budget):
+    def _forward_saliency(self, source, labels, budget):
         config = self.config
-        batch, steps = pixel_values.shape[:2]
-        scores, glance_logits = self._glance(pixel_values)
+        batch, steps = source.num_videos, source.num_frames
+        scores, glance_logits = self._glance(source)
+        if glance_logits.size(1) < budget:
+            raise ValueError(
+                f"The glance pass scored {glance_logits.size(1)} frames per video, fewer than `frame_budget` "
+                f"({budget}): lower the frame budget or glance at more frames (a smaller glance stride)."
+            )
         weights = None
         if self.training:
             keys = scores + gumbel_like(scores)  # a Gumbel top-k draw explores other frame sets while training
@@ -565,9 +617,9 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
             # Straight-through: the forward value stays 1 (the hard choice), the gradient is the relaxation's.
             weights = 1.0 + soft - soft.detach()
         if self.uses_hf_video:
-            logits = self._classify_clip(pixel_values, indices, weights)
+            logits = self._classify_clip(source, indices, weights)
         else:
-            features = self.frame_features(self._gather(pixel_values, indices)).view(batch, budget, -1)
+            features = self.frame_features(self._gather(source, indices)).view(batch, budget, -1)
             logits = self.classify(self._aggregate(features, weights))
         loss = None
         if labels is not None:
@@ -579,14 +631,15 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
                     glance_loss = F.cross_entropy(glance_logits.flatten(0, 1), frame_labels)
                     loss = loss + config.glance_loss_weight * glance_loss
                 if config.glance_usefulness_weight > 0:
-                    loss = loss + config.glance_usefulness_weight * self._usefulness_loss(pixel_values, scores, labels)
+                    usefulness = self._usefulness_loss(source.pixel_values, scores, labels)
+                    loss = loss + config.glance_usefulness_weight * usefulness
                 if config.sampler_training == "reinforce":
                     reward = -per_video.detach()
                     advantage = reward - reward.mean()
                     log_prob = plackett_luce_log_prob(scores, ordered)
                     loss = loss - config.policy_loss_weight * (advantage * log_prob).mean()
         frames_used = torch.full((batch,), budget, dtype=torch.long, device=logits.device)
-        flops = self._costs_tensor(pixel_values, frames_used, steps, 1, 0)
+        flops = self._costs_tensor(source, frames_used, glance_logits.size(1), 1, 0)
         return FrameSamplingVideoClassifierOutput(loss, logits, frames_used, indices, scores.detach(), flops)
 
     def _usefulness_loss(self, pixel_values, scores, labels, frame_logits=None) -> torch.Tensor:
@@ -603,15 +656,16 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         )
         return F.binary_cross_entropy_with_logits(scores, target.squeeze(-1).to(scores.dtype))
 
-    def _frame_order(self, pixel_values) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """``(batch, T)`` processing order for ``early_stop``, and the glance scores/logits when they ran."""
-        batch, steps = pixel_values.shape[:2]
+    def _frame_order(self, source) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``(batch, T)`` processing order for ``early_stop``, and the glance scores/logits when they ran (frames
+        the glance did not see score ``-inf``: they come last, in temporal order)."""
+        batch, steps = source.num_videos, source.num_frames
         order = self.config.frame_order
         if order == "glance":
-            scores, glance_logits = self._glance(pixel_values)
+            scores, glance_logits = self._glance(source)
             return scores.detach().argsort(dim=1, descending=True, stable=True), scores, glance_logits
         base = coverage_order(steps) if order == "coverage" else torch.arange(steps)
-        return base.to(pixel_values.device).expand(batch, steps), None, None
+        return base.to(self.device).expand(batch, steps), None, None
 
     @staticmethod
     def _chunk_ends(budget: int, frames_per_step: int) -> list[int]:
@@ -621,9 +675,10 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
     def _train_early_stop(self, pixel_values, labels, budget):
         config = self.config
         batch, steps = pixel_values.shape[:2]
-        order, scores, glance_logits = self._frame_order(pixel_values)
+        source = TensorFrameSource(pixel_values)
+        order, scores, glance_logits = self._frame_order(source)
         indices = order[:, :budget]
-        features = self.frame_features(self._gather(pixel_values, indices)).view(batch, budget, -1)
+        features = self.frame_features(self._gather(source, indices)).view(batch, budget, -1)
         # Every prefix that inference can stop after (one per chunk of frames_per_step frames) is classified: the
         # classifier must be right early, and the gate learns when it is.
         ends = torch.tensor(self._chunk_ends(budget, config.frames_per_step), device=features.device)
@@ -661,15 +716,15 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
                     usefulness = self._usefulness_loss(pixel_values, chosen_scores, labels, frame_logits=single)
                     loss = loss + config.glance_usefulness_weight * usefulness
         frames_used = torch.full((batch,), budget, dtype=torch.long, device=logits.device)
-        flops = self._costs_tensor(pixel_values, frames_used, steps if scores is not None else 0, num_steps, num_steps)
+        flops = self._costs_tensor(source, frames_used, steps if scores is not None else 0, num_steps, num_steps)
         scores = scores.detach() if scores is not None else None
         return FrameSamplingVideoClassifierOutput(loss, logits, frames_used, indices.contiguous(), scores, flops)
 
-    def _eval_early_stop(self, pixel_values, labels, budget):
+    def _eval_early_stop(self, source, labels, budget):
         config = self.config
-        batch, steps = pixel_values.shape[:2]
-        device = pixel_values.device
-        order, scores, _ = self._frame_order(pixel_values)
+        batch = source.num_videos
+        device = self.device
+        order, scores, glance_logits = self._frame_order(source)
         order = order[:, :budget]
         buffer = None
         logits_out = None
@@ -683,7 +738,7 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
             frame_index = order.index_select(0, active)[:, start:end]
             # Only the videos still running are gathered: finished ones never reach the backbone again. A chunk of
             # frames_per_step frames per video goes to the backbone in one call.
-            frames = pixel_values[active[:, None], frame_index].flatten(0, 1)
+            frames = source.frames(active, frame_index).to(device)
             features = self.frame_features(frames).view(active.numel(), end - start, -1)
             if buffer is None:
                 buffer = features.new_zeros(batch, budget, features.size(-1))
@@ -708,9 +763,8 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
                 if active.numel() == 0:
                     break
         loss = F.cross_entropy(logits_out, labels) if labels is not None else None
-        flops = self._costs_tensor(
-            pixel_values, frames_used, steps if scores is not None else 0, classifier_evals, gate_evals
-        )
+        glanced = glance_logits.size(1) if glance_logits is not None else 0
+        flops = self._costs_tensor(source, frames_used, glanced, classifier_evals, gate_evals)
         scores = scores.detach() if scores is not None else None
         return FrameSamplingVideoClassifierOutput(loss, logits_out, frames_used, chosen, scores, flops)
 
