@@ -224,6 +224,19 @@ def test_lowres_glance_decodes_smaller_frames(folders):
     assert out.frames_used.tolist() == [2] * NUM_VIDEOS
 
 
+@pytest.mark.parametrize("codec", list(CODECS))
+def test_gray_frames_equal_ffmpegs_conversion(folders, codec):
+    path = load_video_folder(folders[codec])["video"][0]
+    with av.open(path) as container:
+        expected = [frame.to_ndarray(format="gray") for frame in container.decode(video=0)]
+    index = probe_video(path)
+    decoded = FrameDecoder(index).decode(range(index.num_frames))
+    for number, image in enumerate(expected):
+        assert np.array_equal(decoded[number], image), number
+    rgb = FrameDecoder(index, color="rgb").decode([3])[3]
+    assert rgb.shape == (SIZE, SIZE, 3) and rgb.dtype == np.uint8
+
+
 def test_slots_of_longer_and_padded_clips():
     assert slot_frames(8, 8).tolist() == list(range(8))
     assert slot_frames(16, 4).tolist() == [2, 6, 10, 14]

@@ -147,6 +147,30 @@ def probe_video(path: str | Path) -> VideoIndex:
         container.close()
 
 
+_FULL_RANGE_PLANAR = ("yuvj420p", "yuvj422p", "yuvj444p", "gray")
+_LIMITED_RANGE_PLANAR = ("yuv420p", "yuv422p", "yuv444p", "nv12")
+# Limited-range luma (16..235) to full range, rounded: what FFmpeg's converter to "gray" computes.
+_LIMITED_TO_FULL = np.clip(np.round((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)
+
+
+def frame_to_gray(frame) -> np.ndarray:
+    """A decoded frame as ``(H, W)`` uint8 gray, equal to ``frame.to_ndarray(format="gray")``.
+
+    For 8-bit planar YUV the luma plane is the gray image (range-expanded when limited): reading it directly skips
+    a colour conversion that costs as much as decoding a small frame.
+
+    Args:
+        frame: An ``av.VideoFrame``.
+    """
+    name = frame.format.name
+    full = name in _FULL_RANGE_PLANAR or (name in _LIMITED_RANGE_PLANAR and frame.color_range == 2)
+    if not full and name not in _LIMITED_RANGE_PLANAR:
+        return frame.to_ndarray(format="gray")
+    plane = frame.planes[0]
+    luma = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+    return luma.copy() if full else _LIMITED_TO_FULL[luma]
+
+
 class FrameDecoder:
     """Decodes chosen frames of one file, seeking to key frames, and counts the frames it decoded.
 
@@ -171,7 +195,7 @@ class FrameDecoder:
         if lowres not in LOWRES_FACTORS:
             raise ValueError(f"`lowres` must be one of {LOWRES_FACTORS}; got {lowres!r}.")
         self.index = index
-        self.format = "gray" if color == "gray" else "rgb24"
+        self.color = color
         self.keyframes_only = keyframes_only
         self.lowres = lowres
         self.threads = threads
@@ -214,7 +238,7 @@ class FrameDecoder:
         wanted = sorted({int(f) for f in frames})
         if wanted and not 0 <= wanted[0] <= wanted[-1] < self.index.num_frames:
             raise ValueError(f"{self.index.path}: frame numbers must be in 0..{self.index.num_frames - 1}.")
-        out = {target: self._held[target].to_ndarray(format=self.format) for target in wanted if target in self._held}
+        out = {target: self._convert(self._held[target]) for target in wanted if target in self._held}
         try:
             for target in (t for t in wanted if t not in out):
                 if self.keyframes_only and not self.index.keyframe[target]:
@@ -235,12 +259,15 @@ class FrameDecoder:
                     self._position = position
                     self._held[position] = frame
                     if position == target:
-                        out[target] = frame.to_ndarray(format=self.format)
+                        out[target] = self._convert(frame)
                 if target not in out:
                     raise VideoDecodingError(self.index.path, f"frame {target} could not be decoded.")
         except av.error.FFmpegError as error:
             raise VideoDecodingError(self.index.path, f"is corrupt: decoding failed ({error}).") from error
         return out
+
+    def _convert(self, frame) -> np.ndarray:
+        return frame_to_gray(frame) if self.color == "gray" else frame.to_ndarray(format="rgb24")
 
     def close(self) -> None:
         """Closes the file and drops the decoded frames (a later :meth:`decode` reopens it)."""
