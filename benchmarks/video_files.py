@@ -136,9 +136,10 @@ def print_row(row: dict, batch_sizes) -> None:
         f"{row[f'batch{b}']['full_decode_share']:.0%})" + (" NOISY" if row[f"batch{b}"]["noisy"] else "")
         for b in batch_sizes
     )
+    drop = -row["accuracy_drop_points"]
+    frames = f"frames {row['frames_used']:5.2f} decoded {row['frames_decoded']:5.2f}"
     print(
-        f"{row['sampler']:<10} {json.dumps(knobs):<26} acc {row['accuracy']:.3f} "
-        f"({-row['accuracy_drop_points']:+.1f} pt) frames {row['frames_used']:5.2f} decoded {row['frames_decoded']:5.2f} (glance "
-        f"{row['glance_frames_decoded']:.2f})  {timings}",
+        f"{row['sampler']:<10} {json.dumps(knobs):<26} acc {row['accuracy']:.3f} ({drop:+.1f} pt) {frames} "
+        f"(glance {row['glance_frames_decoded']:.2f})  {timings}",
         flush=True,
     )
