@@ -52,7 +52,7 @@ from .samplers import (
     stop_gate_flops,
     uniform_indices,
 )
-from .sources import FrameSource, TensorFrameSource
+from .sources import FrameSource, TensorFrameSource, resolve_frame_source
 
 try:  # transformers v5: init functions that respect the "already loaded" flags of from_pretrained
     from transformers import initialization as init
@@ -175,30 +175,6 @@ def _glance_costs(glance: GlanceNetwork, shape: tuple[int, int, int]) -> int:
         count -= _flop_count(meta, lambda m, x: m.features(x), low)  # features ran twice above
         cached[shape] = count + shape[0] * shape[1] * shape[2]
     return cached[shape]
-
-
-def _check_video(pixel_values: Any, num_frames: int) -> tuple[int, int]:
-    if not isinstance(pixel_values, torch.Tensor):
-        raise TypeError(f"`pixel_values` must be a torch.Tensor of video frames; got {type(pixel_values).__name__}.")
-    if not pixel_values.dtype.is_floating_point:
-        raise TypeError(
-            f"`pixel_values` must be a floating-point tensor of normalized frames; got {pixel_values.dtype}. Convert "
-            "uint8 frames with adaptive_hf.video.data.VideoCollator (or `.float() / 255` and normalize)."
-        )
-    if pixel_values.dim() != 5:
-        raise ValueError(
-            "`pixel_values` must have shape (batch, num_frames, channels, height, width); got shape "
-            f"{tuple(pixel_values.shape)}."
-            + (" Add a batch dimension with `.unsqueeze(0)`." if pixel_values.dim() == 4 else "")
-        )
-    if pixel_values.size(0) == 0:
-        raise ValueError("Empty batch: `pixel_values` has 0 videos; pass at least one.")
-    if pixel_values.size(1) != num_frames:
-        raise ValueError(
-            f"`pixel_values` has {pixel_values.size(1)} frames per video (dim 1) but `num_frames` is {num_frames}; "
-            "sample or pad clips to num_frames, or build the model with that many frames."
-        )
-    return pixel_values.size(0), pixel_values.size(1)
 
 
 class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
@@ -524,37 +500,7 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
 
     def _frame_source(self, pixel_values, frame_source) -> FrameSource:
         """The checked source of this forward: ``frame_source``, or the ``pixel_values`` tensor as one."""
-        config = self.config
-        if frame_source is None:
-            _check_video(pixel_values, config.num_frames)
-            source = TensorFrameSource(pixel_values)
-        elif pixel_values is not None:
-            raise ValueError("Pass either `pixel_values` or `frame_source`, not both.")
-        elif not isinstance(frame_source, FrameSource):
-            raise TypeError(
-                f"`frame_source` must be an adaptive_hf.video.sources.FrameSource; got {type(frame_source).__name__}."
-            )
-        elif self.training and not isinstance(frame_source, TensorFrameSource):
-            raise ValueError(
-                "`frame_source` decodes frames lazily, for inference: call model.eval(), or train on `pixel_values`."
-            )
-        else:
-            source = frame_source
-            if source.num_videos == 0:
-                raise ValueError("Empty batch: `frame_source` has 0 videos; pass at least one.")
-            if source.num_frames != config.num_frames:
-                raise ValueError(
-                    f"`frame_source` has {source.num_frames} frames per video but `num_frames` is "
-                    f"{config.num_frames}; build the source with num_frames={config.num_frames}."
-                )
-        if source.frame_shape[0] != self.in_chans:
-            raise ValueError(
-                f"`pixel_values` must have {self.in_chans} channels (dim 2) for {config.architecture}; got "
-                f"{source.frame_shape[0]}."
-            )
-        if self.training and source.glance_stride != 1:
-            raise ValueError("Training glances at every frame: use `glance_stride=1` (or `pixel_values`).")
-        return source
+        return resolve_frame_source(pixel_values, frame_source, self.config.num_frames, self.in_chans, self.training)
 
     def _costs_tensor(self, source, frames_used, glance_frames, classifier_evals, gate_evals) -> torch.Tensor:
         costs = self.frame_costs(source.frame_shape)

@@ -15,6 +15,8 @@ This module imports torch only: it travels with a saved model's code bundle.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
@@ -106,3 +108,68 @@ class TensorFrameSource(FrameSource):
 
     def frames(self, rows: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return self.pixel_values[rows[:, None], indices].flatten(0, 1)
+
+
+def check_video_tensor(pixel_values: Any, num_frames: int) -> tuple[int, int]:
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(f"`pixel_values` must be a torch.Tensor of video frames; got {type(pixel_values).__name__}.")
+    if not pixel_values.dtype.is_floating_point:
+        raise TypeError(
+            f"`pixel_values` must be a floating-point tensor of normalized frames; got {pixel_values.dtype}. Convert "
+            "uint8 frames with adaptive_hf.video.data.VideoCollator (or `.float() / 255` and normalize)."
+        )
+    if pixel_values.dim() != 5:
+        raise ValueError(
+            "`pixel_values` must have shape (batch, num_frames, channels, height, width); got shape "
+            f"{tuple(pixel_values.shape)}."
+            + (" Add a batch dimension with `.unsqueeze(0)`." if pixel_values.dim() == 4 else "")
+        )
+    if pixel_values.size(0) == 0:
+        raise ValueError("Empty batch: `pixel_values` has 0 videos; pass at least one.")
+    if pixel_values.size(1) != num_frames:
+        raise ValueError(
+            f"`pixel_values` has {pixel_values.size(1)} frames per video (dim 1) but `num_frames` is {num_frames}; "
+            "sample or pad clips to num_frames, or build the model with that many frames."
+        )
+    return pixel_values.size(0), pixel_values.size(1)
+
+
+def resolve_frame_source(
+    pixel_values: Any, frame_source: Any, num_frames: int, in_chans: int, training: bool
+) -> FrameSource:
+    """The checked frame source of one forward: ``frame_source``, or the ``pixel_values`` tensor as one.
+
+    Args:
+        pixel_values: ``(batch, T, C, H, W)`` float frames, or ``None`` with a ``frame_source``.
+        frame_source: A :class:`FrameSource`, or ``None``.
+        num_frames: The model's frames per clip.
+        in_chans: The model's input channels.
+        training: Whether the model trains (lazy sources are for inference).
+    """
+    if frame_source is None:
+        check_video_tensor(pixel_values, num_frames)
+        source = TensorFrameSource(pixel_values)
+    elif pixel_values is not None:
+        raise ValueError("Pass either `pixel_values` or `frame_source`, not both.")
+    elif not isinstance(frame_source, FrameSource):
+        raise TypeError(
+            f"`frame_source` must be an adaptive_hf.video.sources.FrameSource; got {type(frame_source).__name__}."
+        )
+    elif training and not isinstance(frame_source, TensorFrameSource):
+        raise ValueError(
+            "`frame_source` decodes frames lazily, for inference: call model.eval(), or train on `pixel_values`."
+        )
+    else:
+        source = frame_source
+        if source.num_videos == 0:
+            raise ValueError("Empty batch: `frame_source` has 0 videos; pass at least one.")
+        if source.num_frames != num_frames:
+            raise ValueError(
+                f"`frame_source` has {source.num_frames} frames per video but `num_frames` is {num_frames}; build "
+                f"the source with num_frames={num_frames}."
+            )
+    if source.frame_shape[0] != in_chans:
+        raise ValueError(f"`pixel_values` must have {in_chans} channels (dim 2); got {source.frame_shape[0]}.")
+    if training and source.glance_stride != 1:
+        raise ValueError("Training glances at every frame: use `glance_stride=1` (or `pixel_values`).")
+    return source
