@@ -377,3 +377,35 @@ def test_frame_source_misuse_is_clear(folders):
             VideoFileCollator(NUM_FRAMES, **bad)
     with pytest.raises(ValueError, match="glance_keyframes"):
         VideoFileCollator(NUM_FRAMES, glance_keyframes=True, glance_stride=2)
+
+
+# ------------------------------------------------------------------------------------------------ command line
+def test_cli_evaluate_and_bench_on_a_video_folder(folders, tmp_path, capsys):
+    import json
+
+    from adaptive_hf.cli import main
+    from adaptive_hf.video.evaluation import save_video_collator
+
+    model = build("saliency", frame_budget=2)
+    model.save_pretrained(tmp_path / "model")
+    save_video_collator(VideoCollator(num_channels=1), tmp_path / "model", image_size=SIZE)
+    folder = str(folders["mjpeg"])
+    argv = ["evaluate", str(tmp_path / "model"), "--dataset", folder, "--json", str(tmp_path / "e.json")]
+    assert main(argv) == 0
+    rows = json.loads((tmp_path / "e.json").read_text())["rows"]
+    dataset = load_video_folder(folder)
+    pixels = VideoCollator().frames_to_pixel_values(decode_everything(dataset["video"]))
+    labels = torch.as_tensor([int(dataset.features["label"].names[i]) for i in dataset["label"]])
+    with torch.no_grad():
+        expected = (model(pixel_values=pixels).logits.argmax(-1) == labels).float().mean().item()
+    saved = rows[0]
+    assert saved["setting"].startswith("saved: saliency") and saved["accuracy"] == pytest.approx(expected)
+    assert saved["frames_used"] == 2 and saved["frames_decoded"] == NUM_FRAMES
+    uniform_two = next(r for r in rows if r["sampler"] == "uniform" and r["frame_budget"] == 2)
+    assert uniform_two["frames_decoded"] == 2  # uniform decodes only its frames
+    assert "frames decoded / video" in capsys.readouterr().out
+    argv = ["bench", str(tmp_path / "model"), "--dataset", folder, "--batch-sizes", "2", "--repeats", "1"]
+    assert main(argv + ["--threads", "1", "--json", str(tmp_path / "b.json")]) == 0
+    result = json.loads((tmp_path / "b.json").read_text())["results"][0]
+    assert result["batch_size"] == 2 and result["frames_decoded"] == NUM_FRAMES
+    assert result["full_frames_decoded"] == NUM_FRAMES and result["realized_speedup"] > 0
