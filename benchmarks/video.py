@@ -31,6 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 import adaptive_hf  # noqa: E402,F401
+from adaptive_hf.core.io import write_json  # noqa: E402
 from adaptive_hf.video.data import VideoCollator, load_moving_fashion_mnist  # noqa: E402
 from adaptive_hf.video.evaluation import (  # noqa: E402
     evaluate_video_classifier,
@@ -99,8 +100,7 @@ def main(argv=None):
         models = {"uniform": reference, "saliency": saliency, "early_stop": early}
         result = {"trained_models": trained, "architecture": config.architecture, **run_files(args, models, transform)}
         if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(result, indent=2))
+            write_json(args.json, result)
         return result
     test = load_moving_fashion_mnist(
         "test", args.num_test, num_frames=config.num_frames, image_size=image_size, seed=args.seed
@@ -163,8 +163,7 @@ def main(argv=None):
         "rows": rows,
     }
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     return result
 
 

@@ -17,7 +17,6 @@ wall-clock at batch 1 and 32 (interleaved, medians, ``--threads`` fixed); save e
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -37,6 +36,7 @@ from transformers import (  # noqa: E402
 )
 
 import adaptive_hf  # noqa: E402
+from adaptive_hf.core.io import write_json  # noqa: E402
 from adaptive_hf.data import load_text_classification, packaged_minilm_path  # noqa: E402
 from adaptive_hf.readers.evaluation import (  # noqa: E402
     RUNTIME_KNOBS,
@@ -323,7 +323,7 @@ def main(argv=None):
         "command": "python recipes/readers_text.py " + " ".join(os.sys.argv[1:]),
     }
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    (Path(args.output_dir) / "results.json").write_text(json.dumps(summary, indent=2))
+    write_json(Path(args.output_dir) / "results.json", summary)
     print(table(results))
 
 

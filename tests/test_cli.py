@@ -418,3 +418,88 @@ def test_image_errors_are_clear(image_models, capsys, extra, match):
     argv = ["evaluate", str(image_models["timm_vit"]), *extra, "--max-samples", "8", "--no-progress"]
     assert main(argv) == 2
     assert match in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ registry dispatch
+def test_commands_run_the_hook_the_technique_registered(workspace, monkeypatch, capsys):
+    """The CLI finds the technique by the saved config and runs its spec's hook; a missing hook is refused."""
+    import dataclasses
+
+    from adaptive_hf.core.technique import TECHNIQUES
+
+    seen = {}
+
+    def fake_evaluate(args, prepare):
+        data = prepare(True)
+        seen.update(model_dir=args.model_dir, model=type(data.model).__name__, samples=data.num_samples)
+        seen["labels"] = data.labels.tolist()
+        return 0
+
+    spec = TECHNIQUES["early_exit"]
+    hooks = {name: hook for name, hook in spec.cli.items() if name != "bench"}
+    monkeypatch.setitem(TECHNIQUES, "early_exit", dataclasses.replace(spec, cli={**hooks, "evaluate": fake_evaluate}))
+    data = ["--dataset", str(workspace / "data.jsonl"), "--text-column", "sentence", "--no-progress"]
+    assert main(["evaluate", str(workspace / "model"), *data]) == 0
+    expected = [json.loads(line)["label"] for line in (workspace / "data.jsonl").read_text().splitlines()]
+    assert seen == {
+        "model_dir": str(workspace / "model"),
+        "model": "EarlyExitBertForSequenceClassification",
+        "samples": 40,
+        "labels": expected,
+    }
+    assert main(["bench", str(workspace / "model"), *data]) == 2
+    err = capsys.readouterr().err
+    assert "bench is not available for early_exit models" in err and "'halting'" in err
+
+
+def test_a_plain_model_is_refused_by_name(tmp_path, capsys):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=99, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    BertForSequenceClassification(config).save_pretrained(tmp_path)
+    assert main(["card", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "model_type='bert'" in err and "not an adaptive classifier" in err and "early_exit" in err
+
+
+def test_python_dash_m_runs_the_cli(workspace):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-m", "adaptive_hf.cli", "card", str(workspace / "model")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "## Exit policy" in result.stdout
+
+
+def test_nothing_in_the_package_imports_the_cli():
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "adaptive_hf"
+    offenders = []
+    for path in package.rglob("*.py"):
+        if path.parent.name == "cli" and path.parent.parent == package:
+            continue
+        depth = len(path.relative_to(package).parts) - 1  # how many dots reach the package root
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                absolute = module
+                if node.level:
+                    absolute = ".".join(filter(None, ["adaptive_hf", module])) if node.level == depth + 1 else ""
+                names = [alias.name for alias in node.names]
+                if absolute.startswith("adaptive_hf.cli") or (absolute == "adaptive_hf" and "cli" in names):
+                    offenders.append(str(path.relative_to(package)))
+            elif isinstance(node, ast.Import) and any(a.name.startswith("adaptive_hf.cli") for a in node.names):
+                offenders.append(str(path.relative_to(package)))
+    assert offenders == []

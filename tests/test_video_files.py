@@ -405,7 +405,12 @@ def test_cli_evaluate_and_bench_on_a_video_folder(folders, tmp_path, capsys):
     assert uniform_two["frames_decoded"] == 2  # uniform decodes only its frames
     assert "frames decoded / video" in capsys.readouterr().out
     argv = ["bench", str(tmp_path / "model"), "--dataset", folder, "--batch-sizes", "2", "--repeats", "1"]
-    assert main(argv + ["--threads", "1", "--json", str(tmp_path / "b.json")]) == 0
+    argv += ["--glance-stride", "2", "--threads", "1", "--json", str(tmp_path / "b.json")]
+    assert main(argv) == 0
     result = json.loads((tmp_path / "b.json").read_text())["results"][0]
-    assert result["batch_size"] == 2 and result["frames_decoded"] == NUM_FRAMES
+    # Every other frame glanced, and the 2 frames chosen among those: 4 frames decoded (MJPEG) against all 8.
+    assert result["batch_size"] == 2 and result["frames_decoded"] == NUM_FRAMES // 2
     assert result["full_frames_decoded"] == NUM_FRAMES and result["realized_speedup"] > 0
+    assert "decode share" in capsys.readouterr().out
+    assert main(argv[:-2] + ["--glance-stride", "0"]) == 2
+    assert "--glance-stride must be >= 1" in capsys.readouterr().err

@@ -10,6 +10,8 @@ technique with ``hasattr``:
 * ``full_compute``: the config values that run the model at full compute (:func:`full_compute`).
 * ``structural_fields`` / ``training_fields``: fields fixed at construction, and fields read by the training loss.
 * ``cost``: the per-sample compute an output records, as ``(spent, full)``.
+* ``cli``: the ``adaptive-hf`` commands the technique serves, each a hook in the technique's own modules
+  (:data:`CommandHook`); the CLI dispatches to them by the saved config's ``model_type``.
 
 ``core`` imports no technique: the specs arrive here by registration.
 """
@@ -61,6 +63,14 @@ class Knob:
 
 CostFunction = Callable[[Any, Any, Mapping[str, Any]], tuple[torch.Tensor, torch.Tensor]]
 
+# ``hook(args, prepare) -> exit status``: ``args`` is the command's parsed ``argparse.Namespace`` (``model_dir``,
+# ``dataset``, ``json``, ...); ``prepare(require_labels)`` loads the model and its text or image data the CLI's way
+# and returns an object with ``model``, ``labels``, ``num_samples``, ``batches(batch_size, limit=None)``,
+# ``make_batches``, ``tokenizer``, ``dataset``, ``preprocessing`` and ``is_image``. A hook that loads its own data
+# (video clips) ignores ``prepare``. Hooks raise ``ValueError``/``TypeError`` for user errors; the CLI prints them
+# without a traceback. Passing ``prepare`` in keeps the techniques free of any import of the CLI.
+CommandHook = Callable[[Any, Callable[[bool], Any]], int]
+
 
 @dataclass(frozen=True)
 class TechniqueSpec:
@@ -79,6 +89,8 @@ class TechniqueSpec:
         cost: ``cost(model, outputs, batch) -> (spent, full)``: per-sample FLOPs spent and at full compute, both
             ``(batch,)`` tensors.
         description: One line for reports and the CLI.
+        cli: ``adaptive-hf`` command name (``"calibrate"``, ``"evaluate"``, ``"bench"``, ...) -> its
+            :data:`CommandHook` for this technique. A command missing here is refused for the technique's models.
     """
 
     name: str
@@ -89,6 +101,7 @@ class TechniqueSpec:
     training_fields: tuple[str, ...] = ()
     cost: CostFunction | None = None
     description: str = ""
+    cli: Mapping[str, CommandHook] = field(default_factory=dict)
 
     def matches(self, config: Any) -> bool:
         """Whether ``config`` belongs to this technique (by its ``model_type``)."""
@@ -100,6 +113,10 @@ class TechniqueSpec:
     def full_compute_settings(self, config: Any) -> dict[str, Any]:
         """The config values that run a model with this config at full compute."""
         return dict(self.full_compute(config) if callable(self.full_compute) else self.full_compute)
+
+    def command(self, name: str) -> CommandHook | None:
+        """The technique's hook for the ``adaptive-hf`` command ``name``, or ``None`` when it has none."""
+        return self.cli.get(name)
 
     def knobs_for(self, config: Any) -> list[Knob]:
         """The knobs that exist for a model with this config."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.technique import Knob, TechniqueSpec, register_technique
+from .commands import cli_bench, cli_calibrate, cli_evaluate
 
 # Thresholds from most to least compute: a confidence/margin head exits at >= t, so t = 1 exits least; an entropy
 # head exits at <= t, so t = 0 exits least.
@@ -32,5 +33,6 @@ SPEC = register_technique(
         structural_fields=("exit_layers", "exit_pooling", "exit_head", "exit_granularity", "architecture"),
         training_fields=("exit_training", "exit_loss_weights", "exit_training_stage", "distill_temperature"),
         description="early exits: classifier heads after chosen layers; a sample stops at the first confident one",
+        cli={"calibrate": cli_calibrate, "evaluate": cli_evaluate, "bench": cli_bench},
     )
 )

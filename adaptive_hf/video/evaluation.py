@@ -18,9 +18,11 @@ from typing import Any
 
 import torch
 
+from ..core.io import write_json
+from ..core.reports import save_json_report
 from ..core.timing import time_interleaved
 from ..plotting import speedup_figure
-from .file_commands import bench_files, evaluate_files, is_video_files_dataset, write_json
+from .file_commands import bench_files, evaluate_files, is_video_files_dataset
 
 
 def evaluate_video_classifier(model, pixel_values: torch.Tensor, labels: torch.Tensor, batch_size: int = 16) -> dict:
@@ -137,7 +139,7 @@ def save_video_collator(collator, model_dir: str | Path, **clip_settings: Any) -
         "std": collator.std.flatten().tolist(),
         "moving_fashion_mnist": clip_settings,
     }
-    Path(model_dir, COLLATOR_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+    write_json(Path(model_dir, COLLATOR_FILE), payload)
 
 
 def load_video_collator(model, model_dir: str | Path):
@@ -235,9 +237,14 @@ def _settings_to_sweep(model) -> list[tuple[str, dict[str, Any]]]:
     return cases
 
 
-def cli_evaluate(args) -> int:
+def cli_evaluate(args, prepare=None) -> int:
     """``adaptive-hf evaluate`` on a video model: accuracy, frames per video and theoretical speedup for uniform
-    sampling at several frame counts, the model's saved setting and a sweep of its sampler's knob."""
+    sampling at several frame counts, the model's saved setting and a sweep of its sampler's knob.
+
+    Args:
+        args: The command's arguments (``model_dir``, ``dataset``, ``split``, ``max_samples``, ``json``, ``plot``).
+        prepare: The CLI's text/image loader, unused: video clips are loaded here (:func:`load_video_clips`).
+    """
     from .modeling import FrameSamplingVideoClassifier
 
     model = FrameSamplingVideoClassifier.from_pretrained(args.model_dir).eval()
@@ -279,16 +286,21 @@ def cli_evaluate(args) -> int:
         "num_samples": len(labels),
         "rows": rows,
     }
-    write_json(getattr(args, "json", None), payload)
+    save_json_report(getattr(args, "json", None), payload)
     if getattr(args, "plot", None):
         _plot(rows, args.plot, f"{model.config.sampler} sampler on {args.dataset}")
         print(f"Wrote {args.plot}")
     return 0
 
 
-def cli_bench(args) -> int:
+def cli_bench(args, prepare=None) -> int:
     """``adaptive-hf bench`` on a video model: its saved setting against the full-compute reference, interleaved,
-    at each ``--batch-sizes`` value (``--threshold`` overrides an early stop's ``exit_threshold``)."""
+    at each ``--batch-sizes`` value (``--threshold`` overrides an early stop's ``exit_threshold``).
+
+    Args:
+        args: The command's arguments (``model_dir``, ``dataset``, ``batch_sizes``, ``repeats``, ``threads``, ...).
+        prepare: The CLI's text/image loader, unused: video clips are loaded here (:func:`load_video_clips`).
+    """
     from .modeling import FrameSamplingVideoClassifier
 
     model = FrameSamplingVideoClassifier.from_pretrained(args.model_dir).eval()
@@ -321,7 +333,7 @@ def cli_bench(args) -> int:
             f"{r['full_videos_per_second']:.1f} | {'yes' if r['noisy'] else 'no'} |"
         )
     print("\n".join(lines))
-    write_json(
+    save_json_report(
         getattr(args, "json", None),
         {"model": str(args.model_dir), "dataset": args.dataset, "technique": "video", "results": results},
     )

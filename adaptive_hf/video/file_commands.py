@@ -7,12 +7,11 @@ decodes only what its sampler needs, and the tables report frames decoded and th
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from ..core.reports import save_json_report
 from .data import VideoCollator
 from .decoding import VIDEO_EXTENSIONS
 from .file_evaluation import decode_all_reference, evaluate_video_files, time_video_files, with_model_labels
@@ -71,14 +70,6 @@ def _dataset(args):
     return dataset.select(range(min(count, len(dataset)))) if count else dataset
 
 
-def write_json(path: str | None, payload: dict[str, Any]) -> None:
-    """Writes ``payload`` as JSON to ``path`` (nothing when ``path`` is empty) and says so."""
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
-        print(f"Wrote {path}")
-
-
 def evaluate_files(args, model, transform: VideoCollator, cases: list[tuple[str, dict]]) -> dict:
     """``evaluate`` on video files: one row per ``(sampler, knobs)`` case, the model's saved setting first.
 
@@ -126,7 +117,7 @@ def evaluate_files(args, model, transform: VideoCollator, cases: list[tuple[str,
         "num_samples": len(dataset),
         "rows": rows,
     }
-    write_json(getattr(args, "json", None), payload)
+    save_json_report(getattr(args, "json", None), payload)
     return payload
 
 
@@ -176,5 +167,5 @@ def bench_files(args, model, transform: VideoCollator) -> dict:
         "video_files": True,
         "results": results,
     }
-    write_json(getattr(args, "json", None), payload)
+    save_json_report(getattr(args, "json", None), payload)
     return payload
