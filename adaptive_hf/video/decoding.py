@@ -94,11 +94,28 @@ def _open(path: str):
     return container
 
 
-def probe_video(path: str | Path) -> VideoIndex:
+# Files probed and still open, for the decoder that reads them next (opening a file costs as much as decoding a few
+# small frames). Bounded: the oldest is closed when a probe would exceed it.
+_OPENED: dict = {}
+_MAX_OPENED = 256
+
+
+def _hand_over(path: str, container) -> None:
+    previous = _OPENED.pop(path, None)
+    if previous is not None:
+        previous.close()
+    while len(_OPENED) >= _MAX_OPENED:
+        _OPENED.pop(next(iter(_OPENED))).close()
+    _OPENED[path] = container
+
+
+def probe_video(path: str | Path, keep_open: bool = False) -> VideoIndex:
     """Reads the frame table of the first video stream of ``path`` without decoding any frame.
 
     Args:
         path: A video file.
+        keep_open: Leave the file open for the next :class:`FrameDecoder` of it in this process (at most 256 files
+            are kept; the collator does this so each file is opened once).
 
     Raises:
         FileNotFoundError: The file does not exist.
@@ -142,9 +159,15 @@ def probe_video(path: str | Path) -> VideoIndex:
         # A key packet decodes on its own; with B-frames it may not be the first in pts order of its group.
         keyframe[np.searchsorted(pts, np.asarray(stamps)[np.asarray(keys, dtype=bool)])] = True
         keyframe[0] = True
-        return VideoIndex(path, pts, keyframe, name, int(stream.width), int(stream.height))
-    finally:
+        index = VideoIndex(path, pts, keyframe, name, int(stream.width), int(stream.height))
+    except BaseException:
         container.close()
+        raise
+    if keep_open:
+        _hand_over(path, container)
+    else:
+        container.close()
+    return index
 
 
 _FULL_RANGE_PLANAR = ("yuvj420p", "yuvj422p", "yuvj444p", "gray")
@@ -206,11 +229,19 @@ class FrameDecoder:
         self._container = None
         self._frames = None
         self._position = -1  # last frame the decoder produced; -1: must seek first
+        # Every frame a key frame (MJPEG, intra-only streams): frames between the wanted ones need no decoding. With
+        # decoder threads frames come out late, so that path is for one thread only.
+        self._intra = bool(index.keyframe.all()) and threads == 1 and not keyframes_only
+        self._pending: set[int] = set()
 
     def _start(self, frame: int) -> None:
         """Seeks to the key frame at or before ``frame`` and starts a fresh decode from it."""
         if self._container is None:
-            self._container = _open(self.index.path)
+            self._container = _OPENED.pop(self.index.path, None)
+            if self._container is None:
+                self._container = _open(self.index.path)
+            else:
+                self._frames = ()  # the probe read the file to its end: seek back even to frame 0
             stream = self._container.streams.video[0]
             context = stream.codec_context
             context.thread_count = self.threads
@@ -222,14 +253,25 @@ class FrameDecoder:
         key = self.index.keyframe_before(frame)
         if key > 0 or self._frames is not None:
             self._container.seek(int(self.index.pts[key]), stream=stream, backward=True, any_frame=False)
-        self._frames = self._container.decode(stream)
+        self._frames = self._intra_frames(stream) if self._intra else self._container.decode(stream)
         self._position = -1
+
+    def _intra_frames(self, stream):
+        """Decoded frames of an all-key-frame stream: packets are read in order and only the wanted ones decoded
+        (reading a packet costs next to nothing; decoding it is the expense)."""
+        for packet in self._container.demux(stream):
+            stamp = packet.pts if packet.pts is not None else packet.dts
+            if packet.size and self._lookup.get(stamp) in self._pending:
+                yield from packet.decode()
 
     def decode(self, frames: Sequence[int]) -> dict[int, np.ndarray]:
         """Decodes ``frames`` (frame numbers of the file, any order, repeats allowed).
 
         Returns:
             ``{frame number: uint8 array}``.
+
+        Frames decoded on the way to a wanted one (from its key frame) are kept, so asking for them later costs no
+        decoding; an all-key-frame stream decodes only the wanted frames.
 
         Raises:
             VideoDecodingError: The file is corrupt or a frame could not be decoded.
@@ -239,13 +281,15 @@ class FrameDecoder:
         if wanted and not 0 <= wanted[0] <= wanted[-1] < self.index.num_frames:
             raise ValueError(f"{self.index.path}: frame numbers must be in 0..{self.index.num_frames - 1}.")
         out = {target: self._convert(self._held[target]) for target in wanted if target in self._held}
+        self._pending = {target for target in wanted if target not in out}
         try:
             for target in (t for t in wanted if t not in out):
                 if self.keyframes_only and not self.index.keyframe[target]:
                     raise ValueError(f"{self.index.path}: frame {target} is not a key frame.")
-                # Decoding on from the current position beats a seek only inside the target's group of pictures
-                # (or anywhere ahead when the decoder skips the frames between key frames anyway).
-                start = 0 if self.keyframes_only else self.index.keyframe_before(target)
+                # Decoding on costs target - position frames, a seek target - key + 1 (and the seek): go on from
+                # within the target's group of pictures or the frame before its key frame (or from anywhere when
+                # the decoder skips the frames between key frames anyway).
+                start = 0 if self.keyframes_only or self._intra else self.index.keyframe_before(target) - 1
                 if not (self._position >= 0 and start <= self._position < target):
                     self._start(target)
                 while self._position < target:

@@ -340,7 +340,7 @@ class VideoFileCollator:
 
     def _usable(self, path: str) -> VideoIndex | None:
         try:
-            index = probe_video(path)
+            index = probe_video(path, keep_open=True)
             if index.num_frames < self.num_frames and self.pad == "error":
                 raise VideoDecodingError(
                     path,
