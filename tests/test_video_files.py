@@ -237,6 +237,19 @@ def test_gray_frames_equal_ffmpegs_conversion(folders, codec):
     assert rgb.shape == (SIZE, SIZE, 3) and rgb.dtype == np.uint8
 
 
+def test_all_key_frame_reading_equals_plain_decoding(folders):
+    path = load_video_folder(folders["mjpeg"])["video"][1]
+    index = probe_video(path)
+    skipping = FrameDecoder(index)  # one thread: reads packets, decodes only the wanted ones
+    plain = FrameDecoder(index, threads=2)  # decoder threads: the plain decode-and-seek path
+    for wanted in ([6, 1], [0, 2, 4], [7], [3, 5]):
+        fast, slow = skipping.decode(wanted), plain.decode(wanted)
+        assert sorted(fast) == sorted(wanted) and all(np.array_equal(fast[n], slow[n]) for n in wanted)
+    assert skipping.frames_decoded == 8  # each frame once, none decoded only to be passed
+    skipping.close()
+    plain.close()
+
+
 def test_slots_of_longer_and_padded_clips():
     assert slot_frames(8, 8).tolist() == list(range(8))
     assert slot_frames(16, 4).tolist() == [2, 6, 10, 14]
