@@ -289,6 +289,28 @@ def test_evaluate_video_files_reports_decoding(folders, clips):
     assert result["glance_frames_decoded"] == NUM_FRAMES and 0 < result["decode_share"] < 1
 
 
+def test_stock_trainer_evaluates_a_video_folder_lazily(folders, tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    model = build("early_stop", frame_order="glance", frame_budget=4, exit_threshold=0.5)
+    dataset = load_video_folder(folders["h264"])
+    names = dataset.features["label"].names
+    dataset = dataset.map(lambda row: {"labels": int(names[row["label"]])}).remove_columns("label")
+    args = TrainingArguments(
+        str(tmp_path), per_device_eval_batch_size=2, report_to=[], use_cpu=True, remove_unused_columns=False
+    )
+    collator = VideoFileCollator(NUM_FRAMES, label_column="labels")
+    metrics = Trainer(model=model, args=args, eval_dataset=dataset, data_collator=collator).evaluate()
+    pixels = VideoCollator().frames_to_pixel_values(decode_everything(dataset["video"]))
+    labels = torch.as_tensor(dataset["labels"])
+    with torch.no_grad():  # the Trainer averages the batch losses weighted by batch size
+        losses = [
+            float(model(pixel_values=pixels[i : i + 2], labels=labels[i : i + 2]).loss) * len(labels[i : i + 2])
+            for i in range(0, NUM_VIDEOS, 2)
+        ]
+    assert metrics["eval_loss"] == pytest.approx(sum(losses) / NUM_VIDEOS, rel=1e-5)
+
+
 # ------------------------------------------------------------------------------------------- bad input
 def test_bad_files_get_errors_naming_them(folders, clips, tmp_path):
     collator = VideoFileCollator(NUM_FRAMES)
