@@ -97,7 +97,7 @@ def _open(path: str):
 # Files probed and still open, for the decoder that reads them next (opening a file costs as much as decoding a few
 # small frames). Bounded: the oldest is closed when a probe would exceed it.
 _OPENED: dict = {}
-_MAX_OPENED = 256
+_MAX_OPENED = 64
 
 
 def _hand_over(path: str, container) -> None:
@@ -114,7 +114,7 @@ def probe_video(path: str | Path, keep_open: bool = False) -> VideoIndex:
 
     Args:
         path: A video file.
-        keep_open: Leave the file open for the next :class:`FrameDecoder` of it in this process (at most 256 files
+        keep_open: Leave the file open for the next :class:`FrameDecoder` of it in this process (at most 64 files
             are kept; the collator does this so each file is opened once).
 
     Raises:

@@ -340,7 +340,8 @@ class VideoFileCollator:
 
     def _usable(self, path: str) -> VideoIndex | None:
         try:
-            index = probe_video(path, keep_open=True)
+            # A DataLoader worker cannot hand its open file to the main process, where the model decodes.
+            index = probe_video(path, keep_open=torch.utils.data.get_worker_info() is None)
             if index.num_frames < self.num_frames and self.pad == "error":
                 raise VideoDecodingError(
                     path,
