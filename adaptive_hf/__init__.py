@@ -65,7 +65,9 @@ from .video import (
     FrameSamplingVideoClassifier,
     FrameSamplingVideoConfig,
     VideoCollator,
+    VideoFileCollator,
     load_moving_fashion_mnist,
+    load_video_folder,
     register_video,
 )
 from .video import spec as _video_spec  # noqa: F401
@@ -148,3 +150,4 @@ __all__ += [
     "register_timm_early_exit",
 ]
 __all__ += ["FrameSamplingVideoClassifier", "FrameSamplingVideoConfig", "VideoCollator", "load_moving_fashion_mnist"]
+__all__ += ["VideoFileCollator", "load_video_folder"]

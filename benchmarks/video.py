@@ -8,6 +8,8 @@ interleaved (A B A B) on the same batches after a warm-up, at a fixed thread cou
 
     python benchmarks/video.py --models outputs/video_sampler --json outputs/video_bench.json
 
+With ``--files`` the same models read encoded video files instead, decoding included (see ``video_files.py``).
+
 Early stop is timed at each ``--thresholds`` value for each ``--frames_per_step`` value (frames per backbone call).
 
 Without ``--models`` (or when a model is missing) it times randomly initialised models of the same shapes
@@ -30,7 +32,7 @@ import torch  # noqa: E402
 
 import adaptive_hf  # noqa: E402,F401
 from adaptive_hf.core.io import write_json  # noqa: E402
-from adaptive_hf.video.data import load_moving_fashion_mnist  # noqa: E402
+from adaptive_hf.video.data import VideoCollator, load_moving_fashion_mnist  # noqa: E402
 from adaptive_hf.video.evaluation import (  # noqa: E402
     evaluate_video_classifier,
     load_video_collator,
@@ -52,7 +54,18 @@ def parse_args(argv=None):
     parser.add_argument("--frames_per_step", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="Write the results here.")
-    return parser.parse_args(argv)
+    files = parser.add_argument_group("video files (--files): end to end, decoding included; see video_files.py")
+    files.add_argument("--files", action="store_true", help="Encode the test clips and read them as video files.")
+    files.add_argument("--codec", default="mjpeg", choices=["mjpeg", "h264"])
+    files.add_argument("--gop", type=int, default=4, help="h264: a key frame every this many frames")
+    files.add_argument("--file_size", type=int, default=112, help="Side of the encoded frames.")
+    files.add_argument("--video_dir", default=None, help="Keep the encoded clips here (default: a temporary folder).")
+    files.add_argument("--glance_stride", type=int, default=1, help="The glance pass decodes every k-th frame.")
+    files.add_argument("--glance_lowres", type=int, default=0, help="Glance frames at 1/2**k resolution (MJPEG).")
+    files.add_argument("--glance_keyframes", action="store_true", help="The glance pass decodes key frames only.")
+    args = parser.parse_args(argv)
+    args.argv = list(argv if argv is not None else os.sys.argv[1:])
+    return args
 
 
 def load(models: Path, name: str, fallback: FrameSamplingVideoClassifier | None):
@@ -80,6 +93,15 @@ def main(argv=None):
     # The frame size and normalization the recipe trained with (saved next to each model), else its defaults.
     collator, clip_settings = load_video_collator(reference, models / "uniform")
     image_size = int(clip_settings.get("image_size", settings.get("image_size", 48)))
+    if args.files:
+        from video_files import run_files
+
+        transform = VideoCollator(collator.num_channels, image_size, collator.mean.flatten(), collator.std.flatten())
+        models = {"uniform": reference, "saliency": saliency, "early_stop": early}
+        result = {"trained_models": trained, "architecture": config.architecture, **run_files(args, models, transform)}
+        if args.json:
+            write_json(args.json, result)
+        return result
     test = load_moving_fashion_mnist(
         "test", args.num_test, num_frames=config.num_frames, image_size=image_size, seed=args.seed
     ).with_format("numpy")[:]

@@ -22,8 +22,8 @@ def add_data_arguments(parser: argparse.ArgumentParser, split: str) -> None:
         required=True,
         help="Text: offline name (amazon_fine_food, trump_tweets), Hub name, local .json/.jsonl/.csv/.tsv/.parquet "
         "file (used whole) or a save_to_disk folder. Images: fashion_mnist, mnist_subset, a Hub name or a "
-        "save_to_disk folder with an image column. Video: moving_fashion_mnist or a save_to_disk folder with a "
-        "frames column.",
+        "save_to_disk folder with an image column. Video: moving_fashion_mnist, a save_to_disk folder with a "
+        "frames column, or a folder of video files (one subfolder per class, or a CSV of path,label) decoded lazily.",
     )
     parser.add_argument("--split", default=split, help=f"Split of a named dataset (default: {split}).")
     parser.add_argument("--text-column", default="text", help="Text column (default: text).")
@@ -48,6 +48,39 @@ def add_data_arguments(parser: argparse.ArgumentParser, split: str) -> None:
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
 
 
+def add_video_file_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds how video files are decoded (frame-sampling video models with a folder of videos as ``--dataset``).
+
+    Args:
+        parser: The command's parser.
+    """
+    group = parser.add_argument_group("video files")
+    group.add_argument(
+        "--glance-stride", type=int, default=1, help="The glance pass decodes every k-th frame (default 1: all)."
+    )
+    group.add_argument(
+        "--glance-lowres",
+        type=int,
+        choices=[0, 1, 2, 3],
+        default=0,
+        help="Decode glance frames at 1/2**k resolution where the codec can (MJPEG); default 0.",
+    )
+    group.add_argument(
+        "--glance-keyframes",
+        action="store_true",
+        help="The glance pass decodes key frames only (each frame scored on the key frame before it).",
+    )
+    group.add_argument(
+        "--pad", choices=["error", "repeat"], default="error", help="Clips shorter than num_frames: error or repeat."
+    )
+    group.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        default="raise",
+        help="A file that cannot be read or decoded: raise (naming it) or skip it (named in the output).",
+    )
+
+
 def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the options of the image CNN layout, shared by the commands that time a model.
 
@@ -66,7 +99,7 @@ def check_counts(args: argparse.Namespace) -> None:
     Args:
         args: The parsed arguments of any command.
     """
-    for name in ("batch_size", "max_samples", "max_length", "repeats", "realized_samples", "threads"):
+    for name in ("batch_size", "max_samples", "max_length", "repeats", "realized_samples", "threads", "glance_stride"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise CliError(f"--{name.replace('_', '-')} must be >= 1; got {value}.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..early_exit.calibration import SWEEP_POLICIES
-from .arguments import add_data_arguments, add_timing_arguments
+from .arguments import add_data_arguments, add_timing_arguments, add_video_file_arguments
 from .loading import run_hook
 
 
@@ -25,6 +25,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--threshold", type=float, default=None)
     parser.add_argument("--patience", type=int, default=None)
     add_timing_arguments(parser)
+    add_video_file_arguments(parser)
     parser.add_argument(
         "--pool-rows",
         type=int,

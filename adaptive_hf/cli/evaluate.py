@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..early_exit.calibration import SWEEP_POLICIES
-from .arguments import add_data_arguments, add_timing_arguments
+from .arguments import add_data_arguments, add_timing_arguments, add_video_file_arguments
 from .loading import run_hook
 
 
@@ -31,6 +31,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=5, help="Timed repetitions per setting (default 5).")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads while timing.")
     add_timing_arguments(parser)
+    add_video_file_arguments(parser)
     parser.set_defaults(func=run)
     return parser
 

@@ -437,16 +437,32 @@ class VideoCollator:
         frames = torch.as_tensor(np.asarray(frames))
         if frames.dim() != 4:
             raise ValueError(f"`frames` must have shape (batch, T, H, W); got {tuple(frames.shape)}.")
-        pixels = frames.to(torch.float32).div_(255.0)
-        if self.image_size is not None and tuple(pixels.shape[-2:]) != (self.image_size, self.image_size):
-            batch, steps = pixels.shape[:2]
-            pixels = F.interpolate(
-                pixels.reshape(batch * steps, 1, *pixels.shape[-2:]),
-                size=(self.image_size, self.image_size),
-                mode="bilinear",
-                align_corners=False,
-            ).reshape(batch, steps, self.image_size, self.image_size)
-        pixels = pixels.unsqueeze(2).expand(-1, -1, self.num_channels, -1, -1)
+        pixels = self.images_to_pixel_values(frames.flatten(0, 1))
+        return pixels.view(*frames.shape[:2], *pixels.shape[1:])
+
+    def images_to_pixel_values(self, images: Any, resize: bool = True) -> torch.Tensor:
+        """``(n, H, W)`` gray or ``(n, H, W, 3)`` RGB uint8 images to normalized ``(n, C, H', W')`` float32.
+
+        Gray images are repeated over ``num_channels``; RGB images need ``num_channels=3``. Each image is handled on
+        its own, so frames decoded one by one equal the same frames converted as a clip.
+
+        Args:
+            images: A uint8 array/tensor of images.
+            resize: Resize to ``image_size`` (False keeps the size, e.g. for low-resolution glance frames).
+        """
+        images = torch.as_tensor(np.asarray(images))
+        if images.dim() == 4 and images.size(-1) == 3:
+            if self.num_channels != 3:
+                raise ValueError("RGB frames need `num_channels=3`; decode them as gray for a 1-channel model.")
+            pixels = images.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+        elif images.dim() == 3:
+            pixels = images.to(torch.float32).div_(255.0).unsqueeze(1)
+        else:
+            raise ValueError(f"`images` must have shape (n, H, W) or (n, H, W, 3); got {tuple(images.shape)}.")
+        size = self.image_size
+        if resize and size is not None and tuple(pixels.shape[-2:]) != (size, size):
+            pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False)
+        pixels = pixels.expand(-1, self.num_channels, -1, -1)
         return ((pixels - self.mean) / self.std).contiguous()
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

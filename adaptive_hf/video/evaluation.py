@@ -3,8 +3,9 @@
 ``adaptive-hf evaluate`` and ``adaptive-hf bench`` hand a folder whose config is a frame-sampling video classifier to
 :func:`cli_evaluate` / :func:`cli_bench` here. The clips come from ``--dataset moving_fashion_mnist`` (generated
 offline, with the frame size and normalization the model was trained with, read from ``video_collator.json`` next
-to the model when the recipe saved one) or from a ``save_to_disk`` folder with a uint8 ``frames`` column
-``(T, H, W)`` and a ``label`` column.
+to the model when the recipe saved one), from a ``save_to_disk`` folder with a uint8 ``frames`` column
+``(T, H, W)`` and a ``label`` column, or from a folder of video files (class subfolders or a CSV of ``path,label``),
+decoded lazily by :mod:`adaptive_hf.video.file_commands`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..core.io import write_json
 from ..core.reports import save_json_report
 from ..core.timing import synchronized_clock, time_interleaved
 from ..plotting import speedup_figure
+from .file_commands import bench_files, evaluate_files, is_video_files_dataset
 
 
 def evaluate_video_classifier(model, pixel_values: torch.Tensor, labels: torch.Tensor, batch_size: int = 16) -> dict:
@@ -152,6 +154,16 @@ def load_video_collator(model, model_dir: str | Path):
     return VideoCollator(num_channels=model.in_chans), {}
 
 
+def file_transform(model, model_dir: str | Path):
+    """The frame conversion for video files: the saved collator's channels and normalization, resizing decoded
+    frames to the size the model was trained on (the collator's, else the saved clip settings' ``image_size``)."""
+    from .data import VideoCollator
+
+    collator, clip_settings = load_video_collator(model, model_dir)
+    size = collator.image_size or clip_settings.get("image_size")
+    return VideoCollator(collator.num_channels, size, collator.mean.flatten(), collator.std.flatten())
+
+
 def load_video_clips(args, model, default_samples: int = 512) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The clips of ``--dataset`` as ``(pixel_values, labels)`` for a loaded video model.
 
@@ -236,14 +248,20 @@ def cli_evaluate(args, prepare=None) -> int:
     from .modeling import FrameSamplingVideoClassifier
 
     model = FrameSamplingVideoClassifier.from_pretrained(args.model_dir).eval()
+    saved = {k: getattr(model.config, k) for k in ("sampler", "frame_budget", "exit_threshold")}
+    cases = [(saved["sampler"], {"frame_budget": saved["frame_budget"], "exit_threshold": saved["exit_threshold"]})]
+    cases += _settings_to_sweep(model)
+    if is_video_files_dataset(args.dataset):
+        payload = evaluate_files(args, model, file_transform(model, args.model_dir), cases)
+        if getattr(args, "plot", None):
+            _plot(payload["rows"], args.plot, f"{model.config.sampler} sampler on {args.dataset} (video files)")
+            print(f"Wrote {args.plot}")
+        return 0
     pixels, labels = load_video_clips(args, model)
     if labels is None:
         raise ValueError(f"evaluate needs labels: {args.dataset!r} has no `label` column.")
     batch_size = getattr(args, "batch_size", None) or 16
-    saved = {k: getattr(model.config, k) for k in ("sampler", "frame_budget", "exit_threshold")}
     rows = []
-    cases = [(saved["sampler"], {"frame_budget": saved["frame_budget"], "exit_threshold": saved["exit_threshold"]})]
-    cases += _settings_to_sweep(model)
     for index, (sampler, knobs) in enumerate(cases):
         model.config.sampler = sampler
         for key, value in knobs.items():
@@ -288,6 +306,9 @@ def cli_bench(args, prepare=None) -> int:
     model = FrameSamplingVideoClassifier.from_pretrained(args.model_dir).eval()
     if getattr(args, "threshold", None) is not None:
         model.config.exit_threshold = args.threshold
+    if is_video_files_dataset(args.dataset):
+        bench_files(args, model, file_transform(model, args.model_dir))
+        return 0
     pixels, _ = load_video_clips(args, model, default_samples=64)
     reference = full_reference(model)
     threads = args.threads if getattr(args, "threads", None) is not None else torch.get_num_threads()

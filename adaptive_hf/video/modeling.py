@@ -54,6 +54,7 @@ from .samplers import (
     stop_gate_flops,
     uniform_indices,
 )
+from .sources import FrameSource, TensorFrameSource, resolve_frame_source
 
 try:  # transformers v5: init functions that respect the "already loaded" flags of from_pretrained
     from transformers import initialization as init
@@ -74,6 +75,8 @@ class FrameSamplingVideoClassifierOutput(ModelOutput):
             that stopped early).
         frame_scores: ``(batch, T)`` glance scores when the glance network ran, else ``None``.
         flops: ``(batch,)`` theoretical FLOPs spent per video, glance and gate included.
+        frames_decoded: ``(batch,)`` frames the video decoder produced per video (glance and backbone passes) when
+            the frames came from a decoding ``frame_source``, else ``None``.
     """
 
     loss: torch.Tensor | None = None
@@ -82,6 +85,7 @@ class FrameSamplingVideoClassifierOutput(ModelOutput):
     frame_indices: torch.Tensor | None = None
     frame_scores: torch.Tensor | None = None
     flops: torch.Tensor | None = None
+    frames_decoded: torch.Tensor | None = None
 
 
 def _flop_count(module: nn.Module, fn, *inputs: torch.Tensor) -> int:
@@ -173,30 +177,6 @@ def _glance_costs(glance: GlanceNetwork, shape: tuple[int, int, int]) -> int:
         count -= _flop_count(meta, lambda m, x: m.features(x), low)  # features ran twice above
         cached[shape] = count + shape[0] * shape[1] * shape[2]
     return cached[shape]
-
-
-def _check_video(pixel_values: Any, num_frames: int) -> tuple[int, int]:
-    if not isinstance(pixel_values, torch.Tensor):
-        raise TypeError(f"`pixel_values` must be a torch.Tensor of video frames; got {type(pixel_values).__name__}.")
-    if not pixel_values.dtype.is_floating_point:
-        raise TypeError(
-            f"`pixel_values` must be a floating-point tensor of normalized frames; got {pixel_values.dtype}. Convert "
-            "uint8 frames with adaptive_hf.video.data.VideoCollator (or `.float() / 255` and normalize)."
-        )
-    if pixel_values.dim() != 5:
-        raise ValueError(
-            "`pixel_values` must have shape (batch, num_frames, channels, height, width); got shape "
-            f"{tuple(pixel_values.shape)}."
-            + (" Add a batch dimension with `.unsqueeze(0)`." if pixel_values.dim() == 4 else "")
-        )
-    if pixel_values.size(0) == 0:
-        raise ValueError("Empty batch: `pixel_values` has 0 videos; pass at least one.")
-    if pixel_values.size(1) != num_frames:
-        raise ValueError(
-            f"`pixel_values` has {pixel_values.size(1)} frames per video (dim 1) but `num_frames` is {num_frames}; "
-            "sample or pad clips to num_frames, or build the model with that many frames."
-        )
-    return pixel_values.size(0), pixel_values.size(1)
 
 
 class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
@@ -432,16 +412,18 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         logits = self.attention.frame_logits(features) if self.attention is not None else None
         return aggregate(features, logits, weights, mask)
 
-    def _glance(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        batch, steps = pixel_values.shape[:2]
-        scores, logits = self.glance(pixel_values.flatten(0, 1))
-        return scores.view(batch, steps), logits.view(batch, steps, -1)
-
-    @staticmethod
-    def _gather(pixel_values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        """``(batch, k, C, H, W)`` frames at ``indices`` ``(batch, k)``, flattened to ``(batch * k, C, H, W)``."""
-        rows = torch.arange(pixel_values.size(0), device=pixel_values.device)[:, None]
-        return pixel_values[rows, indices].flatten(0, 1)
+    def _glance(self, source: FrameSource) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(batch, T)`` glance scores (``-inf`` for frames the source did not glance at) and the glance frame
+        logits ``(batch, g, L)`` of the ``g`` frames it did."""
+        indices, pixels = source.glance_frames()
+        indices, pixels = indices.to(self.device), pixels.to(self.device)
+        batch, seen = indices.shape
+        scores, logits = self.glance(pixels.flatten(0, 1))
+        scores, logits = scores.view(batch, seen), logits.view(batch, seen, -1)
+        if seen == source.num_frames and bool((indices == torch.arange(seen, device=indices.device)).all()):
+            return scores, logits
+        full = scores.new_full((batch, source.num_frames), float("-inf"))
+        return full.scatter(1, indices, scores), logits
 
     def frame_costs(self, frame_shape: tuple[int, int, int]) -> dict[str, int]:
         """Theoretical FLOPs of the parts, for one frame of ``(C, H, W)``.
@@ -502,6 +484,7 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        frame_source: FrameSource | None = None,
     ) -> FrameSamplingVideoClassifierOutput | tuple:
         """Classifies a batch of clips, running the backbone only on the sampled frames.
 
@@ -509,35 +492,41 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
             pixel_values: ``(batch, num_frames, channels, height, width)`` normalized float frames.
             labels: ``(batch,)`` class ids; adds ``loss``.
             return_dict: Return a tuple when ``False``.
+            frame_source: Instead of ``pixel_values`` (inference only): a
+                :class:`~adaptive_hf.video.sources.FrameSource` the sampler asks for the frames it needs, e.g. the
+                ``VideoFileSource`` of :class:`~adaptive_hf.video.files.VideoFileCollator`, which decodes only
+                those frames; ``frames_decoded`` in the output counts what it decoded.
         """
         config = self.config
         validate_sampler_runtime(config)
         if self.training and labels is not None:
             config.validate_video()  # the training fields (loss weights, temperature) may have changed since init
-        batch, steps = _check_video(pixel_values, config.num_frames)
-        if pixel_values.size(2) != self.in_chans:
-            raise ValueError(
-                f"`pixel_values` must have {self.in_chans} channels (dim 2) for {config.architecture}; got "
-                f"{pixel_values.size(2)}."
-            )
-        check_pixels_fit_model(pixel_values, self.backbone)
+        source = self._frame_source(pixel_values, frame_source)
+        batch = source.num_videos
+        if pixel_values is not None:
+            check_pixels_fit_model(pixel_values, self.backbone)
         if labels is not None:
             check_class_labels(labels, batch, config.num_labels)
         budget = config.budget
         if config.sampler == "uniform":
-            output = self._forward_uniform(pixel_values, labels, budget)
+            output = self._forward_uniform(source, labels, budget)
         elif config.sampler == "saliency":
-            output = self._forward_saliency(pixel_values, labels, budget)
+            output = self._forward_saliency(source, labels, budget)
         elif self.training:
-            output = self._train_early_stop(pixel_values, labels, budget)
+            output = self._train_early_stop(source.pixel_values, labels, budget)
         else:
-            output = self._eval_early_stop(pixel_values, labels, budget)
+            output = self._eval_early_stop(source, labels, budget)
+        output.frames_decoded = source.frames_decoded()
         if return_dict is False:
             return output.to_tuple()
         return output
 
-    def _costs_tensor(self, pixel_values, frames_used, glance_frames, classifier_evals, gate_evals) -> torch.Tensor:
-        costs = self.frame_costs(tuple(pixel_values.shape[2:]))
+    def _frame_source(self, pixel_values, frame_source) -> FrameSource:
+        """The checked source of this forward: ``frame_source``, or the ``pixel_values`` tensor as one."""
+        return resolve_frame_source(pixel_values, frame_source, self.config.num_frames, self.in_chans, self.training)
+
+    def _costs_tensor(self, source, frames_used, glance_frames, classifier_evals, gate_evals) -> torch.Tensor:
+        costs = self.frame_costs(source.frame_shape)
         flops = frame_sampling_flops(
             frames_used.to(torch.float64),
             costs["frame"],
@@ -550,31 +539,41 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         )
         return flops if isinstance(flops, torch.Tensor) else torch.full_like(frames_used, flops, dtype=torch.float64)
 
-    def _classify_clip(self, pixel_values, indices, weights=None) -> torch.Tensor:
+    @staticmethod
+    def _gather(source: FrameSource, indices: torch.Tensor) -> torch.Tensor:
+        """``(batch * k, C, H, W)`` frames at ``indices`` ``(batch, k)`` of every video of ``source``."""
+        return source.frames(torch.arange(indices.size(0), device=indices.device), indices).to(indices.device)
+
+    def _classify_clip(self, source, indices, weights=None) -> torch.Tensor:
         """HF video model on the chosen frames ``(batch, k)`` (temporal order); ``weights`` scale the frames
         (straight-through: value 1, so the gradient reaches the scorer)."""
-        clip = self._gather(pixel_values, indices).view(*indices.shape, *pixel_values.shape[2:])
+        clip = self._gather(source, indices).view(*indices.shape, *source.frame_shape)
         if weights is not None:
             clip = clip * weights[:, :, None, None, None].to(clip.dtype)
         return self.backbone(pixel_values=clip).logits
 
-    def _forward_uniform(self, pixel_values, labels, budget):
-        batch, steps = pixel_values.shape[:2]
-        indices = uniform_indices(steps, budget, pixel_values.device).expand(batch, budget)
+    def _forward_uniform(self, source, labels, budget):
+        batch, steps = source.num_videos, source.num_frames
+        indices = uniform_indices(steps, budget, self.device).expand(batch, budget)
         if self.uses_hf_video:
-            logits = self._classify_clip(pixel_values, indices)
+            logits = self._classify_clip(source, indices)
         else:
-            features = self.frame_features(self._gather(pixel_values, indices)).view(batch, budget, -1)
+            features = self.frame_features(self._gather(source, indices)).view(batch, budget, -1)
             logits = self.classify(self._aggregate(features))
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         frames_used = torch.full((batch,), budget, dtype=torch.long, device=logits.device)
-        flops = self._costs_tensor(pixel_values, frames_used, 0, 1, 0)
+        flops = self._costs_tensor(source, frames_used, 0, 1, 0)
         return FrameSamplingVideoClassifierOutput(loss, logits, frames_used, indices.contiguous(), None, flops)
 
-    def _forward_saliency(self, pixel_values, labels, budget):
+    def _forward_saliency(self, source, labels, budget):
         config = self.config
-        batch, steps = pixel_values.shape[:2]
-        scores, glance_logits = self._glance(pixel_values)
+        batch, steps = source.num_videos, source.num_frames
+        scores, glance_logits = self._glance(source)
+        if glance_logits.size(1) < budget:
+            raise ValueError(
+                f"The glance pass scored {glance_logits.size(1)} frames per video, fewer than `frame_budget` "
+                f"({budget}): lower the frame budget or glance at more frames (a smaller glance stride)."
+            )
         weights = None
         if self.training:
             keys = scores + gumbel_like(scores)  # a Gumbel top-k draw explores other frame sets while training
@@ -587,9 +586,9 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
             # Straight-through: the forward value stays 1 (the hard choice), the gradient is the relaxation's.
             weights = 1.0 + soft - soft.detach()
         if self.uses_hf_video:
-            logits = self._classify_clip(pixel_values, indices, weights)
+            logits = self._classify_clip(source, indices, weights)
         else:
-            features = self.frame_features(self._gather(pixel_values, indices)).view(batch, budget, -1)
+            features = self.frame_features(self._gather(source, indices)).view(batch, budget, -1)
             logits = self.classify(self._aggregate(features, weights))
         loss = None
         if labels is not None:
@@ -601,14 +600,15 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
                     glance_loss = F.cross_entropy(glance_logits.flatten(0, 1), frame_labels)
                     loss = loss + config.glance_loss_weight * glance_loss
                 if config.glance_usefulness_weight > 0:
-                    loss = loss + config.glance_usefulness_weight * self._usefulness_loss(pixel_values, scores, labels)
+                    usefulness = self._usefulness_loss(source.pixel_values, scores, labels)
+                    loss = loss + config.glance_usefulness_weight * usefulness
                 if config.sampler_training == "reinforce":
                     reward = -per_video.detach()
                     advantage = reward - reward.mean()
                     log_prob = plackett_luce_log_prob(scores, ordered)
                     loss = loss - config.policy_loss_weight * (advantage * log_prob).mean()
         frames_used = torch.full((batch,), budget, dtype=torch.long, device=logits.device)
-        flops = self._costs_tensor(pixel_values, frames_used, steps, 1, 0)
+        flops = self._costs_tensor(source, frames_used, glance_logits.size(1), 1, 0)
         return FrameSamplingVideoClassifierOutput(loss, logits, frames_used, indices, scores.detach(), flops)
 
     def _usefulness_loss(self, pixel_values, scores, labels, frame_logits=None) -> torch.Tensor:
@@ -625,15 +625,16 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
         )
         return F.binary_cross_entropy_with_logits(scores, target.squeeze(-1).to(scores.dtype))
 
-    def _frame_order(self, pixel_values) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """``(batch, T)`` processing order for ``early_stop``, and the glance scores/logits when they ran."""
-        batch, steps = pixel_values.shape[:2]
+    def _frame_order(self, source) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``(batch, T)`` processing order for ``early_stop``, and the glance scores/logits when they ran (frames
+        the glance did not see score ``-inf``: they come last, in temporal order)."""
+        batch, steps = source.num_videos, source.num_frames
         order = self.config.frame_order
         if order == "glance":
-            scores, glance_logits = self._glance(pixel_values)
+            scores, glance_logits = self._glance(source)
             return scores.detach().argsort(dim=1, descending=True, stable=True), scores, glance_logits
         base = coverage_order(steps) if order == "coverage" else torch.arange(steps)
-        return base.to(pixel_values.device).expand(batch, steps), None, None
+        return base.to(self.device).expand(batch, steps), None, None
 
     @staticmethod
     def _chunk_ends(budget: int, frames_per_step: int) -> list[int]:
@@ -643,9 +644,10 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
     def _train_early_stop(self, pixel_values, labels, budget):
         config = self.config
         batch, steps = pixel_values.shape[:2]
-        order, scores, glance_logits = self._frame_order(pixel_values)
+        source = TensorFrameSource(pixel_values)
+        order, scores, glance_logits = self._frame_order(source)
         indices = order[:, :budget]
-        features = self.frame_features(self._gather(pixel_values, indices)).view(batch, budget, -1)
+        features = self.frame_features(self._gather(source, indices)).view(batch, budget, -1)
         # Every prefix that inference can stop after (one per chunk of frames_per_step frames) is classified: the
         # classifier must be right early, and the gate learns when it is.
         ends = torch.tensor(self._chunk_ends(budget, config.frames_per_step), device=features.device)
@@ -683,15 +685,15 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
                     usefulness = self._usefulness_loss(pixel_values, chosen_scores, labels, frame_logits=single)
                     loss = loss + config.glance_usefulness_weight * usefulness
         frames_used = torch.full((batch,), budget, dtype=torch.long, device=logits.device)
-        flops = self._costs_tensor(pixel_values, frames_used, steps if scores is not None else 0, num_steps, num_steps)
+        flops = self._costs_tensor(source, frames_used, steps if scores is not None else 0, num_steps, num_steps)
         scores = scores.detach() if scores is not None else None
         return FrameSamplingVideoClassifierOutput(loss, logits, frames_used, indices.contiguous(), scores, flops)
 
-    def _eval_early_stop(self, pixel_values, labels, budget):
+    def _eval_early_stop(self, source, labels, budget):
         config = self.config
-        batch, steps = pixel_values.shape[:2]
-        device = pixel_values.device
-        order, scores, _ = self._frame_order(pixel_values)
+        batch = source.num_videos
+        device = self.device
+        order, scores, glance_logits = self._frame_order(source)
         order = order[:, :budget]
         buffer = None
         logits_out = None
@@ -705,7 +707,7 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
             frame_index = order.index_select(0, active)[:, start:end]
             # Only the videos still running are gathered: finished ones never reach the backbone again. A chunk of
             # frames_per_step frames per video goes to the backbone in one call.
-            frames = pixel_values[active[:, None], frame_index].flatten(0, 1)
+            frames = source.frames(active, frame_index).to(device)
             features = self.frame_features(frames).view(active.numel(), end - start, -1)
             if buffer is None:
                 buffer = features.new_zeros(batch, budget, features.size(-1))
@@ -730,9 +732,8 @@ class FrameSamplingVideoClassifier(AdaptiveHubMixin, PreTrainedModel):
                 if active.numel() == 0:
                     break
         loss = F.cross_entropy(logits_out, labels) if labels is not None else None
-        flops = self._costs_tensor(
-            pixel_values, frames_used, steps if scores is not None else 0, classifier_evals, gate_evals
-        )
+        glanced = glance_logits.size(1) if glance_logits is not None else 0
+        flops = self._costs_tensor(source, frames_used, glanced, classifier_evals, gate_evals)
         scores = scores.detach() if scores is not None else None
         return FrameSamplingVideoClassifierOutput(loss, logits_out, frames_used, chosen, scores, flops)
 
