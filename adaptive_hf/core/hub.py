@@ -256,26 +256,6 @@ def swap_in_folder(staging: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary sibling and one rename: readers see old or new, never half.
-
-    Args:
-        path: The file to write.
-        text: Its new content.
-    """
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def own_loaded_tensors(loaded: Any) -> Any:
     """Copies every CPU parameter and buffer of a freshly loaded model into its own aligned memory.
 
