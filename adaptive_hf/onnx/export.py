@@ -171,7 +171,7 @@ def export(
             full = _graph_entry(FULL_GRAPH, whole)
     write_json(out / MANIFEST, _manifest(model, graphs, full, export_id, exporter, opset_version))
     if not isinstance(model_dir_or_model, nn.Module):
-        _copy_companions(Path(model_dir_or_model), out)
+        copy_companion_files(model_dir_or_model, out)
     return out
 
 
@@ -274,7 +274,14 @@ def _add_metadata(path: Path, metadata: dict[str, str]) -> None:
     onnx.save(graph, str(path))
 
 
-def _copy_companions(source: Path, out: Path) -> None:
+def copy_companion_files(model_dir: str | Path, out: str | Path) -> None:
+    """Copies the tokenizer and image-preprocessing files of a saved model folder into an export folder.
+
+    Args:
+        model_dir: The folder written by ``save_pretrained`` (and the tokenizer's or processor's).
+        out: The export folder.
+    """
+    source, out = Path(model_dir), Path(out)
     for name in COMPANION_FILES:
         if (source / name).is_file():
             shutil.copy2(source / name, out / name)
