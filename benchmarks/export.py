@@ -29,6 +29,7 @@ import time
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
+import onnxruntime  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
@@ -154,7 +155,7 @@ def main(argv=None) -> dict:
         "exporter": args.exporter,
         "threads": args.threads,
         "torch": torch.__version__,
-        "onnxruntime": __import__("onnxruntime").__version__,
+        "onnxruntime": onnxruntime.__version__,
         "cpu_count": os.cpu_count(),
         "batch_sizes": {},
     }

@@ -169,7 +169,8 @@ def export(
             first = example_inputs(model)
             _export_graph(whole, first, out / FULL_GRAPH, exporter, opset_version, export_id, FULL_GRAPH)
             full = _graph_entry(FULL_GRAPH, whole)
-    write_json(out / MANIFEST, _manifest(model, graphs, full, export_id, exporter, opset_version))
+    manifest = write_json(out / MANIFEST, _manifest(model, graphs, full, export_id, exporter, opset_version))
+    manifest.chmod(0o644)  # the atomic write creates it private; a deployed folder is read by other users
     if not isinstance(model_dir_or_model, nn.Module):
         copy_companion_files(model_dir_or_model, out)
     return out

@@ -65,7 +65,14 @@ class _TextSegment(nn.Module):
         # The adapter's own embed() builds the per-layer inputs (attention mask in the backbone's format, MPNet's
         # position bias); its embeddings step is replaced by the hidden states the previous segment returned.
         self.adapter._embeddings = lambda *unused: hidden_states
-        return self.adapter.embed(attention_mask=attention_mask, inputs_embeds=hidden_states)
+        state = self.adapter.embed(attention_mask=attention_mask, inputs_embeds=hidden_states)
+        if state.hidden_states is not hidden_states:
+            raise NotImplementedError(
+                f"{type(self.adapter).__name__}.embed() no longer takes its hidden states from `_embeddings`, which "
+                "adaptive_hf.onnx overrides to start a segment from the previous one's output; update "
+                "adaptive_hf/onnx/segments.py for the new adapter contract."
+            )
+        return state
 
     def forward(
         self, ids_or_hidden: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
