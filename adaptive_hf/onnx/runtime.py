@@ -136,10 +136,10 @@ class AdaptiveOnnxModel:
         if self.config.modality == "image":
             pixels = _array("pixel_values", inputs.get("pixel_values"), np.float32)
             expected = tuple(self.manifest["image_size"])
-            if pixels.ndim != 4 or tuple(pixels.shape[2:]) != expected:
+            if pixels.ndim != 4 or pixels.shape[0] == 0 or tuple(pixels.shape[2:]) != expected:
                 raise ValueError(
-                    f"`pixel_values` must have shape (batch, channels, {expected[0]}, {expected[1]}) (the exported "
-                    f"input size); got {tuple(pixels.shape)}."
+                    f"`pixel_values` must have shape (batch >= 1, channels, {expected[0]}, {expected[1]}) (the "
+                    f"exported input size); got {tuple(pixels.shape)}."
                 )
             return {"pixel_values": pixels}, pixels.shape[0]
         input_ids = _array("input_ids", inputs.get("input_ids"), np.int64)
