@@ -58,6 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_sizes", default="1,64")
     parser.add_argument("--bench_samples", type=int, default=256, help="Test rows timed at batch sizes > 1.")
     parser.add_argument("--bench_single_samples", type=int, default=64, help="Test rows timed at batch 1.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed for exit heads missing from the checkpoint.")
     parser.add_argument("--json", help="Write the results here.")
     args = parser.parse_args(argv)
     if args.repeats < 5:
@@ -67,6 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load(args):
     """The PyTorch model with the benchmarked setting, its tokenizer, and the export folder."""
+    # Seeded: exit heads that a plain checkpoint lacks are drawn the same in every run, so a reused export
+    # (--onnx_dir) holds the heads of this model.
+    torch.manual_seed(args.seed)
     model = adaptive_hf.AutoEarlyExitModelForSequenceClassification.from_pretrained(args.model).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     forced = {"exit_policy": args.policy, "exit_threshold": args.threshold, "patience": args.patience}

@@ -72,7 +72,8 @@ class AdaptiveOnnxModel:
     Args:
         folder: The export folder (``adaptive_onnx.json`` and its graphs).
         providers: onnxruntime execution providers (default: CPU).
-        threads: onnxruntime intra-op threads (default: onnxruntime's choice).
+        threads: onnxruntime intra-op threads (default: onnxruntime's choice). Idle threads sleep instead of
+            spin-waiting, since each graph has its own pool and they run in turn.
         session_options: An ``onnxruntime.SessionOptions`` to use instead (``threads`` is then ignored).
 
     Example:
@@ -116,6 +117,9 @@ class AdaptiveOnnxModel:
             session_options = onnxruntime.SessionOptions()
             if threads is not None:
                 session_options.intra_op_num_threads = threads
+            # Each graph has its own thread pool, and the segments run one after another: threads that spin-wait
+            # after one segment would take the cores the next segment needs (several times slower at batch 1).
+            session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = providers or ["CPUExecutionProvider"]
 
         def open_graph(entry: dict[str, Any]):
