@@ -16,7 +16,8 @@ registered for it (``TechniqueSpec.cli``); a technique without a hook for a comm
 * Frame-sampling video models: ``moving_fashion_mnist`` or a ``save_to_disk`` folder with a ``frames`` column
   (see :mod:`adaptive_hf.video.evaluation`).
 
-Layout: ``main`` (parser, entry point), one module per command (``calibrate``, ``evaluate``, ``bench``, ``card``),
+Layout: ``main`` (parser, entry point), one module per command (``calibrate``, ``evaluate``, ``bench``, ``card``,
+``export``),
 ``loading`` (model, technique, data, hook dispatch), ``text`` and ``images`` (data preparation), ``arguments``.
 Nothing else in the package imports this one.
 
@@ -27,6 +28,7 @@ Examples::
     adaptive-hf bench out --dataset amazon_fine_food --batch-sizes 1 64 --threads 2 --repeats 5
     adaptive-hf evaluate outputs/early_exit_vision --dataset fashion_mnist --max-samples 2000 --plot tradeoff.png
     adaptive-hf card out
+    adaptive-hf export out onnx_out   # then adaptive_hf.onnx.AdaptiveOnnxModel("onnx_out")
 """
 
 from __future__ import annotations

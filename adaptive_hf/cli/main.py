@@ -7,18 +7,20 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import bench, calibrate, card, evaluate
+from . import bench, calibrate, card, evaluate, export
 from .arguments import check_counts
 from .errors import CliError
 
-COMMANDS = (calibrate, evaluate, bench, card)
+COMMANDS = (calibrate, evaluate, bench, card, export)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``adaptive-hf`` argument parser."""
     parser = argparse.ArgumentParser(
         prog="adaptive-hf",
-        description="Calibrate, evaluate, benchmark and describe saved adaptive text, image and video classifiers.",
+        description=(
+            "Calibrate, evaluate, benchmark, describe and export saved adaptive text, image and video classifiers."
+        ),
     )
     parser.add_argument("--traceback", action="store_true", help="Show the full traceback on errors.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

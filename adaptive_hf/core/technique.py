@@ -12,6 +12,8 @@ technique with ``hasattr``:
 * ``cost``: the per-sample compute an output records, as ``(spent, full)``.
 * ``cli``: the ``adaptive-hf`` commands the technique serves, each a hook in the technique's own modules
   (:data:`CommandHook`); the CLI dispatches to them by the saved config's ``model_type``.
+* ``exportable`` / ``export_refusal``: whether ``adaptive_hf.onnx.export`` (and ``adaptive-hf export``) can write the
+  technique's models as ONNX segments that keep the skipping, and if not, why.
 
 ``core`` imports no technique: the specs arrive here by registration.
 """
@@ -91,6 +93,10 @@ class TechniqueSpec:
         description: One line for reports and the CLI.
         cli: ``adaptive-hf`` command name (``"calibrate"``, ``"evaluate"``, ``"bench"``, ...) -> its
             :data:`CommandHook` for this technique. A command missing here is refused for the technique's models.
+        exportable: Whether ``adaptive_hf.onnx.export`` writes this technique's models as one ONNX graph per
+            segment between decision points, run by ``adaptive_hf.onnx.AdaptiveOnnxModel`` with the same policy.
+        export_refusal: For a technique that is not exportable: why, in one or two sentences (the export error
+            shows it).
     """
 
     name: str
@@ -102,6 +108,8 @@ class TechniqueSpec:
     cost: CostFunction | None = None
     description: str = ""
     cli: Mapping[str, CommandHook] = field(default_factory=dict)
+    exportable: bool = False
+    export_refusal: str = ""
 
     def matches(self, config: Any) -> bool:
         """Whether ``config`` belongs to this technique (by its ``model_type``)."""

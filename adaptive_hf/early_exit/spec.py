@@ -34,5 +34,6 @@ SPEC = register_technique(
         training_fields=("exit_training", "exit_loss_weights", "exit_training_stage", "distill_temperature"),
         description="early exits: classifier heads after chosen layers; a sample stops at the first confident one",
         cli={"calibrate": cli_calibrate, "evaluate": cli_evaluate, "bench": cli_bench},
+        exportable=True,
     )
 )

@@ -24,5 +24,11 @@ SPEC = register_technique(
         training_fields=("ponder_cost", "prior_lambda", "kl_weight"),
         description="halting (ACT / PonderNet): a learned unit after each layer decides when a sample or token stops",
         cli={"evaluate": cli_evaluate, "bench": cli_bench},
+        export_refusal=(
+            "halting decides after every layer, per sample or per token; token-level halting changes which tokens"
+            " a layer updates inside the layer (data-dependent token subsets), which the segment graphs of "
+            "adaptive_hf.onnx (whole rows leaving between fixed segments) cannot express. Only early exits are "
+            "exportable so far."
+        ),
     )
 )

@@ -20,5 +20,10 @@ SPEC = register_technique(
         structural_fields=("num_experts", "moe_layers", "architecture"),
         training_fields=("router_z_loss_coef", "router_aux_loss_coef", "router_jitter", "expert_noise"),
         description="switch mixture-of-experts: each token runs one expert feed-forward of several",
+        export_refusal=(
+            "switch MoE skips inside every layer (each token runs the one expert its router picks), not between "
+            "segments of layers, so there is no segment boundary at which rows leave; adaptive_hf.onnx exports "
+            "early exits only."
+        ),
     )
 )

@@ -48,5 +48,10 @@ SPEC = register_technique(
         ),
         description="RNN readers: Skim-RNN skims tokens with a small cell, LSTM-Jump jumps over them or stops",
         cli={"evaluate": cli_evaluate, "bench": cli_bench},
+        export_refusal=(
+            "Skim-RNN and LSTM-Jump decide token by token inside a recurrent loop (skim, jump or stop), a data-"
+            "dependent loop over time steps rather than rows leaving between fixed segments of layers; "
+            "adaptive_hf.onnx exports early exits only."
+        ),
     )
 )

@@ -53,5 +53,10 @@ SPEC = register_technique(
         ),
         description="video frame samplers: a cheap glance or a stop gate picks which frames the backbone sees",
         cli={"evaluate": cli_evaluate, "bench": cli_bench},
+        export_refusal=(
+            "frame samplers choose, clip by clip, which frames the image backbone sees (a data-dependent number "
+            "of backbone calls per clip), not rows leaving between fixed segments of layers; adaptive_hf.onnx "
+            "exports early exits only."
+        ),
     )
 )
