@@ -1,4 +1,4 @@
-"""Calibration of early-exit classifiers: pick the exit policy and threshold (or patience) on held-out data.
+"""Early-exit replay for calibration: every exit setting scored from one pass over the data.
 
 The model runs once over the data with policy ``none`` and ``output_exit_logits=True``, which evaluates every
 exit head on every row. Candidate settings are then replayed offline with the same decision function the model
@@ -9,15 +9,15 @@ Public pieces, reused by the recipe, the CLI and the benchmark:
 
 * :func:`collect_exit_logits` runs the model once and returns an :class:`ExitLogits` table.
 * :func:`evaluate_setting` scores one setting (accuracy, average exit layer, theoretical speedup) on that table.
-* :func:`calibrate` sweeps candidates, picks one by a criterion, stores it in ``model.config`` and returns a
-  :class:`CalibrationReport`.
+* :func:`replay_candidates` is the early-exit technique's ``replay``: it turns that table into the per-candidate
+  outcomes from which ``adaptive_hf.calibrate`` (the generic, risk-controlled selection) picks a setting.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -413,254 +413,95 @@ def pareto_front(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return front[::-1]
 
 
-def _setting_key(row: Mapping[str, Any]) -> tuple:
-    return (row["exit_policy"], row.get("exit_threshold"), row.get("patience"))
+def _exit_logits_from(model, data, batch_size, data_collator, tokenizer, show_progress, require_labels):
+    if isinstance(data, ExitLogits):
+        if require_labels and data.labels is None:
+            raise ValueError("The `exit_logits` table has no labels; `max_accuracy_drop` needs labelled data.")
+        return data
+    _check_model(model)
+    if isinstance(data, Mapping) and "pixel_values" in data:
+        from .vision_calibration import collect_image_exit_logits
+
+        labels = data.get("labels", data.get("label"))
+        if require_labels and labels is None:
+            raise ValueError("The data has no `labels`: `max_accuracy_drop` needs labelled data.")
+        return collect_image_exit_logits(model, data["pixel_values"], labels, batch_size)
+    if isinstance(data, Mapping) or _is_dataset(data):
+        return collect_exit_logits(
+            model, data, batch_size, data_collator, tokenizer, show_progress, require_labels=require_labels
+        )
+    return None
 
 
-@dataclass
-class CalibrationReport:
-    """What :func:`calibrate` measured and chose.
+def _is_dataset(data) -> bool:
+    import datasets
 
-    Args:
-        criterion: ``"max_accuracy_drop=..."`` or ``"target_speedup=..."``.
-        chosen: The chosen row (see :func:`evaluate_setting`).
-        full_depth_accuracy: Accuracy of the final head on every sample (policy ``none``).
-        candidates: Every evaluated row, the full-depth row first.
-        num_samples: Rows the sweep ran on.
-        note: Set when no candidate met the criterion and a fallback was chosen.
-    """
-
-    criterion: str
-    chosen: dict[str, Any]
-    full_depth_accuracy: float
-    candidates: list[dict[str, Any]] = field(default_factory=list)
-    num_samples: int = 0
-    note: str | None = None
-
-    def pareto_front(self) -> list[dict[str, Any]]:
-        """Candidates no other candidate beats on both accuracy and theoretical speedup."""
-        return pareto_front(self.candidates)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serializable dict with every candidate."""
-        return {
-            "criterion": self.criterion,
-            "chosen": dict(self.chosen),
-            "full_depth_accuracy": self.full_depth_accuracy,
-            "num_samples": self.num_samples,
-            "note": self.note,
-            "candidates": [dict(row) for row in self.candidates],
-        }
-
-    def config_summary(self, max_rows: int = MAX_CONFIG_ROWS) -> dict[str, Any]:
-        """The compact summary stored in ``config.calibration``: the Pareto front, the full-depth and chosen rows.
-
-        Args:
-            max_rows: Most candidate rows kept (evenly thinned along the front when it is longer).
-        """
-
-        def compact(row):
-            return {k: v for k, v in row.items() if k != "exit_fractions"}
-
-        front = self.pareto_front()
-        if len(front) > max_rows:
-            keep = np.unique(np.linspace(0, len(front) - 1, max_rows).round().astype(int))
-            front = [front[i] for i in keep]
-        rows = {_setting_key(r): compact(r) for r in front}
-        for row in (self.candidates[0], self.chosen):
-            rows.setdefault(_setting_key(row), compact(row))
-        ordered = sorted(rows.values(), key=lambda r: (r["theoretical_speedup"], r["accuracy"]))
-        return {
-            "criterion": self.criterion,
-            "chosen": compact(self.chosen),
-            "full_depth_accuracy": self.full_depth_accuracy,
-            "num_samples": self.num_samples,
-            "note": self.note,
-            "candidates": ordered,
-        }
-
-    def to_markdown(self, rows: str = "pareto") -> str:
-        """A markdown table of candidates, the chosen one in bold.
-
-        Args:
-            rows: ``"pareto"`` (the Pareto front plus the full-depth and chosen rows) or ``"all"``.
-        """
-        if rows not in ("pareto", "all"):
-            raise ValueError(f"`rows` must be 'pareto' or 'all'; got {rows!r}.")
-        table = self.candidates if rows == "all" else self.config_summary(max_rows=10**9)["candidates"]
-        chosen = _setting_key(self.chosen)
-        lines = [
-            f"Calibration on {self.num_samples} samples, criterion `{self.criterion}`; full-depth accuracy "
-            f"{self.full_depth_accuracy:.4f}.",
-            "",
-            "| policy | threshold / patience | accuracy | average exit layer | theoretical speedup |",
-            "|---|---|---|---|---|",
-        ]
-        for row in table:
-            setting = row.get("exit_threshold", row.get("patience"))
-            cells = [
-                row["exit_policy"],
-                "-" if setting is None else f"{setting:g}",
-                f"{row['accuracy']:.4f}",
-                f"{row['average_exit_layer']:.2f}",
-                f"{row['theoretical_speedup']:.2f}x",
-            ]
-            if _setting_key(row) == chosen:
-                cells = [f"**{c}**" for c in cells]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-        lines.append(f"Chosen: {_describe(self.chosen)}.")
-        if self.note:
-            lines.append(f"Note: {self.note}")
-        return "\n".join(lines) + "\n"
+    return isinstance(data, (datasets.Dataset, datasets.DatasetDict))
 
 
-def _describe(row: Mapping[str, Any]) -> str:
-    policy = row["exit_policy"]
-    if policy == "patience":
-        setting = f"patience={row['patience']}"
-    elif policy == "none":
-        setting = "full depth"
-    else:
-        setting = f"exit_threshold={row['exit_threshold']:g}"
-    return (
-        f"exit_policy={policy!r} ({setting}): accuracy {row['accuracy']:.4f}, average exit layer "
-        f"{row['average_exit_layer']:.2f}, theoretical speedup {row['theoretical_speedup']:.2f}x"
-    )
+def _exit_details(table: ExitLogits, heads: torch.Tensor) -> dict[str, Any]:
+    layers = torch.tensor(table.exit_layers, dtype=torch.float64)[heads]
+    counts = torch.bincount(heads, minlength=table.num_exits).tolist()
+    return {
+        "average_exit_layer": float(layers.mean()),
+        "exit_fractions": {
+            str(layer): count / table.num_samples for layer, count in zip(table.exit_layers, counts, strict=True)
+        },
+    }
 
 
-def select(
-    rows: Sequence[Mapping[str, Any]],
-    full_depth_accuracy: float,
-    max_accuracy_drop: float | None = None,
-    target_speedup: float | None = None,
-) -> tuple[dict[str, Any], str | None]:
-    """Picks a row by the criterion; returns it and a note when no candidate met the criterion.
-
-    Args:
-        rows: Scored rows, the full-depth row (policy ``none``) first.
-        full_depth_accuracy: Accuracy at full depth.
-        max_accuracy_drop: Fastest row with accuracy >= full-depth accuracy - this (ties: more accurate).
-        target_speedup: Most accurate row with theoretical speedup >= this (none: the fastest row).
-    """
-    if max_accuracy_drop is not None:
-        # A tiny tolerance so that a row exactly at the bound is not lost to float rounding.
-        floor = full_depth_accuracy - max_accuracy_drop - 1e-9
-        early = [r for r in rows if r["exit_policy"] != "none" and r["accuracy"] >= floor]
-        if not early:
-            return dict(rows[0]), (
-                f"No early-exit setting stays within {max_accuracy_drop:g} of the full-depth accuracy "
-                f"({full_depth_accuracy:.4f}); chose exit_policy='none' (full depth)."
-            )
-        best = max(early, key=lambda r: (r["theoretical_speedup"], r["accuracy"]))
-        if best["theoretical_speedup"] < 1.0:
-            # Evaluating heads costs FLOPs: a setting that saves none is worse than running at full depth.
-            return dict(rows[0]), (
-                "No early-exit setting within the accuracy bound is faster than full depth; chose exit_policy='none'."
-            )
-        return dict(best), None
-    reaching = [r for r in rows if r["theoretical_speedup"] >= target_speedup - 1e-9]
-    if reaching:
-        return dict(max(reaching, key=lambda r: (r["accuracy"], r["theoretical_speedup"]))), None
-    fastest = max(rows, key=lambda r: (r["theoretical_speedup"], r["accuracy"]))
-    return dict(fastest), (
-        f"No candidate reaches a theoretical speedup of {target_speedup:g}; chose the fastest one "
-        f"({fastest['theoretical_speedup']:.2f}x)."
-    )
-
-
-def apply_setting(config, row: Mapping[str, Any]) -> None:
-    """Writes a row's policy and threshold (or patience) into an early-exit config.
-
-    Args:
-        config: An early-exit config.
-        row: A row from :func:`evaluate_setting`.
-    """
-    policy = row["exit_policy"]
-    # Clear the threshold first: the config rejects a threshold next to policy 'patience'.
-    config.exit_threshold = None
-    if policy == "patience":
-        config.patience = int(row["patience"])
-    elif policy != "none":
-        config.exit_threshold = row["exit_threshold"]
-    config.exit_policy = policy
-
-
-def calibrate(
+def replay_candidates(
     model,
-    eval_dataset,
-    max_accuracy_drop: float | None = None,
-    target_speedup: float | None = None,
-    policies: Sequence[str] | None = None,
-    candidates: Mapping[str, Sequence] | None = None,
+    data,
+    chains: Sequence[Sequence[Mapping[str, Any]]],
+    *,
     batch_size: int = 64,
     data_collator: Callable | None = None,
     tokenizer=None,
     show_progress: bool = True,
-    exit_logits: ExitLogits | None = None,
-) -> CalibrationReport:
-    """Sweeps exit policies and thresholds (or patience) on held-out data and stores the chosen one in the config.
-
-    The model runs once; each candidate is replayed offline with the inference decision rule, so the chosen
-    setting, applied in eval mode to the same data, gives exactly the reported accuracy and average exit layer.
+    require_labels: bool = True,
+):
+    """The early-exit technique's fast collector: one pass with every exit head, then each setting replayed.
 
     Args:
-        model: An early-exit classifier (``EarlyExit<Arch>ForSequenceClassification``).
-        eval_dataset: Tokenized ``datasets.Dataset`` with ``input_ids`` (+ ``attention_mask``, ``token_type_ids``)
-            and ``label``/``labels``. Unpadded rows need ``tokenizer`` or ``data_collator``.
-        max_accuracy_drop: Accuracy the chosen setting may lose against full depth, as a fraction (0.005 = 0.5
-            points). Picks the highest theoretical speedup within it; falls back to policy ``none``.
-        target_speedup: Theoretical speedup to reach. Picks the most accurate candidate that reaches it; falls
-            back to the fastest candidate.
-        policies: Which of ``confidence``, ``entropy``, ``margin``, ``patience`` to sweep (default: all, or the
-            keys of ``candidates``).
-        candidates: ``{policy: values}`` replacing the default grid (thresholds in [0, 1], patience >= 1).
+        model: An early-exit classifier (text or image); unused when ``data`` is already a table.
+        data: An :class:`ExitLogits` table, a tokenized text ``datasets.Dataset`` (or dict of columns), or a dict
+            with ``pixel_values`` (and ``labels``) for image models. Anything else returns ``None`` (the generic
+            collector runs the model once per setting instead).
+        chains: Candidate settings per knob (``exit_policy`` with ``exit_threshold`` or ``patience``).
         batch_size: Rows per forward.
-        data_collator: Pads a list of feature dicts.
-        tokenizer: Pads unpadded rows with ``DataCollatorWithPadding`` when no collator is given.
+        data_collator: Pads a list of feature dicts (text).
+        tokenizer: Pads with ``DataCollatorWithPadding`` when no collator is given (text).
         show_progress: Show a progress bar.
-        exit_logits: Reuse logits already collected by :func:`collect_exit_logits` instead of running the model.
+        require_labels: Raise when the data has no labels.
 
     Returns:
-        A :class:`CalibrationReport`. ``model.config`` gets the chosen ``exit_policy``, ``exit_threshold`` /
-        ``patience`` and ``calibration`` (a compact summary that the model card shows).
+        A :class:`~adaptive_hf.core.candidates.CandidateOutcomes` (details: average exit layer and exit fractions
+        per candidate), or ``None``.
     """
-    if (max_accuracy_drop is None) == (target_speedup is None):
-        raise ValueError("Pass exactly one of `max_accuracy_drop` (e.g. 0.005) and `target_speedup` (e.g. 2.0).")
-    if max_accuracy_drop is not None:
-        check_number("max_accuracy_drop", max_accuracy_drop, 0.0, 1.0)
-        criterion = f"max_accuracy_drop={max_accuracy_drop:g}"
-    else:
-        check_number("target_speedup", target_speedup, 0.0, None, low_inclusive=False)
-        criterion = f"target_speedup={target_speedup:g}"
-    _check_model(model)
-    num_exits = len(model.config.exit_layers)
-    if candidates is not None:
-        if not isinstance(candidates, Mapping):
-            raise TypeError("`candidates` must be a dict {policy: [thresholds or patience values]}.")
-        candidates = {p: list(v) for p, v in candidates.items()}
-        chosen_policies = _check_policies(policies if policies is not None else list(candidates))
-        candidates = {p: candidates.get(p, default_candidates(num_exits, [p])[p]) for p in chosen_policies}
-        for policy, values in candidates.items():
-            for value in values:
-                if policy == "patience":
-                    check_number("patience", value, 1, None, integer=True)
-                else:
-                    check_number("exit_threshold", value, 0.0, 1.0)
-    else:
-        candidates = default_candidates(
-            num_exits, _check_policies(policies if policies is not None else SWEEP_POLICIES)
-        )
-    if exit_logits is None:
-        exit_logits = collect_exit_logits(
-            model, eval_dataset, batch_size, data_collator, tokenizer, show_progress, require_labels=True
-        )
-    elif exit_logits.labels is None:
-        raise ValueError("`exit_logits` has no labels; calibration needs labelled data.")
-    rows = sweep(exit_logits, candidates)
-    full_depth_accuracy = rows[0]["accuracy"]
-    chosen, note = select(rows, full_depth_accuracy, max_accuracy_drop, target_speedup)
-    report = CalibrationReport(criterion, chosen, full_depth_accuracy, rows, exit_logits.num_samples, note)
-    apply_setting(model.config, chosen)
-    model.config.calibration = report.config_summary()
-    return report
+    from ..core.candidates import CandidateOutcomes
+
+    table = _exit_logits_from(model, data, batch_size, data_collator, tokenizer, show_progress, require_labels)
+    if table is None:
+        return None
+    full_heads = table.exit_heads("none")
+    predictions, costs, details = [], [], []
+    for chain in chains:
+        chain_predictions, chain_costs, chain_details = [], [], []
+        for setting in chain:
+            heads = table.exit_heads(setting["exit_policy"], setting.get("exit_threshold"), setting.get("patience"))
+            chain_predictions.append(table.predictions(heads))
+            chain_costs.append(table.costs.gather(1, heads.view(-1, 1)).view(-1))
+            chain_details.append(_exit_details(table, heads))
+        predictions.append(torch.stack(chain_predictions) if chain else torch.empty(0, table.num_samples).long())
+        costs.append(torch.stack(chain_costs) if chain else torch.empty(0, table.num_samples, dtype=torch.float64))
+        details.append(chain_details)
+    return CandidateOutcomes(
+        chains=[[dict(setting) for setting in chain] for chain in chains],
+        predictions=predictions,
+        costs=costs,
+        full_predictions=table.predictions(full_heads),
+        full_costs=table.full_costs.clone(),
+        labels=table.labels,
+        details=details,
+    )

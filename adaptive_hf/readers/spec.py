@@ -18,6 +18,18 @@ def _is_jump(config) -> bool:
     return config.model_type == "jump_lstm"
 
 
+def reader_cost(model, outputs, batch):
+    """Per-sample FLOPs spent (tokens read, skimmed, decisions taken) and for full reading; see
+    ``model.theoretical_flops``.
+
+    Args:
+        model: A Skim-RNN or LSTM-Jump classifier.
+        outputs: Its output (token counts per sample).
+        batch: The inputs (unused: the output records the token counts).
+    """
+    return model.theoretical_flops(outputs)
+
+
 SPEC = register_technique(
     TechniqueSpec(
         name="readers",
@@ -45,6 +57,7 @@ SPEC = register_technique(
             "reward",
             "full_reading_loss_coef",
         ),
+        cost=reader_cost,
         description="RNN readers: Skim-RNN skims tokens with a small cell, LSTM-Jump jumps over them or stops",
     )
 )
