@@ -563,7 +563,7 @@ def measure(
 
 
 def cmd_calibrate(args) -> int:
-    from .early_exit.calibration import calibrate
+    from .calibration import calibrate
 
     model = load_model(args.model_dir)
     if technique_of(model) != "early_exit":

@@ -43,7 +43,6 @@ from adaptive_hf.data import load_text_classification, packaged_minilm_path  # n
 from adaptive_hf.early_exit.benchmarking import measure_speedup  # noqa: E402
 from adaptive_hf.early_exit.calibration import (  # noqa: E402
     SWEEP_POLICIES,
-    calibrate,
     collect_exit_logits,
     evaluate_setting,
     iterate_batches,
@@ -165,7 +164,7 @@ def quality_and_speed(args, model, tokenizer, tokenized) -> dict:
         for k, layer in enumerate(test_logits.exit_layers)
     ]
     for policy in policies:
-        report = calibrate(
+        report = adaptive_hf.calibrate(
             model,
             tokenized["validation"],
             max_accuracy_drop=args.max_accuracy_drop,

@@ -195,6 +195,16 @@ def test_each_technique_calibrates_stores_and_survives_save_and_load(case, tmp_p
     assert report.statement() in (tmp_path / "README.md").read_text()
 
 
+def test_batches_with_labels_and_a_dict_of_tensors_give_the_same_report():
+    data = _text_data(24)
+    batches = [{k: v[i : i + 8] for k, v in data.items()} for i in range(0, 24, 8)]  # the readers recipe's form
+    reports = []
+    for form in (data, batches):
+        model = _reader("jump_lstm")()
+        reports.append(adaptive_hf.calibrate(model, form, max_disagreement=0.5, show_progress=False).to_dict())
+    assert reports[0] == reports[1]
+
+
 def test_full_compute_cost_is_spent_equals_full_for_every_technique():
     for build, data, _, _ in TECHNIQUE_CASES.values():
         model = build()

@@ -4,10 +4,10 @@
 * :mod:`.collect`: the generic collector (one eval pass per candidate setting) and batch preparation.
 * :mod:`.selection`: per-candidate risks and the selection rules.
 * :mod:`.report`: the report, its config summary and the statement the model card shows.
-* :mod:`.api`: :func:`calibrate` and :func:`select_setting`.
+* :mod:`.api`: :func:`calibrate`, :func:`collect_candidates` (measure once) and :func:`select_setting`.
 """
 
-from .api import calibrate, select_setting
+from .api import calibrate, collect_candidates, select_setting
 from .bounds import binomial_p_value, binomial_upper_bound, rows_needed
 from .report import CalibrationReport
 
@@ -16,6 +16,7 @@ __all__ = [
     "binomial_p_value",
     "binomial_upper_bound",
     "calibrate",
+    "collect_candidates",
     "rows_needed",
     "select_setting",
 ]

@@ -255,6 +255,50 @@ def calibrate(
     return report
 
 
+def collect_candidates(
+    model,
+    data,
+    *,
+    require_labels: bool = False,
+    policies: Sequence[str] | str | None = None,
+    chains: Sequence[Sequence[Mapping[str, Any]]] | None = None,
+    batch_size: int = 64,
+    data_collator: Callable | None = None,
+    tokenizer=None,
+    show_progress: bool = True,
+) -> CandidateOutcomes:
+    """Measures every candidate setting once, so that many selections (e.g. repeated splits) cost no forward.
+
+    Args:
+        model: An adaptive model with runtime knobs.
+        data: Rows in any form :func:`calibrate` accepts (or an early-exit ``ExitLogits`` table).
+        require_labels: Raise when the data has no labels.
+        policies: Keep only the chains named by one of their values (see :func:`calibrate`).
+        chains: Candidate chains replacing the spec's.
+        batch_size: Rows per forward.
+        data_collator: Pads a list of feature dicts.
+        tokenizer: Pads unpadded text rows when no collator is given.
+        show_progress: Show a progress bar.
+
+    Returns:
+        A :class:`~adaptive_hf.core.candidates.CandidateOutcomes`; pass ``outcomes.subset(rows)`` to
+        :func:`select_setting` or ``outcomes=`` to :func:`calibrate`.
+    """
+    spec = technique_of(model)
+    candidate_chains = _check_chains(chains) if chains is not None else spec.candidate_chains(model.config)
+    if not any(candidate_chains):
+        raise ValueError(f"The {spec.name!r} model ({type(model).__name__}) has no runtime knob to calibrate.")
+    candidate_chains = [chain for chain in _filter_chains(candidate_chains, policies) if chain]
+    options = dict(
+        batch_size=batch_size,
+        data_collator=data_collator,
+        tokenizer=tokenizer,
+        show_progress=show_progress,
+        require_labels=require_labels,
+    )
+    return _measure(spec, model, data, candidate_chains, spec.full_compute_settings(model.config), options)
+
+
 def _measure(spec, model, data, chains, full_settings, options) -> CandidateOutcomes:
     if data is None:
         raise ValueError("Pass calibration `data` (or `exit_logits` / `outcomes`); got None.")
