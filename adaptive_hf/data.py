@@ -32,7 +32,8 @@ TRUMP_TWEET_SOURCES = {
     "Twitter Web Client": "web",
 }
 
-_LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
+# Local data files by suffix -> the `datasets` builder that reads them (a file of another suffix is read as JSON).
+LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
 
 
 def packaged_minilm_path() -> str:
@@ -123,32 +124,93 @@ def _trump_tweets(seed: int, validation_size: int | None):
     )
 
 
-def _is_local_file(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in _LOCAL_FORMATS or os.path.isfile(name)
+def is_local_file(name: str) -> bool:
+    """Whether ``name`` means a local data file: it has a data suffix (``LOCAL_FORMATS``) or is an existing file.
+
+    Args:
+        name: A dataset name or path.
+    """
+    return os.path.splitext(name)[1].lower() in LOCAL_FORMATS or os.path.isfile(name)
+
+
+def read_data_file(path: str, **load_kwargs: Any):
+    """Reads a whole local ``.json``/``.jsonl``/``.csv``/``.tsv``/``.parquet`` file as one ``datasets.Dataset``.
+
+    Args:
+        path: The file (another suffix is read as JSON).
+        **load_kwargs: Passed to ``datasets.load_dataset`` (``delimiter`` defaults to a tab for ``.tsv``).
+
+    Raises:
+        FileNotFoundError: When the file does not exist.
+        ValueError: When the file cannot be read in its format.
+    """
+    import datasets
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No such data file: {path!r}.")
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".tsv":
+        load_kwargs.setdefault("delimiter", "\t")
+    builder = LOCAL_FORMATS.get(suffix, "json")
+    try:
+        return datasets.load_dataset(builder, data_files=path, split="train", **load_kwargs)
+    except Exception as error:  # the builders raise many types (ArrowInvalid, DatasetGenerationError, ...)
+        raise ValueError(f"Could not read {path!r} as {builder} ({type(error).__name__}: {error}).") from error
+
+
+def load_saved_dataset(path: str, split: str):
+    """One split of a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``.
+
+    Args:
+        path: The folder.
+        split: The split to return when the folder holds a ``DatasetDict`` (a single ``Dataset`` is returned whole).
+
+    Raises:
+        ValueError: When the folder is not a saved dataset or has no such split.
+    """
+    import datasets
+
+    try:
+        dataset = datasets.load_from_disk(path)
+    except Exception as error:  # FileNotFoundError, or the format's own errors for a foreign folder
+        raise ValueError(f"{path!r} is a folder but not a dataset saved with save_to_disk ({error}).") from error
+    if isinstance(dataset, datasets.DatasetDict):
+        if split not in dataset:
+            raise ValueError(f"{path!r} has no split {split!r}; its splits are {list(dataset)}.")
+        dataset = dataset[split]
+    return dataset
+
+
+def load_local_dataset(name: str, split: str):
+    """A local data file (read whole, ``split`` ignored) or ``save_to_disk`` folder as a ``Dataset``; ``None`` when
+    ``name`` is neither, i.e. an offline or Hub dataset name.
+
+    Args:
+        name: A dataset name or path.
+        split: The split of a saved ``DatasetDict``.
+    """
+    if is_local_file(name):
+        return read_data_file(name)
+    if os.path.isdir(name):
+        return load_saved_dataset(name, split)
+    return None
 
 
 def _load_external(name: str, text_column: str, label_column: str, seed: int, validation_size, load_kwargs):
     """Hub datasets and local files, mapped to ``text``/``label`` with train/validation/test splits."""
     import datasets
 
-    try:
-        if _is_local_file(name):
-            if not os.path.exists(name):
-                raise FileNotFoundError(f"No such data file: {name!r}.")
-            builder = _LOCAL_FORMATS.get(os.path.splitext(name)[1].lower(), "json")
-            if name.lower().endswith(".tsv"):
-                load_kwargs.setdefault("delimiter", "\t")
-            raw = datasets.load_dataset(builder, data_files=name, **load_kwargs)
-        else:
+    if is_local_file(name):
+        raw = read_data_file(name, **load_kwargs)
+    else:
+        try:
             raw = datasets.load_dataset(name, **load_kwargs)
-    except FileNotFoundError:
-        raise
-    except Exception as error:  # the Hub client raises many types (offline mode, connection, not found)
-        raise ValueError(
-            f"Unknown dataset {name!r}: it is not an offline dataset ({', '.join(OFFLINE_DATASETS)}) and "
-            f"`datasets.load_dataset({name!r})` failed ({type(error).__name__}: {error}). Without Hub access, use an "
-            "offline name or a local .json/.jsonl/.csv/.parquet file."
-        ) from error
+        except Exception as error:  # the Hub client raises many types (offline mode, connection, not found)
+            raise ValueError(
+                f"Unknown dataset {name!r}: it is not an offline dataset ({', '.join(OFFLINE_DATASETS)}) and "
+                f"`datasets.load_dataset({name!r})` failed ({type(error).__name__}: {error}). Without Hub access, "
+                "use an offline name or a local .json/.jsonl/.csv/.parquet file."
+            ) from error
     if not isinstance(raw, datasets.DatasetDict):
         raw = datasets.DatasetDict({"train": raw})
     for split_name, split in raw.items():

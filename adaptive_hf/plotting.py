@@ -1,4 +1,4 @@
-"""The accuracy-against-speedup figure shared by the CLI's and the video evaluation's ``--plot``.
+"""The accuracy-against-speedup figures of the ``--plot`` options (CLI commands and the video evaluation).
 
 matplotlib is optional (``pip install 'adaptive-hf[plot]'``) and imported only when a figure is drawn, with the
 non-interactive Agg backend.
@@ -56,3 +56,18 @@ def speedup_figure(
         figure.savefig(path)
     finally:
         plt.close(figure)
+
+
+def plot_sweep(rows: list[dict[str, Any]], path: str, title: str) -> None:
+    """Draws a knob sweep (accuracy against theoretical speedup) to a PNG, the full-compute row as a line.
+
+    Args:
+        rows: The sweep's rows (``setting``, ``accuracy``, ``theoretical_speedup``), the full-compute one first.
+        path: Output PNG path.
+        title: Figure title.
+    """
+    xlabel = "theoretical speedup over full compute (x)"
+    with speedup_figure(path, xlabel, title, title_fontsize=9) as axes:
+        points = sorted(rows[1:], key=lambda r: r["theoretical_speedup"])
+        axes.plot([r["theoretical_speedup"] for r in points], [r["accuracy"] for r in points], "o-", label="sweep")
+        axes.axhline(rows[0]["accuracy"], color="gray", linestyle=":", label=rows[0]["setting"])

@@ -20,7 +20,6 @@ Use a trained model folder (e.g. the recipe's output) or let the script fine-tun
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -39,6 +38,7 @@ from transformers import (  # noqa: E402
 
 import adaptive_hf  # noqa: E402
 import adaptive_hf.early_exit.heads  # noqa: E402
+from adaptive_hf.core.io import write_json  # noqa: E402
 from adaptive_hf.data import load_text_classification, packaged_minilm_path  # noqa: E402
 from adaptive_hf.early_exit.benchmarking import measure_speedup  # noqa: E402
 from adaptive_hf.early_exit.calibration import (  # noqa: E402
@@ -432,8 +432,7 @@ def main(argv=None) -> dict:
         probe.update(command=" ".join([os.path.basename(sys.executable)] + sys.argv), date=time.strftime("%Y-%m-%d"))
         print(format_probe(probe))
         if args.json:
-            with open(args.json, "w") as handle:
-                json.dump(probe, handle, indent=2)
+            write_json(args.json, probe)
         return probe
     train_seconds = None
     if args.model:
@@ -483,8 +482,7 @@ def main(argv=None) -> dict:
     print(format_tables(result))
     print(f"\nload average start {result['machine']['load_average_at_start']}, end {result['load_average_at_end']}")
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=2, default=float)
+        write_json(args.json, result, default=float)
     return result
 
 

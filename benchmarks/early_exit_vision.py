@@ -27,6 +27,7 @@ import torch
 
 import adaptive_hf  # noqa: F401
 from adaptive_hf.cli import image_batches, image_preprocessing
+from adaptive_hf.core.io import write_json
 from adaptive_hf.data import IMAGE_TASK_DATASETS, load_image_arrays
 from adaptive_hf.early_exit.vision_calibration import measure_image_speedup
 from adaptive_hf.early_exit.vision_modeling import EarlyExitTimmForImageClassification
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"| {layer} | {shares['flops'][k]:.2f} | {shares[1][k]:.2f} | {shares[64][k]:.2f} |")
     if args.json:
         payload = {"report": report_path.as_posix(), "results": results, "time_shares": shares}
-        Path(args.json).write_text(json.dumps(payload, indent=2))
+        write_json(args.json, payload)
     return results
 
 

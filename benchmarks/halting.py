@@ -19,13 +19,13 @@ Per shared/benchmarks.md: quality on the test split next to full depth, theoreti
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 
 import torch
 from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification, AutoTokenizer
 
 import adaptive_hf  # noqa: F401  (registers the halting classes)
+from adaptive_hf.core.io import write_json
 from adaptive_hf.data import load_image_classification, load_text_classification
 from adaptive_hf.early_exit.calibration import iterate_batches
 from adaptive_hf.halting.benchmarking import measure_halting_speedup
@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"{' (noisy)' if r['noisy'] else ''} |"
         )
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+        write_json(args.json, results)
     return results
 
 

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import math
 import os
 import platform
@@ -58,6 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adaptive_hf import SwitchMoEConfig, SwitchMoEFeedForward
+from adaptive_hf.core.io import write_json
 
 
 class DenseFFN(nn.Module):
@@ -368,17 +368,13 @@ def main() -> None:
                 details.append(f"# T={tokens} E={num_experts} {mode}: ms (spread): {times}")
                 details += [f"#   skipped {name}: {reason}" for name, reason in data["skipped"].items()]
             if args.json:  # after every cell, so an interrupted run keeps what it measured
-                with open(args.json, "w") as handle:
-                    json.dump(
-                        {
-                            "args": vars(args),
-                            "torch": torch.__version__,
-                            "thp": os.environ.get("THP_MEM_ALLOC_ENABLE"),
-                            "results": report,
-                        },
-                        handle,
-                        indent=1,
-                    )
+                payload = {
+                    "args": vars(args),
+                    "torch": torch.__version__,
+                    "thp": os.environ.get("THP_MEM_ALLOC_ENABLE"),
+                    "results": report,
+                }
+                write_json(args.json, payload, indent=1)
     print("\n".join(details))
     print(f"# total {time.perf_counter() - start:.0f} s")
 

@@ -13,7 +13,6 @@ sweep over ``skim_threshold`` (LSTM-Jump: ``stop_threshold``) gives the accuracy
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -26,6 +25,7 @@ import torch  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding  # noqa: E402
 
 import adaptive_hf  # noqa: E402, F401  (registers the readers)
+from adaptive_hf.core.io import write_json  # noqa: E402
 from adaptive_hf.data import load_text_classification, packaged_minilm_path  # noqa: E402
 from adaptive_hf.readers.evaluation import RUNTIME_KNOBS, evaluate_reader, iterate_batches, time_reader  # noqa: E402
 
@@ -140,8 +140,7 @@ def main(argv=None):
             "threads": args.threads,
             "date": time.strftime("%Y-%m-%d"),
         }
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(payload, indent=2))
+        write_json(args.json, payload)
 
 
 def print_result(r: dict) -> None:

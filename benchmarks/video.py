@@ -29,6 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 import adaptive_hf  # noqa: E402,F401
+from adaptive_hf.core.io import write_json  # noqa: E402
 from adaptive_hf.video.data import load_moving_fashion_mnist  # noqa: E402
 from adaptive_hf.video.evaluation import (  # noqa: E402
     evaluate_video_classifier,
@@ -140,8 +141,7 @@ def main(argv=None):
         "rows": rows,
     }
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     return result
 
 

@@ -30,7 +30,6 @@ Any ``TrainingArguments`` flag overrides the recipe's defaults (``--learning_rat
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -50,6 +49,7 @@ from transformers import (  # noqa: E402
 )
 
 import adaptive_hf  # noqa: E402
+from adaptive_hf.core.io import write_json  # noqa: E402
 from adaptive_hf.data import load_text_classification, packaged_minilm_path  # noqa: E402
 from adaptive_hf.early_exit.benchmarking import measure_speedup  # noqa: E402
 from adaptive_hf.early_exit.calibration import (  # noqa: E402
@@ -550,8 +550,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     if plot_tradeoff(plot_path, sweeps, results, full_row_test["accuracy"], title):
         report["plot"] = plot_path
     report["total_seconds"] = time.perf_counter() - start_time
-    with open(os.path.join(training_args.output_dir, "early_exit_report.json"), "w") as handle:
-        json.dump(report, handle, indent=2, default=float)
+    write_json(os.path.join(training_args.output_dir, "early_exit_report.json"), report, default=float)
 
     print("\nPer-exit test accuracy (share of the most predicted class):")
     for row in report["per_exit_accuracy"]["test"]:

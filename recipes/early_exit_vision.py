@@ -33,7 +33,6 @@ two epochs on 16,000 images at 32x32 pixels (a few minutes on 2 quiet cores).
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import sys
@@ -46,6 +45,7 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 import adaptive_hf
 from adaptive_hf import EarlyExitTimmForImageClassification
+from adaptive_hf.core.io import write_json
 from adaptive_hf.data import IMAGE_LABEL_NAMES, IMAGE_TASK_DATASETS, load_image_arrays, to_pixel_values
 from adaptive_hf.early_exit.calibration import SWEEP_POLICIES, THRESHOLD_GRID, evaluate_setting
 from adaptive_hf.early_exit.vision_calibration import collect_image_exit_logits, measure_image_speedup
@@ -334,8 +334,7 @@ def main(argv: list[str] | None = None) -> dict:
     title = f"{model.config.architecture} on {args.task} ({args.image_size}px)"
     if plot_tradeoff(plot_path, sweeps, results, full_test["accuracy"], title):
         report["plot"] = plot_path
-    with open(os.path.join(training_args.output_dir, "report.json"), "w") as handle:
-        json.dump(report, handle, indent=2)
+    write_json(os.path.join(training_args.output_dir, "report.json"), report)
     print(
         f"\nFull depth: test accuracy {100 * full_test['accuracy']:.2f} (validation {100 * full_val['accuracy']:.2f})"
     )

@@ -11,7 +11,6 @@ test split, and the realized speedup against the same weights at full depth; sav
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 
@@ -27,6 +26,7 @@ from transformers import (  # noqa: E402
 )
 
 from adaptive_hf import AutoHaltingModelForSequenceClassification  # noqa: E402
+from adaptive_hf.core.io import write_json  # noqa: E402
 from adaptive_hf.data import load_text_classification, packaged_minilm_path  # noqa: E402
 from adaptive_hf.early_exit.calibration import iterate_batches  # noqa: E402
 from adaptive_hf.halting.benchmarking import measure_halting_speedup  # noqa: E402
@@ -148,8 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     model.save_pretrained(os.path.join(training_args.output_dir, "model"))
     tokenizer.save_pretrained(os.path.join(training_args.output_dir, "model"))
     report = {"arguments": asdict(args), "sweep": rows, "timings": timings}
-    with open(os.path.join(training_args.output_dir, "report.json"), "w") as handle:
-        json.dump(report, handle, indent=2)
+    write_json(os.path.join(training_args.output_dir, "report.json"), report)
     return report
 
 

@@ -15,7 +15,6 @@ and the realized speedup against the same weights at full depth; saves the model
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from adaptive_hf import HaltingTimmConfig, HaltingTimmForImageClassification
+from adaptive_hf.core.io import write_json
 from adaptive_hf.data import image_normalization, load_image_classification
 from adaptive_hf.halting.benchmarking import measure_halting_speedup
 from adaptive_hf.halting.evaluation import evaluate_halting, format_halting_report
@@ -166,8 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
     model.config.image_mean, model.config.image_std = [mean], [std]
     model.save_pretrained(os.path.join(training_args.output_dir, "model"))
     report = {"arguments": asdict(args), "sweep": rows, "timings": timings}
-    with open(os.path.join(training_args.output_dir, "report.json"), "w") as handle:
-        json.dump(report, handle, indent=2)
+    write_json(os.path.join(training_args.output_dir, "report.json"), report)
     return report
 
 

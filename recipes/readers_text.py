@@ -18,7 +18,6 @@ fixed); save each model and ``results.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -38,6 +37,7 @@ from transformers import (  # noqa: E402
 )
 
 import adaptive_hf  # noqa: E402
+from adaptive_hf.core.io import write_json  # noqa: E402
 from adaptive_hf.data import load_text_classification, packaged_minilm_path  # noqa: E402
 from adaptive_hf.readers.evaluation import (  # noqa: E402
     RUNTIME_KNOBS,
@@ -327,7 +327,7 @@ def main(argv=None):
         "command": "python recipes/readers_text.py " + " ".join(os.sys.argv[1:]),
     }
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    (Path(args.output_dir) / "results.json").write_text(json.dumps(summary, indent=2))
+    write_json(Path(args.output_dir) / "results.json", summary)
     print(table(results))
 
 

@@ -41,6 +41,7 @@ from transformers import (  # noqa: E402
 )
 
 import adaptive_hf  # noqa: E402
+from adaptive_hf.core.io import write_json  # noqa: E402
 from adaptive_hf.data import load_text_classification, packaged_minilm_path  # noqa: E402
 from adaptive_hf.metrics import load_metric  # noqa: E402
 
@@ -202,8 +203,7 @@ def main() -> None:
     if moe_trainer.is_world_process_zero():
         moe_trainer.model.save_pretrained(os.path.join(training_args.output_dir, "moe_model"))
         tokenizer.save_pretrained(os.path.join(training_args.output_dir, "moe_model"))
-        with open(os.path.join(training_args.output_dir, "report.json"), "w") as handle:
-            json.dump(report, handle, indent=1, default=str)
+        write_json(os.path.join(training_args.output_dir, "report.json"), report, indent=1, default=str)
         summary = {
             "moe_test_accuracy": report["moe"].get("test_accuracy"),
             "moe_dropless_test_accuracy": report["moe_dropless_test_accuracy"],

@@ -39,6 +39,7 @@ import torch  # noqa: E402
 from transformers import Trainer, TrainingArguments, set_seed  # noqa: E402
 
 import adaptive_hf  # noqa: E402,F401
+from adaptive_hf.core.io import write_json  # noqa: E402
 from adaptive_hf.video.data import (  # noqa: E402
     VideoCollator,
     fashion_mnist_available,
@@ -228,7 +229,7 @@ def main(argv=None):
         "training_seconds": timings,
         "rows": rows,
     }
-    (output / "results.json").write_text(json.dumps(results, indent=2))
+    write_json(output / "results.json", results)
     print(f"wrote {output / 'results.json'}")
     return results
 

@@ -43,13 +43,34 @@ def test_calibrate_prints_report_and_saves(workspace, tmp_path, capsys):
     ]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "| policy |" in out and "Chosen:" in out
+    assert "| setting |" in out and report_statement_in(out, report_path)
     report = json.loads(report_path.read_text())
     assert report["criterion"] == "max_accuracy_drop=0.05" and report["num_samples"] == 40
+    assert report["delta"] == 0.1 and report["rule"] == "learn_then_test"
     saved = AutoModelForSequenceClassification.from_pretrained(model_dir)
     assert saved.config.exit_policy == report["chosen"]["exit_policy"]
     assert saved.config.calibration["chosen"]["accuracy"] == report["chosen"]["accuracy"]
+    assert saved.config.calibration["statement"] == report["statement"]
     assert (model_dir / "tokenizer.json").is_file()  # the tokenizer survives the re-save
+
+
+def report_statement_in(out: str, report_path) -> bool:
+    return json.loads(report_path.read_text())["statement"] in out
+
+
+def test_calibrate_label_free_with_delta_and_point_estimate_rule(workspace, tmp_path, capsys):
+    model_dir = _copy_model(workspace, tmp_path)
+    report_path = tmp_path / "report.json"
+    argv = [
+        "calibrate", str(model_dir), "--dataset", str(workspace / "data.jsonl"), "--text-column", "sentence",
+        "--max-disagreement", "0.3", "--delta", "0.2", "--json", str(report_path), "--no-progress",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(report_path.read_text())
+    assert report["risk"] == "disagreement" and report["delta"] == 0.2 and report["guaranteed"]
+    assert main([*argv, "--rule", "point_estimate_no_guarantee"]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["rule"] == "point_estimate_no_guarantee" and report["statement"].startswith("No guarantee")
 
 
 def test_calibrate_without_save_leaves_folder_alone(workspace, tmp_path, capsys):
@@ -219,10 +240,22 @@ def test_evaluate_and_bench_on_halting_and_reader_models(workspace, other_models
     assert all(r["realized_speedup"] > 0 and r["threads"] == 1 for r in results)
 
 
-def test_calibrate_rejects_non_early_exit_models(workspace, other_models, capsys):
-    argv = ["calibrate", str(other_models["halting"]), "--dataset", str(workspace / "data.jsonl")]
-    assert main([*argv, "--text-column", "sentence", "--max-accuracy-drop", "0.01", "--no-progress"]) == 2
-    assert "calibrate picks the exit policy of early-exit classifiers" in capsys.readouterr().err
+@pytest.mark.parametrize(("kind", "knob"), [("halting", "halting_threshold"), ("skim", "skim_threshold")])
+def test_calibrate_halting_and_reader_models(workspace, other_models, tmp_path, capsys, kind, knob):
+    import shutil
+
+    model_dir = tmp_path / kind
+    shutil.copytree(other_models[kind], model_dir)
+    report_path = tmp_path / "report.json"
+    argv = ["calibrate", str(model_dir), "--dataset", str(workspace / "data.jsonl"), "--text-column", "sentence"]
+    argv += ["--max-disagreement", "0.9", "--delta", "0.5", "--json", str(report_path), "--save", "--no-progress"]
+    assert main(argv) == 0
+    report = json.loads(report_path.read_text())
+    assert report["technique"] == ("halting" if kind == "halting" else "readers")
+    assert knob in report["chosen"]["setting"], report["note"]
+    saved = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    assert getattr(saved.config, knob) == report["chosen"]["setting"][knob]
+    assert saved.config.calibration["statement"] == report["statement"]
 
 
 # ------------------------------------------------------------------------------------------------------ images
@@ -355,7 +388,7 @@ def test_image_early_exit_calibrate_evaluate_bench(image_models, tmp_path, capsy
     assert all(r["theoretical_speedup"] > 0 and r["realized_speedup"] > 0 for r in results)
 
 
-def test_image_halting_evaluate_and_bench_and_calibrate_rejects(image_models, tmp_path, capsys):
+def test_image_halting_evaluate_bench_and_calibrate(image_models, tmp_path, capsys):
     model_dir = image_models["halting"]
     data = ["--dataset", "mnist_subset", "--max-samples", "24", "--no-progress"]
     out_json, out_png = tmp_path / "eval.json", tmp_path / "sweep.png"
@@ -372,8 +405,8 @@ def test_image_halting_evaluate_and_bench_and_calibrate_rejects(image_models, tm
     results = json.loads(bench_json.read_text())["results"]
     assert [r["batch_size"] for r in results] == [1, 4] and all(r["num_samples"] == 24 for r in results)
     capsys.readouterr()
-    assert main(["calibrate", str(model_dir), *data, "--max-accuracy-drop", "0.01"]) == 2
-    assert "calibrate picks the exit policy of early-exit classifiers" in capsys.readouterr().err
+    assert main(["calibrate", str(model_dir), *data, "--max-accuracy-drop", "0.01"]) == 0  # every technique
+    assert "Runs at full compute" in capsys.readouterr().out  # 24 rows cannot certify 1 point
 
 
 def test_image_dataset_folder_with_pil_images(image_models, tmp_path, capsys):
@@ -418,3 +451,88 @@ def test_image_errors_are_clear(image_models, capsys, extra, match):
     argv = ["evaluate", str(image_models["timm_vit"]), *extra, "--max-samples", "8", "--no-progress"]
     assert main(argv) == 2
     assert match in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ registry dispatch
+def test_commands_run_the_hook_the_technique_registered(workspace, monkeypatch, capsys):
+    """The CLI finds the technique by the saved config and runs its spec's hook; a missing hook is refused."""
+    import dataclasses
+
+    from adaptive_hf.core.technique import TECHNIQUES
+
+    seen = {}
+
+    def fake_evaluate(args, prepare):
+        data = prepare(True)
+        seen.update(model_dir=args.model_dir, model=type(data.model).__name__, samples=data.num_samples)
+        seen["labels"] = data.labels.tolist()
+        return 0
+
+    spec = TECHNIQUES["early_exit"]
+    hooks = {name: hook for name, hook in spec.cli.items() if name != "bench"}
+    monkeypatch.setitem(TECHNIQUES, "early_exit", dataclasses.replace(spec, cli={**hooks, "evaluate": fake_evaluate}))
+    data = ["--dataset", str(workspace / "data.jsonl"), "--text-column", "sentence", "--no-progress"]
+    assert main(["evaluate", str(workspace / "model"), *data]) == 0
+    expected = [json.loads(line)["label"] for line in (workspace / "data.jsonl").read_text().splitlines()]
+    assert seen == {
+        "model_dir": str(workspace / "model"),
+        "model": "EarlyExitBertForSequenceClassification",
+        "samples": 40,
+        "labels": expected,
+    }
+    assert main(["bench", str(workspace / "model"), *data]) == 2
+    err = capsys.readouterr().err
+    assert "bench is not available for early_exit models" in err and "'halting'" in err
+
+
+def test_a_plain_model_is_refused_by_name(tmp_path, capsys):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=99, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    BertForSequenceClassification(config).save_pretrained(tmp_path)
+    assert main(["card", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "model_type='bert'" in err and "not an adaptive classifier" in err and "early_exit" in err
+
+
+def test_python_dash_m_runs_the_cli(workspace):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-m", "adaptive_hf.cli", "card", str(workspace / "model")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "## Exit policy" in result.stdout
+
+
+def test_nothing_in_the_package_imports_the_cli():
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "adaptive_hf"
+    offenders = []
+    for path in package.rglob("*.py"):
+        if path.parent.name == "cli" and path.parent.parent == package:
+            continue
+        depth = len(path.relative_to(package).parts) - 1  # how many dots reach the package root
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                absolute = module
+                if node.level:
+                    absolute = ".".join(filter(None, ["adaptive_hf", module])) if node.level == depth + 1 else ""
+                names = [alias.name for alias in node.names]
+                if absolute.startswith("adaptive_hf.cli") or (absolute == "adaptive_hf" and "cli" in names):
+                    offenders.append(str(path.relative_to(package)))
+            elif isinstance(node, ast.Import) and any(a.name.startswith("adaptive_hf.cli") for a in node.names):
+                offenders.append(str(path.relative_to(package)))
+    assert offenders == []

@@ -12,6 +12,8 @@ technique with ``hasattr``:
 * ``cost``: the per-sample compute an output records, as ``(spent, full)``.
 * ``replay``: optionally, a fast way to measure every candidate setting at once (early exits replay stored exit
   logits); without it, calibration runs the model once per candidate setting.
+* ``cli``: the ``adaptive-hf`` commands the technique serves, each a hook in the technique's own modules
+  (:data:`CommandHook`); the CLI dispatches to them by the saved config's ``model_type``.
 
 ``core`` imports no technique: the specs arrive here by registration.
 """
@@ -65,6 +67,14 @@ CostFunction = Callable[[Any, Any, Mapping[str, Any]], tuple[torch.Tensor, torch
 # replay(model, data, chains, **options) -> core.candidates.CandidateOutcomes, or None when it cannot read `data`
 ReplayFunction = Callable[..., Any]
 
+# ``hook(args, prepare) -> exit status``: ``args`` is the command's parsed ``argparse.Namespace`` (``model_dir``,
+# ``dataset``, ``json``, ...); ``prepare(require_labels)`` loads the model and its text or image data the CLI's way
+# and returns an object with ``model``, ``labels``, ``num_samples``, ``batches(batch_size, limit=None)``,
+# ``make_batches``, ``tokenizer``, ``dataset``, ``preprocessing`` and ``is_image``. A hook that loads its own data
+# (video clips) ignores ``prepare``. Hooks raise ``ValueError``/``TypeError`` for user errors; the CLI prints them
+# without a traceback. Passing ``prepare`` in keeps the techniques free of any import of the CLI.
+CommandHook = Callable[[Any, Callable[[bool], Any]], int]
+
 
 @dataclass(frozen=True)
 class TechniqueSpec:
@@ -86,6 +96,8 @@ class TechniqueSpec:
         replay: Optional ``replay(model, data, chains, *, batch_size, data_collator, tokenizer, show_progress,
             require_labels) -> CandidateOutcomes``: measures every candidate setting in fewer passes than one per
             setting. It returns ``None`` for data it does not handle, and the generic collector runs instead.
+        cli: ``adaptive-hf`` command name (``"calibrate"``, ``"evaluate"``, ``"bench"``, ...) -> its
+            :data:`CommandHook` for this technique. A command missing here is refused for the technique's models.
     """
 
     name: str
@@ -97,6 +109,7 @@ class TechniqueSpec:
     cost: CostFunction | None = None
     description: str = ""
     replay: ReplayFunction | None = None
+    cli: Mapping[str, CommandHook] = field(default_factory=dict)
 
     def matches(self, config: Any) -> bool:
         """Whether ``config`` belongs to this technique (by its ``model_type``)."""
@@ -108,6 +121,10 @@ class TechniqueSpec:
     def full_compute_settings(self, config: Any) -> dict[str, Any]:
         """The config values that run a model with this config at full compute."""
         return dict(self.full_compute(config) if callable(self.full_compute) else self.full_compute)
+
+    def command(self, name: str) -> CommandHook | None:
+        """The technique's hook for the ``adaptive-hf`` command ``name``, or ``None`` when it has none."""
+        return self.cli.get(name)
 
     def knobs_for(self, config: Any) -> list[Knob]:
         """The knobs that exist for a model with this config."""

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from ..core.technique import Knob, TechniqueSpec, register_technique
+from .commands import cli_bench, cli_evaluate
 
 # Thresholds from most to least compute: a confidence/margin head exits at >= t, so t = 1 exits least; an entropy
 # head exits at <= t, so t = 0 exits least.
@@ -75,5 +76,6 @@ SPEC = register_technique(
         cost=exit_cost,
         description="early exits: classifier heads after chosen layers; a sample stops at the first confident one",
         replay=_replay,
+        cli={"evaluate": cli_evaluate, "bench": cli_bench},
     )
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..core.technique import Knob, TechniqueSpec, register_technique
+from .commands import cli_bench, cli_evaluate
 
 # A unit halts once its cumulative halting probability reaches the threshold: a higher threshold runs more layers.
 HALTING_THRESHOLDS = (0.9999, 0.999, 0.995, 0.99, 0.98, 0.97, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
@@ -45,5 +46,6 @@ SPEC = register_technique(
         training_fields=("ponder_cost", "prior_lambda", "kl_weight"),
         cost=halting_cost,
         description="halting (ACT / PonderNet): a learned unit after each layer decides when a sample or token stops",
+        cli={"evaluate": cli_evaluate, "bench": cli_bench},
     )
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..core.technique import Knob, TechniqueSpec, register_technique
+from .commands import cli_bench, cli_evaluate
 
 # Skim-RNN skims a token when the gate's skim probability exceeds the threshold: a higher threshold reads more.
 SKIM_THRESHOLDS = (0.99, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.02)
@@ -59,5 +60,6 @@ SPEC = register_technique(
         ),
         cost=reader_cost,
         description="RNN readers: Skim-RNN skims tokens with a small cell, LSTM-Jump jumps over them or stops",
+        cli={"evaluate": cli_evaluate, "bench": cli_bench},
     )
 )

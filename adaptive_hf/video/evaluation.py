@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from ..cli import _write_json
+from ..core.io import write_json
+from ..core.reports import save_json_report
 from ..core.timing import time_interleaved
 from ..plotting import speedup_figure
 
@@ -136,7 +137,7 @@ def save_video_collator(collator, model_dir: str | Path, **clip_settings: Any) -
         "std": collator.std.flatten().tolist(),
         "moving_fashion_mnist": clip_settings,
     }
-    Path(model_dir, COLLATOR_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+    write_json(Path(model_dir, COLLATOR_FILE), payload)
 
 
 def load_video_collator(model, model_dir: str | Path):
@@ -224,9 +225,14 @@ def _settings_to_sweep(model) -> list[tuple[str, dict[str, Any]]]:
     return cases
 
 
-def cli_evaluate(args) -> int:
+def cli_evaluate(args, prepare=None) -> int:
     """``adaptive-hf evaluate`` on a video model: accuracy, frames per video and theoretical speedup for uniform
-    sampling at several frame counts, the model's saved setting and a sweep of its sampler's knob."""
+    sampling at several frame counts, the model's saved setting and a sweep of its sampler's knob.
+
+    Args:
+        args: The command's arguments (``model_dir``, ``dataset``, ``split``, ``max_samples``, ``json``, ``plot``).
+        prepare: The CLI's text/image loader, unused: video clips are loaded here (:func:`load_video_clips`).
+    """
     from .modeling import FrameSamplingVideoClassifier
 
     model = FrameSamplingVideoClassifier.from_pretrained(args.model_dir).eval()
@@ -262,16 +268,21 @@ def cli_evaluate(args) -> int:
         "num_samples": len(labels),
         "rows": rows,
     }
-    _write_json(getattr(args, "json", None), payload)
+    save_json_report(getattr(args, "json", None), payload)
     if getattr(args, "plot", None):
         _plot(rows, args.plot, f"{model.config.sampler} sampler on {args.dataset}")
         print(f"Wrote {args.plot}")
     return 0
 
 
-def cli_bench(args) -> int:
+def cli_bench(args, prepare=None) -> int:
     """``adaptive-hf bench`` on a video model: its saved setting against the full-compute reference, interleaved,
-    at each ``--batch-sizes`` value (``--threshold`` overrides an early stop's ``exit_threshold``)."""
+    at each ``--batch-sizes`` value (``--threshold`` overrides an early stop's ``exit_threshold``).
+
+    Args:
+        args: The command's arguments (``model_dir``, ``dataset``, ``batch_sizes``, ``repeats``, ``threads``, ...).
+        prepare: The CLI's text/image loader, unused: video clips are loaded here (:func:`load_video_clips`).
+    """
     from .modeling import FrameSamplingVideoClassifier
 
     model = FrameSamplingVideoClassifier.from_pretrained(args.model_dir).eval()
@@ -301,7 +312,7 @@ def cli_bench(args) -> int:
             f"{r['full_videos_per_second']:.1f} | {'yes' if r['noisy'] else 'no'} |"
         )
     print("\n".join(lines))
-    _write_json(
+    save_json_report(
         getattr(args, "json", None),
         {"model": str(args.model_dir), "dataset": args.dataset, "technique": "video", "results": results},
     )

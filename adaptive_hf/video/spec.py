@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..core.technique import Knob, TechniqueSpec, register_technique
+from .evaluation import cli_bench, cli_evaluate
 
 # Early stop ends a clip once the gate's stop probability reaches the threshold: a higher threshold sees more frames.
 EXIT_THRESHOLDS = (0.999, 0.99, 0.98, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
@@ -67,5 +68,6 @@ SPEC = register_technique(
         ),
         cost=video_cost,
         description="video frame samplers: a cheap glance or a stop gate picks which frames the backbone sees",
+        cli={"evaluate": cli_evaluate, "bench": cli_bench},
     )
 )
