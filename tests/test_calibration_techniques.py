@@ -10,7 +10,8 @@ from early_exit_helpers import PAD, tiny_model, token_dataset
 
 import adaptive_hf
 from adaptive_hf.calibration import binomial_upper_bound, rows_needed, select_setting
-from adaptive_hf.early_exit.calibration import ExitLogits, replay_candidates
+from adaptive_hf.early_exit.calibration import ExitLogits
+from adaptive_hf.early_exit.replay import replay_candidates
 from adaptive_hf.early_exit.spec import CONFIDENCE_THRESHOLDS
 
 DRAWS = 300

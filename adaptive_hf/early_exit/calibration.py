@@ -9,8 +9,8 @@ Public pieces, reused by the recipe, the CLI and the benchmark:
 
 * :func:`collect_exit_logits` runs the model once and returns an :class:`ExitLogits` table.
 * :func:`evaluate_setting` scores one setting (accuracy, average exit layer, theoretical speedup) on that table.
-* :func:`replay_candidates` is the early-exit technique's ``replay``: it turns that table into the per-candidate
-  outcomes from which ``adaptive_hf.calibrate`` (the generic, risk-controlled selection) picks a setting.
+* :func:`adaptive_hf.early_exit.replay.replay_candidates` is the technique's ``replay``: it turns that table into
+  the per-candidate outcomes from which ``adaptive_hf.calibrate`` (the generic, risk-controlled selection) picks.
 """
 
 from __future__ import annotations
@@ -411,97 +411,3 @@ def pareto_front(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             front.append(dict(row))
             best_accuracy = row["accuracy"]
     return front[::-1]
-
-
-def _exit_logits_from(model, data, batch_size, data_collator, tokenizer, show_progress, require_labels):
-    if isinstance(data, ExitLogits):
-        if require_labels and data.labels is None:
-            raise ValueError("The `exit_logits` table has no labels; `max_accuracy_drop` needs labelled data.")
-        return data
-    _check_model(model)
-    if isinstance(data, Mapping) and "pixel_values" in data:
-        from .vision_calibration import collect_image_exit_logits
-
-        labels = data.get("labels", data.get("label"))
-        if require_labels and labels is None:
-            raise ValueError("The data has no `labels`: `max_accuracy_drop` needs labelled data.")
-        return collect_image_exit_logits(model, data["pixel_values"], labels, batch_size)
-    if isinstance(data, Mapping) or _is_dataset(data):
-        return collect_exit_logits(
-            model, data, batch_size, data_collator, tokenizer, show_progress, require_labels=require_labels
-        )
-    return None
-
-
-def _is_dataset(data) -> bool:
-    import datasets
-
-    return isinstance(data, (datasets.Dataset, datasets.DatasetDict))
-
-
-def _exit_details(table: ExitLogits, heads: torch.Tensor) -> dict[str, Any]:
-    layers = torch.tensor(table.exit_layers, dtype=torch.float64)[heads]
-    counts = torch.bincount(heads, minlength=table.num_exits).tolist()
-    return {
-        "average_exit_layer": float(layers.mean()),
-        "exit_fractions": {
-            str(layer): count / table.num_samples for layer, count in zip(table.exit_layers, counts, strict=True)
-        },
-    }
-
-
-def replay_candidates(
-    model,
-    data,
-    chains: Sequence[Sequence[Mapping[str, Any]]],
-    *,
-    batch_size: int = 64,
-    data_collator: Callable | None = None,
-    tokenizer=None,
-    show_progress: bool = True,
-    require_labels: bool = True,
-):
-    """The early-exit technique's fast collector: one pass with every exit head, then each setting replayed.
-
-    Args:
-        model: An early-exit classifier (text or image); unused when ``data`` is already a table.
-        data: An :class:`ExitLogits` table, a tokenized text ``datasets.Dataset`` (or dict of columns), or a dict
-            with ``pixel_values`` (and ``labels``) for image models. Anything else returns ``None`` (the generic
-            collector runs the model once per setting instead).
-        chains: Candidate settings per knob (``exit_policy`` with ``exit_threshold`` or ``patience``).
-        batch_size: Rows per forward.
-        data_collator: Pads a list of feature dicts (text).
-        tokenizer: Pads with ``DataCollatorWithPadding`` when no collator is given (text).
-        show_progress: Show a progress bar.
-        require_labels: Raise when the data has no labels.
-
-    Returns:
-        A :class:`~adaptive_hf.core.candidates.CandidateOutcomes` (details: average exit layer and exit fractions
-        per candidate), or ``None``.
-    """
-    from ..core.candidates import CandidateOutcomes
-
-    table = _exit_logits_from(model, data, batch_size, data_collator, tokenizer, show_progress, require_labels)
-    if table is None:
-        return None
-    full_heads = table.exit_heads("none")
-    predictions, costs, details = [], [], []
-    for chain in chains:
-        chain_predictions, chain_costs, chain_details = [], [], []
-        for setting in chain:
-            heads = table.exit_heads(setting["exit_policy"], setting.get("exit_threshold"), setting.get("patience"))
-            chain_predictions.append(table.predictions(heads))
-            chain_costs.append(table.costs.gather(1, heads.view(-1, 1)).view(-1))
-            chain_details.append(_exit_details(table, heads))
-        predictions.append(torch.stack(chain_predictions) if chain else torch.empty(0, table.num_samples).long())
-        costs.append(torch.stack(chain_costs) if chain else torch.empty(0, table.num_samples, dtype=torch.float64))
-        details.append(chain_details)
-    return CandidateOutcomes(
-        chains=[[dict(setting) for setting in chain] for chain in chains],
-        predictions=predictions,
-        costs=costs,
-        full_predictions=table.predictions(full_heads),
-        full_costs=table.full_costs.clone(),
-        labels=table.labels,
-        details=details,
-    )

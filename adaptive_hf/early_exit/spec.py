@@ -55,7 +55,7 @@ def exit_cost(model, outputs, batch) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _replay(*args, **kwargs):
-    from .calibration import replay_candidates
+    from .replay import replay_candidates
 
     return replay_candidates(*args, **kwargs)
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..core.timing import time_interleaved
-from .spec import SKIM_THRESHOLDS, STOP_THRESHOLDS
+from .config import SKIM_THRESHOLDS, STOP_THRESHOLDS
 
 
 def iterate_batches(dataset, collator, batch_size: int, limit: int | None = None) -> list[dict[str, torch.Tensor]]:
