@@ -3,14 +3,23 @@
 Importing the package registers every adaptive config and model with the transformers Auto classes.
 """
 
+from .calibration import CalibrationReport, calibrate
 from .core.adapters.base import BackboneAdapter, FfnSlot
 from .core.adapters.text import TextEncoderAdapter
+from .core.candidates import CandidateOutcomes
 from .core.registry import register_builtin_families, register_family, register_text_encoder
-from .core.technique import TECHNIQUES, Knob, TechniqueSpec, full_compute, register_technique, technique_of
+from .core.technique import (
+    TECHNIQUES,
+    Knob,
+    TechniqueSpec,
+    compute_cost,
+    full_compute,
+    register_technique,
+    technique_of,
+)
 from .data import load_text_classification, packaged_minilm_path
 from .early_exit import spec as _early_exit_spec  # noqa: F401  (each technique registers its spec on import)
 from .early_exit.auto import AutoEarlyExitModelForSequenceClassification
-from .early_exit.calibration import CalibrationReport, calibrate
 from .early_exit.config import (
     EarlyExitAlbertConfig,
     EarlyExitBertConfig,
@@ -94,6 +103,8 @@ __all__ = [
     "ExitStatisticsCallback",
     "TwoStageExitTrainingCallback",
     "calibrate",
+    "CandidateOutcomes",
+    "compute_cost",
     "full_compute",
     "Knob",
     "register_technique",

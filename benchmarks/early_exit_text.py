@@ -40,15 +40,14 @@ from transformers import (  # noqa: E402
 
 import adaptive_hf  # noqa: E402
 import adaptive_hf.early_exit.heads  # noqa: E402
+from adaptive_hf.core.batching import iterate_batches
 from adaptive_hf.core.io import write_json  # noqa: E402
 from adaptive_hf.data import load_text_classification, packaged_minilm_path  # noqa: E402
 from adaptive_hf.early_exit.benchmarking import measure_speedup, plain_counterpart  # noqa: E402
 from adaptive_hf.early_exit.calibration import (  # noqa: E402
     SWEEP_POLICIES,
-    calibrate,
     collect_exit_logits,
     evaluate_setting,
-    iterate_batches,
 )
 
 TRAINING_SCHEMES = ("joint", "distill", "two_stage")
@@ -167,7 +166,7 @@ def quality_and_speed(args, model, tokenizer, tokenized) -> dict:
         for k, layer in enumerate(test_logits.exit_layers)
     ]
     for policy in policies:
-        report = calibrate(
+        report = adaptive_hf.calibrate(
             model,
             tokenized["validation"],
             max_accuracy_drop=args.max_accuracy_drop,

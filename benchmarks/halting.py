@@ -25,9 +25,9 @@ import torch
 from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification, AutoTokenizer
 
 import adaptive_hf  # noqa: F401  (registers the halting classes)
+from adaptive_hf.core.batching import iterate_batches
 from adaptive_hf.core.io import write_json
 from adaptive_hf.data import load_image_classification, load_text_classification
-from adaptive_hf.early_exit.calibration import iterate_batches
 from adaptive_hf.halting.benchmarking import measure_halting_speedup
 from adaptive_hf.halting.evaluation import evaluate_halting
 

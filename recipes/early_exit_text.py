@@ -19,10 +19,11 @@ the CPU::
 
 Steps: tokenize; build ``AutoEarlyExitModelForSequenceClassification`` (exit settings from the command line);
 train with ``Trainer`` (the loss includes every exit head); evaluate at full depth with the packaged offline
-``evaluate`` metric; calibrate each exit policy on the validation split (``adaptive_hf.calibrate``, default
-``max_accuracy_drop=0.005``); report each policy's calibrated setting on the test split (accuracy, average exit
-layer, theoretical speedup, realized speedup at batch 1 and 64); save the model with the overall best setting,
-the report JSON and a trade-off plot.
+``evaluate`` metric; calibrate each exit policy on the validation split (1,000 rows carved from train by default;
+``adaptive_hf.calibrate``, default ``max_accuracy_drop=0.005, delta=0.1``: with 90% confidence at most 0.5 points
+below full depth); report each policy's calibrated setting on the test split next to its certified bound
+(accuracy, drop against full depth, average exit layer, theoretical speedup, realized speedup at batch 1 and 64);
+save the model with the overall best setting, the report JSON and a trade-off plot.
 
 Any ``TrainingArguments`` flag overrides the recipe's defaults (``--learning_rate``, ``--num_train_epochs``, ...).
 """
@@ -48,16 +49,15 @@ from transformers import (  # noqa: E402
 )
 
 import adaptive_hf  # noqa: E402
+from adaptive_hf.core.batching import iterate_batches
 from adaptive_hf.core.io import write_json  # noqa: E402
 from adaptive_hf.data import load_text_classification, packaged_minilm_path  # noqa: E402
 from adaptive_hf.early_exit.benchmarking import measure_speedup  # noqa: E402
 from adaptive_hf.early_exit.calibration import (  # noqa: E402
     SWEEP_POLICIES,
     THRESHOLD_GRID,
-    calibrate,
     collect_exit_logits,
     evaluate_setting,
-    iterate_batches,
 )
 from adaptive_hf.plotting import speedup_figure  # noqa: E402
 from adaptive_hf.training import TwoStageExitTrainingCallback, exit_compute_metrics  # noqa: E402
@@ -111,6 +111,8 @@ class DataArguments:
         max_length: Tokens kept per text.
         max_train_samples: Training rows used (a seeded subset).
         max_eval_samples: Validation rows used for evaluation and calibration.
+        validation_size: Rows carved from train as the validation (calibration) split when the dataset has none
+            (the offline datasets); at least 1,000 so that the calibration can certify a 0.5-point bound.
         max_test_samples: Test rows used for the final report.
         split_seed: Seed of the dataset split.
     """
@@ -122,6 +124,9 @@ class DataArguments:
     max_length: int = field(default=64, metadata={"help": "Tokens kept per text."})
     max_train_samples: int | None = field(default=3000, metadata={"help": "Training rows (seeded subset)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Validation rows (calibration)."})
+    validation_size: int | None = field(
+        default=1000, metadata={"help": "Validation rows carved from train when the dataset has no validation."}
+    )
     max_test_samples: int | None = field(default=None, metadata={"help": "Test rows (final report)."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the dataset split."})
 
@@ -141,7 +146,8 @@ class ExitArguments:
         exit_head_learning_rate: Learning rate of the exit heads (new, randomly initialised); ``None`` = the
             backbone's ``--learning_rate``.
         two_stage_switch: Fraction of the steps in stage 1 for ``two_stage``.
-        max_accuracy_drop: Calibration bound on validation (0.005 = 0.5 points).
+        max_accuracy_drop: Calibration bound on validation (0.005 = 0.5 points), certified with confidence 1 - delta.
+        delta: Probability that the calibrated bound fails (0.1: 90% confidence).
         target_speedup: Calibrate for this theoretical speedup instead of an accuracy bound.
         policies: Comma-separated policies to calibrate and report.
         bench_batch_sizes: Comma-separated batch sizes for the realized speedup.
@@ -161,6 +167,7 @@ class ExitArguments:
     exit_head_learning_rate: float | None = field(default=1e-3, metadata={"help": "Learning rate of the heads."})
     two_stage_switch: float = field(default=0.5, metadata={"help": "two_stage: fraction of steps in stage 1."})
     max_accuracy_drop: float | None = field(default=0.005, metadata={"help": "Calibration accuracy bound."})
+    delta: float = field(default=0.1, metadata={"help": "1 - confidence of the calibrated bound."})
     target_speedup: float | None = field(default=None, metadata={"help": "Calibrate for this speedup instead."})
     policies: str = field(default="confidence,entropy,margin,patience", metadata={"help": "Policies to report."})
     bench_batch_sizes: str = field(default="1,64", metadata={"help": "Batch sizes for realized speedup."})
@@ -308,7 +315,8 @@ def plot_tradeoff(path: str, sweeps: dict, results: list[dict], full_accuracy: f
 
 def format_table(results: list[dict], batch_sizes: list[int]) -> str:
     """A markdown table: one row per policy with its calibrated setting's test numbers."""
-    header = ["policy", "setting", "val acc", "test acc", "avg exit layer", "theoretical"]
+    header = ["policy", "setting", "val acc", "drop bound (val)", "test acc", "test drop", "avg exit layer"]
+    header += ["theoretical"]
     header += [f"realized b{b}" for b in batch_sizes] + [f"real/theo b{b}" for b in batch_sizes]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in results:
@@ -323,7 +331,9 @@ def format_table(results: list[dict], batch_sizes: list[int]) -> str:
             row.get("calibrated_policy") or policy,
             setting,
             f"{100 * row['validation_accuracy']:.2f}",
+            "-" if row.get("risk_upper_bound") is None else f"<= {100 * row['risk_upper_bound']:.2f}",
             f"{100 * row['test_accuracy']:.2f}",
+            f"{100 * row.get('test_accuracy_drop', 0.0):.2f}",
             f"{row['average_exit_layer']:.2f}",
             f"{row['theoretical_speedup']:.2f}x",
         ]
@@ -350,6 +360,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             text_column=data_args.text_column,
             label_column=data_args.label_column,
             config_name=data_args.dataset_config_name,
+            validation_size=data_args.validation_size,
         )
         limits = {
             "train": data_args.max_train_samples,
@@ -413,7 +424,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     device = next(model.parameters()).device
     os.makedirs(training_args.output_dir, exist_ok=True)
     calibrate_kwargs = (
-        {"max_accuracy_drop": exit_args.max_accuracy_drop}
+        {"max_accuracy_drop": exit_args.max_accuracy_drop, "delta": exit_args.delta}
         if exit_args.max_accuracy_drop is not None
         else {"target_speedup": exit_args.target_speedup}
     )
@@ -437,7 +448,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     calibration = {}
     sweeps = {}
     for policy in exit_args.policies:
-        report = calibrate(
+        report = adaptive_hf.calibrate(
             model, tokenized["validation"], policies=[policy], exit_logits=validation_logits, **calibrate_kwargs
         )
         calibration[policy] = report.to_dict()
@@ -450,6 +461,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                 **{k: v for k, v in setting.items() if v is not None or k == "exit_threshold"},
                 "calibrated_policy": policy,
                 "calibration_note": report.note,
+                "calibration_statement": report.statement(),
+                "risk_upper_bound": report.upper_bound if report.guaranteed else None,
                 "validation_accuracy": report.chosen["accuracy"],
                 "validation_theoretical_speedup": report.chosen["theoretical_speedup"],
                 "test_accuracy": test_row["accuracy"],
@@ -488,12 +501,14 @@ def main(argv: list[str] | None = None) -> dict | None:
                 )
 
     # The saved model carries the best setting over all policies (calibrated on validation).
-    overall = calibrate(
+    overall = adaptive_hf.calibrate(
         model, tokenized["validation"], policies=exit_args.policies, exit_logits=validation_logits, **calibrate_kwargs
     )
     model.save_pretrained(training_args.output_dir)
     tokenizer.save_pretrained(training_args.output_dir)
 
+    for row in results:
+        row["test_accuracy_drop"] = results[0]["test_accuracy"] - row["test_accuracy"]
     table = format_table(results, batch_sizes if not exit_args.skip_benchmark else [])
     report = {
         "model": model_path,
@@ -520,6 +535,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         },
         "results": results,
         "chosen_for_saved_model": overall.chosen,
+        "saved_model_statement": overall.statement(),
         "calibration": calibration,
         "test_sweeps": sweeps,
         "bench_threads": threads,
@@ -543,6 +559,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     print(f"\nEach policy calibrated on validation ({calibrate_kwargs}), scored on test; {threads} threads:\n")
     print(table)
     print(f"\nSaved model (best setting {overall.chosen['exit_policy']}): {training_args.output_dir}")
+    print(f"Its calibration: {overall.statement()}")
     print(f"Total time: {report['total_seconds']:.0f} s")
     return report
 

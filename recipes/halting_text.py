@@ -26,9 +26,9 @@ from transformers import (  # noqa: E402
 )
 
 from adaptive_hf import AutoHaltingModelForSequenceClassification  # noqa: E402
+from adaptive_hf.core.batching import iterate_batches  # noqa: E402
 from adaptive_hf.core.io import write_json  # noqa: E402
 from adaptive_hf.data import load_text_classification, packaged_minilm_path  # noqa: E402
-from adaptive_hf.early_exit.calibration import iterate_batches  # noqa: E402
 from adaptive_hf.halting.benchmarking import measure_halting_speedup  # noqa: E402
 from adaptive_hf.halting.evaluation import evaluate_halting, format_halting_report  # noqa: E402
 from adaptive_hf.training import exit_compute_metrics  # noqa: E402

@@ -7,11 +7,12 @@ Amazon fine-food reviews (binary) and the Trump tweets (3-class source)::
 
 Steps per dataset and reader: tokenize (right padding, no special tokens); build the reader with
 ``from_pretrained_embeddings``; train with ``Trainer`` (the loss holds the skim penalty or the REINFORCE terms);
-pick the runtime knob on the validation split (``skim_threshold`` for Skim-RNN, ``stop_threshold`` for LSTM-Jump:
-the fastest value whose accuracy is within ``--max_accuracy_drop`` of full reading, else the most accurate one,
-``adaptive_hf.readers.evaluation.pick_runtime_knob``); report on the test split accuracy, skim/jump rates and
-theoretical speedup against the same reader with skipping disabled (``reading_policy="full"``), and realized
-wall-clock at batch 1 and 32 (interleaved, medians, ``--threads`` fixed); save each model and ``results.json``.
+calibrate the runtime knob on the validation split with ``adaptive_hf.calibrate`` (``skim_threshold`` for Skim-RNN,
+``stop_threshold`` for LSTM-Jump: the cheapest value certified, with confidence ``1 - --delta``, to lose at most
+``--max_accuracy_drop`` against full reading; full reading when none is); report on the test split accuracy,
+skim/jump rates and theoretical speedup against the same reader with skipping disabled
+(``reading_policy="full"``), and realized wall-clock at batch 1 and 32 (interleaved, medians, ``--threads``
+fixed); save each model and ``results.json``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ from adaptive_hf.readers.evaluation import (  # noqa: E402
     RUNTIME_KNOBS,
     evaluate_reader,
     iterate_batches,
-    pick_runtime_knob,
     time_reader,
 )
 from adaptive_hf.readers.training import FullReadingWarmupCallback  # noqa: E402
@@ -107,6 +107,7 @@ def parse_args(argv=None):
     parser.add_argument("--learning_rate", type=float, default=3e-3)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--max_accuracy_drop", type=float, default=0.005)
+    parser.add_argument("--delta", type=float, default=0.1, help="1 - confidence of the calibrated bound.")
     parser.add_argument("--timing_samples_batch1", type=int, default=40)
     parser.add_argument("--timing_samples_batch32", type=int, default=128)
     parser.add_argument("--repetitions", type=int, default=5)
@@ -192,10 +193,13 @@ def calibrate_and_report(model, kind, dataset_name, data, collator, output_dir, 
     validation = iterate_batches(data["validation"], collator, 64)
     test = iterate_batches(data["test"], collator, 64)
     knob = RUNTIME_KNOBS[kind][0]
-    value, sweep = pick_runtime_knob(model, validation, args.max_accuracy_drop)
-    setattr(model.config, knob, value)
+    report = adaptive_hf.calibrate(
+        model, validation, max_accuracy_drop=args.max_accuracy_drop, delta=args.delta, show_progress=False
+    )
+    value = getattr(model.config, knob)
+    print(f"{kind} on {dataset_name}: {report.statement()}")
     full = evaluate_reader(model, test, reading_policy="full")
-    adaptive = evaluate_reader(model, test, reading_policy="adaptive")
+    adaptive = evaluate_reader(model, test)  # the calibrated setting (full reading when none was certified)
     torch.set_num_threads(args.threads)
     timing = {}
     for batch_size, samples in ((1, args.timing_samples_batch1), (32, args.timing_samples_batch32)):
@@ -216,7 +220,7 @@ def calibrate_and_report(model, kind, dataset_name, data, collator, output_dir, 
         "accuracy_drop": full["accuracy"] - adaptive["accuracy"],
         "timing": timing,
         "runtime_knob": {knob: value},
-        "knob_sweep_validation": sweep,
+        "calibration": report.to_dict(),
     }
 
 

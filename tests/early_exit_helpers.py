@@ -68,7 +68,7 @@ def token_dataset(num_rows: int = 48, num_labels: int = 2, seed: int = 0, padded
 
 def run_in_eval(model, dataset, batch_size: int = 16) -> tuple[float, float, torch.Tensor]:
     """Accuracy, average exit layer and per-sample exit layers of the model as configured, in eval mode."""
-    from adaptive_hf.early_exit.calibration import iterate_batches
+    from adaptive_hf.core.batching import iterate_batches
 
     model.eval()
     labels = torch.tensor(dataset["label"] if "label" in dataset.column_names else dataset["labels"])

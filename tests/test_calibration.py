@@ -1,4 +1,8 @@
-"""Calibration: exact offline replay of exit policies, selection by criterion, config summary, errors."""
+"""Early-exit calibration: exact offline replay of exit policies, the selection rules, config summary, errors.
+
+The technique-generic parts (the statistical guarantee, label-free data, every technique's knob) are tested in
+``test_calibration_techniques.py``.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,13 @@ import torch
 from early_exit_helpers import PAD, run_in_eval, tiny_model, tiny_tokenizer, token_dataset
 
 import adaptive_hf
+from adaptive_hf.calibration.report import pareto_front
+from adaptive_hf.core.batching import iterate_batches
 from adaptive_hf.early_exit.benchmarking import measure_speedup
 from adaptive_hf.early_exit.calibration import (
     ExitLogits,
     collect_exit_logits,
     evaluate_setting,
-    iterate_batches,
-    pareto_front,
-    select,
 )
 
 POLICY_CASES = [
@@ -52,20 +55,44 @@ def test_chosen_setting_reproduces_report_in_eval_mode(policy, family):
     assert fractions == pytest.approx(chosen["exit_fractions"])
 
 
-def test_max_accuracy_drop_picks_fastest_within_bound():
+def test_point_estimate_rule_picks_fastest_within_bound():
     model = tiny_model("bert")
     data = token_dataset(64, seed=2)
-    report = adaptive_hf.calibrate(model, data, max_accuracy_drop=0.05, data_collator=PAD, show_progress=False)
+    report = adaptive_hf.calibrate(
+        model, data, max_accuracy_drop=0.05, rule="point_estimate_no_guarantee", data_collator=PAD, show_progress=False
+    )
     full = report.full_depth_accuracy
-    assert report.candidates[0]["exit_policy"] == "none"
+    assert report.candidates[0]["exit_policy"] == "none" and report.candidates[0]["setting"] == {}
     assert report.candidates[0]["theoretical_speedup"] == pytest.approx(1.0)
     assert report.candidates[0]["accuracy"] == full
-    allowed = [r for r in report.candidates if r["accuracy"] >= full - 0.05 - 1e-9]
+    allowed = [r for r in report.candidates[1:] if r["accuracy"] >= full - 0.05 - 1e-9]
     assert report.chosen["accuracy"] >= full - 0.05 - 1e-9
     assert report.chosen["theoretical_speedup"] == max(r["theoretical_speedup"] for r in allowed)
-    # Every policy was swept, patience over 1..num_exits-1.
+    assert not report.guaranteed and report.delta is None and report.statement().startswith("No guarantee")
+    # Every policy was swept, patience over num_exits..1.
     assert {r["exit_policy"] for r in report.candidates} == {"none", "confidence", "entropy", "margin", "patience"}
-    assert sorted(r["patience"] for r in report.candidates if r["exit_policy"] == "patience") == [1, 2, 3]
+    assert sorted(r["patience"] for r in report.candidates if r["exit_policy"] == "patience") == [1, 2, 3, 4]
+
+
+def test_learn_then_test_chooses_cheapest_certified_and_stops_chains():
+    model = tiny_model("bert")
+    data = token_dataset(300, seed=2)
+    report = adaptive_hf.calibrate(
+        model, data, max_accuracy_drop=0.1, delta=0.1, data_collator=PAD, show_progress=False
+    )
+    assert report.guaranteed and report.num_chains == 4 and report.num_samples == 300
+    rows = report.candidates[1:]
+    for chain in range(4):
+        tested = [r for r in rows if r["chain"] == chain and r["tested"]]
+        # Fixed sequence: certified while the bound stays within the budget, then one failure ends the chain.
+        assert all(r["certified"] and r["upper_bound"] <= 0.1 for r in tested[:-1])
+        assert tested[-1]["certified"] or tested[-1]["upper_bound"] > 0.1
+        untested = [r for r in rows if r["chain"] == chain and not r["tested"]]
+        assert not any(r["certified"] for r in untested)
+    certified = [r for r in rows if r["certified"]]
+    assert report.chosen["flops_per_sample"] == min(r["flops_per_sample"] for r in certified)
+    assert report.upper_bound <= 0.1
+    assert report.chosen["exit_policy"] == model.config.exit_policy != "none"
 
 
 def test_full_depth_accuracy_is_the_final_head():
@@ -91,27 +118,6 @@ def _row(policy, setting, accuracy, speedup):
     key = "patience" if policy == "patience" else "exit_threshold"
     return {"exit_policy": policy, key: setting, "accuracy": accuracy, "average_exit_layer": 1.0,
             "theoretical_speedup": speedup}  # fmt: skip
-
-
-def test_select_rules():
-    rows = [
-        _row("none", None, 0.90, 1.0),
-        _row("confidence", 0.9, 0.80, 3.0),
-        _row("confidence", 0.95, 0.895, 2.0),
-        _row("entropy", 0.1, 0.899, 2.0),
-        _row("patience", 2, 0.88, 2.5),
-    ]
-    chosen, note = select(rows, 0.90, max_accuracy_drop=0.005)
-    assert (chosen["exit_policy"], chosen["exit_threshold"], note) == ("entropy", 0.1, None)  # tie -> more accurate
-    chosen, note = select(rows, 0.90, max_accuracy_drop=0.0)
-    assert chosen["exit_policy"] == "none" and "none" in note
-    chosen, note = select(rows, 0.90, target_speedup=2.2)
-    assert (chosen["exit_policy"], note) == ("patience", None)
-    chosen, note = select(rows, 0.90, target_speedup=5.0)
-    assert chosen["theoretical_speedup"] == 3.0 and "fastest" in note
-    # A setting within the bound that is slower than full depth loses to full depth.
-    chosen, note = select([rows[0], _row("confidence", 0.99, 0.9, 0.95)], 0.90, max_accuracy_drop=0.01)
-    assert chosen["exit_policy"] == "none" and note
 
 
 def test_pareto_front():
@@ -186,50 +192,59 @@ def test_labels_column_and_dict_input():
 def test_config_summary_round_trip_and_card(tmp_path):
     model = tiny_model("bert")
     data = token_dataset(48, seed=8)
-    report = adaptive_hf.calibrate(model, data, max_accuracy_drop=0.05, data_collator=PAD, show_progress=False)
+    report = adaptive_hf.calibrate(model, data, max_accuracy_drop=0.2, data_collator=PAD, show_progress=False)
     summary = model.config.calibration
-    assert summary["criterion"] == "max_accuracy_drop=0.05"
-    assert summary["chosen"]["exit_policy"] == report.chosen["exit_policy"]
+    assert summary["criterion"] == "max_accuracy_drop=0.2"
+    assert summary["epsilon"] == 0.2 and summary["delta"] == 0.1 and summary["num_samples"] == 48
+    assert summary["statement"] == report.statement()
+    assert summary["chosen"]["setting"] == report.chosen["setting"]
     assert summary["full_depth_accuracy"] == report.full_depth_accuracy
-    assert 2 <= len(summary["candidates"]) <= 26
+    assert 1 <= len(summary["candidates"]) <= 26
     for row in summary["candidates"]:
-        assert {"exit_policy", "accuracy", "average_exit_layer", "theoretical_speedup"} <= set(row)
-        assert ("patience" in row) != ("exit_threshold" in row)
+        assert {"setting", "accuracy", "disagreement", "upper_bound", "certified", "theoretical_speedup"} <= set(row)
     json.dumps(report.to_dict())
     model.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["calibration"] == json.loads(json.dumps(summary))
-    assert config["exit_policy"] == report.chosen["exit_policy"]
+    assert config["exit_policy"] == model.config.exit_policy
     card = (tmp_path / "README.md").read_text()
-    assert "Calibration report" in card and "max_accuracy_drop=0.05" in card
+    assert "## Calibration" in card and report.statement() in card
     markdown = report.to_markdown()
-    assert "| policy |" in markdown and "**" in markdown and "Chosen:" in markdown
+    assert "| setting |" in markdown and "**" in markdown and report.statement() in markdown
     assert len(report.to_markdown("all").splitlines()) > len(markdown.splitlines())
 
 
-def test_explicit_candidates_restrict_the_sweep():
+def test_explicit_chains_restrict_the_sweep():
     model = tiny_model("bert")
     data = token_dataset(16, seed=9)
+    chains = [
+        [{"exit_policy": "confidence", "exit_threshold": 0.7}, {"exit_policy": "confidence", "exit_threshold": 0.6}]
+    ]
     report = adaptive_hf.calibrate(
-        model, data, target_speedup=1.0, candidates={"confidence": [0.6, 0.7]}, data_collator=PAD, show_progress=False
+        model, data, target_speedup=1.0, chains=chains, data_collator=PAD, show_progress=False
     )
     assert [(r["exit_policy"], r.get("exit_threshold")) for r in report.candidates] == [
         ("none", None),
-        ("confidence", 0.6),
         ("confidence", 0.7),
+        ("confidence", 0.6),
     ]
 
 
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({}, ValueError, "max_accuracy_drop.*target_speedup"),
-        ({"max_accuracy_drop": 0.01, "target_speedup": 2.0}, ValueError, "max_accuracy_drop.*target_speedup"),
+        ({}, ValueError, "exactly one criterion.*max_accuracy_drop.*max_disagreement"),
+        ({"max_accuracy_drop": 0.01, "max_disagreement": 0.01}, ValueError, "exactly one criterion"),
+        ({"max_accuracy_drop": 0.01, "target_speedup": 2.0}, ValueError, "exactly one criterion"),
         ({"max_accuracy_drop": -0.1}, ValueError, "max_accuracy_drop"),
+        ({"max_accuracy_drop": 1.0}, ValueError, r"max_accuracy_drop.*\[0.0, 1.0\)"),
+        ({"max_disagreement": 1.5}, ValueError, "max_disagreement"),
+        ({"max_accuracy_drop": 0.01, "delta": 0.0}, ValueError, r"delta.*\(0.0, 1.0\)"),
+        ({"max_accuracy_drop": 0.01, "delta": 1.0}, ValueError, "delta"),
+        ({"max_accuracy_drop": 0.01, "rule": "fastest"}, ValueError, "rule"),
         ({"target_speedup": 0.0}, ValueError, "target_speedup"),
         ({"max_accuracy_drop": 0.01, "policies": ["fast"]}, ValueError, "policies"),
-        ({"max_accuracy_drop": 0.01, "candidates": {"confidence": [1.5]}}, ValueError, "exit_threshold"),
-        ({"max_accuracy_drop": 0.01, "candidates": {"patience": [0]}}, ValueError, "patience"),
+        ({"max_accuracy_drop": 0.01, "chains": {"confidence": [0.5]}}, TypeError, "chains"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
@@ -254,9 +269,9 @@ def test_bad_datasets():
         adaptive_hf.calibrate(model, good.rename_column("input_ids", "ids"), max_accuracy_drop=0.01)
     with pytest.raises(ValueError, match="different lengths.*tokenizer"):
         adaptive_hf.calibrate(model, good, max_accuracy_drop=0.01, show_progress=False)
-    with pytest.raises(TypeError, match="datasets.Dataset"):
+    with pytest.raises(TypeError, match="batch must be a dict"):
         adaptive_hf.calibrate(model, [1, 2, 3], max_accuracy_drop=0.01)
-    with pytest.raises(TypeError, match="early-exit"):
+    with pytest.raises(TypeError, match="not an adaptive_hf model"):
         adaptive_hf.calibrate(torch.nn.Linear(2, 2), good, max_accuracy_drop=0.01)
 
 

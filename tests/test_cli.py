@@ -43,13 +43,34 @@ def test_calibrate_prints_report_and_saves(workspace, tmp_path, capsys):
     ]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "| policy |" in out and "Chosen:" in out
+    assert "| setting |" in out and report_statement_in(out, report_path)
     report = json.loads(report_path.read_text())
     assert report["criterion"] == "max_accuracy_drop=0.05" and report["num_samples"] == 40
+    assert report["delta"] == 0.1 and report["rule"] == "learn_then_test"
     saved = AutoModelForSequenceClassification.from_pretrained(model_dir)
     assert saved.config.exit_policy == report["chosen"]["exit_policy"]
     assert saved.config.calibration["chosen"]["accuracy"] == report["chosen"]["accuracy"]
+    assert saved.config.calibration["statement"] == report["statement"]
     assert (model_dir / "tokenizer.json").is_file()  # the tokenizer survives the re-save
+
+
+def report_statement_in(out: str, report_path) -> bool:
+    return json.loads(report_path.read_text())["statement"] in out
+
+
+def test_calibrate_label_free_with_delta_and_point_estimate_rule(workspace, tmp_path, capsys):
+    model_dir = _copy_model(workspace, tmp_path)
+    report_path = tmp_path / "report.json"
+    argv = [
+        "calibrate", str(model_dir), "--dataset", str(workspace / "data.jsonl"), "--text-column", "sentence",
+        "--max-disagreement", "0.3", "--delta", "0.2", "--json", str(report_path), "--no-progress",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(report_path.read_text())
+    assert report["risk"] == "disagreement" and report["delta"] == 0.2 and report["guaranteed"]
+    assert main([*argv, "--rule", "point_estimate_no_guarantee"]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["rule"] == "point_estimate_no_guarantee" and report["statement"].startswith("No guarantee")
 
 
 def test_calibrate_without_save_leaves_folder_alone(workspace, tmp_path, capsys):
@@ -219,10 +240,22 @@ def test_evaluate_and_bench_on_halting_and_reader_models(workspace, other_models
     assert all(r["realized_speedup"] > 0 and r["threads"] == 1 for r in results)
 
 
-def test_calibrate_rejects_non_early_exit_models(workspace, other_models, capsys):
-    argv = ["calibrate", str(other_models["halting"]), "--dataset", str(workspace / "data.jsonl")]
-    assert main([*argv, "--text-column", "sentence", "--max-accuracy-drop", "0.01", "--no-progress"]) == 2
-    assert "calibrate picks the exit policy of early-exit classifiers" in capsys.readouterr().err
+@pytest.mark.parametrize(("kind", "knob"), [("halting", "halting_threshold"), ("skim", "skim_threshold")])
+def test_calibrate_halting_and_reader_models(workspace, other_models, tmp_path, capsys, kind, knob):
+    import shutil
+
+    model_dir = tmp_path / kind
+    shutil.copytree(other_models[kind], model_dir)
+    report_path = tmp_path / "report.json"
+    argv = ["calibrate", str(model_dir), "--dataset", str(workspace / "data.jsonl"), "--text-column", "sentence"]
+    argv += ["--max-disagreement", "0.9", "--delta", "0.5", "--json", str(report_path), "--save", "--no-progress"]
+    assert main(argv) == 0
+    report = json.loads(report_path.read_text())
+    assert report["technique"] == ("halting" if kind == "halting" else "readers")
+    assert knob in report["chosen"]["setting"], report["note"]
+    saved = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    assert getattr(saved.config, knob) == report["chosen"]["setting"][knob]
+    assert saved.config.calibration["statement"] == report["statement"]
 
 
 # ------------------------------------------------------------------------------------------------------ images
@@ -355,7 +388,7 @@ def test_image_early_exit_calibrate_evaluate_bench(image_models, tmp_path, capsy
     assert all(r["theoretical_speedup"] > 0 and r["realized_speedup"] > 0 for r in results)
 
 
-def test_image_halting_evaluate_and_bench_and_calibrate_rejects(image_models, tmp_path, capsys):
+def test_image_halting_evaluate_bench_and_calibrate(image_models, tmp_path, capsys):
     model_dir = image_models["halting"]
     data = ["--dataset", "mnist_subset", "--max-samples", "24", "--no-progress"]
     out_json, out_png = tmp_path / "eval.json", tmp_path / "sweep.png"
@@ -372,8 +405,8 @@ def test_image_halting_evaluate_and_bench_and_calibrate_rejects(image_models, tm
     results = json.loads(bench_json.read_text())["results"]
     assert [r["batch_size"] for r in results] == [1, 4] and all(r["num_samples"] == 24 for r in results)
     capsys.readouterr()
-    assert main(["calibrate", str(model_dir), *data, "--max-accuracy-drop", "0.01"]) == 2
-    assert "calibrate picks the exit policy of early-exit classifiers" in capsys.readouterr().err
+    assert main(["calibrate", str(model_dir), *data, "--max-accuracy-drop", "0.01"]) == 0  # every technique
+    assert "Runs at full compute" in capsys.readouterr().out  # 24 rows cannot certify 1 point
 
 
 def test_image_dataset_folder_with_pil_images(image_models, tmp_path, capsys):

@@ -86,13 +86,15 @@ def test_model_card_and_push_to_hub_offline(tmp_path, monkeypatch):
     model = build("roberta", exit_policy="patience", patience=2)
     model.config.calibration = {
         "criterion": "max_accuracy_drop=0.005",
-        "chosen": {"exit_policy": "patience", "patience": 2},
+        "statement": "With 90% confidence, at most 0.5 points below full compute on data like the calibration set.",
+        "chosen": {"exit_policy": "patience", "patience": 2, "setting": {"exit_policy": "patience", "patience": 2}},
         "candidates": [
             {
-                "exit_policy": "patience",
-                "patience": 2,
+                "setting": {"exit_policy": "patience", "patience": 2},
                 "accuracy": 0.9,
-                "average_exit_layer": 2.5,
+                "disagreement": 0.01,
+                "upper_bound": 0.004,
+                "certified": True,
                 "theoretical_speedup": 1.5,
             }
         ],
@@ -118,7 +120,7 @@ def test_model_card_and_push_to_hub_offline(tmp_path, monkeypatch):
     files = uploaded["files"]
     assert {"config.json", "model.safetensors", "README.md", "ahf_early_exit_modeling.py"} <= set(files)
     card = files["README.md"].decode()
-    for expected in ("early-exit", "sentiment", "roberta", "exit_policy", "`patience`", "Calibration report", "1.50"):
+    for expected in ("early-exit", "sentiment", "roberta", "exit_policy", "`patience`", "at most 0.5 points", "1.50x"):
         assert expected in card, expected
     config = json.loads(files["config.json"])
     assert config["auto_map"]["AutoModelForSequenceClassification"].startswith("ahf_early_exit_modeling.")

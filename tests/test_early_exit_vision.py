@@ -393,7 +393,7 @@ def test_calibration_on_images_matches_inference():
     labels = torch.randint(0, 3, (16,), generator=torch.Generator().manual_seed(7))
     table = collect_image_exit_logits(model, x, labels, batch_size=5)
     assert table.logits.shape == (len(model.config.exit_layers), 16, 3)
-    report = adaptive_hf.calibrate(model, None, max_accuracy_drop=1.0, policies=["confidence"], exit_logits=table)
+    report = adaptive_hf.calibrate(model, None, max_accuracy_drop=0.99, policies=["confidence"], exit_logits=table)
     chosen = report.chosen
     assert model.config.exit_policy == "confidence" and model.config.calibration is not None
     with torch.no_grad():

@@ -145,6 +145,6 @@ def text_batches(dataset, tokenizer, batch_size: int, device) -> list[dict]:
         batch_size: Rows per batch.
         device: The model's device.
     """
-    from ..early_exit.calibration import iterate_batches
+    from ..core.batching import iterate_batches
 
     return [{k: v.to(device) for k, v in b.items()} for b in iterate_batches(dataset, batch_size, tokenizer=tokenizer)]

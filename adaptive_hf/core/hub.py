@@ -279,6 +279,38 @@ def own_loaded_tensors(loaded: Any) -> Any:
     return loaded
 
 
+def calibration_card_section(summary: dict[str, Any] | None, has_knobs: bool = True) -> str:
+    """The model card's calibration section: the guarantee in one sentence, then the Pareto table.
+
+    Args:
+        summary: ``config.calibration`` as ``adaptive_hf.calibrate`` stores it (``None`` when not calibrated).
+        has_knobs: Whether the model has runtime knobs to calibrate (no section for a model without any).
+    """
+    if not summary:
+        if not has_knobs:
+            return ""
+        return (
+            "\n## Calibration\n\nNot calibrated yet: run `adaptive_hf.calibrate(model, data, "
+            "max_accuracy_drop=0.005, delta=0.1)` (or `max_disagreement=` on unlabelled data).\n"
+        )
+    statement = summary.get("statement") or f"Calibrated with `{summary.get('criterion')}` (no statement recorded)."
+    lines = ["", "## Calibration", "", statement, ""]
+    rows = summary.get("candidates") or []
+    if rows and all("setting" in row for row in rows):
+        lines += [
+            "| setting | accuracy | disagreement | risk upper bound | certified | theoretical speedup |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in rows:
+            setting = ", ".join(f"{k}={v!r}" for k, v in row["setting"].items()) or "full compute"
+            accuracy = "-" if row.get("accuracy") is None else f"{row['accuracy']:.4f}"
+            lines.append(
+                f"| {setting} | {accuracy} | {row.get('disagreement', 0.0):.4f} | {row.get('upper_bound', 0.0):.4f} "
+                f"| {'yes' if row.get('certified') else 'no'} | {row.get('theoretical_speedup', 1.0):.2f}x |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 class AdaptiveHubMixin:
     """Mixin for adaptive ``PreTrainedModel`` classes: atomic saves with code, model card and Hub upload.
 
@@ -326,6 +358,14 @@ class AdaptiveHubMixin:
             self.auto_class_name: f"{flat_module_name(type(self).__module__)}.{type(self).__name__}",
         }
 
+    def _has_runtime_knobs(self) -> bool:
+        from .technique import technique_of
+
+        try:
+            return bool(technique_of(self).knobs_for(self.config))
+        except TypeError:
+            return False
+
     def model_card_details(self) -> tuple[list[str], str]:
         """Tags and a markdown body describing the technique's settings. Subclasses extend this."""
         return ["adaptive-hf"], ""
@@ -339,6 +379,7 @@ class AdaptiveHubMixin:
         from huggingface_hub import ModelCardData
 
         own_tags, body = self.model_card_details()
+        body += calibration_card_section(getattr(self.config, "calibration", None), self._has_runtime_knobs())
         all_tags = list(dict.fromkeys(own_tags + list(tags or [])))
         data = ModelCardData(library_name="transformers", tags=all_tags, pipeline_tag=self.pipeline_tag())
         name = type(self).__name__

@@ -10,6 +10,8 @@ technique with ``hasattr``:
 * ``full_compute``: the config values that run the model at full compute (:func:`full_compute`).
 * ``structural_fields`` / ``training_fields``: fields fixed at construction, and fields read by the training loss.
 * ``cost``: the per-sample compute an output records, as ``(spent, full)``.
+* ``replay``: optionally, a fast way to measure every candidate setting at once (early exits replay stored exit
+  logits); without it, calibration runs the model once per candidate setting.
 * ``cli``: the ``adaptive-hf`` commands the technique serves, each a hook in the technique's own modules
   (:data:`CommandHook`); the CLI dispatches to them by the saved config's ``model_type``.
 * ``exportable`` / ``export_refusal``: whether ``adaptive_hf.onnx.export`` (and ``adaptive-hf export``) can write the
@@ -64,6 +66,8 @@ class Knob:
 
 
 CostFunction = Callable[[Any, Any, Mapping[str, Any]], tuple[torch.Tensor, torch.Tensor]]
+# replay(model, data, chains, **options) -> core.candidates.CandidateOutcomes, or None when it cannot read `data`
+ReplayFunction = Callable[..., Any]
 
 # ``hook(args, prepare) -> exit status``: ``args`` is the command's parsed ``argparse.Namespace`` (``model_dir``,
 # ``dataset``, ``json``, ...); ``prepare(require_labels)`` loads the model and its text or image data the CLI's way
@@ -91,6 +95,9 @@ class TechniqueSpec:
         cost: ``cost(model, outputs, batch) -> (spent, full)``: per-sample FLOPs spent and at full compute, both
             ``(batch,)`` tensors.
         description: One line for reports and the CLI.
+        replay: Optional ``replay(model, data, chains, *, batch_size, data_collator, tokenizer, show_progress,
+            require_labels) -> CandidateOutcomes``: measures every candidate setting in fewer passes than one per
+            setting. It returns ``None`` for data it does not handle, and the generic collector runs instead.
         cli: ``adaptive-hf`` command name (``"calibrate"``, ``"evaluate"``, ``"bench"``, ...) -> its
             :data:`CommandHook` for this technique. A command missing here is refused for the technique's models.
         exportable: Whether ``adaptive_hf.onnx.export`` writes this technique's models as one ONNX graph per
@@ -107,6 +114,7 @@ class TechniqueSpec:
     training_fields: tuple[str, ...] = ()
     cost: CostFunction | None = None
     description: str = ""
+    replay: ReplayFunction | None = None
     cli: Mapping[str, CommandHook] = field(default_factory=dict)
     exportable: bool = False
     export_refusal: str = ""
@@ -198,3 +206,27 @@ def full_compute(model: Any) -> Iterator[Any]:
     finally:
         for name, value in saved.items():
             setattr(model.config, name, value)
+
+
+def compute_cost(model: Any, outputs: Any, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample theoretical FLOPs an adaptive model spent on a batch, and what full compute would spend.
+
+    One cost method for every technique: each technique declares it once in its spec (``TechniqueSpec.cost``) and
+    counts it from what the output records (exit layers, halting steps, tokens read, frames used).
+
+    Args:
+        model: An adaptive model of any registered technique.
+        outputs: The model's output for ``batch`` (eval mode).
+        batch: The model inputs of that forward (e.g. ``input_ids`` + ``attention_mask``, or ``pixel_values``).
+
+    Returns:
+        ``(spent, full)``: two ``(batch,)`` float64 tensors of FLOPs per sample.
+
+    Raises:
+        TypeError: When the model is not an adaptive model, or its technique declares no cost.
+    """
+    spec = technique_of(model)
+    if spec.cost is None:
+        raise TypeError(f"The {spec.name!r} technique declares no per-sample cost (TechniqueSpec.cost is None).")
+    spent, full = spec.cost(model, outputs, batch)
+    return torch.as_tensor(spent, dtype=torch.float64).cpu(), torch.as_tensor(full, dtype=torch.float64).cpu()

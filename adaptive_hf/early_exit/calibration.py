@@ -1,4 +1,4 @@
-"""Calibration of early-exit classifiers: pick the exit policy and threshold (or patience) on held-out data.
+"""Early-exit replay for calibration: every exit setting scored from one pass over the data.
 
 The model runs once over the data with policy ``none`` and ``output_exit_logits=True``, which evaluates every
 exit head on every row. Candidate settings are then replayed offline with the same decision function the model
@@ -9,26 +9,25 @@ Public pieces, reused by the recipe, the CLI and the benchmark:
 
 * :func:`collect_exit_logits` runs the model once and returns an :class:`ExitLogits` table.
 * :func:`evaluate_setting` scores one setting (accuracy, average exit layer, theoretical speedup) on that table.
-* :func:`calibrate` sweeps candidates, picks one by a criterion, stores it in ``model.config`` and returns a
-  :class:`CalibrationReport`.
+* :func:`adaptive_hf.early_exit.replay.replay_candidates` is the technique's ``replay``: it turns that table into
+  the per-candidate outcomes from which ``adaptive_hf.calibrate`` (the generic, risk-controlled selection) picks.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..core.batching import as_dataset, iterate_batches, labels_of
 from ..core.configuration import check_number
 from .policies import THRESHOLD_POLICIES, decide_exit, initial_state
 
 SWEEP_POLICIES = THRESHOLD_POLICIES + ("patience",)
-MODEL_INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
-LABEL_COLUMNS = ("labels", "label")
 # Coarse steps over [0, 1] plus fine steps near both ends, where trained heads put most of their scores
 # (confidence and margin close to 1, normalised entropy close to 0).
 _FINE_HIGH = [0.991, 0.992, 0.993, 0.994, 0.995, 0.996, 0.997, 0.998, 0.999, 0.9995, 0.9999, 0.99999]
@@ -175,106 +174,6 @@ def _check_model(model) -> None:
         )
 
 
-def _as_dataset(dataset):
-    import datasets
-
-    if isinstance(dataset, Mapping):
-        dataset = datasets.Dataset.from_dict({k: list(v) for k, v in dataset.items()})
-    if isinstance(dataset, datasets.DatasetDict):
-        raise TypeError(
-            f"Expected one split (a datasets.Dataset); got a DatasetDict with splits {list(dataset)}. "
-            "Pass e.g. dataset['validation']."
-        )
-    if not isinstance(dataset, datasets.Dataset):
-        raise TypeError(
-            "The dataset must be a datasets.Dataset (or a dict of columns) with `input_ids`, `attention_mask` and "
-            f"`label`/`labels`; got {type(dataset).__name__}."
-        )
-    if len(dataset) == 0:
-        raise ValueError("The dataset is empty: it has 0 rows; calibration needs labelled examples.")
-    if "input_ids" not in dataset.column_names:
-        raise ValueError(
-            f"The dataset has no `input_ids` column (columns: {dataset.column_names}). Tokenize it first, e.g. "
-            "dataset.map(lambda b: tokenizer(b['text'], truncation=True), batched=True)."
-        )
-    return dataset
-
-
-def _labels_of(dataset, num_labels: int, require: bool) -> torch.Tensor | None:
-    import datasets
-
-    column = next((c for c in LABEL_COLUMNS if c in dataset.column_names), None)
-    if column is None:
-        if require:
-            raise ValueError(
-                f"The dataset has no label column: expected one of {LABEL_COLUMNS}; its columns are "
-                f"{dataset.column_names}."
-            )
-        return None
-    feature = dataset.features[column]
-    if isinstance(feature, datasets.ClassLabel) and feature.num_classes != num_labels:
-        raise ValueError(
-            f"The dataset's `{column}` has {feature.num_classes} classes ({feature.names}) but the model has "
-            f"num_labels={num_labels}."
-        )
-    values = dataset.with_format(None)[column]
-    if any(isinstance(v, str) for v in values):
-        raise TypeError(
-            f"`{column}` holds strings; map them to class ids in [0, {num_labels}) first (e.g. with "
-            "dataset.class_encode_column or the model's config.label2id)."
-        )
-    array = np.asarray(values)
-    if array.ndim != 1 or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.bool_)):
-        raise TypeError(f"`{column}` must hold one integer class id per row; got dtype {array.dtype}.")
-    bad = (array < 0) | (array >= num_labels)
-    if bad.any():
-        raise ValueError(
-            f"`{column}` must hold class ids in [0, {num_labels}) (the model's num_labels); found "
-            f"{sorted(set(array[bad].tolist()))[:5]} at {int(bad.sum())} row(s)."
-        )
-    return torch.as_tensor(array, dtype=torch.long)
-
-
-def iterate_batches(
-    dataset,
-    batch_size: int = 64,
-    data_collator: Callable | None = None,
-    tokenizer=None,
-) -> Iterable[dict[str, torch.Tensor]]:
-    """Yields padded model-input batches (``input_ids``, ``attention_mask``, ``token_type_ids``) in dataset order.
-
-    Args:
-        dataset: A tokenized ``datasets.Dataset`` (or a dict of columns).
-        batch_size: Rows per batch.
-        data_collator: Pads a list of feature dicts; defaults to ``DataCollatorWithPadding(tokenizer)`` when a
-            tokenizer is given, else rows must already have equal lengths.
-        tokenizer: Used to pad unpadded rows when no collator is given.
-    """
-    check_number("batch_size", batch_size, 1, None, integer=True)
-    dataset = _as_dataset(dataset)
-    columns = [c for c in MODEL_INPUT_COLUMNS if c in dataset.column_names]
-    table = dataset.select_columns(columns).with_format(None)
-    if data_collator is None and tokenizer is not None:
-        from transformers import DataCollatorWithPadding
-
-        data_collator = DataCollatorWithPadding(tokenizer)
-    for start in range(0, len(table), batch_size):
-        rows = table[start : start + batch_size]
-        if data_collator is not None:
-            count = len(rows["input_ids"])
-            batch = data_collator([{c: rows[c][i] for c in columns} for i in range(count)])
-            batch = {c: torch.as_tensor(batch[c]) for c in columns if c in batch}
-        else:
-            lengths = {len(row) for row in rows["input_ids"]}
-            if len(lengths) > 1:
-                raise ValueError(
-                    f"Rows have different lengths ({sorted(lengths)[:5]}...) and cannot be stacked; pass "
-                    "`tokenizer=` (padding with DataCollatorWithPadding) or `data_collator=`, or pad when tokenizing."
-                )
-            batch = {c: torch.as_tensor(rows[c]) for c in columns}
-        yield batch
-
-
 def _model_device(model) -> torch.device:
     return next(model.parameters()).device
 
@@ -325,9 +224,9 @@ def collect_exit_logits(
     from tqdm.auto import tqdm
 
     _check_model(model)
-    dataset = _as_dataset(dataset)
+    dataset = as_dataset(dataset)
     config = model.config
-    labels = _labels_of(dataset, config.num_labels, require_labels)
+    labels = labels_of(dataset, config.num_labels, require_labels)
     device = _model_device(model)
     was_training, old_policy = model.training, config.exit_policy
     head_logits: list[list[torch.Tensor]] = [[] for _ in config.exit_layers]
@@ -411,256 +310,3 @@ def pareto_front(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             front.append(dict(row))
             best_accuracy = row["accuracy"]
     return front[::-1]
-
-
-def _setting_key(row: Mapping[str, Any]) -> tuple:
-    return (row["exit_policy"], row.get("exit_threshold"), row.get("patience"))
-
-
-@dataclass
-class CalibrationReport:
-    """What :func:`calibrate` measured and chose.
-
-    Args:
-        criterion: ``"max_accuracy_drop=..."`` or ``"target_speedup=..."``.
-        chosen: The chosen row (see :func:`evaluate_setting`).
-        full_depth_accuracy: Accuracy of the final head on every sample (policy ``none``).
-        candidates: Every evaluated row, the full-depth row first.
-        num_samples: Rows the sweep ran on.
-        note: Set when no candidate met the criterion and a fallback was chosen.
-    """
-
-    criterion: str
-    chosen: dict[str, Any]
-    full_depth_accuracy: float
-    candidates: list[dict[str, Any]] = field(default_factory=list)
-    num_samples: int = 0
-    note: str | None = None
-
-    def pareto_front(self) -> list[dict[str, Any]]:
-        """Candidates no other candidate beats on both accuracy and theoretical speedup."""
-        return pareto_front(self.candidates)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serializable dict with every candidate."""
-        return {
-            "criterion": self.criterion,
-            "chosen": dict(self.chosen),
-            "full_depth_accuracy": self.full_depth_accuracy,
-            "num_samples": self.num_samples,
-            "note": self.note,
-            "candidates": [dict(row) for row in self.candidates],
-        }
-
-    def config_summary(self, max_rows: int = MAX_CONFIG_ROWS) -> dict[str, Any]:
-        """The compact summary stored in ``config.calibration``: the Pareto front, the full-depth and chosen rows.
-
-        Args:
-            max_rows: Most candidate rows kept (evenly thinned along the front when it is longer).
-        """
-
-        def compact(row):
-            return {k: v for k, v in row.items() if k != "exit_fractions"}
-
-        front = self.pareto_front()
-        if len(front) > max_rows:
-            keep = np.unique(np.linspace(0, len(front) - 1, max_rows).round().astype(int))
-            front = [front[i] for i in keep]
-        rows = {_setting_key(r): compact(r) for r in front}
-        for row in (self.candidates[0], self.chosen):
-            rows.setdefault(_setting_key(row), compact(row))
-        ordered = sorted(rows.values(), key=lambda r: (r["theoretical_speedup"], r["accuracy"]))
-        return {
-            "criterion": self.criterion,
-            "chosen": compact(self.chosen),
-            "full_depth_accuracy": self.full_depth_accuracy,
-            "num_samples": self.num_samples,
-            "note": self.note,
-            "candidates": ordered,
-        }
-
-    def to_markdown(self, rows: str = "pareto") -> str:
-        """A markdown table of candidates, the chosen one in bold.
-
-        Args:
-            rows: ``"pareto"`` (the Pareto front plus the full-depth and chosen rows) or ``"all"``.
-        """
-        if rows not in ("pareto", "all"):
-            raise ValueError(f"`rows` must be 'pareto' or 'all'; got {rows!r}.")
-        table = self.candidates if rows == "all" else self.config_summary(max_rows=10**9)["candidates"]
-        chosen = _setting_key(self.chosen)
-        lines = [
-            f"Calibration on {self.num_samples} samples, criterion `{self.criterion}`; full-depth accuracy "
-            f"{self.full_depth_accuracy:.4f}.",
-            "",
-            "| policy | threshold / patience | accuracy | average exit layer | theoretical speedup |",
-            "|---|---|---|---|---|",
-        ]
-        for row in table:
-            setting = row.get("exit_threshold", row.get("patience"))
-            cells = [
-                row["exit_policy"],
-                "-" if setting is None else f"{setting:g}",
-                f"{row['accuracy']:.4f}",
-                f"{row['average_exit_layer']:.2f}",
-                f"{row['theoretical_speedup']:.2f}x",
-            ]
-            if _setting_key(row) == chosen:
-                cells = [f"**{c}**" for c in cells]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-        lines.append(f"Chosen: {_describe(self.chosen)}.")
-        if self.note:
-            lines.append(f"Note: {self.note}")
-        return "\n".join(lines) + "\n"
-
-
-def _describe(row: Mapping[str, Any]) -> str:
-    policy = row["exit_policy"]
-    if policy == "patience":
-        setting = f"patience={row['patience']}"
-    elif policy == "none":
-        setting = "full depth"
-    else:
-        setting = f"exit_threshold={row['exit_threshold']:g}"
-    return (
-        f"exit_policy={policy!r} ({setting}): accuracy {row['accuracy']:.4f}, average exit layer "
-        f"{row['average_exit_layer']:.2f}, theoretical speedup {row['theoretical_speedup']:.2f}x"
-    )
-
-
-def select(
-    rows: Sequence[Mapping[str, Any]],
-    full_depth_accuracy: float,
-    max_accuracy_drop: float | None = None,
-    target_speedup: float | None = None,
-) -> tuple[dict[str, Any], str | None]:
-    """Picks a row by the criterion; returns it and a note when no candidate met the criterion.
-
-    Args:
-        rows: Scored rows, the full-depth row (policy ``none``) first.
-        full_depth_accuracy: Accuracy at full depth.
-        max_accuracy_drop: Fastest row with accuracy >= full-depth accuracy - this (ties: more accurate).
-        target_speedup: Most accurate row with theoretical speedup >= this (none: the fastest row).
-    """
-    if max_accuracy_drop is not None:
-        # A tiny tolerance so that a row exactly at the bound is not lost to float rounding.
-        floor = full_depth_accuracy - max_accuracy_drop - 1e-9
-        early = [r for r in rows if r["exit_policy"] != "none" and r["accuracy"] >= floor]
-        if not early:
-            return dict(rows[0]), (
-                f"No early-exit setting stays within {max_accuracy_drop:g} of the full-depth accuracy "
-                f"({full_depth_accuracy:.4f}); chose exit_policy='none' (full depth)."
-            )
-        best = max(early, key=lambda r: (r["theoretical_speedup"], r["accuracy"]))
-        if best["theoretical_speedup"] < 1.0:
-            # Evaluating heads costs FLOPs: a setting that saves none is worse than running at full depth.
-            return dict(rows[0]), (
-                "No early-exit setting within the accuracy bound is faster than full depth; chose exit_policy='none'."
-            )
-        return dict(best), None
-    reaching = [r for r in rows if r["theoretical_speedup"] >= target_speedup - 1e-9]
-    if reaching:
-        return dict(max(reaching, key=lambda r: (r["accuracy"], r["theoretical_speedup"]))), None
-    fastest = max(rows, key=lambda r: (r["theoretical_speedup"], r["accuracy"]))
-    return dict(fastest), (
-        f"No candidate reaches a theoretical speedup of {target_speedup:g}; chose the fastest one "
-        f"({fastest['theoretical_speedup']:.2f}x)."
-    )
-
-
-def apply_setting(config, row: Mapping[str, Any]) -> None:
-    """Writes a row's policy and threshold (or patience) into an early-exit config.
-
-    Args:
-        config: An early-exit config.
-        row: A row from :func:`evaluate_setting`.
-    """
-    policy = row["exit_policy"]
-    # Clear the threshold first: the config rejects a threshold next to policy 'patience'.
-    config.exit_threshold = None
-    if policy == "patience":
-        config.patience = int(row["patience"])
-    elif policy != "none":
-        config.exit_threshold = row["exit_threshold"]
-    config.exit_policy = policy
-
-
-def calibrate(
-    model,
-    eval_dataset,
-    max_accuracy_drop: float | None = None,
-    target_speedup: float | None = None,
-    policies: Sequence[str] | None = None,
-    candidates: Mapping[str, Sequence] | None = None,
-    batch_size: int = 64,
-    data_collator: Callable | None = None,
-    tokenizer=None,
-    show_progress: bool = True,
-    exit_logits: ExitLogits | None = None,
-) -> CalibrationReport:
-    """Sweeps exit policies and thresholds (or patience) on held-out data and stores the chosen one in the config.
-
-    The model runs once; each candidate is replayed offline with the inference decision rule, so the chosen
-    setting, applied in eval mode to the same data, gives exactly the reported accuracy and average exit layer.
-
-    Args:
-        model: An early-exit classifier (``EarlyExit<Arch>ForSequenceClassification``).
-        eval_dataset: Tokenized ``datasets.Dataset`` with ``input_ids`` (+ ``attention_mask``, ``token_type_ids``)
-            and ``label``/``labels``. Unpadded rows need ``tokenizer`` or ``data_collator``.
-        max_accuracy_drop: Accuracy the chosen setting may lose against full depth, as a fraction (0.005 = 0.5
-            points). Picks the highest theoretical speedup within it; falls back to policy ``none``.
-        target_speedup: Theoretical speedup to reach. Picks the most accurate candidate that reaches it; falls
-            back to the fastest candidate.
-        policies: Which of ``confidence``, ``entropy``, ``margin``, ``patience`` to sweep (default: all, or the
-            keys of ``candidates``).
-        candidates: ``{policy: values}`` replacing the default grid (thresholds in [0, 1], patience >= 1).
-        batch_size: Rows per forward.
-        data_collator: Pads a list of feature dicts.
-        tokenizer: Pads unpadded rows with ``DataCollatorWithPadding`` when no collator is given.
-        show_progress: Show a progress bar.
-        exit_logits: Reuse logits already collected by :func:`collect_exit_logits` instead of running the model.
-
-    Returns:
-        A :class:`CalibrationReport`. ``model.config`` gets the chosen ``exit_policy``, ``exit_threshold`` /
-        ``patience`` and ``calibration`` (a compact summary that the model card shows).
-    """
-    if (max_accuracy_drop is None) == (target_speedup is None):
-        raise ValueError("Pass exactly one of `max_accuracy_drop` (e.g. 0.005) and `target_speedup` (e.g. 2.0).")
-    if max_accuracy_drop is not None:
-        check_number("max_accuracy_drop", max_accuracy_drop, 0.0, 1.0)
-        criterion = f"max_accuracy_drop={max_accuracy_drop:g}"
-    else:
-        check_number("target_speedup", target_speedup, 0.0, None, low_inclusive=False)
-        criterion = f"target_speedup={target_speedup:g}"
-    _check_model(model)
-    num_exits = len(model.config.exit_layers)
-    if candidates is not None:
-        if not isinstance(candidates, Mapping):
-            raise TypeError("`candidates` must be a dict {policy: [thresholds or patience values]}.")
-        candidates = {p: list(v) for p, v in candidates.items()}
-        chosen_policies = _check_policies(policies if policies is not None else list(candidates))
-        candidates = {p: candidates.get(p, default_candidates(num_exits, [p])[p]) for p in chosen_policies}
-        for policy, values in candidates.items():
-            for value in values:
-                if policy == "patience":
-                    check_number("patience", value, 1, None, integer=True)
-                else:
-                    check_number("exit_threshold", value, 0.0, 1.0)
-    else:
-        candidates = default_candidates(
-            num_exits, _check_policies(policies if policies is not None else SWEEP_POLICIES)
-        )
-    if exit_logits is None:
-        exit_logits = collect_exit_logits(
-            model, eval_dataset, batch_size, data_collator, tokenizer, show_progress, require_labels=True
-        )
-    elif exit_logits.labels is None:
-        raise ValueError("`exit_logits` has no labels; calibration needs labelled data.")
-    rows = sweep(exit_logits, candidates)
-    full_depth_accuracy = rows[0]["accuracy"]
-    chosen, note = select(rows, full_depth_accuracy, max_accuracy_drop, target_speedup)
-    report = CalibrationReport(criterion, chosen, full_depth_accuracy, rows, exit_logits.num_samples, note)
-    apply_setting(model.config, chosen)
-    model.config.calibration = report.config_summary()
-    return report

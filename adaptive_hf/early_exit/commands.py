@@ -1,4 +1,6 @@
-"""The ``adaptive-hf calibrate``, ``evaluate`` and ``bench`` commands on an early-exit classifier (text or images).
+"""The ``adaptive-hf evaluate`` and ``bench`` commands on an early-exit classifier (text or images).
+
+``adaptive-hf calibrate`` is generic over techniques (``adaptive_hf/cli/calibrate.py``).
 
 Registered as the technique's command hooks in ``spec.py``; the CLI hands each one its parsed arguments and a
 ``prepare(require_labels)`` that loads the model and its data (see :data:`adaptive_hf.core.technique.CommandHook`).
@@ -67,32 +69,6 @@ def measure(
     from .benchmarking import measure_speedup
 
     return measure_speedup(model, batches, setting, repeats=repeats, warmup=1, threads=threads)
-
-
-def cli_calibrate(args: Any, prepare: Callable[[bool], Any]) -> int:
-    """``adaptive-hf calibrate``: picks the exit policy and threshold with :func:`adaptive_hf.calibrate`.
-
-    Args:
-        args: The command's arguments; ``args.calibration_criteria`` holds the keyword arguments of the criterion
-            (``max_accuracy_drop``, ``target_speedup``), passed to ``calibrate`` as they are.
-        prepare: The CLI's loader of the model and its labelled data.
-    """
-    from .calibration import calibrate
-
-    data = prepare(True)
-    model = data.model
-    common = dict(args.calibration_criteria, policies=args.policies, show_progress=not args.no_progress)
-    if data.is_image:
-        table = collect_logits(data, args.batch_size, not args.no_progress)
-        report = calibrate(model, None, exit_logits=table, **common)
-    else:
-        report = calibrate(model, data.dataset, batch_size=args.batch_size, tokenizer=data.tokenizer, **common)
-    print(report.to_markdown())
-    save_json_report(args.json, report.to_dict())
-    if args.save:
-        model.save_pretrained(args.model_dir)
-        print(f"Saved the calibrated setting to {args.model_dir}")
-    return 0
 
 
 def _current_setting(config) -> dict[str, Any]:

@@ -248,20 +248,6 @@ class EarlyExitModelMixin(AdaptiveHubMixin):
         body = "## Exit policy\n\n| setting | value |\n|---|---|\n"
         body += "".join(f"| `{name}` | `{value}` |\n" for name, value in rows)
         body += "\nChange any of these after loading through `model.config`; they are read at every forward.\n"
-        calibration = config.calibration
-        if calibration:
-            body += "\n## Calibration report\n\n"
-            chosen = calibration.get("chosen", {})
-            body += f"Chosen: `{chosen}` (criterion: `{calibration.get('criterion')}`).\n\n"
-            body += "| policy | setting | accuracy | average exit layer | theoretical speedup |\n"
-            body += "|---|---|---|---|---|\n"
-            for row in calibration.get("candidates", []):
-                body += (
-                    f"| {row['exit_policy']} | {row.get('exit_threshold', row.get('patience'))} | "
-                    f"{row['accuracy']:.4f} | {row['average_exit_layer']:.2f} | {row['theoretical_speedup']:.2f} |\n"
-                )
-        else:
-            body += "\nNot calibrated yet: run `adaptive_hf.calibrate(model, eval_dataset, max_accuracy_drop=...)`.\n"
         return tags, body
 
 

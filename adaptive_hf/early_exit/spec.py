@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ..core.technique import Knob, TechniqueSpec, register_technique
-from .commands import cli_bench, cli_calibrate, cli_evaluate
+from .commands import cli_bench, cli_evaluate
 
 # Thresholds from most to least compute: a confidence/margin head exits at >= t, so t = 1 exits least; an entropy
 # head exits at <= t, so t = 0 exits least.
@@ -17,6 +18,46 @@ ENTROPY_THRESHOLDS = tuple(sorted({round(1.0 - t, 5) for t in CONFIDENCE_THRESHO
 
 def _patience_values(config) -> list[int]:
     return list(range(len(config.exit_layers), 0, -1))
+
+
+def _token_counts(batch) -> torch.Tensor:
+    mask = batch.get("attention_mask")
+    if mask is not None:
+        return mask.sum(1).cpu().long()
+    ids = batch["input_ids"]
+    return torch.full((ids.size(0),), ids.size(1), dtype=torch.long)
+
+
+def exit_cost(model, outputs, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample FLOPs spent (up to the exit each sample took, every head on the way) and at full depth.
+
+    Args:
+        model: An early-exit classifier (text or image).
+        outputs: Its eval-mode output (``exit_layer`` per sample).
+        batch: The inputs: ``input_ids`` (+ ``attention_mask``) for text, ``pixel_values`` for images.
+    """
+    layers = outputs.exit_layer.cpu().long().view(-1)
+    count = layers.numel()
+    if "pixel_values" in batch:
+        costs, full = model.exit_flops()  # one cost per image at the configured input size
+        per_exit = torch.tensor(costs, dtype=torch.float64).expand(count, -1)
+        full_cost = torch.full((count,), float(full), dtype=torch.float64)
+    else:
+        from .calibration import sample_costs
+
+        per_exit, full_cost = sample_costs(model, _token_counts(batch))
+    if model.config.exit_policy == "none":
+        return full_cost.clone(), full_cost  # full depth evaluates the final head only
+    head_of_layer = torch.full((max(model.config.exit_layers) + 1,), -1, dtype=torch.long)
+    head_of_layer[torch.tensor(model.config.exit_layers)] = torch.arange(len(model.config.exit_layers))
+    spent = per_exit.gather(1, head_of_layer[layers].view(-1, 1)).view(-1)
+    return spent, full_cost
+
+
+def _replay(*args, **kwargs):
+    from .replay import replay_candidates
+
+    return replay_candidates(*args, **kwargs)
 
 
 SPEC = register_technique(
@@ -32,8 +73,10 @@ SPEC = register_technique(
         full_compute={"exit_policy": "none"},
         structural_fields=("exit_layers", "exit_pooling", "exit_head", "exit_granularity", "architecture"),
         training_fields=("exit_training", "exit_loss_weights", "exit_training_stage", "distill_temperature"),
+        cost=exit_cost,
         description="early exits: classifier heads after chosen layers; a sample stops at the first confident one",
-        cli={"calibrate": cli_calibrate, "evaluate": cli_evaluate, "bench": cli_bench},
+        replay=_replay,
+        cli={"evaluate": cli_evaluate, "bench": cli_bench},
         exportable=True,
     )
 )

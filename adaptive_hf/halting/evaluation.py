@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..early_exit.calibration import iterate_batches
+from ..core.batching import iterate_batches
 from .benchmarking import token_mask_of
 
 

@@ -31,6 +31,12 @@ def validate_reader_runtime(config) -> None:
         check_number("stop_threshold", config.stop_threshold, 0.0, 1.0)
 
 
+# Skim-RNN skims a token when the gate's skim probability exceeds the threshold: a higher threshold reads more.
+SKIM_THRESHOLDS = (0.99, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.02)
+# LSTM-Jump stops only when the stop probability reaches the threshold: a higher threshold reads more.
+STOP_THRESHOLDS = (0.99, 0.98, 0.97, 0.95, 0.9, 0.85, 0.8, 0.7, 0.65, 0.6, 0.5, 0.0)
+
+
 class ReaderConfigMixin(FrozenStructureMixin):
     """Validation shared by the reader configs (fields are declared on each config class).
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ..core.timing import time_interleaved
+from .config import SKIM_THRESHOLDS, STOP_THRESHOLDS
 
 
 def iterate_batches(dataset, collator, batch_size: int, limit: int | None = None) -> list[dict[str, torch.Tensor]]:
@@ -89,40 +90,9 @@ def evaluate_reader(model, batches: Iterable[dict[str, torch.Tensor]], **config_
     }
 
 
-# The runtime knob of each reader and the values the calibration tries, from most to least computation.
-RUNTIME_KNOBS = {
-    "skim_rnn": ("skim_threshold", (0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.02)),
-    "jump_lstm": ("stop_threshold", (0.99, 0.98, 0.97, 0.95, 0.9, 0.85, 0.8, 0.7, 0.65, 0.6, 0.5, 0.0)),
-}
-
-
-def pick_runtime_knob(model, validation: Iterable[dict[str, torch.Tensor]], max_drop: float) -> tuple[float, list]:
-    """Picks the reader's runtime knob (``skim_threshold`` or ``stop_threshold``) on a validation split.
-
-    The pick is the value with the highest theoretical speedup whose validation accuracy is within ``max_drop`` of
-    the same weights reading everything; when no value is, the one with the best validation accuracy.
-
-    Args:
-        model: A Skim-RNN or LSTM-Jump classifier.
-        validation: Labelled validation batches (never the test split).
-        max_drop: Largest admissible accuracy drop against full reading (a fraction, e.g. 0.005).
-
-    Returns:
-        ``(value, sweep)``: the picked value (not set on the model) and every evaluated point, full reading first.
-    """
-    name, values = RUNTIME_KNOBS[model.config.model_type]
-    validation = list(validation)
-    full = evaluate_reader(model, validation, reading_policy="full")
-    candidates = []
-    for value in values:
-        result = evaluate_reader(model, validation, reading_policy="adaptive", **{name: value})
-        candidates.append({name: value, **result})
-    admissible = [c for c in candidates if c["accuracy"] >= full["accuracy"] - max_drop]
-    if admissible:
-        best = max(admissible, key=lambda c: c["theoretical_speedup"])
-    else:
-        best = max(candidates, key=lambda c: (c["accuracy"], -values.index(c[name])))
-    return best[name], [{"reading_policy": "full", **full}] + candidates
+# The runtime knob of each reader and its candidate values (most to least computation), as the spec declares them;
+# ``adaptive_hf.calibrate`` picks among them.
+RUNTIME_KNOBS = {"skim_rnn": ("skim_threshold", SKIM_THRESHOLDS), "jump_lstm": ("stop_threshold", STOP_THRESHOLDS)}
 
 
 def time_reader(

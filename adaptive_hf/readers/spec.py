@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from ..core.technique import Knob, TechniqueSpec, register_technique
 from .commands import cli_bench, cli_evaluate
-
-# Skim-RNN skims a token when the gate's skim probability exceeds the threshold: a higher threshold reads more.
-SKIM_THRESHOLDS = (0.99, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.02)
-# LSTM-Jump stops only when the stop probability reaches the threshold: a higher threshold reads more.
-STOP_THRESHOLDS = (0.99, 0.98, 0.97, 0.95, 0.9, 0.85, 0.8, 0.7, 0.65, 0.6, 0.5, 0.0)
+from .config import SKIM_THRESHOLDS, STOP_THRESHOLDS
 
 
 def _is_skim(config) -> bool:
@@ -17,6 +13,18 @@ def _is_skim(config) -> bool:
 
 def _is_jump(config) -> bool:
     return config.model_type == "jump_lstm"
+
+
+def reader_cost(model, outputs, batch):
+    """Per-sample FLOPs spent (tokens read, skimmed, decisions taken) and for full reading; see
+    ``model.theoretical_flops``.
+
+    Args:
+        model: A Skim-RNN or LSTM-Jump classifier.
+        outputs: Its output (token counts per sample).
+        batch: The inputs (unused: the output records the token counts).
+    """
+    return model.theoretical_flops(outputs)
 
 
 SPEC = register_technique(
@@ -46,6 +54,7 @@ SPEC = register_technique(
             "reward",
             "full_reading_loss_coef",
         ),
+        cost=reader_cost,
         description="RNN readers: Skim-RNN skims tokens with a small cell, LSTM-Jump jumps over them or stops",
         cli={"evaluate": cli_evaluate, "bench": cli_bench},
         export_refusal=(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from ..core.technique import Knob, TechniqueSpec, register_technique
 from .evaluation import cli_bench, cli_evaluate
 
@@ -21,6 +23,19 @@ def _all_frames(config) -> dict:
 
 def _has_budget_knob(config) -> bool:
     return getattr(config, "clip_classifier", "frame_backbone") != "hf_video"
+
+
+def video_cost(model, outputs, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-video FLOPs spent (``outputs.flops``: backbone frames, glance and gate) and with every frame.
+
+    Args:
+        model: A frame-sampling video classifier.
+        outputs: Its output (``flops`` per video).
+        batch: The inputs: ``pixel_values`` of shape ``(batch, frames, channels, height, width)``.
+    """
+    spent = outputs.flops.detach().cpu().to(torch.float64).view(-1)
+    full = float(model.full_flops(tuple(batch["pixel_values"].shape[2:])))
+    return spent, torch.full_like(spent, full)
 
 
 SPEC = register_technique(
@@ -51,6 +66,7 @@ SPEC = register_technique(
             "policy_loss_weight",
             "gate_loss_weight",
         ),
+        cost=video_cost,
         description="video frame samplers: a cheap glance or a stop gate picks which frames the backbone sees",
         cli={"evaluate": cli_evaluate, "bench": cli_bench},
         export_refusal=(
