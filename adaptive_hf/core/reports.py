@@ -10,7 +10,20 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
+from ..plotting import plot_sweep
 from .io import write_json
+
+
+def command_threads(args: Any) -> int:
+    """The thread count a timing command runs at: ``--threads`` when given, else torch's current count.
+
+    Args:
+        args: The command's arguments (``threads`` may be absent or ``None``).
+    """
+    threads = getattr(args, "threads", None)
+    return threads if threads is not None else torch.get_num_threads()
 
 
 def save_json_report(path: str | os.PathLike | None, payload: Any) -> None:
@@ -56,3 +69,35 @@ def speedup_table(heading: str, results: Sequence[dict[str, Any]]) -> str:
             f"{r['efficiency']:.2f} | {'yes' if r['noisy'] else 'no'} |"
         )
     return "\n".join(lines)
+
+
+def report_sweep(args: Any, model: Any, technique: str, rows: list[dict[str, Any]]) -> None:
+    """Prints a knob sweep, saves it (``--json``) and plots it (``--plot``), the ``evaluate`` report of a technique.
+
+    Args:
+        args: The command's arguments (``model_dir``, ``dataset``, ``json``, ``plot``).
+        model: The evaluated model (its class names the plot).
+        technique: The technique's name, recorded in the JSON report.
+        rows: The sweep's rows, the full-compute one first.
+    """
+    print(sweep_table(rows))
+    payload = {"model": str(args.model_dir), "dataset": args.dataset, "technique": technique, "rows": rows}
+    save_json_report(args.json, payload)
+    if args.plot:
+        plot_sweep(rows, args.plot, f"{type(model).__name__} on {args.dataset}")
+        print(f"Wrote {args.plot}")
+
+
+def report_speedups(args: Any, model: Any, num_samples: int, threads: int, results: list[dict[str, Any]]) -> None:
+    """Prints the timings of a ``bench`` run per batch size and saves them (``--json``).
+
+    Args:
+        args: The command's arguments (``model_dir``, ``dataset``, ``json``).
+        model: The timed model (its class heads the table).
+        num_samples: How many samples each batch size ran over.
+        threads: The thread count the timings ran at.
+        results: One timing per batch size (see :func:`speedup_table`).
+    """
+    heading = f"{type(model).__name__}; {num_samples} samples; torch {torch.__version__}, {threads} thread(s)"
+    print(speedup_table(heading, results))
+    save_json_report(args.json, {"model": str(args.model_dir), "dataset": args.dataset, "results": results})

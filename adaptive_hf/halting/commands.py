@@ -9,10 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
-from ..core.reports import save_json_report, speedup_table, sweep_table
-from ..plotting import plot_sweep
+from ..core.reports import command_threads, report_speedups, report_sweep
 
 # Thresholds the evaluate command sweeps (the model's own threshold is added to them).
 HALTING_SWEEP = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -30,12 +27,7 @@ def cli_evaluate(args: Any, prepare: Callable[[bool], Any]) -> int:
     data = prepare(True)
     model = data.model
     rows = evaluate_halting(model, thresholds=HALTING_SWEEP, batches=data.batches(args.batch_size), labels=data.labels)
-    print(sweep_table(rows))
-    payload = {"model": str(args.model_dir), "dataset": args.dataset, "technique": "halting", "rows": rows}
-    save_json_report(args.json, payload)
-    if args.plot:
-        plot_sweep(rows, args.plot, f"{type(model).__name__} on {args.dataset}")
-        print(f"Wrote {args.plot}")
+    report_sweep(args, model, "halting", rows)
     return 0
 
 
@@ -50,12 +42,10 @@ def cli_bench(args: Any, prepare: Callable[[bool], Any]) -> int:
 
     data = prepare(False)
     model = data.model
-    threads = args.threads if args.threads is not None else torch.get_num_threads()
+    threads = command_threads(args)
     results = [
         measure_halting_speedup(model, data.batches(batch_size), repeats=args.repeats, threads=threads)
         for batch_size in args.batch_sizes
     ]
-    heading = f"{type(model).__name__}; {data.num_samples} samples; torch {torch.__version__}, {threads} thread(s)"
-    print(speedup_table(heading, results))
-    save_json_report(args.json, {"model": str(args.model_dir), "dataset": args.dataset, "results": results})
+    report_speedups(args, model, data.num_samples, threads, results)
     return 0

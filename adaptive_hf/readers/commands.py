@@ -11,8 +11,7 @@ from typing import Any
 
 import torch
 
-from ..core.reports import save_json_report, speedup_table, sweep_table
-from ..plotting import plot_sweep
+from ..core.reports import command_threads, report_speedups, report_sweep
 
 # Skim thresholds the evaluate command sweeps on a Skim-RNN (the model's own threshold is added to them).
 SKIM_SWEEP = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
@@ -45,12 +44,7 @@ def cli_evaluate(args: Any, prepare: Callable[[bool], Any]) -> int:
             rows.append({"setting": f"skim_threshold={threshold}", **result})
     else:
         rows.append({"setting": "adaptive", **evaluate_reader(model, batches, reading_policy="adaptive")})
-    print(sweep_table(rows))
-    payload = {"model": str(args.model_dir), "dataset": args.dataset, "technique": "readers", "rows": rows}
-    save_json_report(args.json, payload)
-    if args.plot:
-        plot_sweep(rows, args.plot, f"{type(model).__name__} on {args.dataset}")
-        print(f"Wrote {args.plot}")
+    report_sweep(args, model, "readers", rows)
     return 0
 
 
@@ -65,12 +59,10 @@ def cli_bench(args: Any, prepare: Callable[[bool], Any]) -> int:
 
     data = prepare(False)
     model = data.model
-    threads = args.threads if args.threads is not None else torch.get_num_threads()
+    threads = command_threads(args)
     results = []
     for batch_size in args.batch_sizes:
         result = time_reader(model, data.batches(batch_size), repetitions=args.repeats, threads=threads)
         results.append({**result, "batch_size": batch_size})
-    heading = f"{type(model).__name__}; {data.num_samples} samples; torch {torch.__version__}, {threads} thread(s)"
-    print(speedup_table(heading, results))
-    save_json_report(args.json, {"model": str(args.model_dir), "dataset": args.dataset, "results": results})
+    report_speedups(args, model, data.num_samples, threads, results)
     return 0

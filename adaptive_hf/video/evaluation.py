@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..core.io import write_json
-from ..core.reports import save_json_report
+from ..core.reports import command_threads, save_json_report
 from ..core.timing import synchronized_clock, time_interleaved
 from ..plotting import speedup_figure
 from .file_commands import bench_files, evaluate_files, is_video_files_dataset
@@ -311,7 +311,7 @@ def cli_bench(args, prepare=None) -> int:
         return 0
     pixels, _ = load_video_clips(args, model, default_samples=64)
     reference = full_reference(model)
-    threads = args.threads if getattr(args, "threads", None) is not None else torch.get_num_threads()
+    threads = command_threads(args)
     results = []
     for batch_size in args.batch_sizes:
         result = time_video_samplers(model, reference, pixels, batch_size, repeats=args.repeats, threads=threads)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.reports import save_json_report
+from ..core.reports import command_threads, save_json_report
 from .data import VideoCollator
 from .decoding import VIDEO_EXTENSIONS
 from .file_evaluation import decode_all_reference, evaluate_video_files, time_video_files, with_model_labels
@@ -134,7 +134,7 @@ def bench_files(args, model, transform: VideoCollator) -> dict:
     dataset = _dataset(args)
     rows = with_model_labels(model, dataset)
     reference = decode_all_reference(model)
-    threads = args.threads if getattr(args, "threads", None) is not None else torch.get_num_threads()
+    threads = command_threads(args)
     collator = file_collator(args, model, transform, lazy_glance=model.config.sampler != "uniform")
     reference_collator = file_collator(args, reference, transform, lazy_glance=False)
     results = [
