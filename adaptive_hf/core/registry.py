@@ -62,6 +62,38 @@ def lookup(technique: str, backbone_model_type: str) -> tuple[type, type]:
     )
 
 
+def runs_text_layers(adapter: type[BackboneAdapter]) -> bool:
+    """Whether a family is a text adapter that runs layers on a ``PreTrainedModel`` base (what the per-layer text
+    techniques, early exits and halting, need).
+
+    Args:
+        adapter: The family's adapter class.
+    """
+    return adapter.modality == "text" and adapter.runs_layers and adapter.pretrained_model_class is not None
+
+
+def build_once(
+    built: dict[str, type], key: str, module: Any, is_current: Callable[[type], bool], make: Callable[[], type]
+) -> type:
+    """A technique's class for a family, made only when ``built`` lacks a current one.
+
+    A new class is recorded in ``built`` and set on ``module`` under its name, where ``auto_map`` finds it.
+
+    Args:
+        built: The technique's classes made so far, by ``key``.
+        key: The family's key in ``built`` (its model type, or the class name).
+        module: The technique module the class belongs to.
+        is_current: Whether a recorded class still fits the family (e.g. was made for this very adapter).
+        make: Makes the class.
+    """
+    cls = built.get(key)
+    if cls is None or not is_current(cls):
+        cls = make()
+        setattr(module, cls.__name__, cls)
+        built[key] = cls
+    return cls
+
+
 def _build(technique: str, builder: FamilyBuilder, adapter: type[BackboneAdapter]) -> list[tuple[type, type]]:
     built = []
     for key, config_class, model_class, auto_class in builder(adapter):
