@@ -7,11 +7,11 @@ import timm
 import torch
 import transformers
 from text_testers import TINY_TIMM_VIT, TINY_TIMM_VIT_ARGS, VOCAB, padded_batch, tiny_dense_config
+from trainer_testers import cpu_training_args
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     Trainer,
-    TrainingArguments,
 )
 
 import adaptive_hf
@@ -194,16 +194,8 @@ def test_stock_trainer_reduces_loss_and_logs_expert_load(tmp_path, family):
     dense = dense_model(family, num_labels=2)
     model = upcycle(dense, num_experts=4, moe_layers=[2, 4], capacity_factor=1.0, router_jitter=0.01, seed=0)
     dataset = _Images if family == "timm" else _Tokens
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=8,
-        num_train_epochs=6,
-        learning_rate=3e-3,
-        logging_steps=4,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=True,
+    args = cpu_training_args(
+        tmp_path, per_device_train_batch_size=8, num_train_epochs=6, learning_rate=3e-3, logging_steps=4
     )
     trainer = Trainer(model=model, args=args, train_dataset=dataset(), callbacks=[ExpertLoadCallback(per_expert=True)])
     trainer.train()
