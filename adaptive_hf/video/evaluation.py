@@ -21,7 +21,7 @@ from ..core.io import write_json
 from ..core.reports import command_threads, save_json_report
 from ..core.timing import synchronized_clock, time_interleaved
 from ..plotting import speedup_figure
-from .file_commands import bench_files, evaluate_files, is_video_files_dataset
+from .file_commands import bench_files, bench_heading, evaluate_files, is_video_files_dataset
 
 
 def evaluate_video_classifier(model, pixel_values: torch.Tensor, labels: torch.Tensor, batch_size: int = 16) -> dict:
@@ -318,9 +318,7 @@ def cli_bench(args, prepare=None) -> int:
         results.append(result)
     config = model.config
     lines = [
-        f"{config.sampler} sampler (frame budget {config.budget}"
-        + (f", exit threshold {config.exit_threshold}" if config.sampler == "early_stop" else "")
-        + f"); {len(pixels)} clips; torch {torch.__version__}, {threads} thread(s)",
+        bench_heading(config, f"; {len(pixels)} clips", threads),
         "",
         "| batch size | frames / video | theoretical speedup | realized speedup | realized / theoretical | videos/s "
         "| noisy |",
