@@ -72,26 +72,48 @@ def runs_text_layers(adapter: type[BackboneAdapter]) -> bool:
     return adapter.modality == "text" and adapter.runs_layers and adapter.pretrained_model_class is not None
 
 
-def build_once(
-    built: dict[str, type], key: str, module: Any, is_current: Callable[[type], bool], make: Callable[[], type]
-) -> type:
-    """A technique's class for a family, made only when ``built`` lacks a current one.
-
-    A new class is recorded in ``built`` and set on ``module`` under its name, where ``auto_map`` finds it.
-
-    Args:
-        built: The technique's classes made so far, by ``key``.
-        key: The family's key in ``built`` (its model type, or the class name).
-        module: The technique module the class belongs to.
-        is_current: Whether a recorded class still fits the family (e.g. was made for this very adapter).
-        make: Makes the class.
-    """
+def _build_once(built: dict[str, type], key: str, module: Any, is_current: Callable[[type], bool], make) -> type:
     cls = built.get(key)
     if cls is None or not is_current(cls):
         cls = make()
-        setattr(module, cls.__name__, cls)
+        setattr(module, cls.__name__, cls)  # where auto_map finds it
         built[key] = cls
     return cls
+
+
+def build_family_config(
+    built: dict[str, type], module: Any, adapter: type[BackboneAdapter], make: Callable[[type], type]
+) -> type:
+    """A technique's config class for a family, made only when ``built`` lacks one made for this very adapter.
+
+    A new class is recorded in ``built`` under the family's model type and set on ``module`` under its name.
+
+    Args:
+        built: The technique's config classes made so far, by model type.
+        module: The technique's config module.
+        adapter: The family's adapter class.
+        make: Makes the class from the adapter.
+    """
+    return _build_once(
+        built, adapter.model_type, module, lambda cls: cls.backbone_adapter is adapter, lambda: make(adapter)
+    )
+
+
+def build_family_model(
+    built: dict[str, type], key: str, module: Any, config_class: type, make: Callable[[], type]
+) -> type:
+    """A technique's model class for a family, made only when ``built`` lacks one for ``config_class``.
+
+    A new class is recorded in ``built`` under ``key`` and set on ``module`` under its name.
+
+    Args:
+        built: The technique's model classes made so far.
+        key: The class's key in ``built`` (the family's model type, or the class name).
+        module: The technique's modeling module.
+        config_class: The family's config class of the technique.
+        make: Makes the class.
+    """
+    return _build_once(built, key, module, lambda cls: cls.config_class is config_class, make)
 
 
 def _build(technique: str, builder: FamilyBuilder, adapter: type[BackboneAdapter]) -> list[tuple[type, type]]:

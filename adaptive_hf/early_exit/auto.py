@@ -6,7 +6,7 @@ from transformers import AutoModelForSequenceClassification
 
 from ..core.adapters.base import BackboneAdapter
 from ..core.auto import AutoAdaptiveModel
-from ..core.registry import build_once, register_family_builder, runs_text_layers
+from ..core.registry import build_family_config, build_family_model, register_family_builder, runs_text_layers
 from . import config as early_exit_config
 from . import modeling as early_exit_modeling
 from .config import EXIT_FIELDS
@@ -38,18 +38,17 @@ def build_early_exit_classes(adapter: type[BackboneAdapter]) -> list[tuple[str, 
     """
     if not supports_early_exit(adapter):
         return []
-    config_class = build_once(
+    config_class = build_family_config(
         early_exit_config.EARLY_EXIT_CONFIGS,
-        adapter.model_type,
         early_exit_config,
-        lambda cls: cls.backbone_adapter is adapter,
-        lambda: early_exit_config.make_early_exit_config_class(adapter),
+        adapter,
+        early_exit_config.make_early_exit_config_class,
     )
-    model_class = build_once(
+    model_class = build_family_model(
         early_exit_modeling.EARLY_EXIT_MODELS,
         adapter.model_type,
         early_exit_modeling,
-        lambda cls: cls.config_class is config_class,
+        config_class,
         lambda: early_exit_modeling.make_early_exit_model_class(adapter, config_class),
     )
     return [("early_exit", config_class, model_class, AutoModelForSequenceClassification)]

@@ -6,7 +6,13 @@ from transformers import AutoModelForImageClassification, AutoModelForSequenceCl
 
 from ..core.adapters.base import BackboneAdapter
 from ..core.auto import AutoAdaptiveModel
-from ..core.registry import build_once, register, register_family_builder, runs_text_layers
+from ..core.registry import (
+    build_family_config,
+    build_family_model,
+    register,
+    register_family_builder,
+    runs_text_layers,
+)
 from . import config as halting_config
 from . import modeling as halting_modeling
 from .config import HALTING_FIELDS
@@ -39,18 +45,14 @@ def build_halting_classes(adapter: type[BackboneAdapter]) -> list[tuple[str, typ
     """
     if not supports_halting(adapter):
         return []
-    config_class = build_once(
-        halting_config.HALTING_CONFIGS,
-        adapter.model_type,
-        halting_config,
-        lambda cls: cls.backbone_adapter is adapter,
-        lambda: halting_config.make_halting_config_class(adapter),
+    config_class = build_family_config(
+        halting_config.HALTING_CONFIGS, halting_config, adapter, halting_config.make_halting_config_class
     )
-    model_class = build_once(
+    model_class = build_family_model(
         halting_modeling.HALTING_MODELS,
         adapter.model_type,
         halting_modeling,
-        lambda cls: cls.config_class is config_class,
+        config_class,
         lambda: halting_modeling.make_halting_model_class(adapter, config_class),
     )
     return [("halting", config_class, model_class, AutoModelForSequenceClassification)]

@@ -7,7 +7,7 @@ import warnings
 import transformers
 
 from ..core.adapters.base import BackboneAdapter
-from ..core.registry import build_once, register, register_family, register_family_builder
+from ..core.registry import build_family_config, build_family_model, register, register_family, register_family_builder
 from . import config as moe_config
 from . import modeling as moe_modeling
 from .config import supports_moe
@@ -36,19 +36,15 @@ def build_moe_classes(adapter: type[BackboneAdapter]) -> list[tuple[str, type, t
     """
     if not supports_moe(adapter):
         return []
-    config_class = build_once(
-        moe_config.SWITCH_MOE_CONFIGS,
-        adapter.model_type,
-        moe_config,
-        lambda cls: cls.backbone_adapter is adapter,
-        lambda: moe_config.make_moe_config_class(adapter),
+    config_class = build_family_config(
+        moe_config.SWITCH_MOE_CONFIGS, moe_config, adapter, moe_config.make_moe_config_class
     )
     model_classes = [
-        build_once(
+        build_family_model(
             moe_modeling.SWITCH_MOE_MODELS,
             f"SwitchMoE{task_class.__name__}",
             moe_modeling,
-            lambda cls: cls.config_class is config_class,
+            config_class,
             lambda task_class=task_class: moe_modeling.make_moe_model_class(adapter, task_class, config_class),
         )
         for task_class in adapter.task_classes
