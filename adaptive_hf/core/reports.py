@@ -7,7 +7,7 @@ reports a knob sweep and a timing the same way.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -101,3 +101,39 @@ def report_speedups(args: Any, model: Any, num_samples: int, threads: int, resul
     heading = f"{type(model).__name__}; {num_samples} samples; torch {torch.__version__}, {threads} thread(s)"
     print(speedup_table(heading, results))
     save_json_report(args.json, {"model": str(args.model_dir), "dataset": args.dataset, "results": results})
+
+
+def run_evaluate_command(
+    args: Any, prepare: Callable[[bool], Any], technique: str, sweep: Callable[[Any, Any], list[dict[str, Any]]]
+) -> int:
+    """An ``evaluate`` command hook: loads the model with labelled data, sweeps its knob and reports the sweep.
+
+    Args:
+        args: The command's arguments (``model_dir``, ``dataset``, ``json``, ``plot``, ...).
+        prepare: The CLI's loader of the model and its data (``prepare(require_labels)``).
+        technique: The technique's name, recorded in the JSON report.
+        sweep: ``sweep(model, data)`` -> the sweep's rows, the full-compute one first.
+    """
+    data = prepare(True)
+    report_sweep(args, data.model, technique, sweep(data.model, data))
+    return 0
+
+
+def run_bench_command(
+    args: Any, prepare: Callable[[bool], Any], time_batches: Callable[[Any, list[Any], int, int], dict[str, Any]]
+) -> int:
+    """A ``bench`` command hook: times the model at each ``--batch-sizes`` value and reports the timings.
+
+    Args:
+        args: The command's arguments (``batch_sizes``, ``threads``, ``model_dir``, ``dataset``, ``json``, ...).
+        prepare: The CLI's loader of the model and its data (``prepare(require_labels)``).
+        time_batches: ``time_batches(model, batches, batch_size, threads)`` -> one timing (see
+            :func:`speedup_table`).
+    """
+    data = prepare(False)
+    threads = command_threads(args)
+    results = [
+        time_batches(data.model, data.batches(batch_size), batch_size, threads) for batch_size in args.batch_sizes
+    ]
+    report_speedups(args, data.model, data.num_samples, threads, results)
+    return 0

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..core.reports import command_threads, report_speedups, report_sweep
+from ..core.reports import run_bench_command, run_evaluate_command
 
 # Skim thresholds the evaluate command sweeps on a Skim-RNN (the model's own threshold is added to them).
 SKIM_SWEEP = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
@@ -34,18 +34,18 @@ def cli_evaluate(args: Any, prepare: Callable[[bool], Any]) -> int:
     """
     from .evaluation import evaluate_reader
 
-    data = prepare(True)
-    model = data.model
-    batches = _labelled_batches(data, args.batch_size)
-    rows = [{"setting": "full reading", **evaluate_reader(model, batches, reading_policy="full")}]
-    if model.config.model_type == "skim_rnn":
-        for threshold in dict.fromkeys([model.config.skim_threshold, *SKIM_SWEEP]):
-            result = evaluate_reader(model, batches, reading_policy="adaptive", skim_threshold=threshold)
-            rows.append({"setting": f"skim_threshold={threshold}", **result})
-    else:
-        rows.append({"setting": "adaptive", **evaluate_reader(model, batches, reading_policy="adaptive")})
-    report_sweep(args, model, "readers", rows)
-    return 0
+    def sweep(model: Any, data: Any) -> list[dict[str, Any]]:
+        batches = _labelled_batches(data, args.batch_size)
+        rows = [{"setting": "full reading", **evaluate_reader(model, batches, reading_policy="full")}]
+        if model.config.model_type == "skim_rnn":
+            for threshold in dict.fromkeys([model.config.skim_threshold, *SKIM_SWEEP]):
+                result = evaluate_reader(model, batches, reading_policy="adaptive", skim_threshold=threshold)
+                rows.append({"setting": f"skim_threshold={threshold}", **result})
+        else:
+            rows.append({"setting": "adaptive", **evaluate_reader(model, batches, reading_policy="adaptive")})
+        return rows
+
+    return run_evaluate_command(args, prepare, "readers", sweep)
 
 
 def cli_bench(args: Any, prepare: Callable[[bool], Any]) -> int:
@@ -57,12 +57,8 @@ def cli_bench(args: Any, prepare: Callable[[bool], Any]) -> int:
     """
     from .evaluation import time_reader
 
-    data = prepare(False)
-    model = data.model
-    threads = command_threads(args)
-    results = []
-    for batch_size in args.batch_sizes:
-        result = time_reader(model, data.batches(batch_size), repetitions=args.repeats, threads=threads)
-        results.append({**result, "batch_size": batch_size})
-    report_speedups(args, model, data.num_samples, threads, results)
-    return 0
+    def time_batches(model: Any, batches: list[Any], batch_size: int, threads: int) -> dict[str, Any]:
+        # The requested batch size, not the largest batch timed (smaller when there are fewer samples).
+        return {**time_reader(model, batches, repetitions=args.repeats, threads=threads), "batch_size": batch_size}
+
+    return run_bench_command(args, prepare, time_batches)
