@@ -584,19 +584,3 @@ def test_recipe_end_to_end_on_a_tiny_run(tmp_path):
             "image_size": 32,
             "num_frames": 8,
         }
-
-
-def test_bench_heading_names_the_setting_the_data_and_the_threads():
-    from types import SimpleNamespace
-
-    from adaptive_hf.video.file_commands import bench_heading
-
-    early_stop = SimpleNamespace(sampler="early_stop", budget=3, exit_threshold=0.6)
-    heading = bench_heading(early_stop, "; 8 clips", 2)
-    assert (
-        heading
-        == f"early_stop sampler (frame budget 3, exit threshold 0.6); 8 clips; torch {torch.__version__}, 2 thread(s)"
-    )
-    saliency = SimpleNamespace(sampler="saliency", budget=4, exit_threshold=0.6)
-    heading = bench_heading(saliency, " on 5 video files, decoding included", 1)
-    assert heading.startswith("saliency sampler (frame budget 4) on 5 video files, decoding included; torch ")
