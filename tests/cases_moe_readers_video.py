@@ -7,44 +7,20 @@ import torch
 import transformers
 from adaptive_case import NUM_LABELS, AdaptiveCase, Mode, run_counted
 from cases_exits_halting import image_batch, pad_id, text_batch
-from text_testers import VOCAB, tiny_backbone_config
+from text_testers import TINY_TIMM_VIT_ARGS, tiny_dense_config
 from torch import nn
 
 import adaptive_hf
 
 # -------------------------------------------------------------------------------------------------- switch MoE
 MOE_TEXT_FAMILIES = ["bert", "roberta", "xlm-roberta", "electra", "distilbert", "mpnet", "gpt2", "llama"]
-MOE_TIMM_ARGS = {"img_size": 16, "patch_size": 4, "depth": 4, "embed_dim": 32, "num_heads": 4}
+MOE_TIMM_ARGS = TINY_TIMM_VIT_ARGS
 DECODERS = ("gpt2", "llama")
 
 
 def moe_dense_config(family: str, num_labels: int = NUM_LABELS):
     """A tiny random dense config of ``family`` (a text family or ``"vit"``)."""
-    if family == "gpt2":
-        config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=4, n_head=4, n_positions=64)
-        config.pad_token_id = 0
-    elif family == "llama":
-        config = transformers.LlamaConfig(
-            vocab_size=VOCAB,
-            hidden_size=32,
-            intermediate_size=40,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=64,
-            pad_token_id=0,
-        )
-    elif family == "vit":
-        config = transformers.ViTConfig(
-            image_size=16,
-            patch_size=4,
-            hidden_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            intermediate_size=37,
-        )
-    else:
-        config = tiny_backbone_config(family)
+    config = tiny_dense_config(family)
     config.num_labels = num_labels
     return config
 

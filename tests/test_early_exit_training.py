@@ -6,7 +6,8 @@ import pytest
 import torch
 from datasets import Dataset
 from text_testers import NUM_LAYERS, padded_batch, tiny_backbone_config
-from transformers import Trainer, TrainingArguments
+from trainer_testers import cpu_training_args
+from transformers import Trainer
 
 from adaptive_hf import AutoEarlyExitModelForSequenceClassification
 
@@ -18,17 +19,7 @@ def tiny_dataset(n=32, seed=0):
 
 
 def train(model, tmp_path, steps=6):
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=8,
-        max_steps=steps,
-        learning_rate=1e-3,
-        report_to=[],
-        save_strategy="no",
-        logging_steps=1,
-        use_cpu=True,
-        disable_tqdm=True,
-    )
+    args = cpu_training_args(tmp_path, per_device_train_batch_size=8, max_steps=steps, learning_rate=1e-3)
     trainer = Trainer(model=model, args=args, train_dataset=tiny_dataset())
     trainer.train()
     return trainer

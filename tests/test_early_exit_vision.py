@@ -9,7 +9,9 @@ import sys
 import pytest
 import timm
 import torch
+from cases_exits_halting import TINY_HF_VIT
 from text_testers import split_threshold
+from trainer_testers import cpu_training_args
 from transformers import AutoModelForImageClassification, Trainer, TrainingArguments, ViTConfig
 
 import adaptive_hf  # noqa: F401  (registers the Auto classes and timm names)
@@ -34,15 +36,6 @@ TIMM_CASES = {
     "convnext_block": ("test_convnext", {}, {"exit_granularity": "block"}),
 }
 ADAPTIVE_CASES = ["vit", "resnet_block", "efficientnet", "convnext_block"]
-TINY_HF_VIT = dict(
-    hidden_size=32,
-    num_hidden_layers=4,
-    num_attention_heads=2,
-    intermediate_size=37,
-    image_size=32,
-    patch_size=8,
-    hidden_dropout_prob=0.1,
-)
 
 
 def build_timm(case: str, **settings):
@@ -273,17 +266,7 @@ def _dataset(n=16):
 
 
 def _train(model, tmp_path, steps=3):
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=8,
-        max_steps=steps,
-        learning_rate=1e-2,
-        report_to=[],
-        save_strategy="no",
-        logging_steps=1,
-        use_cpu=True,
-        disable_tqdm=True,
-    )
+    args = cpu_training_args(tmp_path, per_device_train_batch_size=8, max_steps=steps, learning_rate=1e-2)
     trainer = Trainer(model=model, args=args, train_dataset=_dataset())
     trainer.train()
     return trainer

@@ -75,15 +75,20 @@ def test_decide_exit_never_lets_a_nonfinite_row_out(policy, threshold):
     assert done.tolist() == [True, False, False, False]
 
 
-def test_vision_nan_image_runs_to_the_last_exit():
+def _tiny_vit_early_exit(**exit_settings):
+    # Seeded, so both tests see the same weights: 3 layers, 16x16 images of 4 patches.
     config = ViTConfig(
         hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32, image_size=16, patch_size=8,
         num_labels=3,
     )  # fmt: skip
     torch.manual_seed(0)
-    model = adaptive_hf.EarlyExitViTForImageClassification(
-        adaptive_hf.EarlyExitViTConfig(**config.to_dict(), exit_policy="confidence", exit_threshold=0.0)
+    return adaptive_hf.EarlyExitViTForImageClassification(
+        adaptive_hf.EarlyExitViTConfig(**config.to_dict(), **exit_settings)
     ).eval()
+
+
+def test_vision_nan_image_runs_to_the_last_exit():
+    model = _tiny_vit_early_exit(exit_policy="confidence", exit_threshold=0.0)
     pixels = torch.randn(3, 3, 16, 16)
     pixels[0, 0, 0, 0] = float("nan")
     with pytest.warns(RuntimeWarning, match=r"rows 0\)"):
@@ -92,14 +97,7 @@ def test_vision_nan_image_runs_to_the_last_exit():
 
 
 def test_classify_stream_reports_a_nan_image_that_reached_the_last_exit():
-    config = ViTConfig(
-        hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32, image_size=16, patch_size=8,
-        num_labels=3,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = adaptive_hf.EarlyExitViTForImageClassification(
-        adaptive_hf.EarlyExitViTConfig(**config.to_dict(), exit_policy="patience", patience=1)
-    ).eval()
+    model = _tiny_vit_early_exit(exit_policy="patience", patience=1)
     first, second = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
     second[1, 0, 0, 0] = float("nan")
     with pytest.warns(RuntimeWarning, match=r"rows 1\)"):

@@ -6,15 +6,12 @@ import pytest
 import timm
 import torch
 import transformers
-from text_testers import VOCAB, padded_batch, tiny_backbone_config
+from text_testers import TINY_TIMM_VIT, TINY_TIMM_VIT_ARGS, VOCAB, padded_batch, tiny_dense_config
+from trainer_testers import cpu_training_args
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
-    GPT2Config,
-    LlamaConfig,
     Trainer,
-    TrainingArguments,
-    ViTConfig,
 )
 
 import adaptive_hf
@@ -23,40 +20,15 @@ from adaptive_hf import ExpertLoadCallback, SwitchMoEConfig, upcycle
 TEXT_FAMILIES = ["bert", "roberta", "xlm-roberta", "electra", "distilbert", "mpnet"]
 IMAGE_FAMILIES = ["vit", "timm"]  # Hugging Face ViT, timm ViT
 FAMILIES = TEXT_FAMILIES + ["gpt2", "llama"] + IMAGE_FAMILIES
-# A tiny random timm ViT: 16x16 images, 4x4 patches, 4 blocks of width 32.
-TIMM_ARCH = "vit_tiny_patch16_224"
-TIMM_ARGS = {"img_size": 16, "patch_size": 4, "depth": 4, "embed_dim": 32, "num_heads": 4}
+TIMM_ARCH = TINY_TIMM_VIT
+TIMM_ARGS = TINY_TIMM_VIT_ARGS
 
 
 def tiny_config(family: str, **kwargs):
     """A tiny random dense config of ``family`` (dropout off so train and eval forwards compare)."""
     if family == "timm":
         return {"architecture": TIMM_ARCH, "model_args": dict(TIMM_ARGS), **kwargs}
-    if family == "gpt2":
-        config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=4, n_head=4, n_positions=64, pad_token_id=0)
-    elif family == "llama":
-        config = LlamaConfig(
-            vocab_size=VOCAB,
-            hidden_size=32,
-            intermediate_size=40,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=64,
-            pad_token_id=0,
-        )
-    elif family == "vit":
-        config = ViTConfig(
-            image_size=16,
-            patch_size=4,
-            num_channels=3,
-            hidden_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            intermediate_size=37,
-        )
-    else:
-        config = tiny_backbone_config(family)
+    config = tiny_dense_config(family)
     for name, value in kwargs.items():
         setattr(config, name, value)
     return config
@@ -222,16 +194,8 @@ def test_stock_trainer_reduces_loss_and_logs_expert_load(tmp_path, family):
     dense = dense_model(family, num_labels=2)
     model = upcycle(dense, num_experts=4, moe_layers=[2, 4], capacity_factor=1.0, router_jitter=0.01, seed=0)
     dataset = _Images if family == "timm" else _Tokens
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=8,
-        num_train_epochs=6,
-        learning_rate=3e-3,
-        logging_steps=4,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=True,
+    args = cpu_training_args(
+        tmp_path, per_device_train_batch_size=8, num_train_epochs=6, learning_rate=3e-3, logging_steps=4
     )
     trainer = Trainer(model=model, args=args, train_dataset=dataset(), callbacks=[ExpertLoadCallback(per_expert=True)])
     trainer.train()

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset
 from torch import nn
+from trainer_testers import cpu_training_args
 from transformers import Trainer, TrainingArguments
 
 import adaptive_hf  # noqa: F401  (registers the Auto classes)
@@ -462,17 +463,8 @@ def test_stock_trainer_trains_reader_and_decisions(kind, tmp_path):
     decision = model.skim_gate if kind == "skim_rnn" else model.jump_policy
     before = decision.weight.detach().clone()
     big_before = model.big_cell.weight_ih.detach().clone()
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=8,
-        per_device_eval_batch_size=8,
-        max_steps=4,
-        learning_rate=1e-2,
-        report_to=[],
-        save_strategy="no",
-        logging_steps=1,
-        use_cpu=True,
-        disable_tqdm=True,
+    args = cpu_training_args(
+        tmp_path, per_device_train_batch_size=8, per_device_eval_batch_size=8, max_steps=4, learning_rate=1e-2
     )
     data = tiny_dataset()
     trainer = Trainer(model=model, args=args, train_dataset=data, eval_dataset=data)

@@ -27,6 +27,7 @@ from adaptive_case import (
 )
 from adaptive_cases import CASES
 from torch import nn
+from trainer_testers import cpu_training_args
 
 import adaptive_hf
 
@@ -278,24 +279,15 @@ def test_training_loss_includes_the_auxiliary_terms(case):
 
 @pytest.mark.parametrize("case", case_params(lambda case: case.trainer_step))
 def test_one_stock_trainer_step(case, tmp_path):
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer
 
     model = case.build().train()
     batch = case.batch(4, seed=5)
     labels = case.labels(batch)
     rows = [{**{k: v[i] for k, v in batch.items()}, "labels": labels[i]} for i in range(4)]
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        max_steps=1,
-        learning_rate=1e-2,
-        report_to=[],
-        save_strategy="no",
-        logging_steps=1,
-        use_cpu=True,
-        disable_tqdm=True,
-        remove_unused_columns=False,
+    args = cpu_training_args(
+        tmp_path, per_device_train_batch_size=4, max_steps=1, learning_rate=1e-2, remove_unused_columns=False
     )
     trainer = Trainer(model=model, args=args, train_dataset=rows)
     trainer.train()

@@ -449,3 +449,19 @@ def test_cli_evaluate_and_bench_on_a_video_folder(folders, tmp_path, capsys):
     assert "decode share" in capsys.readouterr().out
     assert main(argv[:-2] + ["--glance-stride", "0"]) == 2
     assert "--glance-stride must be >= 1" in capsys.readouterr().err
+
+
+def test_bench_heading_names_the_setting_the_data_and_the_threads():
+    from types import SimpleNamespace
+
+    from adaptive_hf.video.file_commands import bench_heading
+
+    early_stop = SimpleNamespace(sampler="early_stop", budget=3, exit_threshold=0.6)
+    heading = bench_heading(early_stop, "; 8 clips", 2)
+    assert (
+        heading
+        == f"early_stop sampler (frame budget 3, exit threshold 0.6); 8 clips; torch {torch.__version__}, 2 thread(s)"
+    )
+    saliency = SimpleNamespace(sampler="saliency", budget=4, exit_threshold=0.6)
+    heading = bench_heading(saliency, " on 5 video files, decoding included", 1)
+    assert heading.startswith("saliency sampler (frame budget 4) on 5 video files, decoding included; torch ")

@@ -8,8 +8,11 @@ from transformers import (
     BertConfig,
     DistilBertConfig,
     ElectraConfig,
+    GPT2Config,
+    LlamaConfig,
     MPNetConfig,
     RobertaConfig,
+    ViTConfig,
     XLMRobertaConfig,
 )
 
@@ -46,6 +49,40 @@ def tiny_backbone_config(family: str):
             vocab_size=VOCAB, dim=32, n_layers=NUM_LAYERS, n_heads=4, hidden_dim=37, max_position_embeddings=64
         )
     raise KeyError(family)
+
+
+# A tiny random timm ViT: 16x16 images, 4x4 patches, 4 blocks of width 32.
+TINY_TIMM_VIT = "vit_tiny_patch16_224"
+TINY_TIMM_VIT_ARGS = {"img_size": 16, "patch_size": 4, "depth": 4, "embed_dim": 32, "num_heads": 4}
+
+
+def tiny_dense_config(family: str):
+    """A tiny random config of a dense model that switch MoE upcycles: a text family, ``gpt2``, ``llama`` or the
+    Hugging Face ``vit`` (16x16 images, 4x4 patches)."""
+    if family == "gpt2":
+        return GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=4, n_head=4, n_positions=64, pad_token_id=0)
+    if family == "llama":
+        return LlamaConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            intermediate_size=40,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            pad_token_id=0,
+        )
+    if family == "vit":
+        return ViTConfig(
+            image_size=16,
+            patch_size=4,
+            num_channels=3,
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=37,
+        )
+    return tiny_backbone_config(family)
 
 
 FAMILIES = ["bert", "roberta", "xlm-roberta", "distilbert", "albert", "electra", "mpnet"]

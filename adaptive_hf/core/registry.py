@@ -62,6 +62,60 @@ def lookup(technique: str, backbone_model_type: str) -> tuple[type, type]:
     )
 
 
+def runs_text_layers(adapter: type[BackboneAdapter]) -> bool:
+    """Whether a family is a text adapter that runs layers on a ``PreTrainedModel`` base (what the per-layer text
+    techniques, early exits and halting, need).
+
+    Args:
+        adapter: The family's adapter class.
+    """
+    return adapter.modality == "text" and adapter.runs_layers and adapter.pretrained_model_class is not None
+
+
+def _build_once(built: dict[str, type], key: str, module: Any, is_current: Callable[[type], bool], make) -> type:
+    cls = built.get(key)
+    if cls is None or not is_current(cls):
+        cls = make()
+        setattr(module, cls.__name__, cls)  # where auto_map finds it
+        built[key] = cls
+    return cls
+
+
+def build_family_config(
+    built: dict[str, type], module: Any, adapter: type[BackboneAdapter], make: Callable[[type], type]
+) -> type:
+    """A technique's config class for a family, made only when ``built`` lacks one made for this very adapter.
+
+    A new class is recorded in ``built`` under the family's model type and set on ``module`` under its name.
+
+    Args:
+        built: The technique's config classes made so far, by model type.
+        module: The technique's config module.
+        adapter: The family's adapter class.
+        make: Makes the class from the adapter.
+    """
+    return _build_once(
+        built, adapter.model_type, module, lambda cls: cls.backbone_adapter is adapter, lambda: make(adapter)
+    )
+
+
+def build_family_model(
+    built: dict[str, type], key: str, module: Any, config_class: type, make: Callable[[], type]
+) -> type:
+    """A technique's model class for a family, made only when ``built`` lacks one for ``config_class``.
+
+    A new class is recorded in ``built`` under ``key`` and set on ``module`` under its name.
+
+    Args:
+        built: The technique's model classes made so far.
+        key: The class's key in ``built`` (the family's model type, or the class name).
+        module: The technique's modeling module.
+        config_class: The family's config class of the technique.
+        make: Makes the class.
+    """
+    return _build_once(built, key, module, lambda cls: cls.config_class is config_class, make)
+
+
 def _build(technique: str, builder: FamilyBuilder, adapter: type[BackboneAdapter]) -> list[tuple[type, type]]:
     built = []
     for key, config_class, model_class, auto_class in builder(adapter):

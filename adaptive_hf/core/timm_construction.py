@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .vision_backbones import create_timm_model, read_state_dict, timm_classifier_keys
+from .vision_backbones import create_timm_model, load_timm_state_dict, read_state_dict, timm_classifier_keys
 
 LABEL_FIELDS = ("id2label", "label2id")
 
@@ -89,7 +89,7 @@ def timm_config_and_weights(
 class TimmBackboneMixin:
     """``from_timm`` and the ``backbone`` alias for technique models that keep a timm model under ``timm_model``.
 
-    Subclasses implement ``load_timm_weights(state_dict)``.
+    Subclasses may override ``load_timm_weights(state_dict)`` (the default loads into ``timm_model`` only).
     """
 
     @property
@@ -123,3 +123,18 @@ class TimmBackboneMixin:
         if state_dict is not None:
             model.load_timm_weights(state_dict)
         return model
+
+    def load_timm_weights(self, state_dict) -> list[str]:
+        """Loads a plain timm state dict (or a file of one) into ``self.timm_model``; the technique's own modules
+        (halting units, routers) are untouched.
+
+        Args:
+            state_dict: timm-named tensors, or the same tensors under other names in timm's order, or a file.
+
+        Returns:
+            The names of the timm tensors left as initialized (the classifier when its width differs).
+        """
+        config = self.config
+        return load_timm_state_dict(
+            self.timm_model, read_state_dict(state_dict), config.architecture, config.num_labels
+        )

@@ -6,7 +6,7 @@ from transformers import AutoModelForSequenceClassification
 
 from ..core.adapters.base import BackboneAdapter
 from ..core.auto import AutoAdaptiveModel
-from ..core.registry import register_family_builder
+from ..core.registry import build_family_config, build_family_model, register_family_builder, runs_text_layers
 from . import config as early_exit_config
 from . import modeling as early_exit_modeling
 from .config import EXIT_FIELDS
@@ -25,7 +25,7 @@ class AutoEarlyExitModelForSequenceClassification(AutoAdaptiveModel):
 
 def supports_early_exit(adapter: type[BackboneAdapter]) -> bool:
     """Whether text early exits apply to a family: a text adapter that runs layers on a ``PreTrainedModel`` base."""
-    return adapter.modality == "text" and adapter.runs_layers and adapter.pretrained_model_class is not None
+    return runs_text_layers(adapter)
 
 
 def build_early_exit_classes(adapter: type[BackboneAdapter]) -> list[tuple[str, type, type, type]]:
@@ -38,17 +38,19 @@ def build_early_exit_classes(adapter: type[BackboneAdapter]) -> list[tuple[str, 
     """
     if not supports_early_exit(adapter):
         return []
-    model_type = adapter.model_type
-    config_class = early_exit_config.EARLY_EXIT_CONFIGS.get(model_type)
-    if config_class is None or config_class.backbone_adapter is not adapter:
-        config_class = early_exit_config.make_early_exit_config_class(adapter)
-        setattr(early_exit_config, config_class.__name__, config_class)
-        early_exit_config.EARLY_EXIT_CONFIGS[model_type] = config_class
-    model_class = early_exit_modeling.EARLY_EXIT_MODELS.get(model_type)
-    if model_class is None or model_class.config_class is not config_class:
-        model_class = early_exit_modeling.make_early_exit_model_class(adapter, config_class)
-        setattr(early_exit_modeling, model_class.__name__, model_class)
-        early_exit_modeling.EARLY_EXIT_MODELS[model_type] = model_class
+    config_class = build_family_config(
+        early_exit_config.EARLY_EXIT_CONFIGS,
+        early_exit_config,
+        adapter,
+        early_exit_config.make_early_exit_config_class,
+    )
+    model_class = build_family_model(
+        early_exit_modeling.EARLY_EXIT_MODELS,
+        adapter.model_type,
+        early_exit_modeling,
+        config_class,
+        lambda: early_exit_modeling.make_early_exit_model_class(adapter, config_class),
+    )
     return [("early_exit", config_class, model_class, AutoModelForSequenceClassification)]
 
 

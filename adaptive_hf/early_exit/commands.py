@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ..core.reports import save_json_report
+from ..core.reports import command_threads, save_json_report
 from ..plotting import speedup_figure
 
 SETTING_ARGUMENTS = {"policy": "exit_policy", "threshold": "exit_threshold", "patience": "patience"}
@@ -219,7 +219,6 @@ def cli_bench(args: Any, prepare: Callable[[bool], Any]) -> int:
         args: The command's arguments (``batch_sizes``, ``repeats``, ``threads``, ``pool_rows``, ``policy``, ...).
         prepare: The CLI's loader of the model and its data.
     """
-    import torch
 
     data = prepare(False)
     model = data.model
@@ -232,7 +231,7 @@ def cli_bench(args: Any, prepare: Callable[[bool], Any]) -> int:
         print(
             "Note: the model's exit_policy is 'none' (not calibrated?), so both runs are full depth.", file=sys.stderr
         )
-    threads = args.threads if args.threads is not None else torch.get_num_threads()
+    threads = command_threads(args)
     results = []
     for batch_size in args.batch_sizes:
         batches = data.batches(batch_size)

@@ -6,7 +6,13 @@ from transformers import AutoModelForImageClassification, AutoModelForSequenceCl
 
 from ..core.adapters.base import BackboneAdapter
 from ..core.auto import AutoAdaptiveModel
-from ..core.registry import register, register_family_builder
+from ..core.registry import (
+    build_family_config,
+    build_family_model,
+    register,
+    register_family_builder,
+    runs_text_layers,
+)
 from . import config as halting_config
 from . import modeling as halting_modeling
 from .config import HALTING_FIELDS
@@ -28,7 +34,7 @@ def supports_halting(adapter: type[BackboneAdapter]) -> bool:
 
     Per-token halting further needs ``supports_token_subsets`` (checked by the config).
     """
-    return adapter.modality == "text" and adapter.runs_layers and adapter.pretrained_model_class is not None
+    return runs_text_layers(adapter)
 
 
 def build_halting_classes(adapter: type[BackboneAdapter]) -> list[tuple[str, type, type, type]]:
@@ -39,17 +45,16 @@ def build_halting_classes(adapter: type[BackboneAdapter]) -> list[tuple[str, typ
     """
     if not supports_halting(adapter):
         return []
-    model_type = adapter.model_type
-    config_class = halting_config.HALTING_CONFIGS.get(model_type)
-    if config_class is None or config_class.backbone_adapter is not adapter:
-        config_class = halting_config.make_halting_config_class(adapter)
-        setattr(halting_config, config_class.__name__, config_class)
-        halting_config.HALTING_CONFIGS[model_type] = config_class
-    model_class = halting_modeling.HALTING_MODELS.get(model_type)
-    if model_class is None or model_class.config_class is not config_class:
-        model_class = halting_modeling.make_halting_model_class(adapter, config_class)
-        setattr(halting_modeling, model_class.__name__, model_class)
-        halting_modeling.HALTING_MODELS[model_type] = model_class
+    config_class = build_family_config(
+        halting_config.HALTING_CONFIGS, halting_config, adapter, halting_config.make_halting_config_class
+    )
+    model_class = build_family_model(
+        halting_modeling.HALTING_MODELS,
+        adapter.model_type,
+        halting_modeling,
+        config_class,
+        lambda: halting_modeling.make_halting_model_class(adapter, config_class),
+    )
     return [("halting", config_class, model_class, AutoModelForSequenceClassification)]
 
 

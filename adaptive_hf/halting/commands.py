@@ -9,10 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
-from ..core.reports import save_json_report, speedup_table, sweep_table
-from ..plotting import plot_sweep
+from ..core.reports import run_bench_command, run_evaluate_command
 
 # Thresholds the evaluate command sweeps (the model's own threshold is added to them).
 HALTING_SWEEP = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -27,16 +24,12 @@ def cli_evaluate(args: Any, prepare: Callable[[bool], Any]) -> int:
     """
     from .evaluation import evaluate_halting
 
-    data = prepare(True)
-    model = data.model
-    rows = evaluate_halting(model, thresholds=HALTING_SWEEP, batches=data.batches(args.batch_size), labels=data.labels)
-    print(sweep_table(rows))
-    payload = {"model": str(args.model_dir), "dataset": args.dataset, "technique": "halting", "rows": rows}
-    save_json_report(args.json, payload)
-    if args.plot:
-        plot_sweep(rows, args.plot, f"{type(model).__name__} on {args.dataset}")
-        print(f"Wrote {args.plot}")
-    return 0
+    def sweep(model: Any, data: Any) -> list[dict[str, Any]]:
+        return evaluate_halting(
+            model, thresholds=HALTING_SWEEP, batches=data.batches(args.batch_size), labels=data.labels
+        )
+
+    return run_evaluate_command(args, prepare, "halting", sweep)
 
 
 def cli_bench(args: Any, prepare: Callable[[bool], Any]) -> int:
@@ -48,14 +41,7 @@ def cli_bench(args: Any, prepare: Callable[[bool], Any]) -> int:
     """
     from .benchmarking import measure_halting_speedup
 
-    data = prepare(False)
-    model = data.model
-    threads = args.threads if args.threads is not None else torch.get_num_threads()
-    results = [
-        measure_halting_speedup(model, data.batches(batch_size), repeats=args.repeats, threads=threads)
-        for batch_size in args.batch_sizes
-    ]
-    heading = f"{type(model).__name__}; {data.num_samples} samples; torch {torch.__version__}, {threads} thread(s)"
-    print(speedup_table(heading, results))
-    save_json_report(args.json, {"model": str(args.model_dir), "dataset": args.dataset, "results": results})
-    return 0
+    def time_batches(model: Any, batches: list[Any], batch_size: int, threads: int) -> dict[str, Any]:
+        return measure_halting_speedup(model, batches, repeats=args.repeats, threads=threads)
+
+    return run_bench_command(args, prepare, time_batches)

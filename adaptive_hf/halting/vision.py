@@ -23,8 +23,6 @@ from ..core.vision_backbones import (
     TimmClassifierConfig,
     check_pixel_values,
     create_timm_model,
-    load_timm_state_dict,
-    read_state_dict,
 )
 from .config import HaltingConfigMixin, validate_halting_settings
 from .layers import HaltingUnit
@@ -109,20 +107,6 @@ class HaltingTimmForImageClassification(TimmBackboneMixin, HaltingForSequenceCla
             cached = TimmViTAdapter(self.timm_model, "block")
             self.__dict__["_adapter"] = cached
         return cached
-
-    def load_timm_weights(self, state_dict) -> list[str]:
-        """Loads a plain timm state dict (or a file of one) into ``self.timm_model``; the halting units are untouched.
-
-        Args:
-            state_dict: timm-named tensors, or the same tensors under other names in timm's order, or a file.
-
-        Returns:
-            The names of the timm tensors left as initialized (the classifier when its width differs).
-        """
-        config = self.config
-        return load_timm_state_dict(
-            self.timm_model, read_state_dict(state_dict), config.architecture, config.num_labels
-        )
 
     def _pool(self, hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
         return self.adapter.pool(hidden, self.config.halting_pooling)

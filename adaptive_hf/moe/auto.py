@@ -7,7 +7,7 @@ import warnings
 import transformers
 
 from ..core.adapters.base import BackboneAdapter
-from ..core.registry import register, register_family, register_family_builder
+from ..core.registry import build_family_config, build_family_model, register, register_family, register_family_builder
 from . import config as moe_config
 from . import modeling as moe_modeling
 from .config import supports_moe
@@ -36,20 +36,19 @@ def build_moe_classes(adapter: type[BackboneAdapter]) -> list[tuple[str, type, t
     """
     if not supports_moe(adapter):
         return []
-    config_class = moe_config.SWITCH_MOE_CONFIGS.get(adapter.model_type)
-    if config_class is None or config_class.backbone_adapter is not adapter:
-        config_class = moe_config.make_moe_config_class(adapter)
-        setattr(moe_config, config_class.__name__, config_class)
-        moe_config.SWITCH_MOE_CONFIGS[adapter.model_type] = config_class
-    model_classes = []
-    for task_class in adapter.task_classes:
-        name = f"SwitchMoE{task_class.__name__}"
-        model_class = moe_modeling.SWITCH_MOE_MODELS.get(name)
-        if model_class is None or model_class.config_class is not config_class:
-            model_class = moe_modeling.make_moe_model_class(adapter, task_class, config_class)
-            setattr(moe_modeling, name, model_class)
-            moe_modeling.SWITCH_MOE_MODELS[name] = model_class
-        model_classes.append(model_class)
+    config_class = build_family_config(
+        moe_config.SWITCH_MOE_CONFIGS, moe_config, adapter, moe_config.make_moe_config_class
+    )
+    model_classes = [
+        build_family_model(
+            moe_modeling.SWITCH_MOE_MODELS,
+            f"SwitchMoE{task_class.__name__}",
+            moe_modeling,
+            config_class,
+            lambda task_class=task_class: moe_modeling.make_moe_model_class(adapter, task_class, config_class),
+        )
+        for task_class in adapter.task_classes
+    ]
     return _registrations(config_class, model_classes)
 
 

@@ -116,3 +116,46 @@ def load_dense_into_moe(
         with torch.no_grad():
             weight = torch.randn(module.router.weight.shape, generator=generator) * initializer_range
             module.router.weight.copy_(weight)
+
+
+def upcycle_from_dense(
+    moe_model: nn.Module,
+    dense_model: nn.Module,
+    adapter: type[BackboneAdapter],
+    *,
+    target: nn.Module | None = None,
+    seed: int | None = None,
+) -> None:
+    """:func:`load_dense_into_moe` with the MoE model's own settings (layers, expert noise, router init).
+
+    Args:
+        moe_model: The freshly built switch-MoE model (its ``config`` holds the MoE fields).
+        dense_model: The dense model.
+        adapter: The family's adapter.
+        target: The module whose state-dict names match the dense model's (``None`` = ``moe_model``).
+        seed: Seed for the router and the noise (``None`` = the global RNG).
+    """
+    config = moe_model.config
+    load_dense_into_moe(
+        moe_model if target is None else target,
+        moe_model.moe_modules(),
+        dense_model,
+        adapter,
+        config.moe_layers,
+        expert_noise=config.expert_noise,
+        initializer_range=getattr(config, "initializer_range", None) or 0.02,
+        seed=seed,
+    )
+
+
+def match_dense_placement(moe_model: nn.Module, dense_model: nn.Module) -> nn.Module:
+    """Puts an upcycled model on the dense model's device and dtype, in its train/eval mode, and returns it.
+
+    Args:
+        moe_model: The upcycled model.
+        dense_model: The dense model it came from.
+    """
+    parameter = next(dense_model.parameters())
+    moe_model.to(device=parameter.device, dtype=parameter.dtype)
+    moe_model.train(dense_model.training)
+    return moe_model

@@ -28,7 +28,7 @@ from ..core.inputs import check_class_labels, check_token_inputs, check_token_la
 from ..core.layer_keyed import LayerKeyedWeights
 from ..core.vision_backbones import check_pixel_values
 from .config import MOE_FIELDS, SWITCH_MOE_CONFIGS, SwitchMoEConfig, moe_adapter_for, validate_moe_runtime
-from .conversion import load_dense_into_moe
+from .conversion import match_dense_placement, upcycle_from_dense
 from .experts import SwitchExperts
 from .layer import SwitchMoEFeedForward, token_mask_from_attention_mask
 from .router import SwitchRouter
@@ -417,17 +417,5 @@ def upcycle_hf_model(model: torch.nn.Module, settings: dict[str, Any], seed: int
     config = target_class.config_class.from_dict(config_dict)
     config._attn_implementation = model.config._attn_implementation
     moe_model = target_class(config)
-    load_dense_into_moe(
-        moe_model,
-        moe_model.moe_modules(),
-        model,
-        adapter,
-        config.moe_layers,
-        expert_noise=config.expert_noise,
-        initializer_range=getattr(config, "initializer_range", None) or 0.02,
-        seed=seed,
-    )
-    parameter = next(model.parameters())
-    moe_model.to(device=parameter.device, dtype=parameter.dtype)
-    moe_model.train(model.training)
-    return moe_model
+    upcycle_from_dense(moe_model, model, adapter, seed=seed)
+    return match_dense_placement(moe_model, model)

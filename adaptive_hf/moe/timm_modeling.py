@@ -33,7 +33,7 @@ from ..core.vision_backbones import (
     load_timm_state_dict,
     read_state_dict,
 )
-from .conversion import load_dense_into_moe
+from .conversion import upcycle_from_dense
 from .modeling import make_moe_model_class
 from .timm_config import SwitchMoETimmConfig
 
@@ -63,20 +63,6 @@ class TimmForImageClassification(TimmBackboneMixin, PreTrainedModel):
     def from_pretrained(cls, *args: Any, **kwargs: Any):
         """``PreTrainedModel.from_pretrained``, with aligned copies of the tensors (see ``own_loaded_tensors``)."""
         return own_loaded_tensors(super().from_pretrained(*args, **kwargs))
-
-    def load_timm_weights(self, state_dict) -> list[str]:
-        """Loads a plain timm state dict (or a file of one) into ``self.timm_model``.
-
-        Args:
-            state_dict: timm-named tensors, or the same tensors under other names in timm's order, or a file.
-
-        Returns:
-            The names of the timm tensors left as initialized (the classifier when its width differs).
-        """
-        config = self.config
-        return load_timm_state_dict(
-            self.timm_model, read_state_dict(state_dict), config.architecture, config.num_labels
-        )
 
     def forward(
         self,
@@ -120,15 +106,7 @@ def _upcycle_timm_weights(self, state_dict) -> list[str]:
     config = self.config
     dense = create_timm_model(config.architecture, config.num_labels, config.model_args or {})
     left = load_timm_state_dict(dense, read_state_dict(state_dict), config.architecture, config.num_labels)
-    load_dense_into_moe(
-        self.timm_model,
-        self.moe_modules(),
-        dense,
-        TimmViTAdapter,
-        config.moe_layers,
-        expert_noise=config.expert_noise,
-        initializer_range=getattr(config, "initializer_range", None) or 0.02,
-    )
+    upcycle_from_dense(self, dense, TimmViTAdapter, target=self.timm_model)
     return left
 
 

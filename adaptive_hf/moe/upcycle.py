@@ -17,7 +17,7 @@ from torch import nn
 
 from ..core.adapters.timm import TimmViTAdapter
 from .config import MOE_FIELDS, SwitchMoEConfig
-from .conversion import copy_dense_ffn_into_experts, load_dense_into_moe
+from .conversion import copy_dense_ffn_into_experts, match_dense_placement, upcycle_from_dense
 from .modeling import SwitchMoEModelMixin, upcycle_hf_model
 from .timm_config import SwitchMoETimmConfig
 from .timm_modeling import SwitchMoETimmForImageClassification, is_timm_model, timm_model_description
@@ -62,17 +62,6 @@ def upcycle(
         return upcycle_hf_model(model, settings, seed)
     config = SwitchMoETimmConfig(**timm_model_description(model), **settings)
     moe_model = SwitchMoETimmForImageClassification(config)
-    load_dense_into_moe(
-        moe_model.timm_model,  # the timm model's own state-dict names
-        moe_model.moe_modules(),
-        model,
-        TimmViTAdapter,
-        config.moe_layers,
-        expert_noise=config.expert_noise,
-        initializer_range=getattr(config, "initializer_range", None) or 0.02,
-        seed=seed,
-    )
-    parameter = next(model.parameters())
-    moe_model.to(device=parameter.device, dtype=parameter.dtype)
-    moe_model.train(model.training)
-    return moe_model
+    # the timm model holds the dense model's own state-dict names
+    upcycle_from_dense(moe_model, model, TimmViTAdapter, target=moe_model.timm_model, seed=seed)
+    return match_dense_placement(moe_model, model)

@@ -11,8 +11,7 @@ from typing import Any
 
 import torch
 
-from ..core.reports import save_json_report, speedup_table, sweep_table
-from ..plotting import plot_sweep
+from ..core.reports import run_bench_command, run_evaluate_command
 
 # Skim thresholds the evaluate command sweeps on a Skim-RNN (the model's own threshold is added to them).
 SKIM_SWEEP = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
@@ -35,23 +34,18 @@ def cli_evaluate(args: Any, prepare: Callable[[bool], Any]) -> int:
     """
     from .evaluation import evaluate_reader
 
-    data = prepare(True)
-    model = data.model
-    batches = _labelled_batches(data, args.batch_size)
-    rows = [{"setting": "full reading", **evaluate_reader(model, batches, reading_policy="full")}]
-    if model.config.model_type == "skim_rnn":
-        for threshold in dict.fromkeys([model.config.skim_threshold, *SKIM_SWEEP]):
-            result = evaluate_reader(model, batches, reading_policy="adaptive", skim_threshold=threshold)
-            rows.append({"setting": f"skim_threshold={threshold}", **result})
-    else:
-        rows.append({"setting": "adaptive", **evaluate_reader(model, batches, reading_policy="adaptive")})
-    print(sweep_table(rows))
-    payload = {"model": str(args.model_dir), "dataset": args.dataset, "technique": "readers", "rows": rows}
-    save_json_report(args.json, payload)
-    if args.plot:
-        plot_sweep(rows, args.plot, f"{type(model).__name__} on {args.dataset}")
-        print(f"Wrote {args.plot}")
-    return 0
+    def sweep(model: Any, data: Any) -> list[dict[str, Any]]:
+        batches = _labelled_batches(data, args.batch_size)
+        rows = [{"setting": "full reading", **evaluate_reader(model, batches, reading_policy="full")}]
+        if model.config.model_type == "skim_rnn":
+            for threshold in dict.fromkeys([model.config.skim_threshold, *SKIM_SWEEP]):
+                result = evaluate_reader(model, batches, reading_policy="adaptive", skim_threshold=threshold)
+                rows.append({"setting": f"skim_threshold={threshold}", **result})
+        else:
+            rows.append({"setting": "adaptive", **evaluate_reader(model, batches, reading_policy="adaptive")})
+        return rows
+
+    return run_evaluate_command(args, prepare, "readers", sweep)
 
 
 def cli_bench(args: Any, prepare: Callable[[bool], Any]) -> int:
@@ -63,14 +57,8 @@ def cli_bench(args: Any, prepare: Callable[[bool], Any]) -> int:
     """
     from .evaluation import time_reader
 
-    data = prepare(False)
-    model = data.model
-    threads = args.threads if args.threads is not None else torch.get_num_threads()
-    results = []
-    for batch_size in args.batch_sizes:
-        result = time_reader(model, data.batches(batch_size), repetitions=args.repeats, threads=threads)
-        results.append({**result, "batch_size": batch_size})
-    heading = f"{type(model).__name__}; {data.num_samples} samples; torch {torch.__version__}, {threads} thread(s)"
-    print(speedup_table(heading, results))
-    save_json_report(args.json, {"model": str(args.model_dir), "dataset": args.dataset, "results": results})
-    return 0
+    def time_batches(model: Any, batches: list[Any], batch_size: int, threads: int) -> dict[str, Any]:
+        # The requested batch size, not the largest batch timed (smaller when there are fewer samples).
+        return {**time_reader(model, batches, repetitions=args.repeats, threads=threads), "batch_size": batch_size}
+
+    return run_bench_command(args, prepare, time_batches)

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 
 from ..core.io import write_json
-from ..core.reports import save_json_report
+from ..core.reports import command_threads, save_json_report
 from ..core.timing import synchronized_clock, time_interleaved
 from ..plotting import speedup_figure
-from .file_commands import bench_files, evaluate_files, is_video_files_dataset
+from .file_commands import bench_files, bench_heading, evaluate_files, is_video_files_dataset
 
 
 def evaluate_video_classifier(model, pixel_values: torch.Tensor, labels: torch.Tensor, batch_size: int = 16) -> dict:
@@ -311,16 +311,14 @@ def cli_bench(args, prepare=None) -> int:
         return 0
     pixels, _ = load_video_clips(args, model, default_samples=64)
     reference = full_reference(model)
-    threads = args.threads if getattr(args, "threads", None) is not None else torch.get_num_threads()
+    threads = command_threads(args)
     results = []
     for batch_size in args.batch_sizes:
         result = time_video_samplers(model, reference, pixels, batch_size, repeats=args.repeats, threads=threads)
         results.append(result)
     config = model.config
     lines = [
-        f"{config.sampler} sampler (frame budget {config.budget}"
-        + (f", exit threshold {config.exit_threshold}" if config.sampler == "early_stop" else "")
-        + f"); {len(pixels)} clips; torch {torch.__version__}, {threads} thread(s)",
+        bench_heading(config, f"; {len(pixels)} clips", threads),
         "",
         "| batch size | frames / video | theoretical speedup | realized speedup | realized / theoretical | videos/s "
         "| noisy |",

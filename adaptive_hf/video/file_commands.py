@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.reports import save_json_report
+from ..core.reports import command_threads, save_json_report
 from .data import VideoCollator
 from .decoding import VIDEO_EXTENSIONS
 from .file_evaluation import decode_all_reference, evaluate_video_files, time_video_files, with_model_labels
@@ -121,6 +121,20 @@ def evaluate_files(args, model, transform: VideoCollator, cases: list[tuple[str,
     return payload
 
 
+def bench_heading(config, data: str, threads: int) -> str:
+    """The first line of a video ``bench`` table: the sampler's setting, the data timed, torch and threads.
+
+    Args:
+        config: The video model's config.
+        data: What was timed, as it follows the setting (e.g. ``"; 64 clips"``).
+        threads: The thread count of the timings.
+    """
+    setting = f"frame budget {config.budget}"
+    if config.sampler == "early_stop":
+        setting += f", exit threshold {config.exit_threshold}"
+    return f"{config.sampler} sampler ({setting}){data}; torch {torch.__version__}, {threads} thread(s)"
+
+
 def bench_files(args, model, transform: VideoCollator) -> dict:
     """``bench`` on video files: the saved setting against decoding every frame + uniform sampling of every
     frame, interleaved, end to end (decoding included), at each ``--batch-sizes`` value.
@@ -134,7 +148,7 @@ def bench_files(args, model, transform: VideoCollator) -> dict:
     dataset = _dataset(args)
     rows = with_model_labels(model, dataset)
     reference = decode_all_reference(model)
-    threads = args.threads if getattr(args, "threads", None) is not None else torch.get_num_threads()
+    threads = command_threads(args)
     collator = file_collator(args, model, transform, lazy_glance=model.config.sampler != "uniform")
     reference_collator = file_collator(args, reference, transform, lazy_glance=False)
     results = [
@@ -143,9 +157,7 @@ def bench_files(args, model, transform: VideoCollator) -> dict:
     ]
     config = model.config
     lines = [
-        f"{config.sampler} sampler (frame budget {config.budget}"
-        + (f", exit threshold {config.exit_threshold}" if config.sampler == "early_stop" else "")
-        + f") on {len(rows)} video files, decoding included; torch {torch.__version__}, {threads} thread(s)",
+        bench_heading(config, f" on {len(rows)} video files, decoding included", threads),
         "",
         "| batch size | frames / video | frames decoded / video | decode share | realized speedup | videos/s "
         "| noisy |",
