@@ -192,3 +192,38 @@ def check_token_labels(labels: torch.Tensor, shape: tuple[int, int], num_classes
             f"{tuple(labels.shape)}."
         )
     check_label_values(labels, num_classes, field=field, all_ignored="warn")
+
+
+def check_forward_options(
+    model_name: str,
+    output_attentions: bool | None = None,
+    output_hidden_states: bool | None = None,
+    extra: dict | None = None,
+) -> None:
+    """Refuses the standard forward options an adaptive model cannot honour, naming the argument.
+
+    peft and the pipelines pass ``output_attentions``/``output_hidden_states`` (usually ``None``) to every
+    classifier. ``None`` and ``False`` are accepted; ``True`` is refused because rows leave the backbone at different
+    layers, so no per-layer tensor covers the whole batch. Any other keyword gets a ``TypeError`` naming it rather
+    than Python's bare "unexpected keyword argument".
+
+    Args:
+        model_name: The model class name, for the error message.
+        output_attentions: The caller's ``output_attentions``.
+        output_hidden_states: The caller's ``output_hidden_states``.
+        extra: Any other keyword arguments the caller passed.
+    """
+    for name, value in (("output_attentions", output_attentions), ("output_hidden_states", output_hidden_states)):
+        if value:
+            raise ValueError(
+                f"{model_name} cannot honour `{name}=True`: samples leave the backbone at different layers, so no "
+                "per-layer tensor covers the whole batch. Pass None or False (the per-exit logits are available "
+                "with `output_exit_logits=True` on early-exit models)."
+            )
+    unknown = sorted((extra or {}).keys())
+    if unknown:
+        raise TypeError(
+            f"{model_name}.forward() got unsupported keyword argument(s) {unknown}; it accepts input_ids, "
+            "attention_mask, token_type_ids, position_ids, inputs_embeds, labels, output_attentions, "
+            "output_hidden_states and return_dict (plus its technique's own options)."
+        )

@@ -15,6 +15,9 @@ class TextBackboneMixin:
     """
 
     adapter_class: type[TextEncoderAdapter] = TextEncoderAdapter
+    # forward takes ``**unsupported`` only to refuse it by name; without this the Trainer would read the ``**`` as
+    # accepting loss keywords and pass ``num_items_in_batch``, which the per-sample losses here do not use.
+    accepts_loss_kwargs = False
 
     @property
     def adapter(self) -> TextEncoderAdapter:

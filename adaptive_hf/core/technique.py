@@ -104,6 +104,9 @@ class TechniqueSpec:
             segment between decision points, run by ``adaptive_hf.onnx.AdaptiveOnnxModel`` with the same policy.
         export_refusal: For a technique that is not exportable: why, in one or two sentences (the export error
             shows it).
+        adaptive_modules: Name suffixes of the modules a technique adds (exit heads, halting units, routers);
+            ``adaptive_hf.peft_modules_to_save`` lists them for peft's ``modules_to_save`` so they train fully and
+            are saved with an adapter.
     """
 
     name: str
@@ -118,6 +121,7 @@ class TechniqueSpec:
     cli: Mapping[str, CommandHook] = field(default_factory=dict)
     exportable: bool = False
     export_refusal: str = ""
+    adaptive_modules: tuple[str, ...] = ()
 
     def matches(self, config: Any) -> bool:
         """Whether ``config`` belongs to this technique (by its ``model_type``)."""

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..core.adapters.text import TEXT_ENCODER_ADAPTERS, EncoderState, TextEncoderAdapter
 from ..core.flops import classifier_head_flops
 from ..core.hub import AdaptiveHubMixin
-from ..core.inputs import report_nonfinite_rows
+from ..core.inputs import check_forward_options, report_nonfinite_rows
 from ..core.layer_keyed import LayerKeyedModules
 from ..core.modeling import TextBackboneMixin
 from ..core.outputs import EarlyExitSequenceClassifierOutput
@@ -317,6 +317,9 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
         labels: torch.Tensor | None = None,
         output_exit_logits: bool | None = None,
         return_dict: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **unsupported,
     ) -> EarlyExitSequenceClassifierOutput | tuple:
         """Classifies a batch, exiting early per sample in eval mode.
 
@@ -330,7 +333,11 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
             output_exit_logits: Also return every head's logits. With policy ``none`` in eval mode this evaluates
                 every head on every row (what calibration uses).
             return_dict: Return a tuple when ``False``.
+            output_attentions: Accepted as ``None``/``False`` (what peft and the pipelines pass); ``True`` is refused.
+            output_hidden_states: Accepted as ``None``/``False``; ``True`` is refused.
+            **unsupported: Any other keyword is refused with a ``TypeError`` naming it.
         """
+        check_forward_options(type(self).__name__, output_attentions, output_hidden_states, unsupported)
         state = self.embed_text_inputs(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, labels)
         validate_exit_settings(self.config)
         if self.training:

@@ -63,6 +63,7 @@ def _replay(*args, **kwargs):
 SPEC = register_technique(
     TechniqueSpec(
         name="early_exit",
+        adaptive_modules=("exit_heads",),
         model_types=("early_exit_",),
         knobs=(
             Knob("exit_threshold", CONFIDENCE_THRESHOLDS, when={"exit_policy": "confidence"}),

@@ -20,6 +20,7 @@ from ..core.adapters.text import TEXT_ENCODER_ADAPTERS, EncoderState, TextEncode
 from ..core.flops import linear_flops
 from ..core.heads import ExitHead
 from ..core.hub import AdaptiveHubMixin
+from ..core.inputs import check_forward_options
 from ..core.layer_keyed import LayerKeyedModules
 from ..core.modeling import TextBackboneMixin, make_family_model_class
 from ..core.outputs import HaltingSequenceClassifierOutput
@@ -63,6 +64,9 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **unsupported,
     ) -> HaltingSequenceClassifierOutput | tuple:
         """Classifies a batch, halting per sample or per token.
 
@@ -74,7 +78,11 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
             inputs_embeds: ``(batch, seq, dim)`` instead of ``input_ids``.
             labels: ``(batch,)`` class ids; adds ``loss`` (task loss plus ponder cost or KL).
             return_dict: Return a tuple when ``False``.
+            output_attentions: Accepted as ``None``/``False`` (what peft and the pipelines pass); ``True`` is refused.
+            output_hidden_states: Accepted as ``None``/``False``; ``True`` is refused.
+            **unsupported: Any other keyword is refused with a ``TypeError`` naming it.
         """
+        check_forward_options(type(self).__name__, output_attentions, output_hidden_states, unsupported)
         state = self.embed_text_inputs(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, labels)
         validate_halting_settings(self.config)
         return self._forward_encoded(state, labels, return_dict)

@@ -39,6 +39,7 @@ def halting_cost(model, outputs, batch) -> tuple[torch.Tensor, torch.Tensor]:
 SPEC = register_technique(
     TechniqueSpec(
         name="halting",
+        adaptive_modules=("halting_units",),
         model_types=("halting_",),
         knobs=(Knob("halting_threshold", HALTING_THRESHOLDS, when={"halting_enabled": True}),),
         full_compute={"halting_enabled": False},

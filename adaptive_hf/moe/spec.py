@@ -51,6 +51,7 @@ def moe_cost(model, outputs, batch) -> tuple[torch.Tensor, torch.Tensor]:
 SPEC = register_technique(
     TechniqueSpec(
         name="switch_moe",
+        adaptive_modules=("router",),
         # "switch_moe" is the standalone settings config; the models' configs are "switch_moe_<family>".
         model_types=("switch_moe", "switch_moe_"),
         knobs=(),
