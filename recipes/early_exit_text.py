@@ -156,6 +156,8 @@ class ExitArguments:
         bench_repeats: Timed repetitions (median reported).
         bench_threads: ``torch.set_num_threads`` while timing (default: the current count).
         skip_benchmark: Skip the realized-speedup timing.
+        lora_r: Train with LoRA of this rank (peft; the exit heads train in full) instead of every weight; the
+            adapter is saved under ``OUTPUT_DIR/adapter`` and merged before calibration. ``None``: full fine-tuning.
     """
 
     exit_layers: list[int] | None = field(default=None, metadata={"help": "Exit layers, e.g. 1 2 3 4 5 6."})
@@ -176,6 +178,7 @@ class ExitArguments:
     bench_repeats: int = field(default=5, metadata={"help": "Timed repetitions (median)."})
     bench_threads: int | None = field(default=None, metadata={"help": "Threads while timing."})
     skip_benchmark: bool = field(default=False, metadata={"help": "Skip the realized-speedup timing."})
+    lora_r: int | None = field(default=None, metadata={"help": "LoRA rank (needs peft); default: full fine-tuning."})
 
 
 def parse_args(argv: list[str] | None = None):
@@ -209,7 +212,9 @@ def build_optimizer(model, training_args: TrainingArguments, head_learning_rate:
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     groups: dict[tuple[bool, bool], list] = {}
     for name, parameter in model.named_parameters():
-        is_head = name.startswith("exit_heads.")
+        if not parameter.requires_grad:  # frozen under LoRA
+            continue
+        is_head = name.startswith("exit_heads.") or ".exit_heads." in name  # the latter under peft
         decay = not any(name.endswith(suffix) for suffix in no_decay)
         groups.setdefault((is_head, decay), []).append(parameter)
     param_groups = [
@@ -396,6 +401,10 @@ def main(argv: list[str] | None = None) -> dict | None:
             )
         if exit_args.exit_loss_weighting == "uniform":
             model.config.exit_loss_weights = [1.0] * len(model.config.exit_layers)
+    if exit_args.lora_r is not None:
+        import peft  # optional extra `peft`; adaptive_hf.lora_config names it when missing
+
+        model = peft.get_peft_model(model, adaptive_hf.lora_config(model, r=exit_args.lora_r))
     callbacks = []
     if exit_args.exit_training == "two_stage":
         callbacks.append(TwoStageExitTrainingCallback(switch_fraction=exit_args.two_stage_switch))
@@ -420,6 +429,9 @@ def main(argv: list[str] | None = None) -> dict | None:
         return None
 
     model = trainer.model
+    if exit_args.lora_r is not None:
+        model.save_pretrained(os.path.join(training_args.output_dir, "adapter"))
+        model = model.merge_and_unload()  # a plain early-exit model again, for calibration, timing and saving
     model.eval()
     device = next(model.parameters()).device
     os.makedirs(training_args.output_dir, exist_ok=True)

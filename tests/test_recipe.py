@@ -144,6 +144,31 @@ def test_recipe_runs_plainly(tiny_bert, tmp_path):
     _check_outputs(output_dir)
 
 
+def test_recipe_trains_with_lora(tiny_bert, tmp_path):
+    pytest.importorskip("peft")
+    from safetensors.torch import load_file
+
+    output_dir = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, *_recipe_args(tiny_bert, output_dir), "--lora_r", "4", "--learning_rate", "0.05"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    _check_outputs(output_dir)
+    adapter = json.loads((output_dir / "adapter" / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and any(name.startswith("exit_heads.layer_1") for name in adapter["modules_to_save"])
+    base, trained = load_file(tiny_bert / "model.safetensors"), load_file(output_dir / "model.safetensors")
+    # LoRA froze the embeddings and merged its update into the attention query weights.
+    embeddings = "embeddings.word_embeddings.weight"
+    assert (base[embeddings] == trained[f"bert.{embeddings}"]).all()
+    query = "encoder.layer.0.attention.self.query.weight"
+    assert not (base[query] == trained[f"bert.{query}"]).all()
+
+
 @pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate CLI is not installed")
 @pytest.mark.skipif(torch_cuda_available(), reason="checks two CPU processes; with GPUs accelerate would use them")
 def test_recipe_runs_under_accelerate_launch(tiny_bert, tmp_path):
