@@ -120,3 +120,40 @@ def test_lora_trains_the_adaptive_parts_and_reloads_to_equal_outputs(kind, tmp_p
 def test_lora_config_refuses_a_bad_rank():
     with pytest.raises(ValueError, match="rank"):
         lora_config(build("early_exit"), r=0)
+
+
+@pytest.mark.parametrize("family", ["distilbert", "mpnet", "albert"])
+def test_lora_config_adapts_families_without_bert_names(family):
+    torch.manual_seed(0)
+    model = AutoEarlyExitModelForSequenceClassification.from_config(tiny_backbone_config(family), num_labels=2)
+    wrapped = peft.get_peft_model(model, lora_config(model, r=2)).train()
+    inputs = batch(seed=2)
+    pad = model.config.pad_token_id or 0
+    inputs["input_ids"] = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, pad)
+    wrapped(**inputs, labels=torch.tensor([0, 1, 0, 1, 0, 1])).loss.backward()
+    lora_grads = [p.grad for n, p in wrapped.named_parameters() if "lora_B" in n]
+    head_grads = [p.grad for n, p in wrapped.named_parameters() if "exit_heads" in n and p.requires_grad]
+    assert lora_grads and all(grad is not None for grad in lora_grads)
+    assert head_grads and all(grad is not None for grad in head_grads)
+
+
+@pytest.mark.parametrize("kind", ["early_exit", "halting"])
+def test_ia3_wraps_the_adaptive_models(kind):
+    model = build(kind).eval()
+    expected = model(**batch()).logits
+    config = peft.IA3Config(
+        task_type=adaptive_hf.core.peft.sequence_classification_task(model),
+        target_modules=["key", "value", "output.dense"],
+        feedforward_modules=["output.dense"],
+        modules_to_save=peft_modules_to_save(model),
+    )
+    wrapped = peft.get_peft_model(model, config).eval()
+    torch.testing.assert_close(wrapped(**batch()).logits, expected)  # IA3 starts as the identity
+
+
+@pytest.mark.parametrize("kind", ["early_exit", "halting"])
+def test_prefix_tuning_is_refused_with_a_clear_error(kind):
+    # Rows leave the backbone at different layers; these models keep no key/value cache to prepend a prefix to.
+    wrapped = peft.get_peft_model(build(kind), peft.PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=3))
+    with pytest.raises(ValueError, match="past key values"):
+        wrapped(**batch())
