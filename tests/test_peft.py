@@ -157,3 +157,13 @@ def test_prefix_tuning_is_refused_with_a_clear_error(kind):
     wrapped = peft.get_peft_model(build(kind), peft.PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=3))
     with pytest.raises(ValueError, match="past key values"):
         wrapped(**batch())
+
+
+def test_a_plain_seq_cls_config_on_halting_is_refused_before_training():
+    # peft's SEQ_CLS task wraps the halting classifier head and the `classifier` layer inside it; that adapter would
+    # fail to reload, so the first forward says so and names the way out.
+    model = build("halting")
+    config = peft.LoraConfig(task_type="SEQ_CLS", target_modules=["query", "value"])
+    wrapped = peft.get_peft_model(model, config)
+    with pytest.raises(ValueError, match="lora_config"):
+        wrapped(**batch())

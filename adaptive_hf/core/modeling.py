@@ -6,6 +6,7 @@ import torch
 
 from .adapters.text import EncoderState, TextEncoderAdapter
 from .inputs import check_class_labels, check_token_inputs, position_limit
+from .peft import refuse_nested_peft_wrappers
 
 
 class TextBackboneMixin:
@@ -48,6 +49,7 @@ class TextBackboneMixin:
             inputs_embeds: ``(batch, seq, dim)`` instead of ``input_ids``.
             labels: ``(batch,)`` class ids, or ``None``.
         """
+        refuse_nested_peft_wrappers(self)
         base_model = getattr(self, self.base_model_prefix)
         batch_size = check_token_inputs(
             input_ids,

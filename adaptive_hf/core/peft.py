@@ -116,6 +116,38 @@ def _nested_classifier(model: Any) -> str | None:
     return None
 
 
+def refuse_nested_peft_wrappers(model: Any) -> None:
+    """Refuses a model whose final classifier peft wrapped twice (one wrapper inside another).
+
+    peft's ``SEQ_CLS`` task saves every module whose name ends in ``classifier``; when the final classifier holds such
+    a module (the halting classifier is an exit head with its own ``classifier`` layer), the wrappers nest, training
+    runs, and ``PeftModel.from_pretrained`` later fails with a ``KeyError``. Refusing at the first forward says why
+    before any training is spent. Reads peft's wrapper by its attributes, so core does not import peft.
+
+    Args:
+        model: The model peft wraps (its forward calls this).
+
+    Raises:
+        ValueError: When the classifier and a module inside it are both wrapped.
+    """
+    for head in _CLASSIFIER_NAMES:
+        wrapper = model._modules.get(head)
+        # The nesting sits in the wrapper's trainable copy (``modules_to_save.<adapter>.classifier``).
+        if _is_peft_wrapper(wrapper) and any(
+            _is_peft_wrapper(inner) for _, inner in list(wrapper.named_modules())[1:]
+        ):
+            raise ValueError(
+                f"peft wrapped `{head}` and a `classifier` layer inside it of {type(model).__name__} (its "
+                "sequence-classification task saves every module whose name ends in 'classifier'); such an adapter "
+                "cannot be reloaded. Build the config with adaptive_hf.lora_config(model, r), or pass "
+                "task_type=None and modules_to_save=adaptive_hf.peft_modules_to_save(model)."
+            )
+
+
+def _is_peft_wrapper(module: Any) -> bool:
+    return module is not None and hasattr(module, "original_module") and hasattr(module, "modules_to_save")
+
+
 def _default_targets(model: Any, modules_to_save: list[str], peft: Any) -> list[str]:
     # An adaptive config's model_type ("early_exit_bert") is unknown to peft; the backbone's own type is not.
     base_model = getattr(model, getattr(model, "base_model_prefix", ""), None)
