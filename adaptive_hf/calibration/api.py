@@ -15,9 +15,9 @@ from typing import Any
 
 from ..core.candidates import CandidateOutcomes
 from ..core.configuration import check_number
-from ..core.technique import technique_of
+from ..core.technique import apply_settings, technique_of
 from .bounds import rows_needed
-from .collect import apply_settings, collect_outcomes
+from .collect import collect_outcomes
 from .report import CalibrationReport
 from .selection import RULES, cheapest, learn_then_test, point_estimate, reaching_speedup, score_candidates
 

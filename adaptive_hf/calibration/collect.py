@@ -7,47 +7,16 @@ the FLOPs each sample spent. The config and training mode are restored afterward
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 
+from ..core.batching import LABEL_COLUMNS
 from ..core.candidates import CandidateOutcomes
-from ..core.technique import compute_cost
+from ..core.technique import compute_cost, config_overrides
 
-LABEL_KEYS = ("labels", "label")
 INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
-
-
-@contextlib.contextmanager
-def config_overrides(config: Any, settings: Mapping[str, Any]) -> Iterator[None]:
-    """Sets config values inside the ``with`` block and restores the old ones afterwards.
-
-    Args:
-        config: A model config.
-        settings: Field values to set (``None`` values first, so e.g. a threshold is cleared before a policy that
-            forbids one is set).
-    """
-    saved = {name: getattr(config, name) for name in settings}
-    try:
-        apply_settings(config, settings)
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(config, name, value)
-
-
-def apply_settings(config: Any, settings: Mapping[str, Any]) -> None:
-    """Writes a candidate's values into a config (``None`` values first).
-
-    Args:
-        config: A model config.
-        settings: Field values.
-    """
-    ordered = sorted(settings.items(), key=lambda item: item[1] is not None)
-    for name, value in ordered:
-        setattr(config, name, value)
 
 
 def _labels_from(values, name: str) -> torch.Tensor:
@@ -115,12 +84,12 @@ def prepare_batches(
     if isinstance(data, datasets.Dataset):
         if len(data) == 0:
             raise ValueError("The calibration data is empty (0 rows); calibration needs at least one row.")
-        label = next((c for c in LABEL_KEYS if c in data.column_names), None)
+        label = next((c for c in LABEL_COLUMNS if c in data.column_names), None)
         labels = None if label is None else _labels_from(data.with_format(None)[label], label)
         return list(_dataset_batches(data, batch_size, data_collator, tokenizer)), labels
     if isinstance(data, Mapping):
-        label = next((k for k in LABEL_KEYS if k in data), None)
-        inputs = {k: v for k, v in data.items() if k not in LABEL_KEYS}
+        label = next((k for k in LABEL_COLUMNS if k in data), None)
+        inputs = {k: v for k, v in data.items() if k not in LABEL_COLUMNS}
         rows = next(iter(inputs.values())).shape[0] if inputs else 0
         if rows == 0:
             raise ValueError("The calibration data is empty (0 rows); calibration needs at least one row.")
@@ -139,9 +108,9 @@ def _iterable_batches(data: Iterable) -> tuple[list[dict[str, torch.Tensor]], to
     for batch in data:
         if not isinstance(batch, Mapping):
             raise TypeError(f"Each batch must be a dict of model inputs; got {type(batch).__name__}.")
-        label = next((k for k in LABEL_KEYS if k in batch), None)
+        label = next((k for k in LABEL_COLUMNS if k in batch), None)
         labels.append(None if label is None else _labels_from(batch[label], label))
-        batches.append({k: v for k, v in batch.items() if k not in LABEL_KEYS})
+        batches.append({k: v for k, v in batch.items() if k not in LABEL_COLUMNS})
     if not batches:
         raise ValueError("The calibration data is empty (no batches); calibration needs at least one row.")
     if any(x is None for x in labels):
@@ -196,7 +165,7 @@ def collect_outcomes(
     batches, labels = prepare_batches(data, batch_size, data_collator, tokenizer)
     if require_labels and labels is None:
         raise ValueError(
-            f"The data has no label column ({' or '.join(LABEL_KEYS)}): `max_accuracy_drop` needs labels; use "
+            f"The data has no label column ({' or '.join(LABEL_COLUMNS)}): `max_accuracy_drop` needs labels; use "
             "`max_disagreement` to calibrate on unlabelled data."
         )
     was_training = model.training

@@ -191,6 +191,36 @@ def technique_of(model_or_config: Any) -> TechniqueSpec:
 
 
 @contextlib.contextmanager
+def config_overrides(config: Any, settings: Mapping[str, Any]) -> Iterator[None]:
+    """Sets config values inside the ``with`` block and restores the old ones afterwards.
+
+    Args:
+        config: A model config.
+        settings: Field values to set (``None`` values first, so e.g. a threshold is cleared before a policy that
+            forbids one is set).
+    """
+    saved = {name: getattr(config, name) for name in settings}
+    try:
+        apply_settings(config, settings)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(config, name, value)
+
+
+def apply_settings(config: Any, settings: Mapping[str, Any]) -> None:
+    """Writes a candidate's values into a config (``None`` values first).
+
+    Args:
+        config: A model config.
+        settings: Field values.
+    """
+    ordered = sorted(settings.items(), key=lambda item: item[1] is not None)
+    for name, value in ordered:
+        setattr(config, name, value)
+
+
+@contextlib.contextmanager
 def full_compute(model: Any) -> Iterator[Any]:
     """Runs any adaptive model at full compute inside the ``with`` block, then restores its runtime knobs.
 
@@ -201,15 +231,8 @@ def full_compute(model: Any) -> Iterator[Any]:
         >>> with adaptive_hf.full_compute(model):
         ...     reference = model(**batch).logits
     """
-    settings = technique_of(model).full_compute_settings(model.config)
-    saved = {name: getattr(model.config, name) for name in settings}
-    try:
-        for name, value in settings.items():
-            setattr(model.config, name, value)
+    with config_overrides(model.config, technique_of(model).full_compute_settings(model.config)):
         yield model
-    finally:
-        for name, value in saved.items():
-            setattr(model.config, name, value)
 
 
 def compute_cost(model: Any, outputs: Any, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
