@@ -48,8 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--intermediate", type=int, help="FFN width (default 4 x hidden).")
     parser.add_argument("--seq_lens", default="16,32,64,128")
     parser.add_argument("--batch_sizes", default="1,64")
-    parser.add_argument("--exit_head", default="mlp")
-    parser.add_argument("--exit_pooling", default="mean")
+    parser.add_argument("--head_type", "--exit_head", default="mlp", help="linear or mlp (--exit_head: old name).")
+    parser.add_argument("--head_pooling", "--exit_pooling", default="mean", help="mean, cls or pooler.")
     parser.add_argument("--rows_batch_1", type=int, default=0, help="Rows timed at batch 1 (default 2 x exits).")
     parser.add_argument("--rows", type=int, default=128, help="Rows timed at batch sizes > 1.")
     parser.add_argument("--threads", type=int, default=1)
@@ -116,7 +116,7 @@ def measure(args, num_layers: int, seq_len: int, batch_size: int) -> dict:
     torch.manual_seed(args.seed)
     config = family_config(args, num_layers)
     model = adaptive_hf.AutoEarlyExitModelForSequenceClassification.from_config(
-        config, exit_head=args.exit_head, exit_pooling=args.exit_pooling
+        config, head_type=args.head_type, head_pooling=args.head_pooling
     ).eval()
     plain = plain_counterpart(model)
     exit_layers = model.config.exit_layers
@@ -199,8 +199,8 @@ def main(argv=None) -> dict:
         "torch": torch.__version__,
         "family": args.family,
         "hidden": args.hidden,
-        "exit_head": args.exit_head,
-        "exit_pooling": args.exit_pooling,
+        "head_type": args.head_type,
+        "head_pooling": args.head_pooling,
         "threads": args.threads,
         "results": results,
     }

@@ -63,8 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train_samples", type=int, default=1000, help="Quick training: rows (1 epoch).")
     parser.add_argument("--epochs", type=float, default=1.0, help="Quick training: epochs.")
     parser.add_argument("--learning_rate", type=float, default=1e-4, help="Quick training: learning rate.")
-    parser.add_argument("--exit_pooling", default="mean")
-    parser.add_argument("--exit_head", default="mlp")
+    parser.add_argument("--head_pooling", "--exit_pooling", default="mean", help="mean, cls or pooler.")
+    parser.add_argument("--head_type", "--exit_head", default="mlp", help="linear or mlp (--exit_head: old name).")
     parser.add_argument("--exit_training", default="joint")
     parser.add_argument("--max_eval_samples", type=int, help="Validation rows for calibration (default: all).")
     parser.add_argument("--max_test_samples", type=int, help="Test rows for quality (default: all).")
@@ -106,8 +106,8 @@ def quick_train(args, backbone: str, tokenized, num_labels: int, output_dir: str
     model = adaptive_hf.AutoEarlyExitModelForSequenceClassification.from_pretrained(
         backbone,
         num_labels=num_labels,
-        exit_pooling=args.exit_pooling,
-        exit_head=args.exit_head,
+        head_pooling=args.head_pooling,
+        head_type=args.head_type,
         exit_training=args.exit_training,
     )
     train = tokenized["train"].shuffle(seed=args.seed).select(range(min(args.train_samples, len(tokenized["train"]))))
@@ -237,7 +237,7 @@ def training_cost(args, backbone: str, tokenizer, tokenized, num_labels: int) ->
         ]
     )
     batch = dict(batch)
-    settings = {"exit_pooling": args.exit_pooling, "exit_head": args.exit_head}
+    settings = {"head_pooling": args.head_pooling, "head_type": args.head_type}
     candidates = {"plain": AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=num_labels)}
     for scheme in [s for s in args.train_schemes.split(",") if s]:
         model = adaptive_hf.AutoEarlyExitModelForSequenceClassification.from_pretrained(
@@ -465,8 +465,8 @@ def main(argv=None) -> dict:
         "model": args.model or f"quick-trained from {backbone}",
         "exit_settings": {
             "exit_layers": config.exit_layers,
-            "exit_pooling": config.exit_pooling,
-            "exit_head": config.exit_head,
+            "head_pooling": config.head_pooling,
+            "head_type": config.head_type,
             "exit_training": config.exit_training,
         },
         "max_length": args.max_length,

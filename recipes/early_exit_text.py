@@ -137,8 +137,8 @@ class ExitArguments:
 
     Args:
         exit_layers: 1-based layers with an exit head (default: every layer).
-        exit_pooling: ``mean``, ``cls`` or ``pooler``.
-        exit_head: ``linear`` or ``mlp``.
+        head_pooling: ``mean``, ``cls`` or ``pooler`` (formerly ``--exit_pooling``, still accepted).
+        head_type: ``linear`` or ``mlp`` (formerly ``--exit_head``, still accepted).
         exit_training: ``joint``, ``two_stage`` or ``distill``.
         exit_loss_weights: One weight per exit (``joint``/``distill``); default: ``exit_loss_weighting``.
         exit_loss_weighting: Without explicit weights: ``uniform`` (every exit 1) or ``pabee`` (layer index, the
@@ -161,8 +161,8 @@ class ExitArguments:
     """
 
     exit_layers: list[int] | None = field(default=None, metadata={"help": "Exit layers, e.g. 1 2 3 4 5 6."})
-    exit_pooling: str = field(default="mean", metadata={"help": "mean, cls or pooler."})
-    exit_head: str = field(default="mlp", metadata={"help": "linear or mlp."})
+    head_pooling: str = field(default="mean", metadata={"help": "mean, cls or pooler.", "aliases": ["--exit_pooling"]})
+    head_type: str = field(default="mlp", metadata={"help": "linear or mlp.", "aliases": ["--exit_head"]})
     exit_training: str = field(default="joint", metadata={"help": "joint, two_stage or distill."})
     exit_loss_weights: list[float] | None = field(default=None, metadata={"help": "One weight per exit."})
     exit_loss_weighting: str = field(default="uniform", metadata={"help": "uniform or pabee (no explicit weights)."})
@@ -379,8 +379,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         tokenized = tokenize_splits(data, tokenizer, data_args.max_length)
 
     exit_settings = {
-        "exit_pooling": exit_args.exit_pooling,
-        "exit_head": exit_args.exit_head,
+        "head_pooling": exit_args.head_pooling,
+        "head_type": exit_args.head_type,
         "exit_training": exit_args.exit_training,
     }
     if exit_args.exit_layers is not None:
@@ -555,7 +555,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     }
     title = (
         f"{model_args.model_name_or_path or 'all-MiniLM-L6-v2'} on {data_args.dataset_name}: "
-        f"pooling={exit_args.exit_pooling}, head={exit_args.exit_head}, training={exit_args.exit_training}; "
+        f"pooling={exit_args.head_pooling}, head={exit_args.head_type}, training={exit_args.exit_training}; "
         f"{threads} threads"
     )
     plot_path = os.path.join(training_args.output_dir, "tradeoff.png")

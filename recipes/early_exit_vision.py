@@ -88,7 +88,9 @@ class RecipeArguments:
     exit_layers: str | None = field(default=None, metadata={"help": "Comma-separated 1-based stages/blocks."})
     exit_granularity: str | None = field(default=None, metadata={"help": "stage or block (default: the model's)."})
     exit_training: str = field(default="joint", metadata={"help": "joint, two_stage or distill."})
-    exit_head: str = field(default="linear", metadata={"help": "linear or mlp."})
+    head_type: str = field(
+        default="linear", metadata={"help": "linear or mlp (formerly --exit_head).", "aliases": ["--exit_head"]}
+    )
     max_accuracy_drop: float = field(default=0.005, metadata={"help": "Calibration criterion (fraction)."})
     bench_threads: int = field(default=2, metadata={"help": "torch threads while timing."})
     bench_images: int = field(default=128, metadata={"help": "Test images timed at each batch size."})
@@ -130,7 +132,7 @@ class ImageDataset(torch.utils.data.Dataset):
 # ----------------------------------------------------------------------------------------------------- model
 def build_model(args: RecipeArguments, num_labels: int, id2label: dict[int, str]):
     """The early-exit model and its input channels."""
-    settings = dict(exit_training=args.exit_training, exit_head=args.exit_head, id2label=id2label)
+    settings = dict(exit_training=args.exit_training, head_type=args.head_type, id2label=id2label)
     if args.exit_layers:
         settings["exit_layers"] = [int(x) for x in args.exit_layers.split(",")]
     if args.exit_granularity:

@@ -72,7 +72,7 @@ def pad_id(family: str) -> int:
 def early_exit_text_case(family: str) -> AdaptiveCase:
     def build(**overrides):
         torch.manual_seed(0)
-        settings = {"num_labels": NUM_LABELS, "exit_head": "linear", **overrides}
+        settings = {"num_labels": NUM_LABELS, "head_type": "linear", **overrides}
         config = tiny_backbone_config(family)
         model = adaptive_hf.AutoEarlyExitModelForSequenceClassification.from_config(config, **settings)
         return model.eval()
@@ -80,7 +80,7 @@ def early_exit_text_case(family: str) -> AdaptiveCase:
     def reference(model, batch):
         base = getattr(model, model.base_model_prefix)
         output = base(**batch)
-        pooling = model.config.exit_pooling
+        pooling = model.config.head_pooling
         if pooling == "mean":
             weights = batch["attention_mask"].unsqueeze(-1).float()
             pooled = (output.last_hidden_state * weights).sum(1) / weights.sum(1)
@@ -108,9 +108,9 @@ def early_exit_text_case(family: str) -> AdaptiveCase:
         save_overrides={"exit_layers": [1, 3]},
         trainer_step=family in ("bert", "distilbert"),
         variants=(
-            ({"exit_pooling": "mean"}, None),
-            ({"exit_pooling": "cls"}, None),
-            ({"exit_pooling": "pooler"}, None if has_pooler else ValueError),
+            ({"head_pooling": "mean"}, None),
+            ({"head_pooling": "cls"}, None),
+            ({"head_pooling": "pooler"}, None if has_pooler else ValueError),
         ),
     )
 

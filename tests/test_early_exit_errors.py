@@ -32,8 +32,8 @@ def build(family="bert", **settings):
         ({"exit_layers": [2, 2, 4]}, ValueError, r"`exit_layers` must not repeat a layer"),
         ({"exit_layers": []}, ValueError, r"`exit_layers` must not be empty"),
         ({"exit_layers": "all"}, TypeError, r"`exit_layers` must be a list"),
-        ({"exit_pooling": "max"}, ValueError, r"`exit_pooling` must be one of 'mean', 'cls', 'pooler'"),
-        ({"exit_head": "deep"}, ValueError, r"`exit_head` must be one of 'linear', 'mlp'"),
+        ({"head_pooling": "max"}, ValueError, r"`head_pooling` must be one of 'mean', 'cls', 'pooler'"),
+        ({"head_type": "deep"}, ValueError, r"`head_type` must be one of 'linear', 'mlp'"),
         ({"exit_training": "magic"}, ValueError, r"`exit_training` must be one of 'joint', 'two_stage', 'distill'"),
         ({"exit_loss_weights": [1.0]}, ValueError, r"`exit_loss_weights` must be a list with one weight per exit"),
         ({"exit_loss_weights": [1, -1, 1, 1]}, ValueError, r"`exit_loss_weights`"),
@@ -47,8 +47,8 @@ def test_bad_config_values(settings, error, pattern):
 
 
 def test_pooler_needs_a_family_with_pooler():
-    with pytest.raises(ValueError, match="exit_pooling='pooler'"):
-        build("distilbert", exit_pooling="pooler")
+    with pytest.raises(ValueError, match="head_pooling='pooler'"):
+        build("distilbert", head_pooling="pooler")
 
 
 def test_unsupported_architecture_names_supported_families():

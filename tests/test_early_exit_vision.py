@@ -330,8 +330,8 @@ def test_clear_errors():
         build_timm("vit", exit_granularity="stage")
     with pytest.raises(ValueError, match="exit_granularity"):
         build_timm("resnet_stage", exit_granularity="layer")
-    with pytest.raises(ValueError, match="exit_pooling"):
-        build_timm("resnet_stage", exit_pooling="cls")
+    with pytest.raises(ValueError, match="head_pooling"):
+        build_timm("resnet_stage", head_pooling="cls")
     with pytest.raises(ValueError, match="exit_policy"):
         build_vit(exit_policy="sometimes")
     with pytest.raises(ValueError, match="Unsupported timm model class"):

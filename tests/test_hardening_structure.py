@@ -43,7 +43,7 @@ def test_in_place_edit_of_a_structural_list_is_caught_at_forward():
         model(**batch())
 
 
-@pytest.mark.parametrize("field, value", [("exit_pooling", "cls"), ("exit_head", "linear")])
+@pytest.mark.parametrize("field, value", [("head_pooling", "cls"), ("head_type", "linear")])
 def test_other_early_exit_structure_is_frozen(field, value):
     model = early_exit()
     with pytest.raises(ValueError, match=f"{field}.*" + REBUILD):
@@ -83,11 +83,12 @@ def test_moe_layers_change_says_rebuild_not_attribute_error():
     moe.config.capacity_factor = 2.0  # a runtime knob
 
 
-def test_halting_pooling_error_names_halting_pooling():
+def test_halting_head_pooling_change_says_rebuild():
     model = AutoHaltingModelForSequenceClassification.from_config(tiny_backbone_config("bert"))
-    with pytest.raises(ValueError, match="`halting_pooling`.*" + REBUILD) as error:
-        model.config.halting_pooling = "max"
-    assert "exit_pooling" not in str(error.value)
+    with pytest.raises(ValueError, match="`head_pooling`.*" + REBUILD):
+        model.config.head_pooling = "max"
+    with pytest.warns(FutureWarning, match="use `head_pooling`"), pytest.raises(ValueError, match="`head_pooling`"):
+        model.config.halting_pooling = "max"  # the deprecated name reaches the same frozen field
     with pytest.raises(ValueError, match="max_ponder_steps.*" + REBUILD):
         model.config.max_ponder_steps = 2
     model.config.halting_threshold = 0.5  # a runtime knob
@@ -112,13 +113,13 @@ def test_reader_and_video_structure_is_frozen():
     assert "num_frames" in technique_of(video).structural_fields
 
 
-def test_halting_pooling_checked_at_forward_without_the_frozen_registry():
+def test_halting_head_pooling_checked_at_forward_without_the_frozen_registry():
     from adaptive_hf.core import configuration
 
     model = AutoHaltingModelForSequenceClassification.from_config(tiny_backbone_config("bert")).eval()
     configuration._FROZEN.pop(id(model.config))  # as in a remote-code copy, where no technique spec is registered
-    model.config.halting_pooling = "max"
-    with pytest.raises(ValueError, match="`halting_pooling` must be one of 'mean', 'cls'"):
+    model.config.head_pooling = "max"
+    with pytest.raises(ValueError, match="`head_pooling` must be one of 'mean', 'cls'"):
         model(**batch())
 
 

@@ -79,9 +79,9 @@ def test_halting_flops_follow_the_real_mlp_width(mlp_ratio):
     assert spent - full == 2 * 2 * tokens * linear_flops(1, 32, 1)
 
 
-def test_halting_timm_classifier_head_is_checked():
-    with pytest.raises(ValueError, match="classifier_head"):
-        HaltingTimmConfig(architecture=ARCH, model_args=ARGS, num_labels=3, classifier_head="mlp")
+def test_halting_timm_head_type_is_checked():
+    with pytest.raises(ValueError, match="head_type"):
+        HaltingTimmConfig(architecture=ARCH, model_args=ARGS, num_labels=3, head_type="mlp")
 
 
 def test_video_frames_run_through_the_timm_adapter_and_from_timm_follows_the_rule():

@@ -6,6 +6,7 @@ from typing import Any
 
 from transformers import AutoConfig
 
+from .configuration import rename_deprecated_fields
 from .registry import lookup
 
 # from_pretrained keyword arguments that concern where and how files are fetched, shared by config and weights.
@@ -71,7 +72,9 @@ class AutoAdaptiveModel:
             if len(values.get("id2label") or {}) != overrides["num_labels"]:
                 values.pop("id2label", None)
                 values.pop("label2id", None)
-        values.update(overrides)
+        # A deprecated field name in the overrides replaces the saved value of its new name (not both given).
+        renamed = getattr(config_class, "renamed_fields", {})
+        values.update(rename_deprecated_fields(overrides, renamed, config_class.__name__))
         new_config = config_class(**values)
         new_config._attn_implementation = config._attn_implementation
         return new_config

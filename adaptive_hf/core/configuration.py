@@ -7,10 +7,13 @@ early with an error that names the field and the values it accepts.
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import sys
+import warnings
 import weakref
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar
 
 
 def check_choice(field: str, value: Any, allowed: Iterable[Any]) -> Any:
@@ -216,3 +219,96 @@ class FrozenStructureMixin:
         if key in frozen and not _same_value(value, frozen[key]):
             raise _rebuild_error(self, key, frozen[key], value)
         super().__setattr__(key, value)
+
+
+# Frames a deprecation warning skips to reach the line that used the old name: the transformers / huggingface_hub
+# config machinery (``__getattribute__``, ``__setattr__``, ``from_dict``) and this module; for keywords also the rest
+# of this package (or of the folder of a remote-code copy, whose flat ``ahf_*`` modules sit side by side), which only
+# passes them on.
+_CONFIG_MACHINERY = (__name__, "transformers.", "huggingface_hub.")
+_PACKAGE = (__name__.split(".core.")[0] if ".core." in __name__ else __name__.rpartition(".")[0]) + "."
+
+
+def warn_renamed(old: str, new: str, *, keyword: bool = False) -> None:
+    """Warns (``FutureWarning``) that field ``old`` is now ``new``, pointing at the code that used the old name.
+
+    Args:
+        old: The deprecated field name.
+        new: Its new name.
+        keyword: The old name came as a keyword: point past this package's frames too, at the caller that passed it.
+    """
+    skipped = _CONFIG_MACHINERY + ((_PACKAGE,) if keyword else ())
+    frame, level = sys._getframe(0), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(skipped):
+        frame, level = frame.f_back, level + 1
+    message = f"`{old}` is a deprecated name of `{new}` and will be removed in the next release; use `{new}`."
+    warnings.warn(message, FutureWarning, stacklevel=level)
+
+
+def rename_deprecated_fields(kwargs: Mapping[str, Any], renamed: Mapping[str, str], owner: str) -> dict[str, Any]:
+    """Maps deprecated field names in ``kwargs`` to their new names, with a ``FutureWarning`` for each.
+
+    Args:
+        kwargs: Config keyword arguments (or a ``config.json`` dict).
+        renamed: ``old name -> new name``.
+        owner: Who received them (a config class name), for the error message.
+
+    Returns:
+        A new dict with only the new names.
+
+    Raises:
+        ValueError: When an old name and its new name are both given.
+    """
+    result = dict(kwargs)
+    for old, new in renamed.items():
+        if old not in result:
+            continue
+        if new in result:
+            raise ValueError(
+                f"{owner} got both `{old}` and `{new}`; `{old}` is the deprecated name of `{new}`. Pass `{new}` only."
+            )
+        warn_renamed(old, new, keyword=True)
+        result[new] = result.pop(old)
+    return result
+
+
+def _deprecated_alias(old: str, new: str) -> property:
+    def read(self) -> Any:
+        warn_renamed(old, new)
+        return getattr(self, new)
+
+    def write(self, value: Any) -> None:
+        warn_renamed(old, new)
+        setattr(self, new, value)
+
+    return property(read, write, doc=f"Deprecated name of ``{new}``.")
+
+
+class RenamedFieldsMixin:
+    """Config mixin: fields renamed in this release keep their old names as deprecated aliases for one release.
+
+    A subclass lists ``renamed_fields = {"old_name": "new_name"}``. The old name is accepted as a constructor keyword
+    (so old ``config.json`` files still load) and as an attribute (a property reading and writing the new field);
+    each use warns with a ``FutureWarning`` naming the new name. Passing both names is a ``ValueError``. Only the new
+    name is stored, so ``to_dict`` and ``save_pretrained`` never write the old one.
+    """
+
+    renamed_fields: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for old, new in cls.renamed_fields.items():
+            if not isinstance(cls.__dict__.get(old), property):
+                setattr(cls, old, _deprecated_alias(old, new))
+        # PreTrainedConfig.__init_subclass__ (run above) gave a config class its own dataclass ``__init__``; the old
+        # names must be mapped before it runs, because it sets the new field to its default without them.
+        init = cls.__dict__.get("__init__")
+        if init is None or getattr(init, "_renames_fields", False) or not cls.renamed_fields:
+            return
+
+        @functools.wraps(init)
+        def __init__(self, *args: Any, **init_kwargs: Any) -> None:
+            init(self, *args, **rename_deprecated_fields(init_kwargs, type(self).renamed_fields, type(self).__name__))
+
+        __init__._renames_fields = True
+        cls.__init__ = __init__

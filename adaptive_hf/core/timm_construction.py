@@ -50,6 +50,7 @@ def split_timm_keywords(config_class: type, kwargs: dict[str, Any]) -> tuple[dic
         ``(settings, timm_kwargs)``.
     """
     fields = set(getattr(config_class, "__dataclass_fields__", {})) | set(LABEL_FIELDS)
+    fields |= set(getattr(config_class, "renamed_fields", {}))  # deprecated names: settings too, not timm arguments
     fields -= {"architecture", "model_args", "num_labels"}
     settings = {key: value for key, value in kwargs.items() if key in fields}
     timm_kwargs = {key: value for key, value in kwargs.items() if key not in fields}

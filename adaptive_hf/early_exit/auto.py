@@ -9,7 +9,7 @@ from ..core.auto import AutoAdaptiveModel
 from ..core.registry import build_family_config, build_family_model, register_family_builder, runs_text_layers
 from . import config as early_exit_config
 from . import modeling as early_exit_modeling
-from .config import EXIT_FIELDS
+from .config import EXIT_FIELDS, EXIT_RENAMED_FIELDS
 
 
 class AutoEarlyExitModelForSequenceClassification(AutoAdaptiveModel):
@@ -20,7 +20,7 @@ class AutoEarlyExitModelForSequenceClassification(AutoAdaptiveModel):
     """
 
     technique = "early_exit"
-    setting_fields = EXIT_FIELDS
+    setting_fields = EXIT_FIELDS + tuple(EXIT_RENAMED_FIELDS)  # the deprecated names map to the new ones
 
 
 def supports_early_exit(adapter: type[BackboneAdapter]) -> bool:

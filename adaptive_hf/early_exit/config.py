@@ -11,6 +11,7 @@ from typing import Any
 from ..core.adapters.text import POOLINGS, TEXT_ENCODER_ADAPTERS, TextEncoderAdapter
 from ..core.configuration import (
     FrozenStructureMixin,
+    RenamedFieldsMixin,
     check_choice,
     check_number,
     check_structure_unchanged,
@@ -24,8 +25,8 @@ EXIT_TRAINING = ("joint", "two_stage", "distill")
 # name -> (annotation, default) of the early-exit fields every EarlyExit<Arch>Config adds to its family's config.
 EXIT_FIELD_SPECS: dict[str, tuple[str, Any]] = {
     "exit_layers": ("list[int] | None", None),
-    "exit_pooling": ("str", "mean"),
-    "exit_head": ("str", "mlp"),
+    "head_pooling": ("str", "mean"),
+    "head_type": ("str", "mlp"),
     "exit_policy": ("str", "none"),
     "exit_threshold": ("float | None", None),
     "patience": ("int", 2),
@@ -37,6 +38,9 @@ EXIT_FIELD_SPECS: dict[str, tuple[str, Any]] = {
     "nonfinite_logits": ("str", "warn"),
 }
 EXIT_FIELDS = tuple(EXIT_FIELD_SPECS)
+# Old name -> new name of the fields renamed to the names every technique shares; the old names stay accepted (with a
+# FutureWarning) for one release.
+EXIT_RENAMED_FIELDS = {"exit_pooling": "head_pooling", "exit_head": "head_type"}
 
 
 def validate_exit_settings(config) -> None:
@@ -85,13 +89,14 @@ def validate_exit_training(config) -> None:
         raise ValueError(f"`exit_loss_weights` must have a positive sum; got {weights!r}.")
 
 
-class EarlyExitConfigMixin(FrozenStructureMixin):
+class EarlyExitConfigMixin(RenamedFieldsMixin, FrozenStructureMixin):
     """Validation and helpers shared by every ``EarlyExit<Arch>Config``.
 
     Fields (all validated in ``__init__``):
         exit_layers: 1-based layers that carry an exit head; ``None`` = every layer. The last layer always does.
-        exit_pooling: How a head pools the sequence: ``"mean"``, ``"cls"`` or ``"pooler"`` (BERT/ALBERT/MPNet).
-        exit_head: ``"linear"`` or ``"mlp"``.
+        head_pooling: How a head pools the sequence: ``"mean"``, ``"cls"`` or ``"pooler"`` (BERT/ALBERT/MPNet).
+            Formerly ``exit_pooling`` (still accepted, deprecated).
+        head_type: The exit heads: ``"linear"`` or ``"mlp"``. Formerly ``exit_head`` (still accepted, deprecated).
         exit_policy: ``"none"``, ``"confidence"``, ``"entropy"``, ``"margin"`` or ``"patience"``.
         exit_threshold: Threshold in [0, 1] for the threshold policies; ``None`` = the policy's default.
         patience: Consecutive agreeing heads for ``"patience"`` (PABEE).
@@ -107,6 +112,7 @@ class EarlyExitConfigMixin(FrozenStructureMixin):
     """
 
     backbone_adapter: type[TextEncoderAdapter] = TextEncoderAdapter
+    renamed_fields = EXIT_RENAMED_FIELDS
 
     def __post_init__(self, **kwargs: Any):
         super().__post_init__(**kwargs)
@@ -120,13 +126,13 @@ class EarlyExitConfigMixin(FrozenStructureMixin):
         """Validates and normalizes every exit field; raises ``ValueError``/``TypeError`` naming the field."""
         num_layers = self.num_backbone_layers
         self.exit_layers = normalize_layer_list("exit_layers", self.exit_layers, num_layers, include_last=True)
-        check_choice("exit_pooling", self.exit_pooling, POOLINGS)
-        if self.exit_pooling == "pooler" and not self.backbone_adapter.has_pooler:
+        check_choice("head_pooling", self.head_pooling, POOLINGS)
+        if self.head_pooling == "pooler" and not self.backbone_adapter.has_pooler:
             raise ValueError(
-                f"`exit_pooling='pooler'` needs a family with a trained pooler; {self.backbone_adapter.family} has "
+                f"`head_pooling='pooler'` needs a family with a trained pooler; {self.backbone_adapter.family} has "
                 "none. Use 'mean' or 'cls'."
             )
-        check_choice("exit_head", self.exit_head, EXIT_HEADS)
+        check_choice("head_type", self.head_type, EXIT_HEADS)
         validate_exit_settings(self)
         validate_exit_training(self)
         if self.exit_loss_weights is not None:

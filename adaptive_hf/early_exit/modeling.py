@@ -241,8 +241,8 @@ class EarlyExitModelMixin(AdaptiveHubMixin):
             ("exit_threshold", config.exit_threshold),
             ("patience", config.patience),
             ("exit_layers", config.exit_layers),
-            ("exit_pooling", config.exit_pooling),
-            ("exit_head", config.exit_head),
+            ("head_pooling", config.head_pooling),
+            ("head_type", config.head_type),
             ("exit_training", config.exit_training),
         ]
         body = "## Exit policy\n\n| setting | value |\n|---|---|\n"
@@ -263,13 +263,13 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
     def __init__(self, config):
         super().__init__(config)
         self.num_labels = config.num_labels
-        base_model = self.adapter_class.build_base_model(config, add_pooling_layer=config.exit_pooling == "pooler")
+        base_model = self.adapter_class.build_base_model(config, add_pooling_layer=config.head_pooling == "pooler")
         setattr(self, self.base_model_prefix, base_model)
         hidden_size = self.adapter_class.hidden_size_of(config)
         dropout = self.adapter_class.classifier_dropout_of(config)
         self.exit_heads = LayerKeyedModules(
             config.exit_layers,
-            [ExitHead(hidden_size, config.num_labels, config.exit_head, dropout) for _ in config.exit_layers],
+            [ExitHead(hidden_size, config.num_labels, config.head_type, dropout) for _ in config.exit_layers],
             config_field="exit_layers",
         )
         self.post_init()
@@ -286,9 +286,9 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
         return classifier_head_flops(
             self.adapter_class.hidden_size_of(config),
             config.num_labels,
-            mlp=config.exit_head == "mlp",
-            pooler=config.exit_pooling == "pooler",
-            seq_len=seq_len if config.exit_pooling == "mean" else 1,
+            mlp=config.head_type == "mlp",
+            pooler=config.head_pooling == "pooler",
+            seq_len=seq_len if config.head_pooling == "mean" else 1,
         )
 
     def exit_flops(self, seq_len: int) -> tuple[list[int], int]:
@@ -349,7 +349,7 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
         return output
 
     def _head_logits(self, k: int, state: EncoderState) -> torch.Tensor:
-        pooled = self.adapter.pool(state.hidden_states, state.token_mask, self.config.exit_pooling)
+        pooled = self.adapter.pool(state.hidden_states, state.token_mask, self.config.head_pooling)
         return self.exit_heads[k](pooled)
 
     def _exit_head_runner(self, state: EncoderState):
@@ -358,7 +358,7 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
         The weights ``mask / token count`` depend only on the rows, so they are computed when the rows change (once
         per forward and after each compaction), not at every head.
         """
-        pooling = self.config.exit_pooling
+        pooling = self.config.head_pooling
         heads = self.exit_heads
         if pooling != "mean":
             adapter = self.adapter

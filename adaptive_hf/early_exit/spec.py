@@ -72,7 +72,7 @@ SPEC = register_technique(
             Knob("patience", _patience_values, when={"exit_policy": "patience", "exit_threshold": None}),
         ),
         full_compute={"exit_policy": "none"},
-        structural_fields=("exit_layers", "exit_pooling", "exit_head", "exit_granularity", "architecture"),
+        structural_fields=("exit_layers", "head_pooling", "head_type", "exit_granularity", "architecture"),
         training_fields=("exit_training", "exit_loss_weights", "exit_training_stage", "distill_temperature"),
         cost=exit_cost,
         description="early exits: classifier heads after chosen layers; a sample stops at the first confident one",

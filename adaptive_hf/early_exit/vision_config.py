@@ -7,7 +7,7 @@
 
 The exit fields and their validation are those of :class:`~adaptive_hf.early_exit.config.EarlyExitConfigMixin`.
 Vision adds ``exit_granularity`` (timm CNNs exit after ``"stage"``\\ s or ``"block"``\\ s) and ``exit_dropout``;
-``exit_pooling`` is ``"cls"`` or ``"mean"`` (feature maps are always averaged).
+``head_pooling`` is ``"cls"`` or ``"mean"`` (feature maps are always averaged).
 """
 
 from __future__ import annotations
@@ -25,17 +25,17 @@ from ..core.vision_backbones import (
     TimmDescription,
     describe_timm,
 )
-from .config import EXIT_FIELDS, EarlyExitConfigMixin
+from .config import EXIT_FIELDS, EXIT_RENAMED_FIELDS, EarlyExitConfigMixin
 
 
 class _VisionExitConfigMixin(EarlyExitConfigMixin):
     """Pooling/dropout checks shared by the vision configs (``pooler`` pooling does not exist for images)."""
 
     def _check_vision_fields(self, token_model: bool) -> None:
-        check_choice("exit_pooling", self.exit_pooling, VISION_POOLINGS)
-        if self.exit_pooling == "cls" and not token_model:
+        check_choice("head_pooling", self.head_pooling, VISION_POOLINGS)
+        if self.head_pooling == "cls" and not token_model:
             raise ValueError(
-                "`exit_pooling='cls'` needs a transformer with a class token; CNN feature maps are averaged. Use "
+                "`head_pooling='cls'` needs a transformer with a class token; CNN feature maps are averaged. Use "
                 "'mean'."
             )
         check_number("exit_dropout", self.exit_dropout, 0.0, 1.0, high_inclusive=False)
@@ -64,8 +64,10 @@ class EarlyExitTimmConfig(_VisionExitConfigMixin, TimmClassifierConfig):
             for CNNs. ``exit_layers`` are 1-based indices of these units.
         image_size: ``[height, width]`` the cost model assumes; ``None`` = the timm model's nominal input size.
         exit_dropout: Dropout in the intermediate exit heads.
-        exit_pooling: ``"cls"`` or ``"mean"`` for transformers; ``None`` = what the model's own head uses.
-        exit_head: ``"linear"`` or ``"mlp"`` for the intermediate heads (the final exit is the timm head).
+        head_pooling: ``"cls"`` or ``"mean"`` for transformers; ``None`` = what the model's own head uses.
+            Formerly ``exit_pooling`` (still accepted, deprecated).
+        head_type: ``"linear"`` or ``"mlp"`` for the intermediate heads (the final exit is the timm head).
+            Formerly ``exit_head`` (still accepted, deprecated).
         image_mean: Per-channel mean the training inputs were normalized with (after scaling to [0, 1]); recorded
             so tools such as ``adaptive-hf evaluate`` preprocess new images the same way. ``None`` = the timm
             model's ``pretrained_cfg`` mean.
@@ -88,8 +90,8 @@ class EarlyExitTimmConfig(_VisionExitConfigMixin, TimmClassifierConfig):
     eval_chunk_elements: int | None = None
     exit_dropout: float = 0.0
     exit_layers: list[int] | None = None
-    exit_pooling: str | None = None
-    exit_head: str = "linear"
+    head_pooling: str | None = None
+    head_type: str = "linear"
     exit_policy: str = "none"
     exit_threshold: float | None = None
     patience: int = 2
@@ -136,8 +138,8 @@ class EarlyExitTimmConfig(_VisionExitConfigMixin, TimmClassifierConfig):
         description = self.describe()
         self.exit_granularity = description.granularity
         self.image_size = list(description.image_size)
-        if self.exit_pooling is None:
-            self.exit_pooling = description.default_pooling
+        if self.head_pooling is None:
+            self.head_pooling = description.default_pooling
         self._check_vision_fields(token_model=description.family == "vit")
         super().validate_early_exit()
 
@@ -146,8 +148,8 @@ class EarlyExitViTConfig(_VisionExitConfigMixin, ViTConfig):
     """``ViTConfig`` plus the early-exit fields; the final exit is the ViT classifier on the layer-normed CLS token.
 
     Args:
-        exit_pooling: ``"cls"`` (default) or ``"mean"`` for the intermediate heads.
-        exit_head: ``"linear"`` or ``"mlp"`` for the intermediate heads.
+        head_pooling: ``"cls"`` (default) or ``"mean"`` for the intermediate heads (formerly ``exit_pooling``).
+        head_type: ``"linear"`` or ``"mlp"`` for the intermediate heads (formerly ``exit_head``).
         exit_dropout: Dropout in the intermediate exit heads.
         image_mean: Per-channel mean the training inputs were normalized with (after scaling to [0, 1]), for tools
             that preprocess new images; ``None`` = the ViT image processor's default (0.5).
@@ -163,8 +165,8 @@ class EarlyExitViTConfig(_VisionExitConfigMixin, ViTConfig):
     image_mean: list[float] | None = None
     image_std: list[float] | None = None
     exit_layers: list[int] | None = None
-    exit_pooling: str = "cls"
-    exit_head: str = "linear"
+    head_pooling: str = "cls"
+    head_type: str = "linear"
     exit_policy: str = "none"
     exit_threshold: float | None = None
     patience: int = 2
@@ -189,6 +191,6 @@ def split_exit_settings(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[st
     Args:
         kwargs: Mixed keyword arguments.
     """
-    names = set(EXIT_FIELDS) | set(VISION_EXIT_FIELDS) | {"image_size"}
+    names = set(EXIT_FIELDS) | set(EXIT_RENAMED_FIELDS) | set(VISION_EXIT_FIELDS) | {"image_size"}
     settings = {key: kwargs.pop(key) for key in list(kwargs) if key in names}
     return settings, kwargs

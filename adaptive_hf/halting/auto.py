@@ -15,7 +15,7 @@ from ..core.registry import (
 )
 from . import config as halting_config
 from . import modeling as halting_modeling
-from .config import HALTING_FIELDS
+from .config import HALTING_FIELDS, HALTING_RENAMED_FIELDS
 from .vision import HaltingTimmConfig, HaltingTimmForImageClassification
 
 
@@ -26,7 +26,7 @@ class AutoHaltingModelForSequenceClassification(AutoAdaptiveModel):
     """
 
     technique = "halting"
-    setting_fields = tuple(HALTING_FIELDS)
+    setting_fields = tuple(HALTING_FIELDS) + tuple(HALTING_RENAMED_FIELDS)  # deprecated names map to the new ones
 
 
 def supports_halting(adapter: type[BackboneAdapter]) -> bool:

@@ -8,6 +8,7 @@ from ..core.adapters.base import FAMILY_ADAPTERS
 from ..core.adapters.text import TEXT_ENCODER_ADAPTERS, TextEncoderAdapter
 from ..core.configuration import (
     FrozenStructureMixin,
+    RenamedFieldsMixin,
     check_choice,
     check_number,
     check_structure_unchanged,
@@ -29,10 +30,13 @@ HALTING_FIELDS: dict[str, tuple[str, Any]] = {
     "prior_lambda": ("float", 0.2),
     "kl_weight": ("float", 0.01),
     "pondernet_inference": ("str", "threshold"),
-    "halting_pooling": ("str", "mean"),
+    "head_pooling": ("str", "mean"),
     "halting_bias_init": ("float", -2.0),
-    "classifier_head": ("str", "mlp"),
+    "head_type": ("str", "mlp"),
 }
+# Old name -> new name of the fields renamed to the names every technique shares; the old names stay accepted (with a
+# FutureWarning) for one release.
+HALTING_RENAMED_FIELDS = {"halting_pooling": "head_pooling", "classifier_head": "head_type"}
 
 
 def validate_halting_settings(config) -> None:
@@ -46,8 +50,8 @@ def validate_halting_settings(config) -> None:
     check_choice("halting_granularity", config.halting_granularity, HALTING_GRANULARITIES)
     check_choice("halting_enabled", config.halting_enabled, (True, False))
     check_choice("pondernet_inference", config.pondernet_inference, PONDERNET_INFERENCE)
-    # Checked here too (not only at creation): the shared pooling code would name `exit_pooling` instead.
-    check_choice("halting_pooling", config.halting_pooling, HALTING_POOLINGS)
+    # Checked here too (not only at creation): halting allows fewer poolings than the shared pooling code.
+    check_choice("head_pooling", config.head_pooling, HALTING_POOLINGS)
     if config.halting_threshold is not None:
         check_number("halting_threshold", config.halting_threshold, 0.0, 1.0, low_inclusive=False)
     num_layers = config.backbone_adapter.num_layers_of(config)
@@ -72,7 +76,7 @@ def validate_halting_training(config) -> None:
     check_number("kl_weight", config.kl_weight, 0.0, None)
 
 
-class HaltingConfigMixin(FrozenStructureMixin):
+class HaltingConfigMixin(RenamedFieldsMixin, FrozenStructureMixin):
     """Validation and helpers shared by every ``Halting<Arch>Config``.
 
     Fields (validated in ``__init__``; the runtime ones again at each forward):
@@ -88,12 +92,15 @@ class HaltingConfigMixin(FrozenStructureMixin):
         prior_lambda: PonderNet's geometric prior parameter.
         kl_weight: PonderNet's beta, weight of the KL term to the prior.
         pondernet_inference: ``"threshold"`` (deterministic) or ``"sample"`` (Bernoulli halting).
-        halting_pooling: Pooling for the classifier and the per-sample halting units: ``"mean"`` or ``"cls"``.
+        head_pooling: Pooling for the classifier and the per-sample halting units: ``"mean"`` or ``"cls"``.
+            Formerly ``halting_pooling`` (still accepted, deprecated).
         halting_bias_init: Initial bias of the halting units (negative = start by using most layers).
-        classifier_head: ``"linear"`` or ``"mlp"``.
+        head_type: The classifier head: ``"linear"`` or ``"mlp"``. Formerly ``classifier_head`` (still accepted,
+            deprecated).
     """
 
     backbone_adapter: type[TextEncoderAdapter] = TextEncoderAdapter
+    renamed_fields = HALTING_RENAMED_FIELDS
 
     def __post_init__(self, **kwargs: Any):
         super().__post_init__(**kwargs)
@@ -104,8 +111,8 @@ class HaltingConfigMixin(FrozenStructureMixin):
         validate_halting_settings(self)
         validate_halting_training(self)
         check_number("halting_bias_init", self.halting_bias_init)
-        check_choice("halting_pooling", self.halting_pooling, HALTING_POOLINGS)
-        check_choice("classifier_head", self.classifier_head, ("linear", "mlp"))
+        check_choice("head_pooling", self.head_pooling, HALTING_POOLINGS)
+        check_choice("head_type", self.head_type, ("linear", "mlp"))
         if self.num_labels < 2:
             raise ValueError(f"`num_labels` must be >= 2 for halting classifiers; got {self.num_labels}.")
 

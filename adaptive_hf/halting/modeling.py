@@ -45,7 +45,7 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
             config_field="max_ponder_steps",
         )
         dropout = self.adapter_class.classifier_dropout_of(config)
-        self.classifier = ExitHead(hidden_size, config.num_labels, config.classifier_head, dropout)
+        self.classifier = ExitHead(hidden_size, config.num_labels, config.head_type, dropout)
         self.post_init()
 
     def _init_weights(self, module):
@@ -110,7 +110,7 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
     # -------------------------------------------------------------------------------------- shared pieces
     def _pool(self, hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
         """The per-sample vector the sample-level halting units read."""
-        return self.adapter.pool(hidden, token_mask, self.config.halting_pooling)
+        return self.adapter.pool(hidden, token_mask, self.config.head_pooling)
 
     def _classify(self, hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
         """Logits from token states. Pooling is linear, so mixing states first equals mixing pooled vectors."""

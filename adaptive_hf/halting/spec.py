@@ -44,8 +44,8 @@ SPEC = register_technique(
         knobs=(Knob("halting_threshold", HALTING_THRESHOLDS, when={"halting_enabled": True}),),
         full_compute={"halting_enabled": False},
         structural_fields=(
-            "halting_pooling",
-            "classifier_head",
+            "head_pooling",
+            "head_type",
             "halting_granularity",
             "max_ponder_steps",
             "architecture",

@@ -51,9 +51,9 @@ class HaltingTimmConfig(HaltingConfigMixin, TimmClassifierConfig):
     prior_lambda: float = 0.2
     kl_weight: float = 0.01
     pondernet_inference: str = "threshold"
-    halting_pooling: str = "cls"
+    head_pooling: str = "cls"
     halting_bias_init: float = -2.0
-    classifier_head: str = "linear"
+    head_type: str = "linear"
 
     def validate_halting(self) -> None:
         self.check_vision_transformer(
@@ -61,11 +61,11 @@ class HaltingTimmConfig(HaltingConfigMixin, TimmClassifierConfig):
             " Use EarlyExitTimmForImageClassification.",
         )
         check_number("halting_bias_init", self.halting_bias_init)
-        if self.classifier_head != "linear":
+        if self.head_type != "linear":
             raise ValueError(
-                f"`classifier_head` must be 'linear' for HaltingTimmForImageClassification, which classifies with the "
+                f"`head_type` must be 'linear' for HaltingTimmForImageClassification, which classifies with the "
                 f"timm model's own (linear) head so that halting disabled reproduces the timm model; got "
-                f"{self.classifier_head!r}."
+                f"{self.head_type!r}."
             )
         super().validate_halting()
 
@@ -109,7 +109,7 @@ class HaltingTimmForImageClassification(TimmBackboneMixin, HaltingForSequenceCla
         return cached
 
     def _pool(self, hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
-        return self.adapter.pool(hidden, self.config.halting_pooling)
+        return self.adapter.pool(hidden, self.config.head_pooling)
 
     def _classify(self, hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
         return self.adapter.final_logits(hidden)

@@ -176,7 +176,7 @@ class TextEncoderAdapter(BackboneAdapter):
             return hidden_states[:, 0]
         if pooling == "pooler":
             return self.base_model.pooler(hidden_states)
-        raise ValueError(f"`exit_pooling` must be one of {POOLINGS}; got {pooling!r}.")
+        raise ValueError(f"`head_pooling` must be one of {POOLINGS}; got {pooling!r}.")
 
     def layer_flops(self, seq_len: int) -> int:
         """Theoretical FLOPs of one encoder layer on one sequence of ``seq_len`` tokens."""

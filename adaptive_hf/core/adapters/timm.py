@@ -79,7 +79,7 @@ def pool_features(hidden_states: torch.Tensor, pooling: str, num_prefix_tokens: 
         return hidden_states[:, 0]
     if pooling == "mean":
         return hidden_states[:, num_prefix_tokens:].mean(1)
-    raise ValueError(f"`exit_pooling` must be one of {VISION_POOLINGS}; got {pooling!r}.")
+    raise ValueError(f"`head_pooling` must be one of {VISION_POOLINGS}; got {pooling!r}.")
 
 
 class TimmAdapter(BackboneAdapter):
