@@ -240,3 +240,28 @@ def test_empty_data_and_missing_labels_name_the_problem():
     with pytest.raises(ValueError, match="no label column.*max_disagreement"):
         adaptive_hf.calibrate(model, unlabelled, max_accuracy_drop=0.1, show_progress=False)
     assert model.config.to_dict() == before  # nothing applied on error
+
+
+# ------------------------------------------------------------------------------------- batches of a dataset
+def test_calibration_batches_a_dataset_with_the_shared_iterate_batches():
+    import datasets
+
+    from adaptive_hf.calibration.collect import INPUT_COLUMNS, prepare_batches
+    from adaptive_hf.core.batching import iterate_batches
+
+    pixels = torch.randn(5, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    images = datasets.Dataset.from_dict({"pixel_values": pixels.tolist(), "label": [0, 1, 2, 0, 1]})
+    batches, labels = prepare_batches(images, batch_size=2)
+    assert [tuple(b["pixel_values"].shape) for b in batches] == [(2, 3, 4, 4), (2, 3, 4, 4), (1, 3, 4, 4)]
+    torch.testing.assert_close(torch.cat([b["pixel_values"] for b in batches]), pixels)
+    assert labels.tolist() == [0, 1, 2, 0, 1]
+    shared = list(iterate_batches(images, 2, input_columns=INPUT_COLUMNS))
+    assert all(torch.equal(a["pixel_values"], b["pixel_values"]) for a, b in zip(batches, shared, strict=True))
+    with pytest.raises(ValueError, match="`input_ids`"):
+        list(iterate_batches(images, 2))  # text batches need input_ids; images are asked for explicitly
+    ragged = datasets.Dataset.from_dict({"input_ids": [[5, 6, 7], [5, 6]], "label": [0, 1]})
+    with pytest.raises(ValueError, match="cannot be stacked.*tokenizer="):
+        prepare_batches(ragged)
+    masks_only = datasets.Dataset.from_dict({"attention_mask": [[1, 1]], "label": [0]})
+    with pytest.raises(ValueError, match="no `input_ids` or `pixel_values` column"):
+        prepare_batches(masks_only)

@@ -583,6 +583,14 @@ def test_evaluation_helpers(kind):
     assert adaptive["read_rate"] + adaptive["skim_rate"] + adaptive["jump_rate"] == pytest.approx(1.0)
     assert adaptive["read_rate"] < 1.0 and adaptive["theoretical_speedup"] > 1.0
     assert model.config.reading_policy == "adaptive"  # overrides are restored
+    model.train()
+    knob = {"skim_rnn": "skim_threshold", "jump_lstm": "stop_threshold"}[kind]
+    before = getattr(model.config, knob)
+    with pytest.raises(KeyError, match="labels"):
+        evaluate_reader(model, [batch], reading_policy="full", **{knob: 0.25})  # unlabelled: fails mid-run
+    assert model.config.reading_policy == "adaptive" and model.training  # restored after the error too
+    assert getattr(model.config, knob) == before != 0.25
+    model.eval()
     timing = time_reader(model, batches, repetitions=2, warmup=0)
     assert timing["adaptive_s"] > 0 and timing["full_s"] > 0 and timing["spread"] >= 1.0
     if kind == "jump_lstm":

@@ -7,16 +7,16 @@ the FLOPs each sample spent. The config and training mode are restored afterward
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 
-from ..core.batching import LABEL_COLUMNS
+from ..core.batching import LABEL_COLUMNS, MODEL_INPUT_COLUMNS, iterate_batches
 from ..core.candidates import CandidateOutcomes
 from ..core.technique import compute_cost, config_overrides
 
-INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
+INPUT_COLUMNS = (*MODEL_INPUT_COLUMNS, "pixel_values")
 
 
 def _labels_from(values, name: str) -> torch.Tensor:
@@ -26,34 +26,6 @@ def _labels_from(values, name: str) -> torch.Tensor:
     if labels.dim() != 1 or labels.is_floating_point():
         raise TypeError(f"`{name}` must hold one integer class id per row; got shape {tuple(labels.shape)}.")
     return labels.long()
-
-
-def _dataset_batches(dataset, batch_size: int, data_collator: Callable | None, tokenizer) -> Iterator[dict]:
-    columns = [c for c in INPUT_COLUMNS if c in dataset.column_names]
-    if not columns:
-        raise ValueError(
-            f"The dataset has none of the model input columns {INPUT_COLUMNS} (columns: {dataset.column_names}). "
-            "Tokenize it first, e.g. dataset.map(lambda b: tokenizer(b['text'], truncation=True), batched=True)."
-        )
-    table = dataset.select_columns(columns).with_format(None)
-    if data_collator is None and tokenizer is not None:
-        from transformers import DataCollatorWithPadding
-
-        data_collator = DataCollatorWithPadding(tokenizer)
-    for start in range(0, len(table), batch_size):
-        rows = table[start : start + batch_size]
-        count = len(rows[columns[0]])
-        if data_collator is not None:
-            batch = data_collator([{c: rows[c][i] for c in columns} for i in range(count)])
-            yield {c: torch.as_tensor(batch[c]) for c in columns if c in batch}
-            continue
-        try:
-            yield {c: torch.as_tensor(rows[c]) for c in columns}
-        except (ValueError, TypeError) as error:
-            raise ValueError(
-                "Rows have different lengths and cannot be stacked; pass `tokenizer=` (padding with "
-                "DataCollatorWithPadding) or `data_collator=`, or pad when tokenizing."
-            ) from error
 
 
 def prepare_batches(
@@ -86,7 +58,8 @@ def prepare_batches(
             raise ValueError("The calibration data is empty (0 rows); calibration needs at least one row.")
         label = next((c for c in LABEL_COLUMNS if c in data.column_names), None)
         labels = None if label is None else _labels_from(data.with_format(None)[label], label)
-        return list(_dataset_batches(data, batch_size, data_collator, tokenizer)), labels
+        batches = iterate_batches(data, batch_size, data_collator, tokenizer, input_columns=INPUT_COLUMNS)
+        return list(batches), labels
     if isinstance(data, Mapping):
         label = next((k for k in LABEL_COLUMNS if k in data), None)
         inputs = {k: v for k, v in data.items() if k not in LABEL_COLUMNS}

@@ -1,8 +1,8 @@
-"""Batches of a tokenized text dataset, shared by every technique's evaluation and calibration."""
+"""Batches of a tokenized text (or image) dataset, shared by every technique's evaluation and calibration."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -10,14 +10,17 @@ import torch
 from .configuration import check_number
 
 MODEL_INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
+# The columns that make a row a model input on their own (a mask alone does not).
+PRIMARY_INPUT_COLUMNS = ("input_ids", "pixel_values")
 LABEL_COLUMNS = ("labels", "label")
 
 
-def as_dataset(dataset):
-    """The one ``datasets.Dataset`` split a text dataset argument names, checked for rows and ``input_ids``.
+def as_dataset(dataset, required: Sequence[str] = ("input_ids",)):
+    """The one ``datasets.Dataset`` split a dataset argument names, checked for rows and a model input column.
 
     Args:
         dataset: A ``datasets.Dataset`` or a dict of columns.
+        required: The dataset must have at least one of these columns (``input_ids`` for text).
     """
     import datasets
 
@@ -35,9 +38,10 @@ def as_dataset(dataset):
         )
     if len(dataset) == 0:
         raise ValueError("The dataset is empty: it has 0 rows; calibration needs labelled examples.")
-    if "input_ids" not in dataset.column_names:
+    if not any(column in dataset.column_names for column in required):
+        names = " or ".join(f"`{column}`" for column in required)
         raise ValueError(
-            f"The dataset has no `input_ids` column (columns: {dataset.column_names}). Tokenize it first, e.g. "
+            f"The dataset has no {names} column (columns: {dataset.column_names}). Tokenize it first, e.g. "
             "dataset.map(lambda b: tokenizer(b['text'], truncation=True), batched=True)."
         )
     return dataset
@@ -90,6 +94,7 @@ def iterate_batches(
     batch_size: int = 64,
     data_collator: Callable | None = None,
     tokenizer=None,
+    input_columns: Sequence[str] = MODEL_INPUT_COLUMNS,
 ) -> Iterable[dict[str, torch.Tensor]]:
     """Yields padded model-input batches (``input_ids``, ``attention_mask``, ``token_type_ids``) in dataset order.
 
@@ -99,10 +104,12 @@ def iterate_batches(
         data_collator: Pads a list of feature dicts; defaults to ``DataCollatorWithPadding(tokenizer)`` when a
             tokenizer is given, else rows must already have equal lengths.
         tokenizer: Used to pad unpadded rows when no collator is given.
+        input_columns: The model input columns to batch (those the dataset has); e.g. add ``"pixel_values"`` for
+            image rows. The dataset needs ``input_ids`` or ``pixel_values`` among them.
     """
     check_number("batch_size", batch_size, 1, None, integer=True)
-    dataset = as_dataset(dataset)
-    columns = [c for c in MODEL_INPUT_COLUMNS if c in dataset.column_names]
+    dataset = as_dataset(dataset, required=[c for c in PRIMARY_INPUT_COLUMNS if c in input_columns])
+    columns = [c for c in input_columns if c in dataset.column_names]
     table = dataset.select_columns(columns).with_format(None)
     if data_collator is None and tokenizer is not None:
         from transformers import DataCollatorWithPadding
@@ -111,15 +118,19 @@ def iterate_batches(
     for start in range(0, len(table), batch_size):
         rows = table[start : start + batch_size]
         if data_collator is not None:
-            count = len(rows["input_ids"])
+            count = len(rows[columns[0]])
             batch = data_collator([{c: rows[c][i] for c in columns} for i in range(count)])
-            batch = {c: torch.as_tensor(batch[c]) for c in columns if c in batch}
+            yield {c: torch.as_tensor(batch[c]) for c in columns if c in batch}
         else:
-            lengths = {len(row) for row in rows["input_ids"]}
-            if len(lengths) > 1:
-                raise ValueError(
-                    f"Rows have different lengths ({sorted(lengths)[:5]}...) and cannot be stacked; pass "
-                    "`tokenizer=` (padding with DataCollatorWithPadding) or `data_collator=`, or pad when tokenizing."
-                )
-            batch = {c: torch.as_tensor(rows[c]) for c in columns}
-        yield batch
+            yield {c: _stacked(rows[c]) for c in columns}
+
+
+def _stacked(values: list) -> torch.Tensor:
+    try:
+        return torch.as_tensor(values)
+    except (ValueError, TypeError) as error:  # rows of different lengths (or shapes)
+        lengths = sorted({len(row) for row in values if hasattr(row, "__len__")})
+        raise ValueError(
+            f"Rows have different lengths ({lengths[:5]}...) and cannot be stacked; pass `tokenizer=` (padding with "
+            "DataCollatorWithPadding) or `data_collator=`, or pad when tokenizing."
+        ) from error

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ..core.technique import config_overrides
 from ..core.timing import time_interleaved
 from .config import SKIM_THRESHOLDS, STOP_THRESHOLDS
 
@@ -38,13 +39,14 @@ def iterate_batches(dataset, collator, batch_size: int, limit: int | None = None
 
 
 @torch.no_grad()
-def evaluate_reader(model, batches: Iterable[dict[str, torch.Tensor]], **config_overrides: Any) -> dict[str, float]:
+def evaluate_reader(model, batches: Iterable[dict[str, torch.Tensor]], **settings: Any) -> dict[str, float]:
     """Accuracy, reading rates and theoretical speedup of ``model`` on labelled batches.
 
     Args:
         model: A Skim-RNN or LSTM-Jump classifier.
         batches: Batches with ``input_ids``, ``attention_mask`` and ``labels``.
-        **config_overrides: Config fields set for this evaluation only (``skim_threshold``, ``reading_policy``).
+        **settings: Config fields set for this evaluation only (``skim_threshold``, ``reading_policy``); the old
+            values come back afterwards, also after an error.
 
     Returns:
         ``accuracy``, ``read_rate``, ``skim_rate``, ``jump_rate`` (fractions of real tokens), ``decisions`` and
@@ -52,27 +54,10 @@ def evaluate_reader(model, batches: Iterable[dict[str, torch.Tensor]], **config_
     """
     was_training = model.training
     model.eval()
-    saved = {name: getattr(model.config, name) for name in config_overrides}
-    for name, value in config_overrides.items():
-        setattr(model.config, name, value)
-    totals = dict(correct=0, rows=0, read=0, skimmed=0, jumped=0, decisions=0, jumps=0, spent=0.0, full=0.0)
     try:
-        for batch in batches:
-            labels = batch["labels"]
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-            spent, full = model.theoretical_flops(out)
-            totals["correct"] += int((out.logits.argmax(-1) == labels).sum())
-            totals["rows"] += labels.numel()
-            totals["read"] += int(out.tokens_read.sum())
-            totals["skimmed"] += int(out.tokens_skimmed.sum())
-            totals["jumped"] += int(out.tokens_jumped.sum())
-            totals["decisions"] += int(out.num_decisions.sum())
-            totals["jumps"] += int(out.num_jumps.sum())
-            totals["spent"] += float(spent.sum())
-            totals["full"] += float(full.sum())
+        with config_overrides(model.config, settings):
+            totals = _reading_totals(model, batches)
     finally:
-        for name, value in saved.items():
-            setattr(model.config, name, value)
         model.train(was_training)
     tokens = max(1, totals["read"] + totals["skimmed"] + totals["jumped"])
     rows = max(1, totals["rows"])
@@ -88,6 +73,24 @@ def evaluate_reader(model, batches: Iterable[dict[str, torch.Tensor]], **config_
         "gflops_per_sample": totals["spent"] / rows / 1e9,
         "full_gflops_per_sample": totals["full"] / rows / 1e9,
     }
+
+
+def _reading_totals(model, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
+    totals = dict(correct=0, rows=0, read=0, skimmed=0, jumped=0, decisions=0, jumps=0, spent=0.0, full=0.0)
+    for batch in batches:
+        labels = batch["labels"]
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        spent, full = model.theoretical_flops(out)
+        totals["correct"] += int((out.logits.argmax(-1) == labels).sum())
+        totals["rows"] += labels.numel()
+        totals["read"] += int(out.tokens_read.sum())
+        totals["skimmed"] += int(out.tokens_skimmed.sum())
+        totals["jumped"] += int(out.tokens_jumped.sum())
+        totals["decisions"] += int(out.num_decisions.sum())
+        totals["jumps"] += int(out.num_jumps.sum())
+        totals["spent"] += float(spent.sum())
+        totals["full"] += float(full.sum())
+    return totals
 
 
 # The runtime knob of each reader and its candidate values (most to least computation), as the spec declares them;
