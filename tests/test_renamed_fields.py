@@ -223,3 +223,39 @@ def test_every_technique_declares_its_full_compute_settings_and_only_new_structu
         assert callable(spec.full_compute) or spec.full_compute, spec.name
         assert not set(RENAMED) & set(spec.structural_fields), spec.name
     assert adaptive_hf.full_compute is adaptive_hf.core.technique.full_compute
+
+
+def test_a_config_class_declaring_an_old_name_declares_the_new_field():
+    # What a family's config built from the technique's fields plus its own old-name defaults looks like.
+    from adaptive_hf.core.adapters.text import TEXT_ENCODER_ADAPTERS
+    from adaptive_hf.core.configuration import make_family_config_class
+    from adaptive_hf.early_exit.config import EXIT_FIELD_SPECS, EarlyExitConfigMixin
+
+    fields = {**EXIT_FIELD_SPECS, "exit_pooling": ("str", "cls"), "exit_head": ("str", "linear")}
+    with pytest.warns(DeprecationWarning, match="declares the field `exit_pooling`, now named `head_pooling`"):
+        config_class = make_family_config_class(
+            TEXT_ENCODER_ADAPTERS["bert"],
+            class_name="EarlyExitLegacyBertConfig",
+            model_type="early_exit_legacy_bert",
+            mixin=EarlyExitConfigMixin,
+            fields=fields,
+            module=__name__,
+        )
+    assert not {"exit_pooling", "exit_head"} & set(config_class.__dataclass_fields__)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        config = config_class(**tiny_backbone_config("bert").to_dict() | {"num_labels": 3})
+    assert (config.head_pooling, config.head_type) == ("cls", "linear")  # the old-name defaults win
+    assert not set(RENAMED) & set(config.to_dict())
+    with pytest.warns(FutureWarning, match="use `head_pooling`"):
+        assert config_class(**tiny_backbone_config("bert").to_dict(), exit_pooling="mean").head_pooling == "mean"
+
+    with pytest.warns(DeprecationWarning, match="`classifier_head`, now named `head_type`"):
+
+        class LinearHaltingTimmConfig(HaltingTimmConfig):
+            classifier_head: str = "linear"
+            halting_pooling: str = "mean"
+
+    assert LinearHaltingTimmConfig(architecture=TINY_TIMM_VIT, model_args=dict(TINY_TIMM_VIT_ARGS)).head_pooling == (
+        "mean"
+    )

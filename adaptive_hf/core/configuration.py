@@ -290,12 +290,15 @@ class RenamedFieldsMixin:
     A subclass lists ``renamed_fields = {"old_name": "new_name"}``. The old name is accepted as a constructor keyword
     (so old ``config.json`` files still load) and as an attribute (a property reading and writing the new field);
     each use warns with a ``FutureWarning`` naming the new name. Passing both names is a ``ValueError``. Only the new
-    name is stored, so ``to_dict`` and ``save_pretrained`` never write the old one.
+    name is stored, so ``to_dict`` and ``save_pretrained`` never write the old one. A config class that still
+    declares a field under its old name (e.g. a family's default, ``exit_pooling: str = "last"``) declares the new
+    field instead, with a ``DeprecationWarning``.
     """
 
     renamed_fields: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
+        _declare_under_new_names(cls)
         super().__init_subclass__(**kwargs)
         for old, new in cls.renamed_fields.items():
             if not isinstance(cls.__dict__.get(old), property):
@@ -312,3 +315,24 @@ class RenamedFieldsMixin:
 
         __init__._renames_fields = True
         cls.__init__ = __init__
+
+
+def _declare_under_new_names(cls: type) -> None:
+    """Moves fields a class body declares under a deprecated name to the new name, before the dataclass is made.
+
+    The declaration under the old name wins over one under the new name in the same body: a body such as
+    ``{**TECHNIQUE_FIELDS, "old_name": (annotation, family_default)}`` means to override the technique's default.
+    """
+    annotations = cls.__dict__.get("__annotations__", {})
+    for old, new in getattr(cls, "renamed_fields", {}).items():
+        if old not in annotations:
+            continue
+        warnings.warn(
+            f"{cls.__name__} declares the field `{old}`, now named `{new}`; it is declared as `{new}`.",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        annotations[new] = annotations.pop(old)
+        if old in cls.__dict__:
+            setattr(cls, new, cls.__dict__[old])
+            delattr(cls, old)
