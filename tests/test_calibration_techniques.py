@@ -9,7 +9,14 @@ import torch
 from early_exit_helpers import PAD, tiny_model, token_dataset
 
 import adaptive_hf
-from adaptive_hf.calibration import binomial_upper_bound, rows_needed, select_setting
+from adaptive_hf.calibration import (
+    binomial_upper_bound,
+    net_drop_p_value,
+    net_drop_rows_needed,
+    net_drop_upper_bound,
+    rows_needed,
+    select_setting,
+)
 from adaptive_hf.early_exit.calibration import ExitLogits
 from adaptive_hf.early_exit.replay import replay_candidates
 from adaptive_hf.early_exit.spec import CONFIDENCE_THRESHOLDS
@@ -42,7 +49,9 @@ def population_risks(outcomes, risk: str) -> torch.Tensor:
     differs = outcomes.predictions[0] != outcomes.full_predictions
     if risk == "disagreement":
         return differs.double().mean(1)
-    return (differs & (outcomes.full_predictions == outcomes.labels)).double().mean(1)
+    # The accuracy drop against full compute, net: rows the setting fixes offset rows it breaks.
+    full_accuracy = (outcomes.full_predictions == outcomes.labels).double().mean()
+    return full_accuracy - (outcomes.predictions[0] == outcomes.labels).double().mean(1)
 
 
 def violation_rates(rule: str, criterion: str, epsilon: float, calibration_rows: int = 400):
@@ -85,6 +94,32 @@ def test_bounds_and_rows_needed():
     assert binomial_upper_bound([0, 5], 100, 0.1)[1] > binomial_upper_bound(0, 100, 0.1)
     assert rows_needed(0.005, 0.1) == 460 and (1 - 0.005) ** 460 <= 0.1 < (1 - 0.005) ** 459
     assert rows_needed(0.0, 0.1) is None
+
+
+@pytest.mark.parametrize(("fixed_rate", "rows"), [(0.0, 400), (0.03, 400), (0.15, 300)])
+def test_net_drop_test_rejects_a_true_null_at_most_delta_of_the_time(fixed_rate, rows):
+    # Paired counts at the null boundary (drop exactly epsilon), the hardest case for the test's level.
+    epsilon = 0.02
+    generator = torch.Generator().manual_seed(7)
+    probabilities = torch.tensor([fixed_rate + epsilon, fixed_rate, 1 - 2 * fixed_rate - epsilon])
+    counts = torch.multinomial(probabilities, rows * DRAWS, replacement=True, generator=generator).view(DRAWS, rows)
+    broken, fixed = (counts == 0).sum(1).tolist(), (counts == 1).sum(1).tolist()
+    p_values = net_drop_p_value(broken, fixed, rows, epsilon, DELTA)
+    assert sum(p <= DELTA for p in p_values) / DRAWS <= DELTA + MARGIN
+    # ... and the bound is the dual of the test: it exceeds epsilon exactly when the test does not reject.
+    for b, c, p in list(zip(broken, fixed, p_values, strict=True))[:20]:
+        assert (net_drop_upper_bound(b, c, rows, DELTA) <= epsilon + 1e-4) == (p <= DELTA)
+
+
+def test_net_drop_counts_fixed_rows_and_matches_the_count_test_without_them():
+    # With no fixed row the paired test is the one-sided count test plus the 1% of delta spent on the nuisance.
+    one_sided = binomial_upper_bound(3, 1000, 0.1)
+    assert net_drop_upper_bound(3, 0, 1000, 0.1) == pytest.approx(one_sided, abs=2e-4)
+    # Fixed rows pay for broken ones: 8 broken and 8 fixed certify what 8 broken alone cannot.
+    assert net_drop_p_value(8, 8, 1000, 0.01, 0.1) <= 0.1 < net_drop_p_value(8, 0, 1000, 0.01, 0.1)
+    assert net_drop_upper_bound(8, 8, 1000, 0.1) < net_drop_upper_bound(8, 0, 1000, 0.1)
+    assert net_drop_rows_needed(0.005, 0.1) in range(rows_needed(0.005, 0.1), rows_needed(0.005, 0.1) + 5)
+    assert net_drop_rows_needed(0.0, 0.1) is None
 
 
 def test_too_few_rows_keep_full_compute_and_say_how_many_are_needed():

@@ -16,7 +16,7 @@ from typing import Any
 from ..core.candidates import CandidateOutcomes
 from ..core.configuration import check_number
 from ..core.technique import apply_settings, technique_of
-from .bounds import rows_needed
+from .bounds import net_drop_rows_needed, rows_needed
 from .collect import collect_outcomes
 from .report import CalibrationReport
 from .selection import RULES, cheapest, learn_then_test, point_estimate, reaching_speedup, score_candidates
@@ -115,8 +115,9 @@ def select_setting(
             note = f"No candidate reaches a theoretical speedup of {epsilon:g}; chose the fastest one."
     else:
         if rule == "learn_then_test":
-            chosen = cheapest(learn_then_test(rows, num_chains, delta))
-            needed = rows_needed(epsilon, delta / max(1, num_chains))
+            chosen = cheapest(learn_then_test(rows, num_chains, delta, outcomes.num_samples))
+            needs = net_drop_rows_needed if risk == "accuracy_drop" else rows_needed
+            needed = needs(epsilon, delta / max(1, num_chains))
         else:
             chosen = point_estimate(rows, risk, epsilon)
         if chosen is None or chosen["theoretical_speedup"] <= 1.0:
@@ -177,9 +178,10 @@ def calibrate(
 
     Works for every technique with runtime knobs (early exits, halting, Skim-RNN / LSTM-Jump, video samplers): the
     candidates come from the technique's spec, each chain ordered from most to least compute. With the default
-    ``rule="learn_then_test"``, each chain is tested in that order with an exact binomial (Clopper-Pearson) test at
-    level ``delta / number of chains`` and stops at its first candidate whose upper confidence bound exceeds the
-    budget; the cheapest certified candidate is chosen. Then, with probability at least ``1 - delta`` over the
+    ``rule="learn_then_test"``, each chain is tested in that order with an exact test (binomial for the
+    disagreement, the paired net-drop test for the accuracy drop) at level ``delta / number of chains`` and stops
+    at its first candidate whose upper confidence bound exceeds the budget; the cheapest certified candidate is
+    chosen. Then, with probability at least ``1 - delta`` over the
     calibration rows, its risk on data like them is at most the budget.
 
     Args:
@@ -188,8 +190,8 @@ def calibrate(
             ``{"pixel_values": ..., "labels": ...}``, or an iterable of batch dicts. Labels (``label``/``labels``)
             are needed for ``max_accuracy_drop`` only.
         max_accuracy_drop: Budget for the accuracy lost against the same model at full compute, as a fraction in
-            [0, 1) (0.005 = 0.5 points). The certified loss is 1 where full compute is right and the setting wrong,
-            whose rate bounds the accuracy drop from above.
+            [0, 1) (0.005 = 0.5 points). It is tested as the net paired drop: rows the setting breaks (full
+            compute right, the setting wrong) count +1, rows it fixes count -1 (``bounds.net_drop_p_value``).
         max_disagreement: Label-free budget: the share of rows whose prediction differs from full compute, in
             [0, 1). It also bounds the accuracy drop.
         delta: Probability, in (0, 1), that the guarantee fails (0.1: 90% confidence).

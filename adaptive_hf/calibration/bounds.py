@@ -1,17 +1,22 @@
-"""Exact binomial tail bounds for Learn-then-Test, from ``scipy.stats``.
+"""Exact tail bounds for Learn-then-Test, from ``scipy.stats``.
 
-Calibration losses are 0/1 per sample (a prediction is wrong where full compute was right, or it differs from full
-compute), so the number of losses in ``n`` exchangeable rows is binomial and the Clopper-Pearson bound is exact:
-no looser concentration inequality (Hoeffding, Hoeffding-Bentkus) is needed, and none is tighter for 0/1 losses.
+* Disagreement with full compute is a 0/1 loss: the number of losses in ``n`` exchangeable rows is binomial, so the
+  Clopper-Pearson bound is exact (:func:`binomial_upper_bound`, :func:`binomial_p_value`); no concentration
+  inequality (Hoeffding, Hoeffding-Bentkus) is tighter for 0/1 losses.
+* The accuracy drop against full compute is the mean of a paired {-1, 0, +1} loss (broken rows +1, fixed rows -1):
+  :func:`net_drop_p_value` is an exact unconditional test on the two counts, so rows a cheap setting fixes offset
+  rows it breaks. With no fixed row it is as strong as the one-sided count test (to within the 1% of the level it
+  spends on the nuisance rate); with fixed rows it is much stronger.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 
 def binomial_upper_bound(losses: int | Sequence[int], num_samples: int, delta: float) -> float | list[float]:
@@ -61,3 +66,141 @@ def rows_needed(epsilon: float, delta: float) -> int | None:
     if epsilon <= 0.0:
         return None
     return math.ceil(math.log(delta) / math.log1p(-epsilon) - 1e-12)
+
+
+# ------------------------------------------------------------------------------------- net accuracy drop
+# Share of a test's level spent on bounding the nuisance rate of fixed rows (Berger and Boos, 1994).
+NUISANCE_SHARE = 0.01
+_NUISANCE_GRID = 96
+_TAIL_SLACK = 1e-12  # the trinomial mass left out beyond the summed range, added back to stay conservative
+
+
+def _largest_broken(score: float, fixed: np.ndarray, num_samples: int, epsilon: float) -> np.ndarray:
+    """Per fixed count ``c``, the largest broken count ``b`` whose score is at most ``score`` (-1: none).
+
+    The score ``(b - c - n * epsilon) / sqrt(b + c + 1)`` rises with ``b``; with ``u = b + c + 1`` the condition
+    ``u - a <= score * sqrt(u)``, ``a = 2c + 1 + n * epsilon``, holds exactly for
+    ``sqrt(u) <= (score + sqrt(score ** 2 + 4a)) / 2``.
+    """
+    a = 2.0 * fixed + 1.0 + num_samples * epsilon
+    root = (score + np.sqrt(score * score + 4.0 * a)) / 2.0
+    largest = np.floor(root * root - fixed - 1.0 + 1e-9)
+    return np.minimum(largest, num_samples - fixed)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _net_drop_p_value(broken: int, fixed: int, num_samples: int, epsilon: float, level: float) -> float:
+    n = num_samples
+    gamma = NUISANCE_SHARE * level
+    score = (broken - fixed - n * epsilon) / math.sqrt(broken + fixed + 1.0)
+    # Fixed-row rates above this have probability <= gamma (Clopper-Pearson), so the supremum skips them.
+    fixed_high = 1.0 if fixed >= n else float(stats.beta.ppf(1.0 - gamma, fixed + 1, n - fixed))
+    fixed_high = min(fixed_high, (1.0 - epsilon) / 2.0)
+    top = min(n, int(stats.binom.ppf(1.0 - _TAIL_SLACK, n, fixed_high)) + 1)
+    counts = np.arange(top + 1, dtype=np.float64)[None, :]
+    largest = _largest_broken(score, counts, n, epsilon)
+
+    def tail(rates: np.ndarray) -> np.ndarray:
+        rates = np.asarray(rates, dtype=np.float64)[:, None]
+        broken_rate = np.clip((rates + epsilon) / np.maximum(1.0 - rates, 1e-300), 0.0, 1.0)
+        mass = stats.binom.pmf(counts, n, rates) * stats.binom.cdf(largest, n - counts, broken_rate)
+        return mass.sum(1)
+
+    grid = np.linspace(0.0, fixed_high, _NUISANCE_GRID)
+    values = tail(grid)
+    best = int(values.argmax())
+    low, high = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+    refined = optimize.minimize_scalar(lambda r: -tail([r])[0], bounds=(low, high), method="bounded")
+    supremum = max(float(values[best]), -float(refined.fun))
+    return min(1.0, supremum + _TAIL_SLACK + gamma)
+
+
+def net_drop_p_value(
+    broken: int | Sequence[int], fixed: int | Sequence[int], num_samples: int, epsilon: float, level: float
+) -> float | list[float]:
+    """Exact p-value of "the accuracy drop against full compute exceeds ``epsilon``", for a test at ``level``.
+
+    The drop is the mean of a paired {-1, 0, +1} loss: +1 on a *broken* row (full compute right, the setting
+    wrong), -1 on a *fixed* row (full compute wrong, the setting right), so rows a cheap setting fixes pay for rows
+    it breaks. The counts are trinomial; the test is the exact unconditional test of a paired non-inferiority
+    margin (as in Sidik, 2003) on the score ``(b - c - n * epsilon) / sqrt(b + c + 1)``: its tail is taken at the
+    null boundary (broken rate = fixed rate + epsilon, the worst case, since more broken rows only raise the
+    score) and maximised over the fixed rate within a ``1 - NUISANCE_SHARE * level`` Clopper-Pearson bound, whose
+    miss probability is added to the p-value (Berger and Boos, 1994). Binomial masses come from ``scipy.stats``;
+    the supremum is a grid refined by ``scipy.optimize`` (as ``scipy.stats.barnard_exact`` does). Rejecting when
+    the p-value is at most ``level`` has level ``level``.
+
+    Args:
+        broken: Rows right at full compute and wrong under the setting (or a sequence of such counts).
+        fixed: Rows wrong at full compute and right under the setting (same shape as ``broken``).
+        num_samples: Rows in the sample (> 0).
+        epsilon: The budget for the drop, in [0, 1).
+        level: The level the p-value is compared with, in (0, 1): the nuisance bound spends a share of it.
+    """
+    if np.ndim(broken):
+        return [_net_drop_p_value(int(b), int(c), num_samples, float(epsilon), float(level))
+                for b, c in zip(broken, fixed, strict=True)]  # fmt: skip
+    return _net_drop_p_value(int(broken), int(fixed), num_samples, float(epsilon), float(level))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _net_drop_upper_bound(broken: int, fixed: int, num_samples: int, delta: float, tolerance: float) -> float:
+    # The budget stays >= 0: below it the score is no longer monotone in the broken count.
+    low, high = 0.0, min(1.0 - 1e-9, broken / num_samples + 0.5)
+    if _net_drop_p_value(broken, fixed, num_samples, 0.0, delta) <= delta:
+        return 0.0
+    if _net_drop_p_value(broken, fixed, num_samples, high, delta) > delta:
+        return 1.0
+    while high - low > tolerance:
+        middle = (low + high) / 2.0
+        if _net_drop_p_value(broken, fixed, num_samples, middle, delta) <= delta:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def net_drop_upper_bound(
+    broken: int | Sequence[int], fixed: int | Sequence[int], num_samples: int, delta: float, tolerance: float = 1e-4
+) -> float | list[float]:
+    """Upper confidence bound on the accuracy drop: the smallest budget >= 0 that :func:`net_drop_p_value` certifies.
+
+    Args:
+        broken: Rows right at full compute and wrong under the setting (or a sequence of such counts).
+        fixed: Rows wrong at full compute and right under the setting.
+        num_samples: Rows in the sample (> 0).
+        delta: Allowed error probability, in (0, 1).
+        tolerance: Bisection width on the budget (the bound errs on the high side by at most this).
+    """
+    if np.ndim(broken):
+        return [_net_drop_upper_bound(int(b), int(c), num_samples, float(delta), tolerance)
+                for b, c in zip(broken, fixed, strict=True)]  # fmt: skip
+    return _net_drop_upper_bound(int(broken), int(fixed), num_samples, float(delta), tolerance)
+
+
+def net_drop_rows_needed(epsilon: float, delta: float, limit: int = 10_000_000) -> int | None:
+    """Fewest rows with which the net-drop test certifies ``epsilon`` at level ``delta`` (no broken, no fixed row).
+
+    Args:
+        epsilon: The budget for the drop, in [0, 1).
+        delta: The level of the test, in (0, 1).
+        limit: Largest row count searched.
+
+    Returns:
+        The row count, or ``None`` for ``epsilon == 0`` or beyond ``limit``.
+    """
+    if epsilon <= 0.0 or NUISANCE_SHARE * delta >= delta:
+        return None
+    low = max(1, (rows_needed(epsilon, delta) or 1) - 1)  # never fewer than the one-sided count test needs
+    high = low
+    while _net_drop_p_value(0, 0, high, float(epsilon), float(delta)) > delta:
+        low, high = high, high * 2
+        if high > limit:
+            return None
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _net_drop_p_value(0, 0, middle, float(epsilon), float(delta)) <= delta:
+            high = middle
+        else:
+            low = middle
+    return high

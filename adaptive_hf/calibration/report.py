@@ -123,7 +123,7 @@ class CalibrationReport:
         return (
             f"With {confidence} confidence, at most {budget} on data like the calibration set ({setting}; {n} "
             f"calibration rows; upper confidence bound {_points(self.upper_bound)}{unit}; Learn-then-Test with "
-            "exact binomial bounds)."
+            f"{'an exact paired net-drop test' if self.risk == 'accuracy_drop' else 'exact binomial bounds'})."
         )
 
     def pareto_front(self) -> list[dict[str, Any]]:
@@ -213,7 +213,7 @@ def pareto_table(rows: list[dict[str, Any]], chosen_key: tuple | None = None) ->
             describe_setting(row["setting"]),
             accuracy,
             f"{row['disagreement']:.4f}",
-            f"{row['upper_bound']:.4f}",
+            "-" if row.get("upper_bound") is None else f"{row['upper_bound']:.4f}",
             "yes" if row.get("certified") else "no",
             f"{row['theoretical_speedup']:.2f}x",
         ]

@@ -2,9 +2,11 @@
 
 Learn-then-Test (Angelopoulos et al., 2021), as CALM (Schuster et al., 2022) uses it for early exits: each chain of
 candidates is ordered from most to least compute and tested in that fixed order; a candidate is certified when the
-exact binomial test rejects "its risk exceeds epsilon" at level ``delta / number of chains`` (Bonferroni over
-chains), and a chain stops at its first candidate that is not certified. Every certified candidate then has risk at
-most epsilon, simultaneously, with probability at least ``1 - delta``; the cheapest one is chosen.
+exact test rejects "its risk exceeds epsilon" at level ``delta / number of chains`` (Bonferroni over chains): a
+binomial test on the disagreement count, or the paired net-drop test on the broken and fixed counts for the accuracy
+drop (``bounds.net_drop_p_value``). A chain stops at its first candidate that is not certified. Every certified
+candidate then has risk at most epsilon, simultaneously, with probability at least ``1 - delta``; the cheapest one
+is chosen.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import torch
 
 from ..core.candidates import CandidateOutcomes
-from .bounds import binomial_p_value, binomial_upper_bound
+from .bounds import binomial_p_value, binomial_upper_bound, net_drop_p_value, net_drop_upper_bound
 
 RULES = ("learn_then_test", "point_estimate_no_guarantee")
 RISKS = ("accuracy_drop", "disagreement")
@@ -27,16 +29,17 @@ def candidate_losses(outcomes: CandidateOutcomes, predictions: torch.Tensor, ris
     Args:
         outcomes: The measured table (full-compute predictions and labels).
         predictions: ``(num_samples,)`` the candidate's predictions.
-        risk: ``"accuracy_drop"``: 1 where full compute is right and the candidate wrong (CALM's one-sided
-            consistency loss; its mean bounds the accuracy drop from above). ``"disagreement"``: 1 where the
-            candidate's prediction differs from full compute's (needs no labels).
+        risk: ``"accuracy_drop"``: +1 where full compute is right and the candidate wrong (broken), -1 where full
+            compute is wrong and the candidate right (fixed), else 0; its mean is the accuracy drop.
+            ``"disagreement"``: 1 where the candidate's prediction differs from full compute's (needs no labels).
     """
     differs = predictions != outcomes.full_predictions
     if risk == "disagreement":
-        return differs
+        return differs.long()
     if outcomes.labels is None:
         raise ValueError("`max_accuracy_drop` needs labels; pass labelled data or use `max_disagreement`.")
-    return differs & (outcomes.full_predictions == outcomes.labels)
+    full_right = outcomes.full_predictions == outcomes.labels
+    return (differs & full_right).long() - (differs & (predictions == outcomes.labels)).long()
 
 
 def score_candidates(
@@ -53,7 +56,9 @@ def score_candidates(
     Returns:
         ``(full_row, rows)``. Each row holds the setting's fields at the top level and under ``setting``, plus
         ``chain``, ``accuracy`` (``None`` without labels), ``accuracy_drop``, ``disagreement``, ``risk`` (the mean
-        loss), ``losses``, ``upper_bound`` (Clopper-Pearson at the chain's level), ``p_value``,
+        loss), ``losses`` (rows with loss +1), ``fixed`` (rows with loss -1, accuracy drop only), ``upper_bound`` (at
+        the chain's level: Clopper-Pearson for the disagreement; for the accuracy drop, the net-drop bound, computed
+        for tested candidates only and ``None`` for the others, as inverting that test is costly), ``p_value``,
         ``theoretical_speedup`` (full FLOPs / spent FLOPs over the rows), ``flops_per_sample``; ``tested`` and
         ``certified`` are filled in by :func:`learn_then_test`.
     """
@@ -70,6 +75,7 @@ def score_candidates(
         "disagreement": 0.0,
         "risk": 0.0,
         "losses": 0,
+        "fixed": 0 if risk == "accuracy_drop" else None,
         "upper_bound": 0.0,
         "p_value": 0.0,
         "theoretical_speedup": 1.0,
@@ -83,18 +89,19 @@ def score_candidates(
             continue
         predictions = outcomes.predictions[index]
         differs = predictions != outcomes.full_predictions
+        fixed = None
         if risk == "disagreement":
-            losses = differs.sum(1)
-        elif labels is not None:
-            losses = (differs & (outcomes.full_predictions == labels)).sum(1)
-        else:
-            losses = torch.zeros(len(chain), dtype=torch.long)
-        losses = losses.tolist()
+            losses = differs.sum(1).tolist()
+            bounds = binomial_upper_bound(losses, n, chain_delta)
+            p_values = None if epsilon is None else binomial_p_value(losses, n, epsilon)
+        else:  # labels are present: select_setting checks
+            losses = (differs & (outcomes.full_predictions == labels)).sum(1).tolist()
+            fixed = (differs & (predictions == labels)).sum(1).tolist()
+            bounds = [None] * len(chain)
+            p_values = None if epsilon is None else net_drop_p_value(losses, fixed, n, epsilon, chain_delta)
         accuracies = None if labels is None else (predictions == labels).double().mean(1).tolist()
         disagreements = differs.double().mean(1).tolist()
         spent = outcomes.costs[index].sum(1).tolist()
-        bounds = binomial_upper_bound(losses, n, chain_delta)
-        p_values = None if epsilon is None else binomial_p_value(losses, n, epsilon)
         for position, setting in enumerate(chain):
             accuracy = None if accuracies is None else accuracies[position]
             row = {
@@ -104,8 +111,9 @@ def score_candidates(
                 "accuracy": accuracy,
                 "accuracy_drop": None if accuracy is None else full_accuracy - accuracy,
                 "disagreement": disagreements[position],
-                "risk": losses[position] / n,
+                "risk": (losses[position] - (fixed[position] if fixed else 0)) / n,
                 "losses": losses[position],
+                "fixed": None if fixed is None else fixed[position],
                 "upper_bound": bounds[position],
                 "p_value": None if p_values is None else p_values[position],
                 "theoretical_speedup": full_total / spent[position] if spent[position] > 0 else float("inf"),
@@ -119,13 +127,16 @@ def score_candidates(
     return full_row, rows
 
 
-def learn_then_test(rows: Sequence[dict[str, Any]], num_chains: int, delta: float) -> list[dict[str, Any]]:
+def learn_then_test(
+    rows: Sequence[dict[str, Any]], num_chains: int, delta: float, num_samples: int | None = None
+) -> list[dict[str, Any]]:
     """Fixed-sequence testing per chain, Bonferroni across chains; marks ``tested``/``certified`` in place.
 
     Args:
         rows: Rows from :func:`score_candidates`, each chain's rows in their most-to-least-compute order.
         num_chains: Number of chains (the Bonferroni divisor).
         delta: The overall error probability.
+        num_samples: Calibration rows; with it, tested accuracy-drop rows get their net-drop ``upper_bound``.
 
     Returns:
         The certified rows.
@@ -137,6 +148,8 @@ def learn_then_test(rows: Sequence[dict[str, Any]], num_chains: int, delta: floa
         if row["chain"] in stopped:
             continue
         row["tested"] = True
+        if row["upper_bound"] is None and num_samples:
+            row["upper_bound"] = net_drop_upper_bound(row["losses"], row["fixed"], num_samples, chain_delta)
         if row["p_value"] <= chain_delta:
             row["certified"] = True
             certified.append(row)
