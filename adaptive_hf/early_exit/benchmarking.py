@@ -92,6 +92,7 @@ def measure_speedup(
     warmup: int = 1,
     threads: int | None = None,
     plain_model=None,
+    pool_rows: int | None = None,
 ) -> dict[str, Any]:
     """Times the adaptive model against full depth on the same batches and compares with the theoretical speedup.
 
@@ -112,9 +113,11 @@ def measure_speedup(
         plain_model: The plain backbone classifier the user started from (e.g. the stock
             ``BertForSequenceClassification``, see :func:`plain_counterpart`), timed on the same batches in the
             same rounds; adds ``realized_speedup_vs_plain`` and ``full_over_plain``.
+        pool_rows: Run the adaptive setting through ``model.classify_stream(batches, pool_rows)``, which pools the
+            rows that continue past an exit across batches; full depth still runs ``model(**batch)`` per batch.
 
     Returns:
-        ``batch_size`` (largest batch), ``num_samples``, ``num_batches``, ``threads``, ``repeats``,
+        ``batch_size`` (largest batch), ``num_samples``, ``num_batches``, ``pool_rows``, ``threads``, ``repeats``,
         ``adaptive_seconds`` / ``full_seconds`` (medians of one pass over all batches), ``realized_speedup``
         (full / adaptive), ``theoretical_speedup``, ``efficiency`` (realized / theoretical),
         ``average_exit_layer``, ``adaptive_spread`` / ``full_spread`` ((max - min) / median of the repetitions)
@@ -130,6 +133,9 @@ def measure_speedup(
     def run():
         return [model(**batch).exit_layer for batch in batches]
 
+    def run_pooled():
+        return [output.exit_layer for output in model.classify_stream(batches, pool_rows)]
+
     plain_pass = None
     if plain_model is not None:
         plain_model.eval()
@@ -137,7 +143,10 @@ def measure_speedup(
         def plain_pass():
             return [plain_model(**batch).logits for batch in batches]
 
-    adaptive, timing, exit_layer = time_setting(model, setting, run, run, repeats, warmup, threads, plain_pass)
+    adaptive_pass = run if pool_rows is None else run_pooled
+    adaptive, timing, exit_layer = time_setting(
+        model, setting, adaptive_pass, run, repeats, warmup, threads, plain_pass
+    )
     counts = []
     for batch in batches:
         mask = batch.get("attention_mask")
@@ -155,6 +164,7 @@ def measure_speedup(
         "batch_size": max(int(b["input_ids"].size(0)) for b in batches),
         "num_samples": int(exit_layer.numel()),
         "num_batches": len(batches),
+        "pool_rows": pool_rows,
         "average_exit_layer": float(exit_layer.double().mean()),
     }
     result.update(timing.summary(float(full_costs.sum() / spent)))
