@@ -128,7 +128,6 @@ def measure_speedup(
     batches = list(batches)
     if not batches:
         raise ValueError("`batches` is empty; pass at least one batch of model inputs.")
-    config = model.config
 
     def run():
         return [model(**batch).exit_layer for batch in batches]
@@ -147,18 +146,6 @@ def measure_speedup(
     adaptive, timing, exit_layer = time_setting(
         model, setting, adaptive_pass, run, repeats, warmup, threads, plain_pass
     )
-    counts = []
-    for batch in batches:
-        mask = batch.get("attention_mask")
-        ids = batch["input_ids"]
-        counts.append(mask.sum(-1).cpu() if mask is not None else torch.full((ids.size(0),), ids.size(-1)))
-    costs, full_costs = sample_costs(model, torch.cat(counts).long())
-    if adaptive["exit_policy"] == "none":
-        spent = full_costs.sum()
-    else:
-        head_of_layer = {layer: k for k, layer in enumerate(config.exit_layers)}
-        heads = torch.tensor([head_of_layer[int(layer)] for layer in exit_layer.tolist()])
-        spent = costs.gather(1, heads.view(-1, 1)).sum()
     result = {
         "setting": {k: adaptive[k] for k in SETTING_FIELDS},
         "batch_size": max(int(b["input_ids"].size(0)) for b in batches),
@@ -167,8 +154,32 @@ def measure_speedup(
         "pool_rows": pool_rows,
         "average_exit_layer": float(exit_layer.double().mean()),
     }
-    result.update(timing.summary(float(full_costs.sum() / spent)))
+    result.update(timing.summary(theoretical_speedup(model, batches, exit_layer, adaptive["exit_policy"])))
     return result
+
+
+def theoretical_speedup(
+    model, batches: Sequence[Mapping[str, torch.Tensor]], exit_layer: torch.Tensor, policy: str
+) -> float:
+    """Full-depth FLOPs over the FLOPs of the exits taken, each sample counted at its own token count.
+
+    Args:
+        model: An early-exit text classifier.
+        batches: The model-input batches that were run (``input_ids``, optional ``attention_mask``).
+        exit_layer: ``(num_samples,)`` exit layer of every sample of ``batches``, in order.
+        policy: The exit policy that ran (``"none"``: full depth, every head on the way unpaid).
+    """
+    if policy == "none":
+        return 1.0
+    counts = []
+    for batch in batches:
+        mask = batch.get("attention_mask")
+        ids = batch["input_ids"]
+        counts.append(mask.sum(-1).cpu() if mask is not None else torch.full((ids.size(0),), ids.size(-1)))
+    costs, full_costs = sample_costs(model, torch.cat(counts).long())
+    head_of_layer = {layer: k for k, layer in enumerate(model.config.exit_layers)}
+    heads = torch.tensor([head_of_layer[int(layer)] for layer in exit_layer.tolist()])
+    return float(full_costs.sum() / costs.gather(1, heads.view(-1, 1)).sum())
 
 
 def plain_counterpart(model):
