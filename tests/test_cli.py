@@ -124,8 +124,14 @@ def test_bench_reports_each_batch_size(workspace, tmp_path, capsys):
         assert result["theoretical_speedup"] > 0 and result["realized_speedup"] > 0
     # Same inputs and setting, so both batch sizes make the same exits.
     assert results[0]["average_exit_layer"] == pytest.approx(results[1]["average_exit_layer"])
-    assert main([*argv, "--pool-rows", "4"]) == 2
-    assert "--pool-rows applies to image early-exit models only" in capsys.readouterr().err
+    assert main([*argv, "--pool-rows", "3"]) == 0
+    assert "| 4, pooled 3 |" in capsys.readouterr().out
+    pooled = json.loads(out_json.read_text())["results"]
+    assert [(r["batch_size"], r["pool_rows"]) for r in pooled] == [(1, None), (4, None), (4, 3)]
+    # classify_stream makes the exits that model(**batch) makes.
+    assert pooled[2]["average_exit_layer"] == pytest.approx(results[0]["average_exit_layer"])
+    assert main([*argv, "--pool-rows", "0"]) == 2
+    assert "--pool-rows" in capsys.readouterr().err
 
 
 def test_card_prints_and_writes(workspace, tmp_path, capsys):

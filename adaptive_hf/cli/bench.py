@@ -30,8 +30,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "--pool-rows",
         type=int,
         default=None,
-        help="Image early-exit models: also time each batch size above 1 through classify_stream, which pools the "
-        "images that continue past an exit across batches until this many wait.",
+        help="Early-exit models (text or images): also time each batch size above 1 through classify_stream, which "
+        "pools the rows that continue past an exit across batches until this many wait.",
     )
     parser.add_argument("--json", default=None, help="Write the results as JSON here.")
     parser.set_defaults(func=run)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +113,52 @@ def synchronized_clock(device: torch.device | str | None = None) -> Callable[[],
     return clock
 
 
+def time_rounds(
+    runs: Sequence[Callable[[], Any]],
+    repeats: int = 5,
+    warmup: int = 1,
+    threads: int | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[list[list[float]], list[Any], int]:
+    """Times any number of callables in interleaved rounds (A B C A B C ...) under ``torch.inference_mode``.
+
+    Args:
+        runs: Callables that each run one variant over the same inputs once.
+        repeats: Timed rounds (at least 1; benchmarks.md asks for >= 5).
+        warmup: Untimed rounds first.
+        threads: ``torch.set_num_threads`` during the measurement (restored afterwards); ``None`` keeps it.
+        device: The device the models run on, to synchronize CUDA before each clock read; ``None`` synchronizes
+            whenever this process has initialized CUDA.
+
+    Returns:
+        ``(times, outputs, threads)``: seconds of each timed round per run, each run's last return value, and the
+        thread count in use.
+    """
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"`repeats` must be an integer >= 1; got {repeats!r}.")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"`warmup` must be an integer >= 0; got {warmup!r}.")
+    old_threads = torch.get_num_threads()
+    times: list[list[float]] = [[] for _ in runs]
+    outputs: list[Any] = [None for _ in runs]
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        clock = synchronized_clock(device)
+        with torch.inference_mode():
+            for round_index in range(warmup + repeats):
+                for position, run in enumerate(runs):
+                    start = clock()
+                    outputs[position] = run()
+                    elapsed = clock() - start
+                    if round_index >= warmup:
+                        times[position].append(elapsed)
+        used_threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(old_threads)
+    return times, outputs, used_threads
+
+
 def time_interleaved(
     run_adaptive: Callable[[], Any],
     run_full: Callable[[], Any],
@@ -135,30 +181,7 @@ def time_interleaved(
         device: The device the models run on, to synchronize CUDA before each clock read; ``None`` synchronizes
             whenever this process has initialized CUDA.
     """
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"`repeats` must be an integer >= 1; got {repeats!r}.")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"`warmup` must be an integer >= 0; got {warmup!r}.")
     runs = [run_adaptive, run_full] + ([run_plain] if run_plain is not None else [])
-    old_threads = torch.get_num_threads()
-    times: list[list[float]] = [[] for _ in runs]
-    output = None
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        clock = synchronized_clock(device)
-        with torch.inference_mode():
-            for round_index in range(warmup + repeats):
-                for position, run in enumerate(runs):
-                    start = clock()
-                    result = run()
-                    elapsed = clock() - start
-                    if position == 0:
-                        output = result
-                    if round_index >= warmup:
-                        times[position].append(elapsed)
-        used_threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(old_threads)
+    times, outputs, used_threads = time_rounds(runs, repeats, warmup, threads, device)
     plain_times = times[2] if run_plain is not None else []
-    return InterleavedTiming(times[0], times[1], output, used_threads, plain_times)
+    return InterleavedTiming(times[0], times[1], outputs[0], used_threads, plain_times)

@@ -92,6 +92,7 @@ def measure_speedup(
     warmup: int = 1,
     threads: int | None = None,
     plain_model=None,
+    pool_rows: int | None = None,
 ) -> dict[str, Any]:
     """Times the adaptive model against full depth on the same batches and compares with the theoretical speedup.
 
@@ -112,9 +113,11 @@ def measure_speedup(
         plain_model: The plain backbone classifier the user started from (e.g. the stock
             ``BertForSequenceClassification``, see :func:`plain_counterpart`), timed on the same batches in the
             same rounds; adds ``realized_speedup_vs_plain`` and ``full_over_plain``.
+        pool_rows: Run the adaptive setting through ``model.classify_stream(batches, pool_rows)``, which pools the
+            rows that continue past an exit across batches; full depth still runs ``model(**batch)`` per batch.
 
     Returns:
-        ``batch_size`` (largest batch), ``num_samples``, ``num_batches``, ``threads``, ``repeats``,
+        ``batch_size`` (largest batch), ``num_samples``, ``num_batches``, ``pool_rows``, ``threads``, ``repeats``,
         ``adaptive_seconds`` / ``full_seconds`` (medians of one pass over all batches), ``realized_speedup``
         (full / adaptive), ``theoretical_speedup``, ``efficiency`` (realized / theoretical),
         ``average_exit_layer``, ``adaptive_spread`` / ``full_spread`` ((max - min) / median of the repetitions)
@@ -125,10 +128,12 @@ def measure_speedup(
     batches = list(batches)
     if not batches:
         raise ValueError("`batches` is empty; pass at least one batch of model inputs.")
-    config = model.config
 
     def run():
         return [model(**batch).exit_layer for batch in batches]
+
+    def run_pooled():
+        return [output.exit_layer for output in model.classify_stream(batches, pool_rows)]
 
     plain_pass = None
     if plain_model is not None:
@@ -137,28 +142,44 @@ def measure_speedup(
         def plain_pass():
             return [plain_model(**batch).logits for batch in batches]
 
-    adaptive, timing, exit_layer = time_setting(model, setting, run, run, repeats, warmup, threads, plain_pass)
+    adaptive_pass = run if pool_rows is None else run_pooled
+    adaptive, timing, exit_layer = time_setting(
+        model, setting, adaptive_pass, run, repeats, warmup, threads, plain_pass
+    )
+    result = {
+        "setting": {k: adaptive[k] for k in SETTING_FIELDS},
+        "batch_size": max(int(b["input_ids"].size(0)) for b in batches),
+        "num_samples": int(exit_layer.numel()),
+        "num_batches": len(batches),
+        "pool_rows": pool_rows,
+        "average_exit_layer": float(exit_layer.double().mean()),
+    }
+    result.update(timing.summary(theoretical_speedup(model, batches, exit_layer, adaptive["exit_policy"])))
+    return result
+
+
+def theoretical_speedup(
+    model, batches: Sequence[Mapping[str, torch.Tensor]], exit_layer: torch.Tensor, policy: str
+) -> float:
+    """Full-depth FLOPs over the FLOPs of the exits taken, each sample counted at its own token count.
+
+    Args:
+        model: An early-exit text classifier.
+        batches: The model-input batches that were run (``input_ids``, optional ``attention_mask``).
+        exit_layer: ``(num_samples,)`` exit layer of every sample of ``batches``, in order.
+        policy: The exit policy that ran (``"none"``: full depth, every head on the way unpaid).
+    """
+    if policy == "none":
+        return 1.0
     counts = []
     for batch in batches:
         mask = batch.get("attention_mask")
         ids = batch["input_ids"]
         counts.append(mask.sum(-1).cpu() if mask is not None else torch.full((ids.size(0),), ids.size(-1)))
     costs, full_costs = sample_costs(model, torch.cat(counts).long())
-    if adaptive["exit_policy"] == "none":
-        spent = full_costs.sum()
-    else:
-        head_of_layer = {layer: k for k, layer in enumerate(config.exit_layers)}
-        heads = torch.tensor([head_of_layer[int(layer)] for layer in exit_layer.tolist()])
-        spent = costs.gather(1, heads.view(-1, 1)).sum()
-    result = {
-        "setting": {k: adaptive[k] for k in SETTING_FIELDS},
-        "batch_size": max(int(b["input_ids"].size(0)) for b in batches),
-        "num_samples": int(exit_layer.numel()),
-        "num_batches": len(batches),
-        "average_exit_layer": float(exit_layer.double().mean()),
-    }
-    result.update(timing.summary(float(full_costs.sum() / spent)))
-    return result
+    head_of_layer = {layer: k for k, layer in enumerate(model.config.exit_layers)}
+    heads = torch.tensor([head_of_layer[int(layer)] for layer in exit_layer.tolist()])
+    return float(full_costs.sum() / costs.gather(1, heads.view(-1, 1)).sum())
 
 
 def plain_counterpart(model):

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ..core.configuration import check_number
 from ..core.reports import command_threads, save_json_report
 from ..plotting import speedup_figure
 
@@ -53,7 +54,7 @@ def measure(
         setting: Exit setting to time (``None``: the model's own).
         repeats: Timed repetitions.
         threads: ``torch.set_num_threads`` while timing.
-        pool_rows: Image models only: time the adaptive run through ``classify_stream`` with this pool.
+        pool_rows: Time the adaptive run through ``classify_stream`` with this pool.
     """
     if _is_image_model(model):
         from .vision_calibration import measure_image_speedup
@@ -64,11 +65,9 @@ def measure(
         )
         result["num_samples"] = result.pop("num_images")
         return result
-    if pool_rows is not None:
-        raise ValueError("--pool-rows applies to image early-exit models only (classify_stream).")
     from .benchmarking import measure_speedup
 
-    return measure_speedup(model, batches, setting, repeats=repeats, warmup=1, threads=threads)
+    return measure_speedup(model, batches, setting, repeats=repeats, warmup=1, threads=threads, pool_rows=pool_rows)
 
 
 def _current_setting(config) -> dict[str, Any]:
@@ -222,8 +221,8 @@ def cli_bench(args: Any, prepare: Callable[[bool], Any]) -> int:
 
     data = prepare(False)
     model = data.model
-    if args.pool_rows is not None and not _is_image_model(model):
-        raise ValueError("--pool-rows applies to image early-exit models only (classify_stream).")
+    if args.pool_rows is not None:
+        check_number("--pool-rows", args.pool_rows, 1, integer=True)
     chosen = {field: getattr(args, name) for name, field in SETTING_ARGUMENTS.items()}
     setting = {field: value for field, value in chosen.items() if value is not None} or None
     effective = {**_current_setting(model.config), **(setting or {})}
@@ -240,7 +239,7 @@ def cli_bench(args: Any, prepare: Callable[[bool], Any]) -> int:
                 f"Timing batch size {batch_size} ({len(batches)} batches, {args.repeats} repeats)...", file=sys.stderr
             )
         results.append(measure(model, batches, setting, args.repeats, threads))
-        if args.pool_rows and batch_size > 1:
+        if args.pool_rows is not None and batch_size > 1:
             results.append(measure(model, batches, setting, args.repeats, threads, pool_rows=args.pool_rows))
     print(_bench_table(effective, data.num_samples, threads, results))
     save_json_report(args.json, {"model": str(args.model_dir), "dataset": args.dataset, "results": results})

@@ -25,6 +25,7 @@ from ..core.outputs import EarlyExitSequenceClassifierOutput
 from .config import EARLY_EXIT_CONFIGS, validate_exit_settings, validate_exit_training
 from .heads import ExitHead
 from .policies import count_exits, initial_state
+from .streaming import classify_text_stream
 
 
 def _scatter_rows(rows: torch.Tensor | None, values: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -374,6 +375,22 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
             return heads[k].inference(torch.bmm(weights, current.hidden_states).squeeze(1))
 
         return run_mean
+
+    def classify_stream(self, batches, pool_rows: int | None = None):
+        """Eval-mode inference over many batches, pooling the rows that continue past an exit across batches.
+
+        Each row gets the exit and logits that ``model(**batch)`` gives it (up to float rounding); the later layers
+        run on about ``pool_rows`` rows at a time, re-padded to the longest row of the pool, instead of the few left
+        of one batch at that batch's padded length. See :func:`adaptive_hf.early_exit.streaming.classify_text_stream`.
+
+        Args:
+            batches: Iterable of tokenizer outputs (``input_ids``, ``attention_mask``, ...), of any sizes and lengths.
+            pool_rows: Rows that must wait in front of a segment before it runs (default: the first batch's size).
+
+        Yields:
+            One output (``logits``, ``exit_layer``) per input batch, in input order.
+        """
+        return classify_text_stream(self, batches, pool_rows)
 
     # ----------------------------------------------------------------------------------------------- model card
     def pipeline_tag(self) -> str:

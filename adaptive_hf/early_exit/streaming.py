@@ -1,36 +1,48 @@
-"""Early-exit inference over a stream of image batches, with the continuing images pooled across batches.
+"""Early-exit inference over a stream of batches (images or text), with the continuing rows pooled across batches.
 
-Batched early exits leave fewer and fewer images in the batch: with a confident model, a batch of 64 reaches the
-last stages with a handful of images. On a CPU those stages then cost nearly as much as with the whole batch,
-because they are bound by reading their weights and by per-operation overhead, not by arithmetic. For throughput
-over many batches (offline scoring of a dataset, a serving queue), :func:`classify_stream` holds the images that
-continue past an exit in a queue in front of the next segment of the backbone and runs that segment once
-``pool_rows`` images wait, mixing images of several input batches. Every image still takes the same exit with the
-same logits as when it is classified on its own; only the order in which the work is done changes, and an input
-batch's result is yielded as soon as all of its images have exited.
+Batched early exits leave fewer and fewer rows in the batch: with a confident model, a batch of 64 reaches the last
+layers with a handful of rows. Those layers then cost nearly as much as with the whole batch where they are bound by
+reading their weights and by per-operation overhead rather than by arithmetic. For throughput over many batches
+(offline scoring of a dataset, a serving queue), the stream holds the rows that continue past an exit in a queue in
+front of the next segment of the backbone (the layers up to the next exit) and runs that segment once ``pool_rows``
+rows wait, mixing rows of several input batches. Every row still takes the same exit with the same logits as when it
+is classified on its own; only the order of the work changes, and an input batch's result is yielded as soon as all
+of its rows have exited, in input order.
+
+Images go through :func:`~adaptive_hf.early_exit.vision_streaming.classify_image_stream` (a separate module, so
+that a saved text model's code bundle does not carry the vision backbones). Text batches have different padded
+lengths. Pooled rows are re-padded to the longest real row of the pool
+(:meth:`~adaptive_hf.core.adapters.text.TextEncoderAdapter.concat_states`) rather than bucketed by length: with
+dynamic padding nearly every batch has its own width, so per-width queues would rarely fill and would hold rows (and
+their activations) back; one queue per segment keeps pools full. Re-padding also drops the padding columns that only
+the rows which already exited needed, so a segment never computes more columns than its longest remaining row.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from ..core.batching import LABEL_COLUMNS
 from ..core.compaction import batch_runs
 from ..core.configuration import check_number
 from ..core.inputs import report_nonfinite_rows
-from ..core.vision_backbones import ImageState, check_pixel_values
 from .config import validate_exit_settings
 from .policies import PatienceState, decide_exit, initial_state
+
+# What a text batch may hold: the embedding inputs, plus labels (a DataLoader's batches carry them; not used).
+TEXT_STREAM_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", *LABEL_COLUMNS)
 
 
 @dataclass
 class _Rows:
-    """Images waiting in front of a segment: their features, stream-wide ids and patience state."""
+    """Rows waiting in front of a segment: their state, stream-wide ids (ascending) and patience state."""
 
-    state: ImageState
+    state: Any
     ids: torch.Tensor
     policy_state: PatienceState | None
 
@@ -43,17 +55,9 @@ class _Rows:
         return _Rows(self.state.select(rows), self.ids.index_select(0, rows), policy_state)
 
 
-def _concatenate(parts: list[_Rows]) -> _Rows:
-    if len(parts) == 1:
-        return parts[0]
-    states = [part.policy_state for part in parts]
-    policy_state = PatienceState.cat(states) if states[0] is not None else None
-    return _Rows(ImageState.cat([part.state for part in parts]), torch.cat([part.ids for part in parts]), policy_state)
-
-
 @dataclass
 class _PendingBatch:
-    """An input batch whose images have not all exited yet."""
+    """An input batch whose rows have not all exited yet."""
 
     start: int
     logits: torch.Tensor | None
@@ -61,23 +65,25 @@ class _PendingBatch:
     remaining: int
 
 
-def classify_stream(model, batches: Iterable[torch.Tensor], pool_rows: int | None = None) -> Iterator:
-    """Classifies a stream of image batches with early exits, pooling the continuing images across batches.
+def stream_exits(
+    model,
+    batches: Iterable[Any],
+    pool_rows: int | None,
+    embed: Callable[[Any], Any],
+    concat_states: Callable[[list], Any],
+) -> Iterator:
+    """The continuous-batching loop of every early-exit model; the modality enters through two callables.
 
     Args:
-        model: An early-exit image classifier (:class:`~adaptive_hf.EarlyExitTimmForImageClassification` or
-            :class:`~adaptive_hf.EarlyExitViTForImageClassification`) in eval mode. Its config's exit policy and
-            threshold apply, as in ``model(pixel_values)``.
-        batches: Iterable of ``(batch, channels, height, width)`` normalized float image tensors, or of mappings
-            holding them under ``"pixel_values"`` (other keys, e.g. ``labels``, are not used). Batches may differ in
-            size.
-        pool_rows: How many images must wait in front of a segment of the backbone (the units between two exits)
-            before it runs; defaults to the size of the first batch. Larger pools use the hardware better and hold
-            more images (and their feature maps) back. Whatever is still waiting when the input ends runs then.
+        model: An early-exit model in eval mode (:class:`~adaptive_hf.early_exit.modeling.EarlyExitModelMixin`).
+        batches: Iterable of input batches, each handed to ``embed``.
+        pool_rows: Rows that must wait in front of a segment before it runs (``None``: the first batch's size).
+        embed: Checks one input batch and returns its state before the first layer (``hidden_states``,
+            ``num_rows``, ``select``).
+        concat_states: The rows of one or more states as one state, in order (text: re-padded).
 
     Yields:
-        One :class:`~adaptive_hf.early_exit.vision_modeling.EarlyExitImageClassifierOutput` per input batch, in input
-        order, with ``logits`` and ``exit_layer`` as ``model(pixel_values)`` returns them (no ``loss``).
+        One ``model.output_class`` (``logits``, ``exit_layer``; no ``loss``) per input batch, in input order.
     """
     if model.training:
         raise ValueError("classify_stream runs inference; call `model.eval()` first.")
@@ -92,6 +98,7 @@ def classify_stream(model, batches: Iterable[torch.Tensor], pool_rows: int | Non
     bounds = [0] + [config.exit_layers[k] for k in heads]
     queues: list[list[_Rows]] = [[] for _ in heads]
     pending: deque[_PendingBatch] = deque()
+    adapter = model.adapter
     next_id = 0
 
     def record(finished: _Rows, logits: torch.Tensor, exit_layer: int) -> None:
@@ -106,14 +113,17 @@ def classify_stream(model, batches: Iterable[torch.Tensor], pool_rows: int | Non
             batch.remaining -= stop - first
 
     def run_segment(position: int) -> None:
-        rows = _concatenate(queues[position])
-        queues[position] = []
-        state, adapter = rows.state, model.adapter
+        parts, queues[position] = queues[position], []
+        policy_states = [part.policy_state for part in parts]
+        rows = _Rows(
+            concat_states([part.state for part in parts]),
+            torch.cat([part.ids for part in parts]) if len(parts) > 1 else parts[0].ids,
+            PatienceState.cat(policy_states) if policy_states[0] is not None else None,
+        )
         for index in range(bounds[position], bounds[position + 1]):
-            state.hidden_states = adapter.run_layer(index, state)
+            rows.state.hidden_states = adapter.run_layer(index, rows.state)
         k = heads[position]
-        logits = model._head_logits(k, state)
-        rows.state = state
+        logits = model._exit_head_runner(rows.state)(k, rows.state)
         if k == last:
             record(rows, logits, config.exit_layers[k])
             return
@@ -137,19 +147,51 @@ def classify_stream(model, batches: Iterable[torch.Tensor], pool_rows: int | Non
             yield model.output_class(loss=None, logits=batch.logits.clone(), exit_layer=batch.exit_layer.clone())
 
     for batch in batches:
-        # DataLoader batches of an image dataset are mappings ({"pixel_values": ..., "labels": ...}).
-        pixel_values = batch["pixel_values"] if isinstance(batch, Mapping) else batch
-        batch_size = check_pixel_values(pixel_values, model._in_chans(), getattr(model, "timm_model", None))
+        with torch.inference_mode():
+            state = embed(batch)
+        batch_size = state.num_rows
         if pool_rows is None:
             pool_rows = batch_size
-        with torch.inference_mode():
-            state = model._embed(pixel_values)
-            device = state.hidden_states.device
-            ids = torch.arange(next_id, next_id + batch_size, device=device)
-            queues[0].append(_Rows(state, ids, initial_state(policy, batch_size, device)))
+        device = state.hidden_states.device
+        ids = torch.arange(next_id, next_id + batch_size, device=device)
+        queues[0].append(_Rows(state, ids, initial_state(policy, batch_size, device)))
         pending.append(
             _PendingBatch(next_id, None, torch.full((batch_size,), config.exit_layers[-1], device=device), batch_size)
         )
         next_id += batch_size
         yield from drain(flush=False)
     yield from drain(flush=True)
+
+
+def classify_text_stream(model, batches: Iterable[Mapping[str, torch.Tensor]], pool_rows: int | None = None):
+    """Classifies a stream of tokenized batches with early exits, pooling the continuing rows across batches.
+
+    Args:
+        model: An ``EarlyExit<Arch>ForSequenceClassification`` in eval mode. Its config's exit policy, threshold and
+            patience apply, as in ``model(**batch)``.
+        batches: Iterable of tokenizer outputs (mappings): ``input_ids`` ``(batch, seq)`` and, for padded batches, a
+            right-padded ``attention_mask``; optionally ``token_type_ids`` and ``position_ids``. ``labels`` may be
+            present and are not used. Batches may differ in size and padded length.
+        pool_rows: How many rows must wait in front of a segment (the layers up to the next exit) before it runs;
+            defaults to the size of the first batch. Whatever is still waiting when the input ends runs then.
+
+    Yields:
+        One :class:`~adaptive_hf.core.outputs.EarlyExitSequenceClassifierOutput` per input batch, in input order,
+        with ``logits`` and ``exit_layer`` as ``model(**batch)`` returns them (no ``loss``).
+    """
+
+    def embed(batch):
+        if not isinstance(batch, Mapping) or batch.get("input_ids") is None:
+            got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
+            raise ValueError(
+                "classify_stream on a text model needs batches of tokenizer outputs: mappings with `input_ids` "
+                f"(and `attention_mask` for padded batches); got {got}."
+            )
+        unknown = sorted(set(batch) - set(TEXT_STREAM_KEYS))
+        if unknown:
+            raise ValueError(f"classify_stream does not take {unknown}; a text batch may hold {TEXT_STREAM_KEYS}.")
+        get = batch.get
+        inputs = (get("input_ids"), get("attention_mask"), get("token_type_ids"), get("position_ids"), None, None)
+        return model.embed_text_inputs(*inputs)
+
+    return stream_exits(model, batches, pool_rows, embed, model.adapter.concat_states)

@@ -45,8 +45,8 @@ from ..core.vision_backbones import (
 from .config import validate_exit_settings
 from .heads import ExitHead
 from .modeling import EarlyExitModelMixin
-from .streaming import classify_stream
 from .vision_config import EarlyExitTimmConfig, EarlyExitViTConfig, split_exit_settings
+from .vision_streaming import classify_image_stream
 
 
 @dataclass
@@ -144,7 +144,7 @@ class _VisionEarlyExitMixin(EarlyExitModelMixin):
 
         Each image gets the exit and logits that ``model(pixel_values)`` gives it; the later segments of the
         backbone run on about ``pool_rows`` images at a time instead of the few left of one batch. See
-        :func:`adaptive_hf.early_exit.streaming.classify_stream`.
+        :func:`adaptive_hf.early_exit.vision_streaming.classify_image_stream`.
 
         Args:
             batches: Iterable of ``(batch, channels, height, width)`` normalized float image tensors, or of
@@ -154,7 +154,7 @@ class _VisionEarlyExitMixin(EarlyExitModelMixin):
         Yields:
             One output (``logits``, ``exit_layer``) per input batch, in input order.
         """
-        return classify_stream(self, batches, pool_rows)
+        return classify_image_stream(self, batches, pool_rows)
 
     # ---------------------------------------------------------------------------------------------- cost model
     def _unit_costs(self, image_size) -> tuple[int, list[int], list[int], list[int], int]:

@@ -153,8 +153,51 @@ class TextEncoderAdapter(BackboneAdapter):
             token_mask = torch.ones(batch, seq, dtype=torch.long, device=hidden.device)
         else:
             token_mask = attention_mask
-        layer_mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
-        return EncoderState(hidden, token_mask, {"attention_mask": layer_mask})
+        return EncoderState(hidden, token_mask, self.layer_inputs(hidden, attention_mask))
+
+    def layer_inputs(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> dict[str, Any]:
+        """The per-layer inputs (``EncoderState.layer_kwargs``) of rows with these shapes and this padding.
+
+        :meth:`embed` builds them once per batch; :meth:`concat_states` rebuilds them for rows regrouped at another
+        width. A family whose layers take more inputs (a position bias, rotary tables) overrides this, not ``embed``.
+
+        Args:
+            hidden_states: ``(rows, seq, hidden)`` embeddings (only their shape, dtype and device are read).
+            attention_mask: ``(rows, seq)`` 1 for real tokens, 0 for padding, or ``None`` (no padding).
+        """
+        mask = create_bidirectional_mask(
+            config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask
+        )
+        return {"attention_mask": mask}
+
+    def concat_states(self, states: list[EncoderState]) -> EncoderState:
+        """The rows of several states as one state, right-padded or trimmed to the longest row's real tokens.
+
+        Continuous batching pools rows of batches with different padded lengths. Trailing columns that are padding in
+        every row are dropped, shorter states are padded with masked columns, and the per-layer inputs are rebuilt
+        for the new width (:meth:`layer_inputs`). Real tokens attend to the same keys as before, so each row's
+        result is unchanged up to float rounding.
+
+        Args:
+            states: States of this adapter's model, right-padded (a row's real tokens may sit anywhere, but only
+                trailing all-padding columns are dropped).
+        """
+        masks = [state.token_mask for state in states]
+        # Columns up to the last one holding a real token of any row, read on the host once.
+        used = torch.stack([mask.any(0).flip(0).cumsum(0).gt(0).sum() for mask in masks])
+        width = max(int(used.max()), 1)
+        if len(states) == 1 and width == masks[0].size(1):
+            return states[0]
+        hidden = torch.cat([_to_width(state.hidden_states, width) for state in states])
+        token_mask = torch.cat([_to_width(mask, width) for mask in masks])
+        regrouped = EncoderState(hidden, token_mask, self.layer_inputs(hidden, token_mask))
+        expected = set(states[0].layer_kwargs)
+        if set(regrouped.layer_kwargs) != expected:
+            raise NotImplementedError(
+                f"{type(self).__name__}.embed builds the layer inputs {sorted(expected)} but layer_inputs rebuilds "
+                f"{sorted(regrouped.layer_kwargs)}; override layer_inputs so rows can be regrouped (classify_stream)."
+            )
+        return regrouped
 
     def run_layer(self, index: int, state: EncoderState) -> torch.Tensor:
         """Runs encoder layer ``index`` (0-based) on the rows in ``state``; returns their new hidden states."""
@@ -481,16 +524,24 @@ class MPNetAdapter(TextEncoderAdapter):
             return layer_kwargs["position_bias"][:1]
         return self.base_model.encoder.compute_position_bias(hidden_states[:1])
 
-    def embed(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None):
-        state = super().embed(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+    def layer_inputs(self, hidden_states, attention_mask):
+        inputs = super().layer_inputs(hidden_states, attention_mask)
         # The bias depends only on positions: compute it for one row and broadcast, instead of once per row.
-        state.layer_kwargs["position_bias"] = self.base_model.encoder.compute_position_bias(state.hidden_states[:1])
-        return state
+        inputs["position_bias"] = self.base_model.encoder.compute_position_bias(hidden_states[:1])
+        return inputs
 
     def run_layer(self, index: int, state: EncoderState) -> torch.Tensor:
         bias = state.layer_kwargs["position_bias"].expand(state.num_rows, -1, -1, -1)
         output = self.layer_modules()[index](state.hidden_states, state.layer_kwargs["attention_mask"], bias)
         return output[0]
+
+
+def _to_width(values: torch.Tensor, width: int) -> torch.Tensor:
+    """``(rows, seq, ...)`` values cut or zero-padded (masked padding) to ``width`` columns."""
+    if values.size(1) >= width:
+        return values[:, :width]
+    padding = [0, 0] * (values.dim() - 2) + [0, width - values.size(1)]
+    return F.pad(values, padding)
 
 
 # The built-in text encoder families, by model_type.
