@@ -27,6 +27,12 @@ PEFT_CASES = {
     "early_exit/timm-vit#ia3": ("ia3", ("exit_heads.",), ("exit_layer",)),
     "early_exit/bert#ia3": ("ia3", ("exit_heads.",), ("exit_layer",)),
     "early_exit/bert#prompt": ("prompt", ("exit_heads.",), ("exit_layer",)),
+    "halting/bert-sample-act#ia3": ("ia3", ("halting_units.",), ("halting_steps",)),
+    "halting/timm-vit-token-act#ia3": ("ia3", ("halting_units.",), ("halting_steps",)),
+    "switch_moe/timm#ia3": ("ia3", (".router.",), ("expert_counts",)),
+    "switch_moe/bert#prompt": ("prompt", (".router.",), ("expert_counts",)),
+    "readers/skim_rnn#prompt": ("prompt", ("skim_gate.",), ("tokens_skimmed",)),
+    "video/efficientnet-early_stop-attention#ia3": ("ia3", ("gate.", "attention."), ("frames_used",)),
     "halting/timm-vit-token-act": ("lora", ("halting_units.",), ("halting_steps",)),
     "switch_moe/vit": ("lora", (".router.",), ("expert_counts",)),
     "switch_moe/timm": ("lora", (".router.",), ("expert_counts",)),
@@ -47,8 +53,14 @@ def _case(name: str):
 
 def _config(method: str, model):
     if method == "prompt":  # virtual tokens through inputs_embeds; the adaptive parts saved in full
+        # A reader's config has no transformer sizes for peft to read: one layer of the embeddings' width.
+        sizes = {} if hasattr(model.config, "num_hidden_layers") else {"num_layers": 1, "num_attention_heads": 1}
         config = peft.PromptTuningConfig(
-            task_type="SEQ_CLS", num_virtual_tokens=3, modules_to_save=peft_modules_to_save(model)
+            task_type="SEQ_CLS",
+            num_virtual_tokens=3,
+            modules_to_save=peft_modules_to_save(model),
+            token_dim=model.get_input_embeddings().embedding_dim,
+            **sizes,
         )
         check_peft_config(model, config)
         return config
@@ -160,6 +172,13 @@ def test_prompt_tuning_on_an_image_model_is_refused():
         check_peft_config(_timm_exits(), peft.PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=3))
 
 
+def test_prompt_tuning_on_text_halting_is_refused_for_its_nested_classifier():
+    model = CASES_BY_NAME["halting/bert-sample-act"].builder()
+    config = peft.PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=3, modules_to_save=["halting_units"])
+    with pytest.raises(ValueError, match="task_type=None"):
+        check_peft_config(model, config)
+
+
 def test_a_method_without_modules_to_save_cannot_wrap_the_adaptive_parts():
     config = peft.TrainableTokensConfig(target_modules=["embeddings"], token_indices=[1, 2])
     with pytest.raises(ValueError, match="cannot wrap the adaptive parts"):
@@ -183,3 +202,19 @@ def test_a_lora_config_that_leaves_the_adaptive_parts_out_is_refused():
 def test_ia3_on_a_reader_names_what_to_use_instead():
     with pytest.raises(ValueError, match="lora_config"):
         ia3_config(CASES_BY_NAME["readers/jump_lstm"].builder())
+
+
+@pytest.mark.parametrize("name", ["early_exit/timm-vit", "video/efficientnet-early_stop-attention"])
+def test_the_stock_trainer_trains_a_pixel_model_under_lora(name, tmp_path):
+    from trainer_testers import cpu_training_args
+    from transformers import Trainer
+
+    case = _case(name)
+    batch = case.batch_maker(4, 1, 1)
+    rows = [{"pixel_values": batch["pixel_values"][i], "labels": i % NUM_LABELS} for i in range(4)]
+    wrapped = peft.get_peft_model(case.builder(), lora_config(case.builder(), r=2))
+    lora_before = {n: p.detach().clone() for n, p in wrapped.named_parameters() if "lora_B" in n}
+    args = cpu_training_args(tmp_path / "run", max_steps=2, per_device_train_batch_size=2, learning_rate=1e-2)
+    Trainer(model=wrapped, args=args, train_dataset=rows).train()
+    params = dict(wrapped.named_parameters())
+    assert any(not torch.equal(params[n], before) for n, before in lora_before.items())

@@ -277,7 +277,8 @@ def check_peft_config(model: Any, config: Any) -> None:
         if nested:
             raise ValueError(
                 f"task_type='SEQ_CLS' makes peft wrap `{nested.split('.')[0]}` and the `{nested}` layer inside it "
-                f"of {name}; such an adapter cannot be reloaded. Pass task_type=None (adaptive_hf.lora_config does)."
+                f"of {name}; such an adapter cannot be reloaded. Pass task_type=None (adaptive_hf.lora_config and "
+                "ia3_config do); prompt-learning methods, which need SEQ_CLS, cannot wrap this model."
             )
     missing = [leaf for leaf in peft_modules_to_save(model) if not _covered(leaf, saved)]
     if missing:
