@@ -280,6 +280,8 @@ def check_pixel_forward_options(
         reason: Why the model has no per-layer tensors to return, for the message.
         pixel_shape: The shape of ``pixel_values`` the model takes, for the message.
     """
+    if not (extra or output_attentions or output_hidden_states):
+        return  # the common call: nothing to check (this runs on every batch-1 inference call)
     extra = dict(extra or {})
     refuse_text_inputs(model_name, extra, pixel_shape=pixel_shape)
     for name in TEXT_INPUT_NAMES:

@@ -171,10 +171,14 @@ def ia3_config(
     modules_to_save = _saved_in_full(model, settings.pop("modules_to_save", None))
     backbone_type = _backbone_type(model)
     if target_modules is None:
-        target_modules = constants.TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING.get(backbone_type)
+        # peft's names for the family, resolved to the layers that are still linear: a switch-MoE layer puts an
+        # Identity where the dense FFN's ``output.dense`` was.
+        suffixes = constants.TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING.get(backbone_type) or []
+        target_modules = _resolve_layers(model, suffixes, modules_to_save)
         if feedforward_modules is None and target_modules:
-            feedforward_modules = constants.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING.get(backbone_type)
-        target_modules = list(target_modules or _layers_to_adapt(model, modules_to_save, with_embeddings=False))
+            suffixes = constants.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING.get(backbone_type) or []
+            feedforward_modules = _resolve_layers(model, suffixes, modules_to_save)
+        target_modules = target_modules or _layers_to_adapt(model, modules_to_save, with_embeddings=False)
     if not target_modules:
         raise ValueError(
             f"IA3 has no layer to rescale in {type(model).__name__}: it scales linear and convolution layers, and "
@@ -410,6 +414,16 @@ def _layers_to_adapt(model: nn.Module, saved: list[str], *, with_embeddings: boo
     if not layers and with_embeddings:
         layers = [name for name in frozen if isinstance(modules[name], nn.Embedding)]
     return layers
+
+
+def _resolve_layers(model: nn.Module, suffixes: list[str], saved: list[str]) -> list[str]:
+    return [
+        name
+        for name, module in model.named_modules()
+        if any(_ends_with(name, suffix) for suffix in suffixes)
+        and not _inside(name, saved)
+        and (isinstance(module, nn.Linear) or _dense_convolution(module))
+    ]
 
 
 def _dense_convolution(module: nn.Module) -> bool:
