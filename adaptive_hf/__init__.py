@@ -7,7 +7,7 @@ from .calibration import CalibrationReport, calibrate
 from .core.adapters.base import BackboneAdapter, FfnSlot
 from .core.adapters.text import TextEncoderAdapter
 from .core.candidates import CandidateOutcomes
-from .core.peft import lora_config, peft_modules_to_save
+from .core.peft import check_peft_config, ia3_config, lora_config, peft_modules_to_save
 from .core.registry import register_builtin_families, register_family, register_text_encoder
 from .core.technique import (
     TECHNIQUES,
@@ -113,6 +113,8 @@ __all__ = [
     "TechniqueSpec",
     "technique_of",
     "lora_config",
+    "ia3_config",
+    "check_peft_config",
     "peft_modules_to_save",
     "load_text_classification",
     "packaged_minilm_path",

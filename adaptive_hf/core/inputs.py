@@ -194,11 +194,17 @@ def check_token_labels(labels: torch.Tensor, shape: tuple[int, int], num_classes
     check_label_values(labels, num_classes, field=field, all_ignored="warn")
 
 
+_ROWS_LEAVE_EARLY = "samples leave the backbone at different layers, so no per-layer tensor covers the whole batch"
+
+
 def check_forward_options(
     model_name: str,
     output_attentions: bool | None = None,
     output_hidden_states: bool | None = None,
     extra: dict | None = None,
+    *,
+    reason: str = _ROWS_LEAVE_EARLY,
+    accepted: str = "input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, labels",
 ) -> None:
     """Refuses the standard forward options an adaptive model cannot honour, naming the argument.
 
@@ -212,18 +218,79 @@ def check_forward_options(
         output_attentions: The caller's ``output_attentions``.
         output_hidden_states: The caller's ``output_hidden_states``.
         extra: Any other keyword arguments the caller passed.
+        reason: Why the model has no per-layer tensors to return, for the message.
+        accepted: The inputs the model's forward takes, for the message.
     """
     for name, value in (("output_attentions", output_attentions), ("output_hidden_states", output_hidden_states)):
         if value:
             raise ValueError(
-                f"{model_name} cannot honour `{name}=True`: samples leave the backbone at different layers, so no "
-                "per-layer tensor covers the whole batch. Pass None or False (the per-exit logits are available "
-                "with `output_exit_logits=True` on early-exit models)."
+                f"{model_name} cannot honour `{name}=True`: {reason}. Pass None or False (the per-exit logits are "
+                "available with `output_exit_logits=True` on early-exit models)."
             )
     unknown = sorted((extra or {}).keys())
     if unknown:
         raise TypeError(
-            f"{model_name}.forward() got unsupported keyword argument(s) {unknown}; it accepts input_ids, "
-            "attention_mask, token_type_ids, position_ids, inputs_embeds, labels, output_attentions, "
-            "output_hidden_states and return_dict (plus its technique's own options)."
+            f"{model_name}.forward() got unsupported keyword argument(s) {unknown}; it accepts {accepted}, "
+            "output_attentions, output_hidden_states and return_dict (plus its technique's own options)."
         )
+
+
+# What peft's sequence-classification wrapper and the text pipelines pass to every model, as ``None`` when unused.
+TEXT_INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds")
+
+
+def refuse_text_inputs(
+    model_name: str, inputs: dict, *, pixel_shape: str = "(batch, channels, height, width)"
+) -> None:
+    """Refuses, by name, text inputs that hold a value in the keyword arguments of an image or video model.
+
+    Args:
+        model_name: The model class name, for the error message.
+        inputs: The keyword arguments the forward received.
+        pixel_shape: The shape of ``pixel_values`` the model takes, for the message.
+    """
+    text = sorted(name for name in TEXT_INPUT_NAMES if inputs.get(name) is not None)
+    if text:
+        raise ValueError(
+            f"{model_name} classifies images from `pixel_values` {pixel_shape}; it has no use for {text}. Pass "
+            "the images as `pixel_values` (an image processor's output) and leave the text inputs out."
+        )
+
+
+def check_pixel_forward_options(
+    model_name: str,
+    output_attentions: bool | None = None,
+    output_hidden_states: bool | None = None,
+    extra: dict | None = None,
+    *,
+    reason: str = _ROWS_LEAVE_EARLY,
+    pixel_shape: str = "(batch, channels, height, width)",
+) -> None:
+    """The forward-option check of image and video models: text inputs given as ``None`` are accepted, not used.
+
+    peft's ``SEQ_CLS`` wrapper passes ``input_ids=None, attention_mask=None, inputs_embeds=None`` along with the
+    user's ``pixel_values``; those are accepted. A text input that holds a value is refused by name, since the model
+    reads ``pixel_values`` only.
+
+    Args:
+        model_name: The model class name, for the error message.
+        output_attentions: The caller's ``output_attentions``; ``True`` is refused.
+        output_hidden_states: The caller's ``output_hidden_states``; ``True`` is refused.
+        extra: Any other keyword arguments the caller passed.
+        reason: Why the model has no per-layer tensors to return, for the message.
+        pixel_shape: The shape of ``pixel_values`` the model takes, for the message.
+    """
+    if not (extra or output_attentions or output_hidden_states):
+        return  # the common call: nothing to check (this runs on every batch-1 inference call)
+    extra = dict(extra or {})
+    refuse_text_inputs(model_name, extra, pixel_shape=pixel_shape)
+    for name in TEXT_INPUT_NAMES:
+        extra.pop(name, None)
+    check_forward_options(
+        model_name,
+        output_attentions,
+        output_hidden_states,
+        extra,
+        reason=reason,
+        accepted="pixel_values, labels",
+    )

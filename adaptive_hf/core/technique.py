@@ -107,6 +107,9 @@ class TechniqueSpec:
         adaptive_modules: Name suffixes of the modules a technique adds (exit heads, halting units, routers);
             ``adaptive_hf.peft_modules_to_save`` lists them for peft's ``modules_to_save`` so they train fully and
             are saved with an adapter.
+        adaptive_children: Names of the model's own child modules (top level only) that a technique adds, for
+            parts whose name is too common to match as a suffix anywhere in the model (a video model's
+            ``attention`` pooling, next to the backbone's attention layers). Read like ``adaptive_modules``.
     """
 
     name: str
@@ -122,6 +125,7 @@ class TechniqueSpec:
     exportable: bool = False
     export_refusal: str = ""
     adaptive_modules: tuple[str, ...] = ()
+    adaptive_children: tuple[str, ...] = ()
 
     def matches(self, config: Any) -> bool:
         """Whether ``config`` belongs to this technique (by its ``model_type``)."""

@@ -27,8 +27,9 @@ from transformers.utils import ModelOutput
 from ..core.adapters.hf_vision import HFViTAdapter
 from ..core.flops import classifier_head_flops, linear_flops
 from ..core.hub import own_loaded_tensors
-from ..core.inputs import check_class_labels
+from ..core.inputs import check_class_labels, check_pixel_forward_options
 from ..core.layer_keyed import LayerKeyedModules
+from ..core.peft import refuse_nested_peft_wrappers
 from ..core.timm_construction import TimmBackboneMixin
 from ..core.vision_backbones import (
     ImageState,
@@ -126,6 +127,7 @@ class _VisionEarlyExitMixin(EarlyExitModelMixin):
                 "This model's batch norms were folded for inference (fold_batch_norms()); it cannot train. Reload "
                 "the saved model instead."
             )
+        refuse_nested_peft_wrappers(self)
         batch_size = check_pixel_values(pixel_values, self._in_chans(), getattr(self, "timm_model", None))
         if labels is not None:
             check_class_labels(labels, batch_size, config.num_labels)
@@ -307,6 +309,9 @@ class EarlyExitTimmForImageClassification(TimmBackboneMixin, _VisionEarlyExitMix
         labels: torch.Tensor | None = None,
         output_exit_logits: bool | None = None,
         return_dict: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **unsupported,
     ) -> EarlyExitImageClassifierOutput | tuple:
         """Classifies a batch of images, exiting early per image in eval mode.
 
@@ -316,7 +321,12 @@ class EarlyExitTimmForImageClassification(TimmBackboneMixin, _VisionEarlyExitMix
             output_exit_logits: Also return every exit's logits. With policy ``none`` in eval mode this evaluates
                 every head on every image (what calibration uses).
             return_dict: Return a tuple when ``False``.
+            output_attentions: Accepted as ``None``/``False`` (what peft and the pipelines pass); ``True`` is refused.
+            output_hidden_states: Accepted as ``None``/``False``; ``True`` is refused.
+            **unsupported: Text inputs given as ``None`` (peft's ``SEQ_CLS`` wrapper passes them) are accepted;
+                any other keyword is refused by name.
         """
+        check_pixel_forward_options(type(self).__name__, output_attentions, output_hidden_states, unsupported)
         return self._run(pixel_values, labels, output_exit_logits, return_dict)
 
     # ----------------------------------------------------------------------------------------- timm interop
@@ -689,6 +699,9 @@ class EarlyExitViTForImageClassification(_VisionEarlyExitMixin, ViTPreTrainedMod
         output_exit_logits: bool | None = None,
         interpolate_pos_encoding: bool | None = None,
         return_dict: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **unsupported,
     ) -> EarlyExitImageClassifierOutput | tuple:
         """Classifies a batch of images, exiting early per image in eval mode.
 
@@ -699,7 +712,12 @@ class EarlyExitViTForImageClassification(_VisionEarlyExitMixin, ViTPreTrainedMod
                 every image).
             interpolate_pos_encoding: Interpolate the position embeddings for another image size.
             return_dict: Return a tuple when ``False``.
+            output_attentions: Accepted as ``None``/``False`` (what peft and the pipelines pass); ``True`` is refused.
+            output_hidden_states: Accepted as ``None``/``False``; ``True`` is refused.
+            **unsupported: Text inputs given as ``None`` (peft's ``SEQ_CLS`` wrapper passes them) are accepted;
+                any other keyword is refused by name.
         """
+        check_pixel_forward_options(type(self).__name__, output_attentions, output_hidden_states, unsupported)
         return self._run(
             pixel_values,
             labels,

@@ -16,8 +16,9 @@ from transformers import PreTrainedModel
 from ..core.adapters.text import EncoderState
 from ..core.adapters.timm import TimmViTAdapter
 from ..core.configuration import check_number
-from ..core.inputs import check_class_labels
+from ..core.inputs import check_class_labels, check_pixel_forward_options
 from ..core.layer_keyed import LayerKeyedModules
+from ..core.peft import refuse_nested_peft_wrappers
 from ..core.timm_construction import TimmBackboneMixin
 from ..core.vision_backbones import (
     TimmClassifierConfig,
@@ -81,6 +82,8 @@ class HaltingTimmForImageClassification(TimmBackboneMixin, HaltingForSequenceCla
     adapter_class = TimmViTAdapter
     base_model_prefix = "timm_model"
     main_input_name = "pixel_values"
+    # forward takes ``**unsupported`` only to refuse it by name; the Trainer must not read it as loss keywords.
+    accepts_loss_kwargs = False
     auto_class_name = "AutoModelForImageClassification"
 
     def __init__(self, config: HaltingTimmConfig):
@@ -115,7 +118,13 @@ class HaltingTimmForImageClassification(TimmBackboneMixin, HaltingForSequenceCla
         return self.adapter.final_logits(hidden)
 
     def forward(
-        self, pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None, return_dict=None
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict=None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **unsupported,
     ) -> Any:
         """Classifies a batch of images, halting per image or per patch token.
 
@@ -123,7 +132,16 @@ class HaltingTimmForImageClassification(TimmBackboneMixin, HaltingForSequenceCla
             pixel_values: ``(batch, channels, height, width)`` normalized images.
             labels: ``(batch,)`` class ids; adds ``loss`` (task loss plus ponder cost or KL).
             return_dict: Return a tuple when ``False``.
+            output_attentions: Accepted as ``None``/``False`` (what peft and the pipelines pass); ``True`` is refused.
+            output_hidden_states: Accepted as ``None``/``False``; ``True`` is refused.
+            **unsupported: Text inputs given as ``None`` (peft's ``SEQ_CLS`` wrapper passes them) are accepted;
+                any other keyword is refused by name.
         """
+        reason = "images or patch tokens halt at different layers, so no per-layer tensor covers the whole batch"
+        check_pixel_forward_options(
+            type(self).__name__, output_attentions, output_hidden_states, unsupported, reason=reason
+        )
+        refuse_nested_peft_wrappers(self)
         batch_size = check_pixel_values(pixel_values, self.timm_model.patch_embed.proj.in_channels, self.timm_model)
         if labels is not None:
             check_class_labels(labels, batch_size, self.config.num_labels)

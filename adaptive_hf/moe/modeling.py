@@ -24,7 +24,13 @@ from transformers import initialization as init
 
 from ..core.adapters.base import BackboneAdapter
 from ..core.hub import AdaptiveHubMixin, read_config_dict
-from ..core.inputs import check_class_labels, check_token_inputs, check_token_labels, position_limit
+from ..core.inputs import (
+    check_class_labels,
+    check_token_inputs,
+    check_token_labels,
+    position_limit,
+    refuse_text_inputs,
+)
 from ..core.layer_keyed import LayerKeyedWeights
 from ..core.vision_backbones import check_pixel_values
 from .config import MOE_FIELDS, SWITCH_MOE_CONFIGS, SwitchMoEConfig, moe_adapter_for, validate_moe_runtime
@@ -184,6 +190,7 @@ class SwitchMoEModelMixin(AdaptiveHubMixin):
 
     def _check_image_inputs(self, kwargs: dict[str, Any]) -> None:
         """The shared image check (shape, dtype, channels, empty batch), plus the class labels."""
+        refuse_text_inputs(type(self).__name__, kwargs)  # peft's SEQ_CLS wrapper passes them as None
         pixel_values = kwargs.get("pixel_values")
         if pixel_values is None:
             return  # the stock forward names what is missing

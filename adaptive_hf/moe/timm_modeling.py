@@ -24,7 +24,8 @@ from transformers.modeling_outputs import ImageClassifierOutput
 
 from ..core.adapters.timm import TimmViTAdapter
 from ..core.hub import own_loaded_tensors
-from ..core.inputs import check_class_labels
+from ..core.inputs import check_class_labels, check_pixel_forward_options
+from ..core.peft import refuse_nested_peft_wrappers
 from ..core.timm_construction import TimmBackboneMixin
 from ..core.vision_backbones import (
     TimmClassifierConfig,
@@ -48,6 +49,8 @@ class TimmForImageClassification(TimmBackboneMixin, PreTrainedModel):
     config_class = TimmClassifierConfig
     base_model_prefix = "timm_model"
     main_input_name = "pixel_values"
+    # forward takes ``**unsupported`` only to refuse it by name; the Trainer must not read it as loss keywords.
+    accepts_loss_kwargs = False
     input_modalities = ("image",)
 
     def __init__(self, config: TimmClassifierConfig):
@@ -69,6 +72,9 @@ class TimmForImageClassification(TimmBackboneMixin, PreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **unsupported,
     ) -> ImageClassifierOutput | tuple:
         """Classifies a batch of images with the timm model.
 
@@ -76,8 +82,17 @@ class TimmForImageClassification(TimmBackboneMixin, PreTrainedModel):
             pixel_values: ``(batch, channels, height, width)`` normalized float images.
             labels: ``(batch,)`` class ids; adds the cross-entropy ``loss``.
             return_dict: Return a tuple when ``False``.
+            output_attentions: Accepted as ``None``/``False`` (what peft and the pipelines pass); ``True`` is refused.
+            output_hidden_states: Accepted as ``None``/``False``; ``True`` is refused.
+            **unsupported: Text inputs given as ``None`` (peft's ``SEQ_CLS`` wrapper passes them) are accepted;
+                any other keyword is refused by name.
         """
+        reason = "a timm model returns its logits only, not per-layer attentions or hidden states"
+        check_pixel_forward_options(
+            type(self).__name__, output_attentions, output_hidden_states, unsupported, reason=reason
+        )
         config = self.config
+        refuse_nested_peft_wrappers(self)
         batch_size = check_pixel_values(pixel_values, config.describe_blocks().in_chans, self.timm_model)
         logits = self.timm_model(pixel_values)
         loss = None

@@ -20,7 +20,8 @@ from transformers.utils import ModelOutput
 
 from ..core.flops import linear_flops
 from ..core.hub import AdaptiveHubMixin, own_loaded_tensors
-from ..core.inputs import check_class_labels, check_token_inputs
+from ..core.inputs import check_class_labels, check_forward_options, check_token_inputs
+from ..core.peft import refuse_nested_peft_wrappers
 from .config import validate_reader_runtime
 
 try:  # transformers v5: init functions that respect the "already loaded" flags of from_pretrained
@@ -311,6 +312,8 @@ class ReaderPreTrainedModel(AdaptiveHubMixin, PreTrainedModel):
 
     auto_class_name = "AutoModelForSequenceClassification"
     main_input_name = "input_ids"
+    # forward takes ``**unsupported`` only to refuse it by name; the Trainer must not read it as loss keywords.
+    accepts_loss_kwargs = False
 
     def _build_common(self, config) -> None:
         self.num_labels = config.num_labels
@@ -416,6 +419,20 @@ class ReaderPreTrainedModel(AdaptiveHubMixin, PreTrainedModel):
         return model
 
     # ---------------------------------------------------------------------------------------------------- inputs
+    def check_forward_options(self, output_attentions, output_hidden_states, unsupported: dict) -> None:
+        """Accepts ``output_attentions``/``output_hidden_states`` as ``None``/``False``; refuses ``True`` and any
+        other keyword by name (see ``core.inputs.check_forward_options``)."""
+        check_forward_options(
+            type(self).__name__,
+            output_attentions,
+            output_hidden_states,
+            unsupported,
+            reason="a recurrent reader has no attention, and rows read different tokens, so no per-step tensor "
+            "covers the whole batch",
+            accepted="input_ids, attention_mask, token_type_ids, inputs_embeds, labels",
+        )
+        refuse_nested_peft_wrappers(self)
+
     def _prepare_inputs(self, input_ids, attention_mask, inputs_embeds, labels) -> tuple[torch.Tensor, int, int]:
         """Validates inputs; returns ``(lengths, batch_size, seq_len)``."""
         config = self.config

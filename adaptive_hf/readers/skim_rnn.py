@@ -126,6 +126,9 @@ class SkimRnnForSequenceClassification(ReaderPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **unsupported,
     ) -> ReaderSequenceClassifierOutput | tuple:
         """Classifies a batch of right-padded token sequences, skimming tokens in eval mode.
 
@@ -136,7 +139,11 @@ class SkimRnnForSequenceClassification(ReaderPreTrainedModel):
             inputs_embeds: ``(batch, seq, embedding_size)`` instead of ``input_ids``.
             labels: ``(batch,)`` class ids; adds ``loss``.
             return_dict: Return a tuple when ``False``.
+            output_attentions: Accepted as ``None``/``False`` (what peft and the pipelines pass); ``True`` is refused.
+            output_hidden_states: Accepted as ``None``/``False``; ``True`` is refused.
+            **unsupported: Any other keyword is refused with a ``TypeError`` naming it.
         """
+        self.check_forward_options(output_attentions, output_hidden_states, unsupported)
         lengths, _, _ = self._prepare_inputs(input_ids, attention_mask, inputs_embeds, labels)
         inputs = self._embed(input_ids, inputs_embeds)
         zeros = torch.zeros_like(lengths)

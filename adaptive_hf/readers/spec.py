@@ -31,6 +31,8 @@ SPEC = register_technique(
     TechniqueSpec(
         name="readers",
         model_types=("skim_rnn", "jump_lstm"),
+        # Skim-RNN's gate and small cell; LSTM-Jump's jump policy and its REINFORCE baseline.
+        adaptive_children=("skim_gate", "small_cell", "jump_policy", "baseline"),
         knobs=(
             Knob("skim_threshold", SKIM_THRESHOLDS, when={"reading_policy": "adaptive"}, applies=_is_skim),
             Knob("stop_threshold", STOP_THRESHOLDS, when={"reading_policy": "adaptive"}, applies=_is_jump),

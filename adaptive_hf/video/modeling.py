@@ -36,7 +36,8 @@ from transformers import PreTrainedModel
 from ..core.adapters.timm import TimmAdapter, timm_adapter_for
 from ..core.flops import frame_sampling_flops
 from ..core.hub import AdaptiveHubMixin, own_loaded_tensors
-from ..core.inputs import check_class_labels
+from ..core.inputs import check_class_labels, check_pixel_forward_options
+from ..core.peft import refuse_nested_peft_wrappers
 from ..core.timm_construction import split_timm_keywords
 from ..core.vision_backbones import check_pixels_fit_model, create_timm_model, load_timm_state_dict, read_state_dict
 from .config import GLANCE_BUILTIN, FrameSamplingVideoConfig, validate_sampler_runtime
@@ -455,6 +456,9 @@ class FrameSamplingVideoClassifier(SamplerForwardsMixin, AdaptiveHubMixin, PreTr
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
         frame_source: FrameSource | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **unsupported,
     ) -> FrameSamplingVideoClassifierOutput | tuple:
         """Classifies a batch of clips, running the backbone only on the sampled frames.
 
@@ -466,7 +470,21 @@ class FrameSamplingVideoClassifier(SamplerForwardsMixin, AdaptiveHubMixin, PreTr
                 :class:`~adaptive_hf.video.sources.FrameSource` the sampler asks for the frames it needs, e.g. the
                 ``VideoFileSource`` of :class:`~adaptive_hf.video.files.VideoFileCollator`, which decodes only
                 those frames; ``frames_decoded`` in the output counts what it decoded.
+            output_attentions: Accepted as ``None``/``False`` (what peft and the pipelines pass); ``True`` is refused.
+            output_hidden_states: Accepted as ``None``/``False``; ``True`` is refused.
+            **unsupported: Text inputs given as ``None`` (peft's ``SEQ_CLS`` wrapper passes them) are accepted;
+                any other keyword is refused by name.
         """
+        reason = "clips run the backbone on different frames, so no per-layer tensor covers the whole batch"
+        check_pixel_forward_options(
+            type(self).__name__,
+            output_attentions,
+            output_hidden_states,
+            unsupported,
+            reason=reason,
+            pixel_shape="(batch, num_frames, channels, height, width)",
+        )
+        refuse_nested_peft_wrappers(self)
         config = self.config
         validate_sampler_runtime(config)
         if self.training and labels is not None:

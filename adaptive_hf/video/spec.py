@@ -42,6 +42,8 @@ SPEC = register_technique(
     TechniqueSpec(
         name="video",
         model_types=("frame_sampling_video",),
+        # The saliency glance (with its frame classifier), the attention pooling and the early-stop gate.
+        adaptive_children=("glance", "attention", "gate"),
         knobs=(
             Knob("exit_threshold", EXIT_THRESHOLDS, when={"sampler": "early_stop"}, applies=_has_budget_knob),
             Knob("frame_budget", _budgets, when={"sampler": "saliency"}, applies=_has_budget_knob),

@@ -306,9 +306,14 @@ class TimmViTAdapter(TimmAdapter):
         subset = subset if subset is not None else TokenSubset.from_mask(active)
         row_index, token_index, slot, slots = subset.rows, subset.tokens, subset.slot, subset.slots
         tokens = subset.gather_states(hidden_states)
-        weight, bias = attention.qkv.weight, attention.qkv.bias
-        query = F.linear(normed[row_index, token_index], weight[:width], None if bias is None else bias[:width])
-        key_value = F.linear(normed, weight[width:], None if bias is None else bias[width:])
+        qkv = attention.qkv
+        if type(qkv) is nn.Linear:  # queries for the active tokens only, keys and values for every token
+            weight, bias = qkv.weight, qkv.bias
+            query = F.linear(normed[row_index, token_index], weight[:width], None if bias is None else bias[:width])
+            key_value = F.linear(normed, weight[width:], None if bias is None else bias[width:])
+        else:  # a wrapped projection (a peft LoRA or IA3 layer) computes more than its base weight: call it
+            projected = qkv(normed)
+            query, key_value = projected[row_index, token_index, :width], projected[..., width:]
         keys, values = key_value.view(rows, seq, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         keys = _apply(attention.k_norm, keys)
         if slot is None:  # one row: the packed tokens are the queries as they are, no scatter into slots
