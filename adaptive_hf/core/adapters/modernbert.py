@@ -84,6 +84,10 @@ class ModernBertAdapter(TextEncoderAdapter):
         return self.base_model.layers
 
     # ----------------------------------------------------------------------------------------------- embedding
+    def _embeddings(self, input_ids, token_type_ids, position_ids, inputs_embeds) -> torch.Tensor:
+        # Positions enter through the rotary tables only, not the embeddings.
+        return self.base_model.embeddings(input_ids=input_ids, inputs_embeds=inputs_embeds)
+
     def embed(
         self,
         input_ids: torch.Tensor | None = None,
@@ -104,7 +108,7 @@ class ModernBertAdapter(TextEncoderAdapter):
         if token_type_ids is not None:
             raise ValueError("`token_type_ids` is not an input of modernbert models; do not pass it.")
         base = self.base_model
-        hidden = base.embeddings(input_ids=input_ids, inputs_embeds=inputs_embeds)
+        hidden = self._embeddings(input_ids, None, position_ids, inputs_embeds)
         batch, seq = hidden.shape[:2]
         if attention_mask is None:
             token_mask = torch.ones(batch, seq, dtype=torch.long, device=hidden.device)
