@@ -22,6 +22,7 @@ from .data import load_text_classification, packaged_minilm_path
 from .early_exit import spec as _early_exit_spec  # noqa: F401  (each technique registers its spec on import)
 from .early_exit.auto import AutoEarlyExitModelForSequenceClassification
 from .early_exit.config import (
+    EARLY_EXIT_CONFIGS,
     EarlyExitAlbertConfig,
     EarlyExitBertConfig,
     EarlyExitDistilBertConfig,
@@ -31,6 +32,7 @@ from .early_exit.config import (
     EarlyExitXLMRobertaConfig,
 )
 from .early_exit.modeling import (
+    EARLY_EXIT_MODELS,
     EarlyExitAlbertForSequenceClassification,
     EarlyExitBertForSequenceClassification,
     EarlyExitDistilBertForSequenceClassification,
@@ -87,6 +89,10 @@ register_builtin_families()
 register_vision_early_exit()
 register_readers()
 register_video()
+
+# EarlyExit<Arch>Config / EarlyExit<Arch>ForSequenceClassification of the built-in families not imported above.
+_EARLY_EXIT_CLASSES = {cls.__name__: cls for cls in (*EARLY_EXIT_CONFIGS.values(), *EARLY_EXIT_MODELS.values())}
+globals().update(_EARLY_EXIT_CLASSES)
 
 # Halting<Arch>Config / Halting<Arch>ForSequenceClassification, built per family.
 _HALTING_CLASSES = {cls.__name__: cls for cls in (*HALTING_CONFIGS.values(), *HALTING_MODELS.values())}
@@ -151,6 +157,7 @@ __all__ = [
     "upcycle",
 ]
 __all__ += sorted(_SWITCH_MOE_CLASSES)
+__all__ += sorted(set(_EARLY_EXIT_CLASSES) - set(__all__))
 __all__ += [
     "AutoHaltingModelForSequenceClassification",
     "HaltingCurriculumCallback",

@@ -15,6 +15,7 @@ from cases_exits_halting import (
     halting_text_case,
     halting_timm_vit_case,
 )
+from cases_modernbert import modernbert_cases
 from cases_moe_readers_video import HF_VIDEO_CONFIGS, MOE_TEXT_FAMILIES, moe_case, reader_case, video_case
 from text_testers import FAMILIES
 
@@ -36,6 +37,7 @@ def _all_cases() -> list[AdaptiveCase]:
         video_case("efficientnet", s, a) for s in ("uniform", "saliency", "early_stop") for a in ("mean", "attention")
     ]
     cases += [video_case("resnet", "uniform")]
+    cases += modernbert_cases()
     cases += [video_case(clip, s) for clip in HF_VIDEO_CONFIGS for s in ("uniform", "saliency")]
     return cases
 

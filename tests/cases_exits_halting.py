@@ -90,7 +90,7 @@ def early_exit_text_case(family: str) -> AdaptiveCase:
             pooled = output.pooler_output
         return model.exit_heads[-1](pooled)
 
-    has_pooler = adaptive_hf.core.adapters.text.TEXT_ENCODER_ADAPTERS[family].has_pooler
+    has_pooler = adaptive_hf.core.adapters.base.FAMILY_ADAPTERS[family].has_pooler
     return AdaptiveCase(
         name=f"early_exit/{family}",
         technique="early_exit",

@@ -38,6 +38,7 @@ CASES = {
     "timm_cnn": (lambda: build_timm("resnet_block", image_size=[64, 64], exit_layers=[1, 3, 5]), "dynamo"),
     "timm_vit": (lambda: build_timm("vit", exit_layers=[1, 2, 4]), "torchscript"),
     "hf_vit": (lambda: build_vit(exit_layers=[1, 2, 4]), "torchscript"),
+    "modernbert": (lambda: tiny_model("modernbert", exit_layers=[1, 2, 4]), "torchscript"),
 }
 
 

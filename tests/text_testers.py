@@ -10,6 +10,7 @@ from transformers import (
     ElectraConfig,
     GPT2Config,
     LlamaConfig,
+    ModernBertConfig,
     MPNetConfig,
     RobertaConfig,
     ViTConfig,
@@ -44,6 +45,27 @@ def tiny_backbone_config(family: str):
         return AlbertConfig(**COMMON, embedding_size=16, num_hidden_groups=1, inner_group_num=1)
     if family == "mpnet":
         return MPNetConfig(**COMMON, pad_token_id=1)
+    if family == "modernbert":
+        # Windows of 4 tokens (2 either side) on every other layer: the test batches (10 tokens) exceed them.
+        return ModernBertConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            num_hidden_layers=NUM_LAYERS,
+            num_attention_heads=4,
+            intermediate_size=40,
+            max_position_embeddings=64,
+            local_attention=4,
+            global_attn_every_n_layers=2,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            cls_token_id=1,
+            sep_token_id=2,
+            embedding_dropout=0.1,
+            attention_dropout=0.1,
+            mlp_dropout=0.1,
+            classifier_pooling="mean",
+        )
     if family == "distilbert":
         return DistilBertConfig(
             vocab_size=VOCAB, dim=32, n_layers=NUM_LAYERS, n_heads=4, hidden_dim=37, max_position_embeddings=64

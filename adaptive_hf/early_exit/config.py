@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.adapters.builtin import BUILTIN_TEXT_LAYER_ADAPTERS
 from ..core.adapters.text import POOLINGS, TEXT_ENCODER_ADAPTERS, TextEncoderAdapter
 from ..core.configuration import (
     FrozenStructureMixin,
@@ -183,6 +184,10 @@ EARLY_EXIT_CONFIGS: dict[str, type] = {
         EarlyExitMPNetConfig,
     )
 }
+for _adapter in BUILTIN_TEXT_LAYER_ADAPTERS:  # the other built-in families (ModernBERT, ...)
+    if _adapter.model_type not in EARLY_EXIT_CONFIGS:
+        EARLY_EXIT_CONFIGS[_adapter.model_type] = _make_config_class(_adapter)
+        globals()[EARLY_EXIT_CONFIGS[_adapter.model_type].__name__] = EARLY_EXIT_CONFIGS[_adapter.model_type]
 
 
 def make_early_exit_config_class(adapter: type[TextEncoderAdapter]) -> type:

@@ -268,13 +268,26 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
         setattr(self, self.base_model_prefix, base_model)
         hidden_size = self.adapter_class.hidden_size_of(config)
         dropout = self.adapter_class.classifier_dropout_of(config)
+        # A family with its own classification head (ModernBERT's head + classifier) keeps it as the final exit,
+        # under the stock attribute names so that a plain checkpoint's head loads into it: new heads only before it.
+        stock_head = self.adapter_class.stock_head_modules(config)
+        for name, module in stock_head.items():
+            setattr(self, name, module)
+        self._stock_head_names = tuple(stock_head)
+        layers = config.exit_layers[:-1] if stock_head else config.exit_layers
         self.exit_heads = LayerKeyedModules(
-            config.exit_layers,
-            [ExitHead(hidden_size, config.num_labels, config.head_type, dropout) for _ in config.exit_layers],
+            layers,
+            [ExitHead(hidden_size, config.num_labels, config.head_type, dropout) for _ in layers],
             config_field="exit_layers",
         )
         self.post_init()
         self._apply_training_stage()
+
+    def final_exit_parameters(self):
+        """Parameters of the final exit: the family's stock head where it has one, else the last exit head."""
+        if not self._stock_head_names:
+            return super().final_exit_parameters()
+        return (p for name in self._stock_head_names for p in getattr(self, name).parameters())
 
     def backbone_parameters(self):
         """Parameters of the base model (embeddings, layers, pooler)."""
@@ -282,7 +295,7 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
 
     # ----------------------------------------------------------------------------------------------- cost model
     def head_flops(self, seq_len: int) -> int:
-        """Theoretical FLOPs of one exit head on one sequence."""
+        """Theoretical FLOPs of one intermediate exit head on one sequence."""
         config = self.config
         return classifier_head_flops(
             self.adapter_class.hidden_size_of(config),
@@ -305,7 +318,11 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
         layer = self.adapter.layer_flops(seq_len)
         head = self.head_flops(seq_len)
         costs = [layer * exit_layer + head * (k + 1) for k, exit_layer in enumerate(self.config.exit_layers)]
-        return costs, layer * self.adapter.num_layers + head
+        if not self._stock_head_names:
+            return costs, layer * self.adapter.num_layers + head
+        final = self.adapter_class.stock_head_flops(self.config, seq_len)
+        costs[-1] += final - head  # the final exit is the family's own head
+        return costs, layer * self.adapter.num_layers + final
 
     # -------------------------------------------------------------------------------------------------- forward
     def forward(
@@ -350,6 +367,8 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
         return output
 
     def _head_logits(self, k: int, state: EncoderState) -> torch.Tensor:
+        if self._stock_head_names and k == len(self.config.exit_layers) - 1:
+            return self.adapter.stock_head_logits(self, state.hidden_states, state.token_mask)
         pooled = self.adapter.pool(state.hidden_states, state.token_mask, self.config.head_pooling)
         return self.exit_heads[k](pooled)
 
@@ -357,12 +376,26 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
         """Eval-mode heads as bare ops; masked mean pooling as one batched product with weights made once.
 
         The weights ``mask / token count`` depend only on the rows, so they are computed when the rows change (once
-        per forward and after each compaction), not at every head.
+        per forward and after each compaction), not at every head. A family's own final head runs as it is.
         """
+        run_head = self._intermediate_head_runner(state)
+        if not self._stock_head_names:
+            return run_head
+        last = len(self.config.exit_layers) - 1
+        adapter = self.adapter
+
+        def run_with_stock_head(k: int, current: EncoderState) -> torch.Tensor:
+            if k == last:
+                return adapter.stock_head_logits(self, current.hidden_states, current.token_mask)
+            return run_head(k, current)
+
+        return run_with_stock_head
+
+    def _intermediate_head_runner(self, state: EncoderState):
         pooling = self.config.head_pooling
         heads = self.exit_heads
+        adapter = self.adapter
         if pooling != "mean":
-            adapter = self.adapter
 
             def run_pooled(k: int, current: EncoderState) -> torch.Tensor:
                 return heads[k].inference(adapter.pool(current.hidden_states, current.token_mask, pooling))
@@ -372,7 +405,8 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
         weights = (mask / mask.sum(-1, keepdim=True).clamp(min=1.0)).unsqueeze(1)  # (rows, 1, seq)
 
         def run_mean(k: int, current: EncoderState) -> torch.Tensor:
-            return heads[k].inference(torch.bmm(weights, current.hidden_states).squeeze(1))
+            states = adapter.exit_states(current.hidden_states)
+            return heads[k].inference(torch.bmm(weights, states).squeeze(1))
 
         return run_mean
 
@@ -453,3 +487,7 @@ EARLY_EXIT_MODELS: dict[str, type] = {
         EarlyExitMPNetForSequenceClassification,
     )
 }
+for _model_type, _config_class in EARLY_EXIT_CONFIGS.items():  # the other built-in families (ModernBERT, ...)
+    if _model_type not in EARLY_EXIT_MODELS:
+        _model_class = make_early_exit_model_class(_config_class.backbone_adapter, _config_class)
+        EARLY_EXIT_MODELS[_model_type] = globals()[_model_class.__name__] = _model_class

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.adapters.base import FAMILY_ADAPTERS
+from ..core.adapters.builtin import BUILTIN_TEXT_LAYER_ADAPTERS
 from ..core.adapters.text import TEXT_ENCODER_ADAPTERS, TextEncoderAdapter
 from ..core.configuration import (
     FrozenStructureMixin,
@@ -96,7 +97,8 @@ class HaltingConfigMixin(RenamedFieldsMixin, FrozenStructureMixin):
             Formerly ``halting_pooling`` (still accepted, deprecated).
         halting_bias_init: Initial bias of the halting units (negative = start by using most layers).
         head_type: The classifier head: ``"linear"`` or ``"mlp"``. Formerly ``classifier_head`` (still accepted,
-            deprecated).
+            deprecated). Families with their own classification head (ModernBERT) classify with that head instead,
+            as their stock ``...ForSequenceClassification`` does.
     """
 
     backbone_adapter: type[TextEncoderAdapter] = TextEncoderAdapter
@@ -164,3 +166,7 @@ HALTING_CONFIGS: dict[str, type] = {
         HaltingMPNetConfig,
     )
 }
+for _adapter in BUILTIN_TEXT_LAYER_ADAPTERS:  # the other built-in families (ModernBERT, ...)
+    if _adapter.model_type not in HALTING_CONFIGS:
+        HALTING_CONFIGS[_adapter.model_type] = make_halting_config_class(_adapter)
+        globals()[HALTING_CONFIGS[_adapter.model_type].__name__] = HALTING_CONFIGS[_adapter.model_type]

@@ -45,7 +45,14 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
             config_field="max_ponder_steps",
         )
         dropout = self.adapter_class.classifier_dropout_of(config)
-        self.classifier = ExitHead(hidden_size, config.num_labels, config.head_type, dropout)
+        # A family with its own classification head (ModernBERT's head + classifier) classifies with it, under the
+        # stock attribute names so that a plain checkpoint's head loads into it (`head_type` does not apply).
+        stock_head = self.adapter_class.stock_head_modules(config)
+        for name, module in stock_head.items():
+            setattr(self, name, module)
+        self._uses_stock_head = bool(stock_head)
+        if not stock_head:
+            self.classifier = ExitHead(hidden_size, config.num_labels, config.head_type, dropout)
         self.post_init()
 
     def _init_weights(self, module):
@@ -113,7 +120,9 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         return self.adapter.pool(hidden, token_mask, self.config.head_pooling)
 
     def _classify(self, hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
-        """Logits from token states. Pooling is linear, so mixing states first equals mixing pooled vectors."""
+        """Logits from token states (ACT passes its mixture of the states, which it then classifies)."""
+        if self._uses_stock_head:
+            return self.adapter.stock_head_logits(self, hidden, token_mask)
         return self.classifier(self._pool(hidden, token_mask))
 
     def _step_settings(self) -> tuple[str, float, bool, bool, int]:
@@ -477,3 +486,7 @@ HALTING_MODELS: dict[str, type] = {
         HaltingMPNetForSequenceClassification,
     )
 }
+for _model_type, _config_class in HALTING_CONFIGS.items():  # the other built-in families (ModernBERT, ...)
+    if _model_type not in HALTING_MODELS:
+        _model_class = make_halting_model_class(_config_class.backbone_adapter, _config_class)
+        HALTING_MODELS[_model_type] = globals()[_model_class.__name__] = _model_class

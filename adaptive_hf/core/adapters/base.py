@@ -38,6 +38,9 @@ class FfnSlot:
         gate: Path of the gate projection for gated FFNs (``down(act(gate(x)) * up(x))``), else ``None``.
         weights_in_out: The projections store their weights ``(in, out)`` already (GPT-2's ``Conv1D``) rather than
             ``(out, in)`` (``nn.Linear``).
+        packed: For a gated FFN whose gate and up projections are one layer (ModernBERT's ``mlp.Wi``), the roles
+            (``"gate"``, ``"up"``) in the order their equal blocks are stacked along that layer's outputs; ``up``
+            and ``gate`` then both name that layer. Empty (the default) when every role has its own layer.
     """
 
     module: str
@@ -45,6 +48,14 @@ class FfnSlot:
     down: str
     gate: str | None = None
     weights_in_out: bool = False
+    packed: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.packed and (sorted(self.packed) != ["gate", "up"] or self.up != self.gate):
+            raise ValueError(
+                f"FfnSlot.packed must order the roles ('gate', 'up') of one layer named by both `up` and `gate`; got "
+                f"packed={self.packed!r}, up={self.up!r}, gate={self.gate!r}."
+            )
 
     @property
     def gated(self) -> bool:
@@ -70,8 +81,13 @@ class FfnSlot:
             if path is None:
                 continue
             projection = layer.get_submodule(path)
-            weights[role] = projection.weight if self.weights_in_out else projection.weight.t()
-            weights[f"{role}_bias"] = projection.bias
+            weight, bias = projection.weight, projection.bias
+            if role in self.packed:  # this role's block of the outputs of a packed layer
+                block = self.packed.index(role)
+                weight = weight.chunk(len(self.packed), dim=1 if self.weights_in_out else 0)[block]
+                bias = None if bias is None else bias.chunk(len(self.packed))[block]
+            weights[role] = weight if self.weights_in_out else weight.t()
+            weights[f"{role}_bias"] = bias
         return weights
 
     def install(self, layer: nn.Module, moe: nn.Module) -> None:

@@ -5,10 +5,18 @@ from __future__ import annotations
 from .base import BackboneAdapter
 from .decoders import DECODER_ADAPTERS
 from .hf_vision import HF_VISION_ADAPTERS
+from .modernbert import MODERNBERT_ADAPTERS
 from .text import TEXT_ENCODER_ADAPTERS
 
 BUILTIN_ADAPTERS: tuple[type[BackboneAdapter], ...] = (
     *TEXT_ENCODER_ADAPTERS.values(),
+    *MODERNBERT_ADAPTERS.values(),
     *DECODER_ADAPTERS.values(),
     *HF_VISION_ADAPTERS.values(),
+)
+
+# The built-in text families that run layers one at a time (early exits, halting). The technique modules build their
+# classes for each at import, so the code bundle of a saved model defines its class without any registration.
+BUILTIN_TEXT_LAYER_ADAPTERS: tuple[type[BackboneAdapter], ...] = tuple(
+    adapter for adapter in BUILTIN_ADAPTERS if adapter.modality == "text" and adapter.runs_layers
 )

@@ -213,10 +213,11 @@ class TextEncoderAdapter(BackboneAdapter):
             pooling: ``"mean"`` (masked mean), ``"cls"`` (first token) or ``"pooler"`` (the family's trained pooler).
         """
         if pooling == "mean":
+            hidden_states = self.exit_states(hidden_states)
             weights = token_mask.to(hidden_states.dtype).unsqueeze(-1)
             return (hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         if pooling == "cls":
-            return hidden_states[:, 0]
+            return self.exit_states(hidden_states[:, :1])[:, 0]
         if pooling == "pooler":
             return self.base_model.pooler(hidden_states)
         raise ValueError(f"`head_pooling` must be one of {POOLINGS}; got {pooling!r}.")
@@ -224,6 +225,49 @@ class TextEncoderAdapter(BackboneAdapter):
     def layer_flops(self, seq_len: int) -> int:
         """Theoretical FLOPs of one encoder layer on one sequence of ``seq_len`` tokens."""
         return encoder_layer_flops(seq_len, self.hidden_size_of(self.config), self.intermediate_size_of(self.config))
+
+    # ------------------------------------------------------------------------- what the classifiers read
+    def exit_states(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """``(rows, seq, hidden)`` states as exit heads pool them: unchanged here; a pre-norm family (whose layers
+        leave the residual stream unnormalised) applies its final norm, as its own head reads the last layer.
+
+        Args:
+            hidden_states: States after some layer.
+        """
+        return hidden_states
+
+    @classmethod
+    def stock_head_modules(cls, config) -> dict[str, nn.Module]:
+        """The family's own sequence-classification head, which the techniques then use as their final classifier.
+
+        Keys are the attribute names in the stock ``<Arch>ForSequenceClassification`` (so a plain checkpoint's head
+        weights load into them); an empty dict (the default) means the techniques build their own final head.
+
+        Args:
+            config: The model config (``num_labels`` set).
+        """
+        return {}
+
+    def stock_head_logits(self, owner: nn.Module, hidden_states: torch.Tensor, token_mask: torch.Tensor):
+        """Logits of the stock head that ``owner`` holds (see :meth:`stock_head_modules`) on the last layer's
+        states, computed as the stock ``<Arch>ForSequenceClassification`` computes them.
+
+        Args:
+            owner: The model holding the stock head modules as attributes.
+            hidden_states: ``(rows, seq, hidden)`` states after the last layer.
+            token_mask: ``(rows, seq)`` 1 for real tokens, 0 for padding.
+        """
+        raise self._missing("stock_head_logits")
+
+    @classmethod
+    def stock_head_flops(cls, config, seq_len: int) -> int:
+        """Theoretical FLOPs of the stock head (see :meth:`stock_head_modules`) on one sequence.
+
+        Args:
+            config: The model config.
+            seq_len: Tokens in the sequence.
+        """
+        raise NotImplementedError(f"{cls.__name__} has no stock classification head.")
 
     # ------------------------------------------------------------------ token subsets (per-token halting)
     def token_layer_parts(self, index: int) -> tuple[nn.Module, nn.Module, nn.Module, int, Any, Any]:
