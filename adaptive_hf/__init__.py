@@ -24,6 +24,7 @@ from .early_exit.auto import AutoEarlyExitModelForSequenceClassification
 from .early_exit.config import (
     EarlyExitAlbertConfig,
     EarlyExitBertConfig,
+    EarlyExitDebertaV2Config,
     EarlyExitDistilBertConfig,
     EarlyExitElectraConfig,
     EarlyExitMPNetConfig,
@@ -33,6 +34,7 @@ from .early_exit.config import (
 from .early_exit.modeling import (
     EarlyExitAlbertForSequenceClassification,
     EarlyExitBertForSequenceClassification,
+    EarlyExitDebertaV2ForSequenceClassification,
     EarlyExitDistilBertForSequenceClassification,
     EarlyExitElectraForSequenceClassification,
     EarlyExitMPNetForSequenceClassification,
@@ -126,6 +128,8 @@ __all__ = [
     "EarlyExitElectraForSequenceClassification",
     "EarlyExitMPNetConfig",
     "EarlyExitMPNetForSequenceClassification",
+    "EarlyExitDebertaV2Config",
+    "EarlyExitDebertaV2ForSequenceClassification",
     "EarlyExitRobertaConfig",
     "EarlyExitRobertaForSequenceClassification",
     "EarlyExitXLMRobertaConfig",

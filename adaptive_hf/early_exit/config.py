@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.adapters.deberta import DEBERTA_ADAPTERS
 from ..core.adapters.text import POOLINGS, TEXT_ENCODER_ADAPTERS, TextEncoderAdapter
 from ..core.configuration import (
     FrozenStructureMixin,
@@ -164,6 +165,7 @@ EarlyExitDistilBertConfig = _make_config_class(TEXT_ENCODER_ADAPTERS["distilbert
 EarlyExitAlbertConfig = _make_config_class(TEXT_ENCODER_ADAPTERS["albert"])
 EarlyExitElectraConfig = _make_config_class(TEXT_ENCODER_ADAPTERS["electra"])
 EarlyExitMPNetConfig = _make_config_class(TEXT_ENCODER_ADAPTERS["mpnet"])
+EarlyExitDebertaV2Config = _make_config_class(DEBERTA_ADAPTERS["deberta-v2"])
 
 EARLY_EXIT_CONFIGS: dict[str, type] = {
     cls.backbone_adapter.model_type: cls
@@ -175,6 +177,7 @@ EARLY_EXIT_CONFIGS: dict[str, type] = {
         EarlyExitAlbertConfig,
         EarlyExitElectraConfig,
         EarlyExitMPNetConfig,
+        EarlyExitDebertaV2Config,
     )
 }
 

@@ -15,6 +15,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from ..core.adapters.deberta import DEBERTA_ADAPTERS
 from ..core.adapters.text import TEXT_ENCODER_ADAPTERS, EncoderState, TextEncoderAdapter
 from ..core.flops import classifier_head_flops
 from ..core.hub import AdaptiveHubMixin
@@ -267,9 +268,16 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
         setattr(self, self.base_model_prefix, base_model)
         hidden_size = self.adapter_class.hidden_size_of(config)
         dropout = self.adapter_class.classifier_dropout_of(config)
+        # A family whose stock head sits beside the base model (DeBERTa's pooler + classifier) keeps it, under the
+        # stock names, as the final exit: a fine-tuned checkpoint then loads with its head.
+        task_head = self.adapter_class.build_task_head(config, config.exit_pooling)
+        for name, module in task_head.items():
+            setattr(self, name, module)
+        self.task_head_names = tuple(task_head)
+        head_layers = config.exit_layers[:-1] if task_head else config.exit_layers
         self.exit_heads = LayerKeyedModules(
-            config.exit_layers,
-            [ExitHead(hidden_size, config.num_labels, config.exit_head, dropout) for _ in config.exit_layers],
+            head_layers,
+            [ExitHead(hidden_size, config.num_labels, config.exit_head, dropout) for _ in head_layers],
             config_field="exit_layers",
         )
         self.post_init()
@@ -279,10 +287,28 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
         """Parameters of the base model (embeddings, layers, pooler)."""
         return getattr(self, self.base_model_prefix).parameters()
 
+    def final_exit_parameters(self):
+        """The final exit head's parameters (the family's own head, where the model keeps it)."""
+        if not self.task_head_names:
+            return super().final_exit_parameters()
+        return [p for name in self.task_head_names for p in getattr(self, name).parameters()]
+
+    def _is_task_head(self, k: int) -> bool:
+        return bool(self.task_head_names) and k == len(self.config.exit_layers) - 1
+
     # ----------------------------------------------------------------------------------------------- cost model
-    def head_flops(self, seq_len: int) -> int:
-        """Theoretical FLOPs of one exit head on one sequence."""
+    def head_flops(self, seq_len: int, final: bool = False) -> int:
+        """Theoretical FLOPs of one exit head on one sequence.
+
+        Args:
+            seq_len: Tokens in the sequence.
+            final: Count the final exit's head (the family's own head, pooler plus linear classifier, where the
+                model keeps it).
+        """
         config = self.config
+        if final and self.task_head_names:
+            hidden = self.adapter_class.hidden_size_of(config)
+            return classifier_head_flops(hidden, config.num_labels, mlp=False, pooler=True)
         return classifier_head_flops(
             self.adapter_class.hidden_size_of(config),
             config.num_labels,
@@ -302,9 +328,13 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
             up to it and every head evaluated on the way); ``full_cost`` is every layer plus the final head.
         """
         layer = self.adapter.layer_flops(seq_len)
-        head = self.head_flops(seq_len)
-        costs = [layer * exit_layer + head * (k + 1) for k, exit_layer in enumerate(self.config.exit_layers)]
-        return costs, layer * self.adapter.num_layers + head
+        head, final_head = self.head_flops(seq_len), self.head_flops(seq_len, final=True)
+        last = len(self.config.exit_layers) - 1
+        costs = [
+            layer * exit_layer + head * k + (final_head if k == last else head)
+            for k, exit_layer in enumerate(self.config.exit_layers)
+        ]
+        return costs, layer * self.adapter.num_layers + final_head
 
     # -------------------------------------------------------------------------------------------------- forward
     def forward(
@@ -349,10 +379,25 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
         return output
 
     def _head_logits(self, k: int, state: EncoderState) -> torch.Tensor:
+        if self._is_task_head(k):
+            return self.adapter.task_head_logits(self, state.hidden_states, state.token_mask)
         pooled = self.adapter.pool(state.hidden_states, state.token_mask, self.config.exit_pooling)
         return self.exit_heads[k](pooled)
 
     def _exit_head_runner(self, state: EncoderState):
+        run_head = self._exit_heads_runner(state)
+        if not self.task_head_names:
+            return run_head
+        last, adapter = len(self.config.exit_layers) - 1, self.adapter
+
+        def run_with_task_head(k: int, current: EncoderState) -> torch.Tensor:
+            if k == last:
+                return adapter.task_head_logits(self, current.hidden_states, current.token_mask)
+            return run_head(k, current)
+
+        return run_with_task_head
+
+    def _exit_heads_runner(self, state: EncoderState):
         """Eval-mode heads as bare ops; masked mean pooling as one batched product with weights made once.
 
         The weights ``mask / token count`` depend only on the rows, so they are computed when the rows change (once
@@ -423,6 +468,9 @@ EarlyExitElectraForSequenceClassification = make_early_exit_model_class(
 EarlyExitMPNetForSequenceClassification = make_early_exit_model_class(
     TEXT_ENCODER_ADAPTERS["mpnet"], EARLY_EXIT_CONFIGS["mpnet"]
 )
+EarlyExitDebertaV2ForSequenceClassification = make_early_exit_model_class(
+    DEBERTA_ADAPTERS["deberta-v2"], EARLY_EXIT_CONFIGS["deberta-v2"]
+)
 
 EARLY_EXIT_MODELS: dict[str, type] = {
     cls.adapter_class.model_type: cls
@@ -434,5 +482,6 @@ EARLY_EXIT_MODELS: dict[str, type] = {
         EarlyExitAlbertForSequenceClassification,
         EarlyExitElectraForSequenceClassification,
         EarlyExitMPNetForSequenceClassification,
+        EarlyExitDebertaV2ForSequenceClassification,
     )
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.adapters.base import FAMILY_ADAPTERS
+from ..core.adapters.deberta import DEBERTA_ADAPTERS
 from ..core.adapters.text import TEXT_ENCODER_ADAPTERS, TextEncoderAdapter
 from ..core.configuration import (
     FrozenStructureMixin,
@@ -144,6 +145,7 @@ HaltingDistilBertConfig = make_halting_config_class(TEXT_ENCODER_ADAPTERS["disti
 HaltingAlbertConfig = make_halting_config_class(TEXT_ENCODER_ADAPTERS["albert"])
 HaltingElectraConfig = make_halting_config_class(TEXT_ENCODER_ADAPTERS["electra"])
 HaltingMPNetConfig = make_halting_config_class(TEXT_ENCODER_ADAPTERS["mpnet"])
+HaltingDebertaV2Config = make_halting_config_class(DEBERTA_ADAPTERS["deberta-v2"])
 
 HALTING_CONFIGS: dict[str, type] = {
     cls.backbone_adapter.model_type: cls
@@ -155,5 +157,6 @@ HALTING_CONFIGS: dict[str, type] = {
         HaltingAlbertConfig,
         HaltingElectraConfig,
         HaltingMPNetConfig,
+        HaltingDebertaV2Config,
     )
 }

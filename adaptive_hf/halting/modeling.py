@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers import initialization as hf_init
 
+from ..core.adapters.deberta import DEBERTA_ADAPTERS
 from ..core.adapters.text import TEXT_ENCODER_ADAPTERS, EncoderState, TextEncoderAdapter, TokenSubset
 from ..core.flops import linear_flops
 from ..core.heads import ExitHead
@@ -464,6 +465,7 @@ HaltingDistilBertForSequenceClassification = make_halting_model_class(TEXT_ENCOD
 HaltingAlbertForSequenceClassification = make_halting_model_class(TEXT_ENCODER_ADAPTERS["albert"])
 HaltingElectraForSequenceClassification = make_halting_model_class(TEXT_ENCODER_ADAPTERS["electra"])
 HaltingMPNetForSequenceClassification = make_halting_model_class(TEXT_ENCODER_ADAPTERS["mpnet"])
+HaltingDebertaV2ForSequenceClassification = make_halting_model_class(DEBERTA_ADAPTERS["deberta-v2"])
 
 HALTING_MODELS: dict[str, type] = {
     cls.adapter_class.model_type: cls
@@ -475,5 +477,6 @@ HALTING_MODELS: dict[str, type] = {
         HaltingAlbertForSequenceClassification,
         HaltingElectraForSequenceClassification,
         HaltingMPNetForSequenceClassification,
+        HaltingDebertaV2ForSequenceClassification,
     )
 }

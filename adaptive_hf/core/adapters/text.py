@@ -98,6 +98,35 @@ class TextEncoderAdapter(BackboneAdapter):
         BertForTokenClassification,
     )
 
+    # Attribute names of the family's stock sequence-classification head when it sits beside the base model (e.g.
+    # DeBERTa's ``pooler`` and ``classifier``), for families whose early-exit model keeps it as its final exit.
+    task_head_names: ClassVar[tuple[str, ...]] = ()
+    # The technique model that owns this adapter's base model (set by ``TextBackboneMixin.adapter``), where a task
+    # head from :meth:`build_task_head` lives; ``None`` for an adapter made on a bare base model.
+    task_model: nn.Module | None = None
+
+    @classmethod
+    def build_task_head(cls, config, pooling: str) -> dict[str, nn.Module]:
+        """The family's own classification head, by the attribute names its ``...ForSequenceClassification`` gives
+        them, for an early-exit model to keep as its final exit; empty (the default) where the final exit is a new
+        exit head.
+
+        Args:
+            config: The model config.
+            pooling: The model's ``exit_pooling``.
+        """
+        return {}
+
+    def task_head_logits(self, model: nn.Module, hidden_states: torch.Tensor, token_mask: torch.Tensor):
+        """Logits of the head from :meth:`build_task_head`, held by ``model``, on last-layer states.
+
+        Args:
+            model: The technique model holding the head.
+            hidden_states: ``(rows, seq, hidden)`` states after the last layer.
+            token_mask: ``(rows, seq)`` 1 for real tokens.
+        """
+        raise self._missing("task_head_logits")
+
     @classmethod
     def build_base_model(cls, config, *, add_pooling_layer: bool) -> nn.Module:
         """Builds the family's base model from ``config``.
