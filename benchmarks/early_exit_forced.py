@@ -36,6 +36,23 @@ FAMILY_WIDTH_FIELDS = {
     "distilbert": ("n_layers", "dim", "n_heads", "hidden_dim"),
 }
 DEFAULT_WIDTH_FIELDS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
+# Settings besides depth and width that make a family's random config match its real checkpoints.
+FAMILY_SETTINGS = {
+    # DeBERTa-v3-base: relative attention with 256 log buckets, c2p + p2c through shared projections, layer-normed
+    # relative embeddings, no absolute positions or segment embeddings.
+    "deberta-v2": dict(
+        vocab_size=128100,
+        relative_attention=True,
+        position_buckets=256,
+        max_relative_positions=-1,
+        pos_att_type=["p2c", "c2p"],
+        norm_rel_ebd="layer_norm",
+        share_att_key=True,
+        position_biased_input=False,
+        type_vocab_size=0,
+        layer_norm_eps=1e-7,
+    ),
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -48,8 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--intermediate", type=int, help="FFN width (default 4 x hidden).")
     parser.add_argument("--seq_lens", default="16,32,64,128")
     parser.add_argument("--batch_sizes", default="1,64")
-    parser.add_argument("--head_type", "--exit_head", default="mlp", help="linear or mlp (--exit_head: old name).")
-    parser.add_argument("--head_pooling", "--exit_pooling", default="mean", help="mean, cls or pooler.")
+    parser.add_argument("--head_type", "--head_type", default="mlp", help="linear or mlp (--head_type: old name).")
+    parser.add_argument("--head_pooling", "--head_pooling", default="mean", help="mean, cls or pooler.")
     parser.add_argument("--rows_batch_1", type=int, default=0, help="Rows timed at batch 1 (default 2 x exits).")
     parser.add_argument("--rows", type=int, default=128, help="Rows timed at batch sizes > 1.")
     parser.add_argument("--threads", type=int, default=1)
@@ -66,7 +83,7 @@ def family_config(args, num_layers: int):
     """A random-weight config of the family at the requested depth and width."""
     names = FAMILY_WIDTH_FIELDS.get(args.family, DEFAULT_WIDTH_FIELDS)
     values = (num_layers, args.hidden, args.attention_heads, args.intermediate or 4 * args.hidden)
-    config = AutoConfig.for_model(args.family, **dict(zip(names, values)))
+    config = AutoConfig.for_model(args.family, **dict(zip(names, values)), **FAMILY_SETTINGS.get(args.family, {}))
     config.num_labels = 2
     return config
 

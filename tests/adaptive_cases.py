@@ -31,6 +31,10 @@ def _all_cases() -> list[AdaptiveCase]:
         for method in ("act", "pondernet")
     ]
     cases += [halting_timm_vit_case(g, m) for g in ("sample", "token") for m in ("act", "pondernet")]
+    # DeBERTa-v2/v3: the stock head (pooler + classifier) as the final exit; the conv variant with mean pooling.
+    cases += [early_exit_text_case("deberta-v2", head_pooling="pooler"), early_exit_text_case("deberta-v2-conv")]
+    cases += [halting_text_case("deberta-v2", g, m) for g in ("sample", "token") for m in ("act", "pondernet")]
+    cases += [halting_text_case("deberta-v2-conv", "token", "act"), moe_case("deberta-v2")]
     cases += [moe_case(family) for family in MOE_TEXT_FAMILIES + ["vit", "timm"]] + [moe_case("gpt2", causal_lm=True)]
     cases += [reader_case("skim_rnn"), reader_case("jump_lstm")]
     cases += [

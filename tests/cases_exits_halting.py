@@ -8,6 +8,7 @@ from adaptive_case import NUM_LABELS, NUM_LAYERS, AdaptiveCase, Mode, config_val
 from text_testers import padded_batch, split_threshold, tiny_backbone_config
 
 import adaptive_hf
+from adaptive_hf.core.adapters.base import FAMILY_ADAPTERS
 from adaptive_hf.early_exit.policies import exit_score
 
 
@@ -69,15 +70,28 @@ def pad_id(family: str) -> int:
     return 1 if family in ("roberta", "xlm-roberta", "mpnet") else 0
 
 
-def early_exit_text_case(family: str) -> AdaptiveCase:
+def _stock_classifier_logits(family: str, model, batch):
+    """The family's stock ``...ForSequenceClassification`` with the model's weights (its head is the final exit)."""
+    config = tiny_backbone_config(family)
+    config.num_labels = NUM_LABELS
+    stock = transformers.AutoModelForSequenceClassification.from_config(config).eval()
+    stock.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("exit_heads.")})
+    return stock(**batch).logits
+
+
+def early_exit_text_case(family: str, **defaults) -> AdaptiveCase:
+    """Early exits on a text family (``family``: a ``tiny_backbone_config`` key); ``defaults``: exit settings."""
+
     def build(**overrides):
         torch.manual_seed(0)
-        settings = {"num_labels": NUM_LABELS, "head_type": "linear", **overrides}
+        settings = {"num_labels": NUM_LABELS, "head_type": "linear", **defaults, **overrides}
         config = tiny_backbone_config(family)
         model = adaptive_hf.AutoEarlyExitModelForSequenceClassification.from_config(config, **settings)
         return model.eval()
 
     def reference(model, batch):
+        if model._stock_head_names:  # the family's own head is the final exit: the stock classifier's logits
+            return _stock_classifier_logits(family, model, batch)
         base = getattr(model, model.base_model_prefix)
         output = base(**batch)
         pooling = model.config.head_pooling
@@ -90,7 +104,7 @@ def early_exit_text_case(family: str) -> AdaptiveCase:
             pooled = output.pooler_output
         return model.exit_heads[-1](pooled)
 
-    has_pooler = adaptive_hf.core.adapters.base.FAMILY_ADAPTERS[family].has_pooler
+    has_pooler = FAMILY_ADAPTERS[tiny_backbone_config(family).model_type].has_pooler
     return AdaptiveCase(
         name=f"early_exit/{family}",
         technique="early_exit",
@@ -106,7 +120,7 @@ def early_exit_text_case(family: str) -> AdaptiveCase:
         aux_parameters=("exit_heads.layer_1.",),
         remote_code=True,
         save_overrides={"exit_layers": [1, 3]},
-        trainer_step=family in ("bert", "distilbert"),
+        trainer_step=family in ("bert", "distilbert", "deberta-v2"),
         variants=(
             ({"head_pooling": "mean"}, None),
             ({"head_pooling": "cls"}, None),
@@ -273,6 +287,8 @@ def halting_text_case(family: str, granularity: str, method: str) -> AdaptiveCas
         _randomize_units(model)
         if family == "mpnet":  # a bias as large as trained ones, so a misplaced bias row or column shows
             torch.nn.init.normal_(model.mpnet.encoder.relative_attention_bias.weight, std=2.0)
+        if family.startswith("deberta"):  # large relative embeddings, so a misplaced c2p/p2c row or column shows
+            torch.nn.init.normal_(model.deberta.encoder.rel_embeddings.weight, std=2.0)
         return model.eval()
 
     def reference(model, batch):

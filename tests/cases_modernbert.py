@@ -39,10 +39,10 @@ def modernbert_cases() -> list[AdaptiveCase]:
         reference=_stock_reference("exit_heads."),
         trainer_step=True,
         variants=(
-            ({"exit_pooling": "mean"}, None),
-            ({"exit_pooling": "cls"}, None),
+            ({"head_pooling": "mean"}, None),
+            ({"head_pooling": "cls"}, None),
             ({"classifier_pooling": "cls"}, None),
-            ({"exit_pooling": "pooler"}, ValueError),
+            ({"head_pooling": "pooler"}, ValueError),
         ),
     )
     halting = [

@@ -6,6 +6,7 @@ import torch
 from transformers import (
     AlbertConfig,
     BertConfig,
+    DebertaV2Config,
     DistilBertConfig,
     ElectraConfig,
     GPT2Config,
@@ -29,6 +30,29 @@ COMMON = dict(
     hidden_dropout_prob=0.1,
     attention_probs_dropout_prob=0.1,
 )
+
+# DeBERTa-v3 (relative attention with log buckets, c2p + p2c through shared projections, layer-normed relative
+# embeddings, no absolute positions); 6 buckets make sequences of 10 tokens use both the linear and the log range.
+DEBERTA_V3 = dict(
+    relative_attention=True,
+    position_buckets=6,
+    max_relative_positions=64,
+    pos_att_type=["p2c", "c2p"],
+    norm_rel_ebd="layer_norm",
+    share_att_key=True,
+    position_biased_input=False,
+    type_vocab_size=0,
+)
+DEBERTA_V2_CONV = dict(
+    DEBERTA_V3,
+    share_att_key=False,
+    norm_rel_ebd="none",
+    conv_kernel_size=3,
+    position_biased_input=True,
+    type_vocab_size=2,
+)
+# Shared-tester variants of DeBERTa-v2 (tiny_backbone_config keys; the model_type of both is "deberta-v2").
+DEBERTA_VARIANTS = ["deberta-v2", "deberta-v2-conv"]
 
 
 def tiny_backbone_config(family: str):
@@ -66,6 +90,10 @@ def tiny_backbone_config(family: str):
             mlp_dropout=0.1,
             classifier_pooling="mean",
         )
+    if family == "deberta-v2":  # DeBERTa-v3 settings, position buckets scaled down to the tiny sequences
+        return DebertaV2Config(**COMMON, **DEBERTA_V3)
+    if family == "deberta-v2-conv":  # DeBERTa-v2 xlarge-like: conv after layer 0, separate position projections
+        return DebertaV2Config(**COMMON, **DEBERTA_V2_CONV)
     if family == "distilbert":
         return DistilBertConfig(
             vocab_size=VOCAB, dim=32, n_layers=NUM_LAYERS, n_heads=4, hidden_dim=37, max_position_embeddings=64

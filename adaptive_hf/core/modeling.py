@@ -25,8 +25,9 @@ class TextBackboneMixin:
         """The backbone adapter over this model's base model (rebuilt if the base model is replaced)."""
         base_model = getattr(self, self.base_model_prefix)
         cached = self.__dict__.get("_adapter")
-        if cached is None or cached.base_model is not base_model:
+        if cached is None or cached.base_model is not base_model or getattr(cached, "task_model", None) is not self:
             cached = self.adapter_class(base_model)
+            cached.task_model = self  # where a family's own head (DeBERTa's pooler) lives
             self.__dict__["_adapter"] = cached
         return cached
 

@@ -114,7 +114,7 @@ class _VisionEarlyExitMixin(EarlyExitModelMixin):
     def _head_logits(self, k: int, state: ImageState) -> torch.Tensor:
         if k == len(self.config.exit_layers) - 1:
             return self._final_logits(state.hidden_states)
-        pooled = self.adapter.pool(state.hidden_states, self.config.exit_pooling)
+        pooled = self.adapter.pool(state.hidden_states, self.config.head_pooling)
         return self.exit_heads[k](pooled)
 
     def _final_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -188,7 +188,7 @@ class _VisionEarlyExitMixin(EarlyExitModelMixin):
                 heads += classifier_head_flops(
                     widths[layer - 1],
                     config.num_labels,
-                    mlp=config.exit_head == "mlp",
+                    mlp=config.head_type == "mlp",
                     pooler=False,
                     seq_len=spatial[layer - 1],
                 )
@@ -221,7 +221,7 @@ class _VisionEarlyExitMixin(EarlyExitModelMixin):
         heads = LayerKeyedModules(
             config.exit_layers[:-1],
             [
-                VisionExitHead(widths[layer - 1], config.num_labels, config.exit_head, config.exit_dropout)
+                VisionExitHead(widths[layer - 1], config.num_labels, config.head_type, config.exit_dropout)
                 for layer in config.exit_layers[:-1]
             ],
             config_field="exit_layers",
@@ -352,8 +352,8 @@ class EarlyExitTimmForImageClassification(TimmBackboneMixin, _VisionEarlyExitMix
         for name in (
             "exit_layers",
             "exit_granularity",
-            "exit_pooling",
-            "exit_head",
+            "head_pooling",
+            "head_type",
             "exit_dropout",
             "image_mean",
             "image_std",

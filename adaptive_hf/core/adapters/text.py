@@ -98,6 +98,10 @@ class TextEncoderAdapter(BackboneAdapter):
         BertForTokenClassification,
     )
 
+    # The technique model that owns this adapter's base model (set by ``TextBackboneMixin.adapter``), where a
+    # family's stock head (:meth:`stock_head_modules`, e.g. DeBERTa's pooler) lives; ``None`` on a bare base model.
+    task_model: nn.Module | None = None
+
     @classmethod
     def build_base_model(cls, config, *, add_pooling_layer: bool) -> nn.Module:
         """Builds the family's base model from ``config``.
