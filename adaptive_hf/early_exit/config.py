@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.adapters.decoders import DECODER_CLASSIFIER_ADAPTERS
 from ..core.adapters.text import POOLINGS, TEXT_ENCODER_ADAPTERS, TextEncoderAdapter
 from ..core.configuration import (
     FrozenStructureMixin,
@@ -90,7 +91,8 @@ class EarlyExitConfigMixin(FrozenStructureMixin):
 
     Fields (all validated in ``__init__``):
         exit_layers: 1-based layers that carry an exit head; ``None`` = every layer. The last layer always does.
-        exit_pooling: How a head pools the sequence: ``"mean"``, ``"cls"`` or ``"pooler"`` (BERT/ALBERT/MPNet).
+        exit_pooling: How a head pools the sequence: ``"mean"``, ``"cls"`` or ``"pooler"`` (BERT/ALBERT/MPNet);
+            decoder classifiers (Llama, Qwen2, Qwen3) pool ``"last"`` (the last non-pad token, after the final norm).
         exit_head: ``"linear"`` or ``"mlp"``.
         exit_policy: ``"none"``, ``"confidence"``, ``"entropy"``, ``"margin"`` or ``"patience"``.
         exit_threshold: Threshold in [0, 1] for the threshold policies; ``None`` = the policy's default.
@@ -120,7 +122,8 @@ class EarlyExitConfigMixin(FrozenStructureMixin):
         """Validates and normalizes every exit field; raises ``ValueError``/``TypeError`` naming the field."""
         num_layers = self.num_backbone_layers
         self.exit_layers = normalize_layer_list("exit_layers", self.exit_layers, num_layers, include_last=True)
-        check_choice("exit_pooling", self.exit_pooling, POOLINGS)
+        # A text family's own poolings (decoders: "last"); adapters without the attribute (vision) keep the defaults.
+        check_choice("exit_pooling", self.exit_pooling, getattr(self.backbone_adapter, "poolings", POOLINGS))
         if self.exit_pooling == "pooler" and not self.backbone_adapter.has_pooler:
             raise ValueError(
                 f"`exit_pooling='pooler'` needs a family with a trained pooler; {self.backbone_adapter.family} has "
@@ -177,6 +180,12 @@ EARLY_EXIT_CONFIGS: dict[str, type] = {
         EarlyExitMPNetConfig,
     )
 }
+
+# The decoder classifiers (llama, qwen2, qwen3): module-level names, where auto_map and trust_remote_code find them.
+for _adapter in DECODER_CLASSIFIER_ADAPTERS.values():
+    _config_class = _make_config_class(_adapter)
+    globals()[_config_class.__name__] = _config_class
+    EARLY_EXIT_CONFIGS[_adapter.model_type] = _config_class
 
 
 def make_early_exit_config_class(adapter: type[TextEncoderAdapter]) -> type:

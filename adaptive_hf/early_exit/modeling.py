@@ -15,6 +15,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from ..core.adapters.decoders import DECODER_CLASSIFIER_ADAPTERS
 from ..core.adapters.text import TEXT_ENCODER_ADAPTERS, EncoderState, TextEncoderAdapter
 from ..core.flops import classifier_head_flops
 from ..core.hub import AdaptiveHubMixin
@@ -267,17 +268,38 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
         setattr(self, self.base_model_prefix, base_model)
         hidden_size = self.adapter_class.hidden_size_of(config)
         dropout = self.adapter_class.classifier_dropout_of(config)
+        stock_classifier = self.adapter_class.final_classifier
+        # With the family's own classifier as the final exit (decoders' `score`), heads only for the earlier exits.
+        head_layers = config.exit_layers[:-1] if stock_classifier else config.exit_layers
         self.exit_heads = LayerKeyedModules(
-            config.exit_layers,
-            [ExitHead(hidden_size, config.num_labels, config.exit_head, dropout) for _ in config.exit_layers],
+            head_layers,
+            [ExitHead(hidden_size, config.num_labels, config.exit_head, dropout) for _ in head_layers],
             config_field="exit_layers",
         )
+        if stock_classifier:
+            setattr(self, stock_classifier, self.adapter_class.build_final_classifier(config))
         self.post_init()
         self._apply_training_stage()
 
     def backbone_parameters(self):
         """Parameters of the base model (embeddings, layers, pooler)."""
         return getattr(self, self.base_model_prefix).parameters()
+
+    def final_exit_parameters(self):
+        """Parameters of the final exit: the family's own classifier where it is the final exit, else the last head."""
+        stock_classifier = self.adapter_class.final_classifier
+        if stock_classifier:
+            return getattr(self, stock_classifier).parameters()
+        return self.exit_heads[-1].parameters()
+
+    def _exit_classifiers(self, inference: bool) -> list:
+        """One callable per exit, ``pooled -> logits``: the exit heads, then the family's own final classifier if it
+        is the final exit. ``inference`` picks the heads' bare eval-mode ops."""
+        heads = [head.inference if inference else head for head in self.exit_heads]
+        stock_classifier = self.adapter_class.final_classifier
+        if stock_classifier:
+            heads.append(getattr(self, stock_classifier))
+        return heads
 
     # ----------------------------------------------------------------------------------------------- cost model
     def head_flops(self, seq_len: int) -> int:
@@ -303,8 +325,17 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
         """
         layer = self.adapter.layer_flops(seq_len)
         head = self.head_flops(seq_len)
-        costs = [layer * exit_layer + head * (k + 1) for k, exit_layer in enumerate(self.config.exit_layers)]
-        return costs, layer * self.adapter.num_layers + head
+        final_head = head
+        if self.adapter_class.final_classifier:  # the family's own linear classifier on one pooled token
+            final_head = classifier_head_flops(
+                self.adapter_class.hidden_size_of(self.config), self.config.num_labels, mlp=False, pooler=False
+            )
+        last = len(self.config.exit_layers) - 1
+        costs = [
+            layer * exit_layer + head * k + (final_head if k == last else head)
+            for k, exit_layer in enumerate(self.config.exit_layers)
+        ]
+        return costs, layer * self.adapter.num_layers + final_head
 
     # -------------------------------------------------------------------------------------------------- forward
     def forward(
@@ -350,7 +381,7 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
 
     def _head_logits(self, k: int, state: EncoderState) -> torch.Tensor:
         pooled = self.adapter.pool(state.hidden_states, state.token_mask, self.config.exit_pooling)
-        return self.exit_heads[k](pooled)
+        return self._exit_classifiers(inference=False)[k](pooled)
 
     def _exit_head_runner(self, state: EncoderState):
         """Eval-mode heads as bare ops; masked mean pooling as one batched product with weights made once.
@@ -359,19 +390,19 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
         per forward and after each compaction), not at every head.
         """
         pooling = self.config.exit_pooling
-        heads = self.exit_heads
+        heads = self._exit_classifiers(inference=True)
         if pooling != "mean":
             adapter = self.adapter
 
             def run_pooled(k: int, current: EncoderState) -> torch.Tensor:
-                return heads[k].inference(adapter.pool(current.hidden_states, current.token_mask, pooling))
+                return heads[k](adapter.pool(current.hidden_states, current.token_mask, pooling))
 
             return run_pooled
         mask = state.token_mask.to(state.hidden_states.dtype)
         weights = (mask / mask.sum(-1, keepdim=True).clamp(min=1.0)).unsqueeze(1)  # (rows, 1, seq)
 
         def run_mean(k: int, current: EncoderState) -> torch.Tensor:
-            return heads[k].inference(torch.bmm(weights, current.hidden_states).squeeze(1))
+            return heads[k](torch.bmm(weights, current.hidden_states).squeeze(1))
 
         return run_mean
 
@@ -436,3 +467,9 @@ EARLY_EXIT_MODELS: dict[str, type] = {
         EarlyExitMPNetForSequenceClassification,
     )
 }
+
+# The decoder classifiers (llama, qwen2, qwen3): module-level names, where auto_map and trust_remote_code find them.
+for _adapter in DECODER_CLASSIFIER_ADAPTERS.values():
+    _model_class = make_early_exit_model_class(_adapter, EARLY_EXIT_CONFIGS[_adapter.model_type])
+    globals()[_model_class.__name__] = _model_class
+    EARLY_EXIT_MODELS[_adapter.model_type] = _model_class

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.adapters.base import FAMILY_ADAPTERS
+from ..core.adapters.decoders import DECODER_CLASSIFIER_ADAPTERS
 from ..core.adapters.text import TEXT_ENCODER_ADAPTERS, TextEncoderAdapter
 from ..core.configuration import (
     FrozenStructureMixin,
@@ -17,7 +18,7 @@ from ..core.configuration import (
 HALTING_METHODS = ("act", "pondernet")
 HALTING_GRANULARITIES = ("sample", "token")
 PONDERNET_INFERENCE = ("threshold", "sample")
-HALTING_POOLINGS = ("mean", "cls")
+HALTING_POOLINGS = ("mean", "cls")  # the encoders'; a family's are its adapter's poolings but "pooler"
 DEFAULT_HALTING_THRESHOLDS = {"act": 0.99, "pondernet": 0.5}
 HALTING_FIELDS: dict[str, tuple[str, Any]] = {
     "halting": ("str", "act"),
@@ -47,7 +48,7 @@ def validate_halting_settings(config) -> None:
     check_choice("halting_enabled", config.halting_enabled, (True, False))
     check_choice("pondernet_inference", config.pondernet_inference, PONDERNET_INFERENCE)
     # Checked here too (not only at creation): the shared pooling code would name `exit_pooling` instead.
-    check_choice("halting_pooling", config.halting_pooling, HALTING_POOLINGS)
+    check_choice("halting_pooling", config.halting_pooling, halting_poolings(config.backbone_adapter))
     if config.halting_threshold is not None:
         check_number("halting_threshold", config.halting_threshold, 0.0, 1.0, low_inclusive=False)
     num_layers = config.backbone_adapter.num_layers_of(config)
@@ -55,10 +56,26 @@ def validate_halting_settings(config) -> None:
         check_number("max_ponder_steps", config.max_ponder_steps, 1, num_layers, integer=True)
     if config.halting_granularity == "token" and not config.backbone_adapter.supports_token_subsets:
         supported = sorted(k for k, a in FAMILY_ADAPTERS.items() if a.supports_token_subsets)
+        if config.backbone_adapter.causal:
+            raise ValueError(
+                f"`halting_granularity='token'` is not sound on the causal {config.backbone_adapter.family} decoder: "
+                "a token that halts early is still read as key and value by every later token, at a stale depth, "
+                "and the last token, which the classifier reads, decides the prediction from those stale states. "
+                f"Use halting_granularity='sample'; token-level halting supports {supported}."
+            )
         raise ValueError(
             f"`halting_granularity='token'` is not available for {config.backbone_adapter.family}; token-level "
             f"halting supports {supported}. Use halting_granularity='sample'."
         )
+
+
+def halting_poolings(adapter) -> tuple[str, ...]:
+    """The poolings ``halting_pooling`` accepts for a family: its adapter's, except the trained pooler.
+
+    Args:
+        adapter: The family's adapter class.
+    """
+    return tuple(pooling for pooling in getattr(adapter, "poolings", HALTING_POOLINGS) if pooling != "pooler")
 
 
 def validate_halting_training(config) -> None:
@@ -88,9 +105,11 @@ class HaltingConfigMixin(FrozenStructureMixin):
         prior_lambda: PonderNet's geometric prior parameter.
         kl_weight: PonderNet's beta, weight of the KL term to the prior.
         pondernet_inference: ``"threshold"`` (deterministic) or ``"sample"`` (Bernoulli halting).
-        halting_pooling: Pooling for the classifier and the per-sample halting units: ``"mean"`` or ``"cls"``.
+        halting_pooling: Pooling for the classifier and the per-sample halting units: ``"mean"`` or ``"cls"``;
+            ``"last"`` for decoder classifiers (the last non-pad token after the final norm).
         halting_bias_init: Initial bias of the halting units (negative = start by using most layers).
-        classifier_head: ``"linear"`` or ``"mlp"``.
+        classifier_head: ``"linear"`` or ``"mlp"``; decoder classifiers use their own linear ``score`` layer
+            (``"linear"`` only).
     """
 
     backbone_adapter: type[TextEncoderAdapter] = TextEncoderAdapter
@@ -104,8 +123,14 @@ class HaltingConfigMixin(FrozenStructureMixin):
         validate_halting_settings(self)
         validate_halting_training(self)
         check_number("halting_bias_init", self.halting_bias_init)
-        check_choice("halting_pooling", self.halting_pooling, HALTING_POOLINGS)
+        check_choice("halting_pooling", self.halting_pooling, halting_poolings(self.backbone_adapter))
         check_choice("classifier_head", self.classifier_head, ("linear", "mlp"))
+        if self.backbone_adapter.final_classifier and self.classifier_head != "linear":
+            raise ValueError(
+                f"`classifier_head` must be 'linear' for {self.backbone_adapter.family}: the classifier is the "
+                f"family's own `{self.backbone_adapter.final_classifier}` layer (linear, as in its "
+                f"ForSequenceClassification model); got {self.classifier_head!r}."
+            )
         if self.num_labels < 2:
             raise ValueError(f"`num_labels` must be >= 2 for halting classifiers; got {self.num_labels}.")
 
@@ -157,3 +182,9 @@ HALTING_CONFIGS: dict[str, type] = {
         HaltingMPNetConfig,
     )
 }
+
+# The decoder classifiers (llama, qwen2, qwen3): module-level names, where auto_map and trust_remote_code find them.
+for _adapter in DECODER_CLASSIFIER_ADAPTERS.values():
+    _config_class = make_halting_config_class(_adapter)
+    globals()[_config_class.__name__] = _config_class
+    HALTING_CONFIGS[_adapter.model_type] = _config_class

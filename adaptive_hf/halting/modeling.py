@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers import initialization as hf_init
 
+from ..core.adapters.decoders import DECODER_CLASSIFIER_ADAPTERS
 from ..core.adapters.text import TEXT_ENCODER_ADAPTERS, EncoderState, TextEncoderAdapter, TokenSubset
 from ..core.flops import linear_flops
 from ..core.heads import ExitHead
@@ -44,8 +45,12 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
             [HaltingUnit(hidden_size, config.halting_bias_init) for _ in range(config.num_ponder_steps)],
             config_field="max_ponder_steps",
         )
-        dropout = self.adapter_class.classifier_dropout_of(config)
-        self.classifier = ExitHead(hidden_size, config.num_labels, config.classifier_head, dropout)
+        stock_classifier = self.adapter_class.final_classifier
+        if stock_classifier:  # the family's own classifier (decoders' `score`): a stock checkpoint's loads into it
+            setattr(self, stock_classifier, self.adapter_class.build_final_classifier(config))
+        else:
+            dropout = self.adapter_class.classifier_dropout_of(config)
+            self.classifier = ExitHead(hidden_size, config.num_labels, config.classifier_head, dropout)
         self.post_init()
 
     def _init_weights(self, module):
@@ -113,8 +118,9 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         return self.adapter.pool(hidden, token_mask, self.config.halting_pooling)
 
     def _classify(self, hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
-        """Logits from token states. Pooling is linear, so mixing states first equals mixing pooled vectors."""
-        return self.classifier(self._pool(hidden, token_mask))
+        """Logits from token states (ACT passes its mixture of states: mixing states first, then pooling, is what
+        the classifier reads)."""
+        return getattr(self, self.adapter_class.final_classifier or "classifier")(self._pool(hidden, token_mask))
 
     def _step_settings(self) -> tuple[str, float, bool, bool, int]:
         """``(method, threshold, enabled, sample, num_steps)``, read from the config once per forward.
@@ -477,3 +483,10 @@ HALTING_MODELS: dict[str, type] = {
         HaltingMPNetForSequenceClassification,
     )
 }
+
+# The decoder classifiers (llama, qwen2, qwen3; per-sample halting): module-level names, where auto_map and
+# trust_remote_code find them.
+for _adapter in DECODER_CLASSIFIER_ADAPTERS.values():
+    _model_class = make_halting_model_class(_adapter)
+    globals()[_model_class.__name__] = _model_class
+    HALTING_MODELS[_adapter.model_type] = _model_class

@@ -109,6 +109,15 @@ class BackboneAdapter:
         supports_token_subsets: The adapter implements ``run_layer_on_tokens`` (per-token halting).
         ffn_slot: Where each layer keeps its feed-forward block (switch MoE), or ``None``.
         task_classes: The family's stock model classes that get a switch-MoE variant.
+        causal: Each position attends only to itself and earlier positions (decoder LLMs). Per-token halting is
+            refused on such families: a token that stopped early would still serve as key and value to later
+            tokens at a stale depth, and the last token, which the classifier reads, decides.
+        final_classifier: Attribute under which the family's stock sequence classifier keeps its classification
+            layer when the adaptive models reuse it as their final exit / classifier (``"score"`` for decoder
+            classifiers, so a fine-tuned stock checkpoint gives the same logits at full compute), or ``None``: the
+            technique builds its own head. See :meth:`build_final_classifier`.
+        config_defaults: Technique config fields whose default differs for this family (e.g. ``exit_pooling`` is
+            ``"last"`` for decoders); the technique config classes built for the family take these defaults.
     """
 
     family: ClassVar[str] = ""
@@ -121,6 +130,9 @@ class BackboneAdapter:
     supports_token_subsets: ClassVar[bool] = False
     ffn_slot: ClassVar[FfnSlot | None] = None
     task_classes: ClassVar[tuple[type, ...]] = ()
+    causal: ClassVar[bool] = False
+    final_classifier: ClassVar[str | None] = None
+    config_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, base_model: nn.Module):
         self.base_model = base_model
@@ -182,6 +194,15 @@ class BackboneAdapter:
     def layer_flops(self, seq_len: int) -> int:
         """Theoretical FLOPs of one layer on one input of ``seq_len`` positions."""
         raise self._missing("layer_flops")
+
+    @classmethod
+    def build_final_classifier(cls, config) -> nn.Module:
+        """The family's own classification layer (for adapters with a ``final_classifier``), freshly initialised.
+
+        Args:
+            config: The model config (``num_labels`` and the width are read from it).
+        """
+        raise NotImplementedError(f"{cls.__name__} declares no `final_classifier`.")
 
     def _missing(self, method: str) -> NotImplementedError:
         return NotImplementedError(

@@ -76,6 +76,7 @@ class TextEncoderAdapter(BackboneAdapter):
         base_model_class: The family's base model class.
         has_pooler: Whether the family has a trained pooler (dense + tanh on the first token).
         accepts_token_type_ids: Whether the embeddings take ``token_type_ids``.
+        poolings: The poolings an exit head may use (``exit_pooling``); halting uses those other than ``"pooler"``.
     """
 
     family: ClassVar[str] = "bert"
@@ -86,6 +87,7 @@ class TextEncoderAdapter(BackboneAdapter):
     pretrained_model_class: ClassVar[type] = BertPreTrainedModel
     has_pooler: ClassVar[bool] = True
     accepts_token_type_ids: ClassVar[bool] = True
+    poolings: ClassVar[tuple[str, ...]] = POOLINGS
     runs_layers: ClassVar[bool] = True
     supports_token_subsets: ClassVar[bool] = True
     # BERT layout: `intermediate` (dense + activation), then `output.dense` before the family's dropout, residual
