@@ -88,6 +88,14 @@ register_vision_early_exit()
 register_readers()
 register_video()
 
+# EarlyExit<Arch>Config / EarlyExit<Arch>ForSequenceClassification of every family (the decoder classifiers' are
+# built in a loop, so they are not among the names imported above).
+from .early_exit.config import EARLY_EXIT_CONFIGS  # noqa: E402
+from .early_exit.modeling import EARLY_EXIT_MODELS  # noqa: E402
+
+_EARLY_EXIT_CLASSES = {cls.__name__: cls for cls in (*EARLY_EXIT_CONFIGS.values(), *EARLY_EXIT_MODELS.values())}
+globals().update(_EARLY_EXIT_CLASSES)
+
 # Halting<Arch>Config / Halting<Arch>ForSequenceClassification, built per family.
 _HALTING_CLASSES = {cls.__name__: cls for cls in (*HALTING_CONFIGS.values(), *HALTING_MODELS.values())}
 globals().update(_HALTING_CLASSES)
@@ -149,6 +157,7 @@ __all__ = [
     "upcycle",
 ]
 __all__ += sorted(_SWITCH_MOE_CLASSES)
+__all__ += sorted(set(_EARLY_EXIT_CLASSES) - set(__all__))
 __all__ += [
     "AutoHaltingModelForSequenceClassification",
     "HaltingCurriculumCallback",

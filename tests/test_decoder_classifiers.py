@@ -96,3 +96,41 @@ def test_intermediate_exits_read_the_last_non_pad_token_after_the_final_norm():
     pooled = model.model.norm(hidden[torch.arange(4), last])
     torch.testing.assert_close(out.exit_logits[0], model.exit_heads[0](pooled), rtol=1e-5, atol=1e-5)
     assert model.exit_heads.layers == [2] and isinstance(model.score, torch.nn.Linear) and model.score.bias is None
+
+
+def test_onnx_export_of_a_decoder_classifier_is_refused_clearly(tmp_path):
+    from adaptive_hf.onnx.export import export
+
+    model = adaptive_hf.AutoEarlyExitModelForSequenceClassification.from_config(
+        tiny_decoder_config("llama"), num_labels=2
+    )
+    with pytest.raises(ValueError, match="llama decoder classifier"):
+        export(model, tmp_path / "onnx")
+
+
+def test_per_row_position_ids_follow_the_rows_that_continue():
+    from cases_exits_halting import stock_decoder_logits
+    from text_testers import split_threshold
+
+    from adaptive_hf.early_exit.policies import exit_score
+
+    torch.manual_seed(0)
+    model = adaptive_hf.AutoEarlyExitModelForSequenceClassification.from_config(
+        tiny_decoder_config("llama"), num_labels=3, exit_head="linear"
+    ).eval()
+    batch = padded(left=True)
+    # A different stride per row: the rotary embeddings then differ between rows beyond a shift, so a row that
+    # got another row's cos/sin after compaction would change its logits.
+    batch["position_ids"] = torch.arange(5)[None] * torch.arange(1, 5)[:, None]
+    with adaptive_hf.full_compute(model), torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, stock_decoder_logits(model, batch), rtol=1e-5, atol=1e-5)
+        first = model(**batch, output_exit_logits=True).exit_logits[0]
+    model.config.exit_policy = "confidence"
+    model.config.exit_threshold = split_threshold(exit_score("confidence", first))
+    with torch.no_grad():
+        out = model(**batch)
+        singles = [model(**{key: value[row : row + 1] for key, value in batch.items()}) for row in range(4)]
+    assert len(set(out.exit_layer.tolist())) > 1
+    for row, single in enumerate(singles):
+        torch.testing.assert_close(single.logits[0], out.logits[row], rtol=1e-4, atol=1e-5)
+        assert single.exit_layer.item() == out.exit_layer[row].item()

@@ -423,7 +423,7 @@ def make_early_exit_model_class(adapter: type[TextEncoderAdapter], config_class:
         "__module__": __name__,
         "__qualname__": name,
         "__doc__": (
-            f"Early-exit sequence classifier on a {adapter.family} encoder. See "
+            f"Early-exit sequence classifier on a {adapter.family} backbone. See "
             ":class:`EarlyExitForSequenceClassificationMixin` for the behaviour and ``forward`` arguments."
         ),
         "config_class": config_class,
