@@ -134,3 +134,28 @@ def test_per_row_position_ids_follow_the_rows_that_continue():
     for row, single in enumerate(singles):
         torch.testing.assert_close(single.logits[0], out.logits[row], rtol=1e-4, atol=1e-5)
         assert single.exit_layer.item() == out.exit_layer[row].item()
+
+
+def test_calibration_runs_on_a_decoder_classifier():
+    import warnings
+
+    from cases_exits_halting import text_batch
+
+    torch.manual_seed(0)
+    model = adaptive_hf.AutoEarlyExitModelForSequenceClassification.from_config(
+        tiny_decoder_config("qwen2"), num_labels=3, exit_head="linear"
+    ).eval()
+    data = text_batch(0, left=True)(24, 7, 2)
+    data["labels"] = torch.arange(24) % 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a tiny random model on few rows: the budget is wide on purpose
+        report = adaptive_hf.calibrate(
+            model, data, max_disagreement=0.9, delta=0.2, policies=["confidence"], batch_size=8, show_progress=False
+        )
+    assert report.chosen["setting"]["exit_policy"] == "confidence"
+    assert report.chosen["theoretical_speedup"] > 1.0
+    batch = {key: value for key, value in data.items() if key != "labels"}
+    with torch.inference_mode():
+        out = model(**batch)
+    spent, full = adaptive_hf.compute_cost(model, out, batch)
+    assert float(full.sum() / spent.sum()) == pytest.approx(report.chosen["theoretical_speedup"])
