@@ -159,3 +159,26 @@ def test_calibration_runs_on_a_decoder_classifier():
         out = model(**batch)
     spent, full = adaptive_hf.compute_cost(model, out, batch)
     assert float(full.sum() / spent.sum()) == pytest.approx(report.chosen["theoretical_speedup"])
+
+
+def test_lora_on_a_decoder_classifier_trains_the_heads_and_score_and_reloads(tmp_path):
+    peft = pytest.importorskip("peft")
+
+    def build():
+        torch.manual_seed(0)
+        return adaptive_hf.AutoEarlyExitModelForSequenceClassification.from_config(
+            tiny_decoder_config("qwen3"), num_labels=2
+        )
+
+    config = adaptive_hf.lora_config(build(), r=4)
+    assert set(config.target_modules) == {"q_proj", "v_proj"} and "score" in config.modules_to_save
+    wrapped = peft.get_peft_model(build(), config)
+    batch = padded(left=True)
+    wrapped(**batch, labels=torch.tensor([0, 1, 0, 1])).loss.backward()
+    torch.optim.SGD([p for p in wrapped.parameters() if p.requires_grad], lr=1.0).step()
+    wrapped.save_pretrained(tmp_path)
+    with torch.no_grad():  # the step moved what LoRA trains, so reloading has something to restore
+        assert not torch.allclose(wrapped.eval()(**batch).logits, build().eval()(**batch).logits)
+    reloaded = peft.PeftModel.from_pretrained(build(), tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, wrapped.eval()(**batch).logits)
