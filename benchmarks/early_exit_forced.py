@@ -63,10 +63,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--hidden", type=int, default=384, help="Hidden width (MiniLM: 384, base: 768).")
     parser.add_argument("--attention_heads", type=int, default=12)
     parser.add_argument("--intermediate", type=int, help="FFN width (default 4 x hidden).")
+    parser.add_argument("--kv_heads", type=int, help="Key/value heads of decoders (grouped-query attention).")
+    parser.add_argument("--head_dim", type=int, help="Head width of decoders (default hidden / heads).")
+    parser.add_argument("--vocab", type=int, help="Vocabulary size (default the family's; small saves memory).")
+    parser.add_argument("--exit_layers", help="Comma-separated 1-based exit layers (default every layer).")
     parser.add_argument("--seq_lens", default="16,32,64,128")
     parser.add_argument("--batch_sizes", default="1,64")
-    parser.add_argument("--head_type", "--head_type", default="mlp", help="linear or mlp (--head_type: old name).")
-    parser.add_argument("--head_pooling", "--head_pooling", default="mean", help="mean, cls or pooler.")
+    parser.add_argument("--head_type", "--exit_head", default="mlp", help="linear or mlp (--exit_head: old name).")
+    parser.add_argument(
+        "--head_pooling", "--exit_pooling", help="Default the family's ('mean' for encoders, 'last' for decoders)."
+    )
     parser.add_argument("--rows_batch_1", type=int, default=0, help="Rows timed at batch 1 (default 2 x exits).")
     parser.add_argument("--rows", type=int, default=128, help="Rows timed at batch sizes > 1.")
     parser.add_argument("--threads", type=int, default=1)
@@ -83,8 +89,16 @@ def family_config(args, num_layers: int):
     """A random-weight config of the family at the requested depth and width."""
     names = FAMILY_WIDTH_FIELDS.get(args.family, DEFAULT_WIDTH_FIELDS)
     values = (num_layers, args.hidden, args.attention_heads, args.intermediate or 4 * args.hidden)
-    config = AutoConfig.for_model(args.family, **dict(zip(names, values)), **FAMILY_SETTINGS.get(args.family, {}))
+    extra = {"num_key_value_heads": args.kv_heads, "head_dim": args.head_dim, "vocab_size": args.vocab}
+    config = AutoConfig.for_model(
+        args.family,
+        **dict(zip(names, values)),
+        **FAMILY_SETTINGS.get(args.family, {}),
+        **{k: v for k, v in extra.items() if v is not None},
+    )
     config.num_labels = 2
+    if hasattr(config, "pad_token_id") and config.pad_token_id is None:
+        config.pad_token_id = 0  # decoder classifiers refuse batches without one; the random ids start at 5
     return config
 
 
@@ -132,9 +146,12 @@ def measure(args, num_layers: int, seq_len: int, batch_size: int) -> dict:
     """One depth x length x batch size: theoretical, realized vs full compute and vs plain, real/theo."""
     torch.manual_seed(args.seed)
     config = family_config(args, num_layers)
-    model = adaptive_hf.AutoEarlyExitModelForSequenceClassification.from_config(
-        config, head_type=args.head_type, head_pooling=args.head_pooling
-    ).eval()
+    settings = {"head_type": args.head_type}
+    if args.head_pooling:
+        settings["head_pooling"] = args.head_pooling
+    if args.exit_layers:
+        settings["exit_layers"] = [int(x) for x in args.exit_layers.split(",") if x]
+    model = adaptive_hf.AutoEarlyExitModelForSequenceClassification.from_config(config, **settings).eval()
     plain = plain_counterpart(model)
     exit_layers = model.config.exit_layers
     rows = (args.rows_batch_1 or 2 * len(exit_layers)) if batch_size == 1 else max(args.rows, batch_size)

@@ -9,15 +9,17 @@ from __future__ import annotations
 from adaptive_case import AdaptiveCase
 from cases_exits_halting import (
     TIMM_EXIT_CASES,
+    early_exit_decoder_case,
     early_exit_hf_vit_case,
     early_exit_text_case,
     early_exit_timm_case,
+    halting_decoder_case,
     halting_text_case,
     halting_timm_vit_case,
 )
 from cases_modernbert import modernbert_cases
 from cases_moe_readers_video import HF_VIDEO_CONFIGS, MOE_TEXT_FAMILIES, moe_case, reader_case, video_case
-from text_testers import FAMILIES
+from text_testers import DECODER_FAMILIES, FAMILIES
 
 
 # ---------------------------------------------------------------------------------------------------- registry
@@ -43,6 +45,10 @@ def _all_cases() -> list[AdaptiveCase]:
     cases += [video_case("resnet", "uniform")]
     cases += modernbert_cases()
     cases += [video_case(clip, s) for clip in HF_VIDEO_CONFIGS for s in ("uniform", "saliency")]
+    # Decoder classifiers (left-padded; llama also right-padded): early exits and per-sample halting.
+    cases += [early_exit_decoder_case(family) for family in DECODER_FAMILIES]
+    cases += [halting_decoder_case(family, method) for family in DECODER_FAMILIES for method in ("act", "pondernet")]
+    cases += [early_exit_decoder_case("llama", left=False), halting_decoder_case("llama", "act", left=False)]
     return cases
 
 

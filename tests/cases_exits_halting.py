@@ -358,3 +358,86 @@ def halting_timm_vit_case(granularity: str, method: str) -> AdaptiveCase:
         remote_code=(granularity, method) == ("token", "act"),
         token_inputs=False,
     )
+
+
+# ------------------------------------------------------------------------------------------ decoder classifiers
+def stock_decoder_logits(model, batch):
+    """The stock ``<Arch>ForSequenceClassification`` with the model's backbone and ``score`` weights."""
+    adapter = model.adapter_class
+    values = {k: v for k, v in model.config.to_dict().items() if k not in ("model_type", "architectures")}
+    stock = adapter.sequence_classifier_class(adapter.config_class(**values)).eval()
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(("model.", "score."))}
+    stock.load_state_dict(own, strict=True)
+    return stock(**batch).logits
+
+
+def _decoder_modes(modes):
+    # Left padding: a row alone keeps its padding (the shared trim cuts the right side).
+    return tuple(Mode(mode.name, mode.settings, trim_padding=False, mixed=mode.mixed) for mode in modes)
+
+
+def early_exit_decoder_case(family: str, left: bool = True) -> AdaptiveCase:
+    from text_testers import tiny_decoder_config
+
+    def build(**overrides):
+        torch.manual_seed(0)
+        settings = {"num_labels": NUM_LABELS, "head_type": "linear", **overrides}
+        model = adaptive_hf.AutoEarlyExitModelForSequenceClassification.from_config(
+            tiny_decoder_config(family), **settings
+        )
+        return model.eval()
+
+    return AdaptiveCase(
+        name=f"early_exit/{family}" + ("" if left else "-right-padded"),
+        technique="early_exit",
+        builder=build,
+        batch_maker=text_batch(0, left=left),
+        modes=_decoder_modes(EXIT_MODES) if left else EXIT_MODES,
+        sample_fields=("exit_layer",),
+        reference=stock_decoder_logits,
+        full_fields=_exit_full_fields,
+        work=_exit_work(_text_units),
+        stopped_early=_exits_differ,
+        aux_off=lambda model: {"exit_loss_weights": [0.0] * (len(model.config.exit_layers) - 1) + [1.0]},
+        aux_parameters=("exit_heads.layer_1.",),
+        remote_code=family == "qwen3" and left,
+        save_overrides={"exit_layers": [1, 3]},
+        variants=(({"head_pooling": "last"}, None), ({"head_pooling": "mean"}, ValueError)),
+    )
+
+
+def halting_decoder_case(family: str, method: str, left: bool = True) -> AdaptiveCase:
+    from text_testers import tiny_decoder_config
+
+    def build(**overrides):
+        torch.manual_seed(0)
+        settings = {"num_labels": NUM_LABELS, "halting": method, "halting_granularity": "sample"}
+        settings |= {"halting_threshold": 0.9 if method == "act" else 0.5, **overrides}
+        model = adaptive_hf.AutoHaltingModelForSequenceClassification.from_config(
+            tiny_decoder_config(family), **settings
+        )
+        _randomize_units(model)
+        return model.eval()
+
+    return AdaptiveCase(
+        name=f"halting/{family}-sample-{method}" + ("" if left else "-right-padded"),
+        technique="halting",
+        builder=build,
+        batch_maker=text_batch(0, left=left),
+        modes=(Mode("threshold", trim_padding=not left, mixed=True),),
+        sample_fields=("halting_steps", "ponder_cost"),
+        reference=stock_decoder_logits,
+        full_fields=_halting_full_fields,
+        work=_halting_work(_text_units, _text_ffn_modules),
+        never_stopping=never_halting,
+        stopped_early=_halted_early,
+        aux_off={"ponder_cost": 0.0, "kl_weight": 0.0},
+        loss_is_task_loss_without_aux=method == "act",
+        aux_parameters=("halting_units.",),
+        remote_code=(family, method) == ("llama", "act") and left,
+        variants=(
+            ({"halting_granularity": "token"}, ValueError),
+            ({"head_pooling": "mean"}, ValueError),
+            ({"head_type": "mlp"}, ValueError),
+        ),
+    )

@@ -14,8 +14,9 @@ import adaptive_hf
 
 # -------------------------------------------------------------------------------------------------- switch MoE
 MOE_TEXT_FAMILIES = ["bert", "roberta", "xlm-roberta", "electra", "distilbert", "mpnet", "gpt2", "llama"]
+MOE_TEXT_FAMILIES += ["qwen2", "qwen3"]
 MOE_TIMM_ARGS = TINY_TIMM_VIT_ARGS
-DECODERS = ("gpt2", "llama")
+DECODERS = ("gpt2", "llama", "qwen2", "qwen3")
 
 
 def moe_dense_config(family: str, num_labels: int = NUM_LABELS):

@@ -13,6 +13,8 @@ from transformers import (
     LlamaConfig,
     ModernBertConfig,
     MPNetConfig,
+    Qwen2Config,
+    Qwen3Config,
     RobertaConfig,
     ViTConfig,
     XLMRobertaConfig,
@@ -122,6 +124,8 @@ def tiny_dense_config(family: str):
             max_position_embeddings=64,
             pad_token_id=0,
         )
+    if family in DECODER_CONFIGS:
+        return tiny_decoder_config(family)
     if family == "vit":
         return ViTConfig(
             image_size=16,
@@ -136,6 +140,26 @@ def tiny_dense_config(family: str):
 
 
 FAMILIES = ["bert", "roberta", "xlm-roberta", "distilbert", "albert", "electra", "mpnet"]
+
+# Decoder classifiers (left-padded in the shared cases): model_type -> config class.
+DECODER_CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config}
+DECODER_FAMILIES = list(DECODER_CONFIGS)
+
+
+def tiny_decoder_config(family: str, **overrides):
+    """A tiny random decoder config (grouped-query attention: 4 query heads, 2 key/value heads; pad token 0)."""
+    settings = dict(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=40,
+        num_hidden_layers=NUM_LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    )
+    return DECODER_CONFIGS[family](**{**settings, **overrides})
 
 
 def padded_batch(batch_size: int, max_len: int, seed: int = 0, pad_token_id: int = 0, min_len: int = 3):

@@ -118,7 +118,8 @@ def make_family_config_class(
     """Builds a technique's config class for one backbone family.
 
     The class subclasses the family's own config (so the stock backbone builds from it and plain checkpoints load
-    into it) and adds the technique's fields as dataclass fields.
+    into it) and adds the technique's fields as dataclass fields. A field named in the adapter's
+    ``config_defaults`` takes the family's default instead of the technique's.
 
     Args:
         adapter: The family's backbone adapter class (``config_class`` and ``model_type`` are read from it).
@@ -136,6 +137,7 @@ def make_family_config_class(
         "model_type": model_type,
         "backbone_adapter": adapter,
         **{name: default for name, (_, default) in fields.items()},
+        **{name: value for name, value in adapter.config_defaults.items() if name in fields},
     }
     return type(class_name, (mixin, adapter.config_class), namespace)
 

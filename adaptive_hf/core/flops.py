@@ -32,6 +32,39 @@ def encoder_layer_flops(seq_len: int, hidden_size: int, intermediate_size: int) 
     return projections + attention + feed_forward
 
 
+def decoder_layer_flops(
+    seq_len: int,
+    hidden_size: int,
+    intermediate_size: int,
+    *,
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    gated: bool = True,
+) -> int:
+    """FLOPs of one decoder layer (grouped-query attention, gated FFN) on one sequence.
+
+    The attention is counted over every query-key pair: the causal mask halves the useful work, but the attention
+    kernels on the padded batch compute the masked half too.
+
+    Args:
+        seq_len: Sequence length the layer runs on (padding included).
+        hidden_size: Model width.
+        intermediate_size: Feed-forward width.
+        num_heads: Query heads.
+        num_kv_heads: Key/value heads.
+        head_dim: Width of one head.
+        gated: Whether the FFN has a gate projection (``down(act(gate(x)) * up(x))``).
+    """
+    query_width, kv_width = num_heads * head_dim, num_kv_heads * head_dim
+    projections = linear_flops(seq_len, hidden_size, query_width + 2 * kv_width) + linear_flops(
+        seq_len, query_width, hidden_size
+    )
+    attention = 2 * 2 * seq_len * seq_len * query_width
+    feed_forward = linear_flops(seq_len, hidden_size, intermediate_size) * (3 if gated else 2)
+    return projections + attention + feed_forward
+
+
 def classifier_head_flops(hidden_size: int, num_labels: int, *, mlp: bool, pooler: bool, seq_len: int = 1) -> int:
     """FLOPs of one exit head: pooling, optional pooler dense layer, optional hidden layer, classifier.
 

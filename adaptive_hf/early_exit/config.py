@@ -95,7 +95,8 @@ class EarlyExitConfigMixin(RenamedFieldsMixin, FrozenStructureMixin):
 
     Fields (all validated in ``__init__``):
         exit_layers: 1-based layers that carry an exit head; ``None`` = every layer. The last layer always does.
-        head_pooling: How a head pools the sequence: ``"mean"``, ``"cls"`` or ``"pooler"`` (BERT/ALBERT/MPNet).
+        head_pooling: How a head pools the sequence: ``"mean"``, ``"cls"`` or ``"pooler"`` (BERT/ALBERT/MPNet);
+            decoder classifiers (Llama, Qwen2, Qwen3) pool ``"last"`` (the last non-pad token, after the final norm).
             Formerly ``exit_pooling`` (still accepted, deprecated).
         head_type: The exit heads: ``"linear"`` or ``"mlp"``. Formerly ``exit_head`` (still accepted, deprecated).
         exit_policy: ``"none"``, ``"confidence"``, ``"entropy"``, ``"margin"`` or ``"patience"``.
@@ -127,7 +128,8 @@ class EarlyExitConfigMixin(RenamedFieldsMixin, FrozenStructureMixin):
         """Validates and normalizes every exit field; raises ``ValueError``/``TypeError`` naming the field."""
         num_layers = self.num_backbone_layers
         self.exit_layers = normalize_layer_list("exit_layers", self.exit_layers, num_layers, include_last=True)
-        check_choice("head_pooling", self.head_pooling, POOLINGS)
+        # A text family's own poolings (decoders: "last"); adapters without the attribute (vision) keep the defaults.
+        check_choice("head_pooling", self.head_pooling, getattr(self.backbone_adapter, "poolings", POOLINGS))
         if self.head_pooling == "pooler" and not self.backbone_adapter.has_pooler:
             raise ValueError(
                 f"`head_pooling='pooler'` needs a family with a trained pooler; {self.backbone_adapter.family} has "
@@ -188,6 +190,7 @@ for _adapter in BUILTIN_TEXT_LAYER_ADAPTERS:  # the other built-in families (Mod
     if _adapter.model_type not in EARLY_EXIT_CONFIGS:
         EARLY_EXIT_CONFIGS[_adapter.model_type] = _make_config_class(_adapter)
         globals()[EARLY_EXIT_CONFIGS[_adapter.model_type].__name__] = EARLY_EXIT_CONFIGS[_adapter.model_type]
+
 
 
 def make_early_exit_config_class(adapter: type[TextEncoderAdapter]) -> type:

@@ -398,7 +398,7 @@ class EarlyExitForSequenceClassificationMixin(TextBackboneMixin, EarlyExitModelM
         if pooling != "mean":
 
             def run_pooled(k: int, current: EncoderState) -> torch.Tensor:
-                return heads[k].inference(adapter.pool(current.hidden_states, current.token_mask, pooling))
+                return heads[k](adapter.pool(current.hidden_states, current.token_mask, pooling))
 
             return run_pooled
         mask = state.token_mask.to(state.hidden_states.dtype)
@@ -443,7 +443,7 @@ def make_early_exit_model_class(adapter: type[TextEncoderAdapter], config_class:
         "__module__": __name__,
         "__qualname__": name,
         "__doc__": (
-            f"Early-exit sequence classifier on a {adapter.family} encoder. See "
+            f"Early-exit sequence classifier on a {adapter.family} backbone. See "
             ":class:`EarlyExitForSequenceClassificationMixin` for the behaviour and ``forward`` arguments."
         ),
         "config_class": config_class,

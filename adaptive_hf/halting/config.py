@@ -19,7 +19,7 @@ from ..core.configuration import (
 HALTING_METHODS = ("act", "pondernet")
 HALTING_GRANULARITIES = ("sample", "token")
 PONDERNET_INFERENCE = ("threshold", "sample")
-HALTING_POOLINGS = ("mean", "cls")
+HALTING_POOLINGS = ("mean", "cls")  # the encoders'; a family's are its adapter's poolings but "pooler"
 DEFAULT_HALTING_THRESHOLDS = {"act": 0.99, "pondernet": 0.5}
 HALTING_FIELDS: dict[str, tuple[str, Any]] = {
     "halting": ("str", "act"),
@@ -52,7 +52,7 @@ def validate_halting_settings(config) -> None:
     check_choice("halting_enabled", config.halting_enabled, (True, False))
     check_choice("pondernet_inference", config.pondernet_inference, PONDERNET_INFERENCE)
     # Checked here too (not only at creation): halting allows fewer poolings than the shared pooling code.
-    check_choice("head_pooling", config.head_pooling, HALTING_POOLINGS)
+    check_choice("head_pooling", config.head_pooling, halting_poolings(config.backbone_adapter))
     if config.halting_threshold is not None:
         check_number("halting_threshold", config.halting_threshold, 0.0, 1.0, low_inclusive=False)
     num_layers = config.backbone_adapter.num_layers_of(config)
@@ -60,10 +60,26 @@ def validate_halting_settings(config) -> None:
         check_number("max_ponder_steps", config.max_ponder_steps, 1, num_layers, integer=True)
     if config.halting_granularity == "token" and not config.backbone_adapter.supports_token_subsets:
         supported = sorted(k for k, a in FAMILY_ADAPTERS.items() if a.supports_token_subsets)
+        if config.backbone_adapter.causal:
+            raise ValueError(
+                f"`halting_granularity='token'` is not sound on the causal {config.backbone_adapter.family} decoder: "
+                "a token that halts early is still read as key and value by every later token, at a stale depth, "
+                "and the last token, which the classifier reads, decides the prediction from those stale states. "
+                f"Use halting_granularity='sample'; token-level halting supports {supported}."
+            )
         raise ValueError(
             f"`halting_granularity='token'` is not available for {config.backbone_adapter.family}; token-level "
             f"halting supports {supported}. Use halting_granularity='sample'."
         )
+
+
+def halting_poolings(adapter) -> tuple[str, ...]:
+    """The poolings ``halting_pooling`` accepts for a family: its adapter's, except the trained pooler.
+
+    Args:
+        adapter: The family's adapter class.
+    """
+    return tuple(pooling for pooling in getattr(adapter, "poolings", HALTING_POOLINGS) if pooling != "pooler")
 
 
 def validate_halting_training(config) -> None:
@@ -93,11 +109,12 @@ class HaltingConfigMixin(RenamedFieldsMixin, FrozenStructureMixin):
         prior_lambda: PonderNet's geometric prior parameter.
         kl_weight: PonderNet's beta, weight of the KL term to the prior.
         pondernet_inference: ``"threshold"`` (deterministic) or ``"sample"`` (Bernoulli halting).
-        head_pooling: Pooling for the classifier and the per-sample halting units: ``"mean"`` or ``"cls"``.
+        head_pooling: Pooling for the classifier and the per-sample halting units: ``"mean"`` or ``"cls"``;
+            ``"last"`` for decoder classifiers (the last non-pad token after the final norm).
             Formerly ``halting_pooling`` (still accepted, deprecated).
         halting_bias_init: Initial bias of the halting units (negative = start by using most layers).
         head_type: The classifier head: ``"linear"`` or ``"mlp"``. Formerly ``classifier_head`` (still accepted,
-            deprecated). Families with their own classification head (ModernBERT) classify with that head instead,
+            deprecated). Families with their own classification head (ModernBERT, decoders' ``score``) classify with that head instead,
             as their stock ``...ForSequenceClassification`` does.
     """
 
@@ -113,8 +130,14 @@ class HaltingConfigMixin(RenamedFieldsMixin, FrozenStructureMixin):
         validate_halting_settings(self)
         validate_halting_training(self)
         check_number("halting_bias_init", self.halting_bias_init)
-        check_choice("head_pooling", self.head_pooling, HALTING_POOLINGS)
+        check_choice("head_pooling", self.head_pooling, halting_poolings(self.backbone_adapter))
         check_choice("head_type", self.head_type, ("linear", "mlp"))
+        stock_type = self.backbone_adapter.config_defaults.get("head_type")
+        if stock_type is not None and self.head_type != stock_type:
+            raise ValueError(
+                f"`head_type` must be {stock_type!r} for {self.backbone_adapter.family}: the classifier is the "
+                f"family's own head (as in its ForSequenceClassification model); got {self.head_type!r}."
+            )
         if self.num_labels < 2:
             raise ValueError(f"`num_labels` must be >= 2 for halting classifiers; got {self.num_labels}.")
 

@@ -67,6 +67,13 @@ def load_exportable_model(model_dir_or_model: Any) -> nn.Module:
         raise ValueError(
             f"{type(model).__name__} ({spec.name}) is not exportable to ONNX segments that keep the skipping: {reason}"
         )
+    adapter_class = getattr(model, "adapter_class", None)
+    if getattr(adapter_class, "causal", False):
+        raise ValueError(
+            f"{type(model).__name__} is a {adapter_class.family} decoder classifier; ONNX export supports the encoder "
+            "and image early-exit models so far. A decoder's later segments would also need its pooling mask (the "
+            "last non-pad token) and rotary position inputs, which the segment graphs do not carry."
+        )
     return model.eval()
 
 

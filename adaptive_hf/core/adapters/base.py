@@ -125,6 +125,11 @@ class BackboneAdapter:
         supports_token_subsets: The adapter implements ``run_layer_on_tokens`` (per-token halting).
         ffn_slot: Where each layer keeps its feed-forward block (switch MoE), or ``None``.
         task_classes: The family's stock model classes that get a switch-MoE variant.
+        causal: Each position attends only to itself and earlier positions (decoder LLMs). Per-token halting is
+            refused on such families: a token that stopped early would still serve as key and value to later
+            tokens at a stale depth, and the last token, which the classifier reads, decides.
+        config_defaults: Technique config fields whose default differs for this family (e.g. ``head_pooling`` is
+            ``"last"`` for decoders); the technique config classes built for the family take these defaults.
     """
 
     family: ClassVar[str] = ""
@@ -137,6 +142,8 @@ class BackboneAdapter:
     supports_token_subsets: ClassVar[bool] = False
     ffn_slot: ClassVar[FfnSlot | None] = None
     task_classes: ClassVar[tuple[type, ...]] = ()
+    causal: ClassVar[bool] = False
+    config_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, base_model: nn.Module):
         self.base_model = base_model
@@ -198,6 +205,39 @@ class BackboneAdapter:
     def layer_flops(self, seq_len: int) -> int:
         """Theoretical FLOPs of one layer on one input of ``seq_len`` positions."""
         raise self._missing("layer_flops")
+
+    @classmethod
+    def stock_head_modules(cls, config) -> dict[str, nn.Module]:
+        """The family's own sequence-classification head, which the techniques then use as their final classifier.
+
+        Keys are the attribute names in the stock ``<Arch>ForSequenceClassification`` (so a plain checkpoint's head
+        weights load into them); an empty dict (the default) means the techniques build their own final head.
+
+        Args:
+            config: The model config (``num_labels`` set).
+        """
+        return {}
+
+    def stock_head_logits(self, owner: nn.Module, hidden_states: torch.Tensor, token_mask: torch.Tensor):
+        """Logits of the stock head that ``owner`` holds (see :meth:`stock_head_modules`) on the last layer's
+        states, computed as the stock ``<Arch>ForSequenceClassification`` computes them.
+
+        Args:
+            owner: The model holding the stock head modules as attributes.
+            hidden_states: ``(rows, seq, hidden)`` states after the last layer.
+            token_mask: ``(rows, seq)`` 1 for real tokens, 0 for padding.
+        """
+        raise self._missing("stock_head_logits")
+
+    @classmethod
+    def stock_head_flops(cls, config, seq_len: int) -> int:
+        """Theoretical FLOPs of the stock head (see :meth:`stock_head_modules`) on one sequence.
+
+        Args:
+            config: The model config.
+            seq_len: Tokens in the sequence.
+        """
+        raise NotImplementedError(f"{cls.__name__} has no stock classification head.")
 
     def _missing(self, method: str) -> NotImplementedError:
         return NotImplementedError(

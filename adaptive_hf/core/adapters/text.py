@@ -76,6 +76,7 @@ class TextEncoderAdapter(BackboneAdapter):
         base_model_class: The family's base model class.
         has_pooler: Whether the family has a trained pooler (dense + tanh on the first token).
         accepts_token_type_ids: Whether the embeddings take ``token_type_ids``.
+        poolings: The poolings an exit head may use (``head_pooling``); halting uses those other than ``"pooler"``.
     """
 
     family: ClassVar[str] = "bert"
@@ -86,6 +87,7 @@ class TextEncoderAdapter(BackboneAdapter):
     pretrained_model_class: ClassVar[type] = BertPreTrainedModel
     has_pooler: ClassVar[bool] = True
     accepts_token_type_ids: ClassVar[bool] = True
+    poolings: ClassVar[tuple[str, ...]] = POOLINGS
     runs_layers: ClassVar[bool] = True
     supports_token_subsets: ClassVar[bool] = True
     # BERT layout: `intermediate` (dense + activation), then `output.dense` before the family's dropout, residual
@@ -239,39 +241,6 @@ class TextEncoderAdapter(BackboneAdapter):
             hidden_states: States after some layer.
         """
         return hidden_states
-
-    @classmethod
-    def stock_head_modules(cls, config) -> dict[str, nn.Module]:
-        """The family's own sequence-classification head, which the techniques then use as their final classifier.
-
-        Keys are the attribute names in the stock ``<Arch>ForSequenceClassification`` (so a plain checkpoint's head
-        weights load into them); an empty dict (the default) means the techniques build their own final head.
-
-        Args:
-            config: The model config (``num_labels`` set).
-        """
-        return {}
-
-    def stock_head_logits(self, owner: nn.Module, hidden_states: torch.Tensor, token_mask: torch.Tensor):
-        """Logits of the stock head that ``owner`` holds (see :meth:`stock_head_modules`) on the last layer's
-        states, computed as the stock ``<Arch>ForSequenceClassification`` computes them.
-
-        Args:
-            owner: The model holding the stock head modules as attributes.
-            hidden_states: ``(rows, seq, hidden)`` states after the last layer.
-            token_mask: ``(rows, seq)`` 1 for real tokens, 0 for padding.
-        """
-        raise self._missing("stock_head_logits")
-
-    @classmethod
-    def stock_head_flops(cls, config, seq_len: int) -> int:
-        """Theoretical FLOPs of the stock head (see :meth:`stock_head_modules`) on one sequence.
-
-        Args:
-            config: The model config.
-            seq_len: Tokens in the sequence.
-        """
-        raise NotImplementedError(f"{cls.__name__} has no stock classification head.")
 
     # ------------------------------------------------------------------ token subsets (per-token halting)
     def token_layer_parts(self, index: int) -> tuple[nn.Module, nn.Module, nn.Module, int, Any, Any]:
