@@ -1,0 +1,97 @@
+"""HF image families (DINOv2, ConvNeXt v1/v2) beyond the shared invariants: plain checkpoints load unchanged through
+the Auto image class, and the families' own bad inputs get errors naming the family."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+from cases_exits_halting import HF_IMAGE_EXIT_FAMILIES
+
+import adaptive_hf
+
+NUM_LABELS = 3
+
+
+def _stock_classifier(family: str):
+    config_class, stock_class, values = HF_IMAGE_EXIT_FAMILIES[family]
+    torch.manual_seed(0)
+    return stock_class(config_class(**values, num_labels=NUM_LABELS)).eval()
+
+
+@pytest.mark.parametrize("family", sorted(HF_IMAGE_EXIT_FAMILIES))
+def test_plain_checkpoint_loads_unchanged(family, tmp_path):
+    stock = _stock_classifier(family)
+    stock.save_pretrained(tmp_path)
+    model = adaptive_hf.AutoEarlyExitModelForImageClassification.from_pretrained(tmp_path, exit_layers=[2, 4]).eval()
+    assert type(model).__name__ == f"EarlyExit{model.adapter_class.class_prefix}ForImageClassification"
+    ours = model.state_dict()
+    for name, tensor in stock.state_dict().items():
+        assert torch.equal(ours[name], tensor), name
+    new = {name for name in ours if name not in stock.state_dict()}
+    assert new and all(name.startswith("exit_heads.") for name in new)
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(model(pixels).logits, stock(pixels).logits)
+
+
+def test_dinov2_image_off_the_patch_grid_is_refused():
+    model = adaptive_hf.AutoEarlyExitModelForImageClassification.from_config(_stock_classifier("dinov2").config).eval()
+    with torch.no_grad():
+        model(torch.randn(1, 3, 40, 24))  # another size on the grid: the position embeddings are interpolated
+        with pytest.raises(ValueError, match=r"dinov2: image size 30x32 .*patch size 8x8.*multiples.*interpolate"):
+            model(torch.randn(1, 3, 30, 32))
+
+
+def test_convnext_refuses_position_interpolation():
+    model = adaptive_hf.AutoEarlyExitModelForImageClassification.from_config(
+        _stock_classifier("convnext").config
+    ).eval()
+    with pytest.raises(ValueError, match="convnext: `interpolate_pos_encoding` does not apply"):
+        model(torch.randn(1, 3, 32, 32), interpolate_pos_encoding=True)
+
+
+def test_auto_classes_refuse_the_other_modality():
+    with pytest.raises(ValueError, match="image family.*AutoEarlyExitModelForImageClassification"):
+        adaptive_hf.AutoEarlyExitModelForSequenceClassification.from_config(_stock_classifier("dinov2").config)
+    with pytest.raises(ValueError, match="text family.*AutoEarlyExitModelForSequenceClassification"):
+        adaptive_hf.AutoEarlyExitModelForImageClassification.from_config(transformers.BertConfig(num_hidden_layers=2))
+
+
+def test_dinov2_swiglu_is_refused_for_moe():
+    config = transformers.Dinov2Config(
+        image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, use_swiglu_ffn=True
+    )
+    with pytest.raises(ValueError, match="dinov2 with `use_swiglu_ffn=True` is not supported by switch MoE"):
+        adaptive_hf.upcycle(transformers.Dinov2ForImageClassification(config), num_experts=2, moe_layers=[1])
+
+
+def test_convnext_units_are_stages():
+    model = adaptive_hf.AutoEarlyExitModelForImageClassification.from_config(_stock_classifier("convnext").config)
+    assert model.config.exit_layers == [1, 2, 3, 4]  # one exit per stage
+    assert [head.norm.normalized_shape[0] for head in model.exit_heads] == [8, 16, 24]
+
+
+def test_dinov2_plain_checkpoint_loads_into_halting(tmp_path):
+    stock = _stock_classifier("dinov2")
+    stock.save_pretrained(tmp_path)
+    model = adaptive_hf.AutoHaltingModelForImageClassification.from_pretrained(
+        tmp_path, halting_granularity="token", halting_enabled=False
+    ).eval()
+    ours = model.state_dict()
+    for name, tensor in stock.state_dict().items():
+        assert torch.equal(ours[name], tensor), name
+    assert {name for name in ours if name not in stock.state_dict()} == {
+        name for name in ours if name.startswith("halting_units.")
+    }
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(model(pixels).logits, stock(pixels).logits)
+
+
+def test_halting_refuses_families_without_token_subsets():
+    expected = (
+        r"Unsupported architecture for halting on images: model_type='convnext'\. Supported image families: dinov2\."
+    )
+    with pytest.raises(ValueError, match=expected):
+        adaptive_hf.AutoHaltingModelForImageClassification.from_config(_stock_classifier("convnext").config)
