@@ -140,7 +140,7 @@ def image_batch(size: int = 32, channels: int = 3):
     return make
 
 
-def _image_exit_case(name, build, units_of, reference, remote, all_modes) -> AdaptiveCase:
+def _image_exit_case(name, build, units_of, reference, remote, all_modes, variants=()) -> AdaptiveCase:
     return AdaptiveCase(
         name=name,
         technique="early_exit",
@@ -158,6 +158,7 @@ def _image_exit_case(name, build, units_of, reference, remote, all_modes) -> Ada
         remote_code=remote,
         token_inputs=False,
         save_overrides={"image_mean": [0.25, 0.5, 0.75], "image_std": 0.3},
+        variants=variants,
     )
 
 
@@ -255,6 +256,8 @@ def early_exit_hf_image_case(family: str) -> AdaptiveCase:
         reference,
         family in REMOTE_HF_IMAGE_EXIT_CASES,
         True,
+        # CNN feature maps have no class token: 'cls' pooling is refused, 'mean' averages over space.
+        (({"exit_pooling": "mean"}, None), ({"exit_pooling": "cls"}, ValueError if "convnext" in family else None)),
     )
 
 

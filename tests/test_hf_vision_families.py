@@ -58,12 +58,23 @@ def test_auto_classes_refuse_the_other_modality():
         adaptive_hf.AutoEarlyExitModelForImageClassification.from_config(transformers.BertConfig(num_hidden_layers=2))
 
 
-def test_dinov2_swiglu_is_refused_for_moe():
+def test_dinov2_swiglu_upcycles_to_gated_experts(tmp_path):
+    torch.manual_seed(0)
     config = transformers.Dinov2Config(
-        image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, use_swiglu_ffn=True
+        image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, use_swiglu_ffn=True
     )
-    with pytest.raises(ValueError, match="dinov2 with `use_swiglu_ffn=True` is not supported by switch MoE"):
-        adaptive_hf.upcycle(transformers.Dinov2ForImageClassification(config), num_experts=2, moe_layers=[1])
+    config.num_labels = NUM_LABELS
+    dense = transformers.Dinov2ForImageClassification(config).eval()
+    model = adaptive_hf.upcycle(dense, num_experts=4, moe_layers=[1, 3], capacity_factor=0.0, seed=1).eval()
+    assert model.dinov2.encoder.layer[0].mlp.experts.gated
+    pixels = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(pixel_values=pixels).logits
+        torch.testing.assert_close(logits, dense(pixel_values=pixels).logits, rtol=1e-5, atol=1e-5)
+    model.save_pretrained(tmp_path)
+    reloaded = transformers.AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(pixel_values=pixels).logits, logits)
 
 
 def test_convnext_units_are_stages():

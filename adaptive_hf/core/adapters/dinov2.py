@@ -37,9 +37,11 @@ class Dinov2Adapter(HFVisionAdapter):
     pretrained_model_class: ClassVar[type] = Dinov2PreTrainedModel
     base_model_class: ClassVar[type] = Dinov2Model
     supports_token_subsets: ClassVar[bool] = True
-    # `mlp` is fc1, activation, fc2; the layer applies layer scale, drop path and the residual. SwiGLU FFNs
-    # (`use_swiglu_ffn=True`) are refused for MoE by `check_moe_config`.
+    # `mlp` is fc1, activation, fc2; the layer applies layer scale, drop path and the residual. With
+    # `use_swiglu_ffn=True` it is gate/up/down projections instead (`SWIGLU_SLOT`): same place, so the MoE layer
+    # replaces `mlp` either way and only the expert shape and the dense weights differ.
     ffn_slot: ClassVar[FfnSlot | None] = FfnSlot("mlp", up="mlp.fc1", down="mlp.fc2")
+    SWIGLU_SLOT: ClassVar[FfnSlot] = FfnSlot("mlp", up="mlp.up_proj", down="mlp.down_proj", gate="mlp.gate_proj")
     task_classes: ClassVar[tuple[type, ...]] = (Dinov2Model, Dinov2ForImageClassification)
 
     @classmethod
@@ -54,13 +56,16 @@ class Dinov2Adapter(HFVisionAdapter):
         return 2 * config.hidden_size  # class token and mean patch token, concatenated
 
     @classmethod
-    def check_moe_config(cls, config) -> None:
-        super().check_moe_config(config)
-        if config.use_swiglu_ffn:
-            raise ValueError(
-                "dinov2 with `use_swiglu_ffn=True` is not supported by switch MoE: upcycling covers DINOv2's plain "
-                "MLP (fc1, activation, fc2) only. Use a checkpoint with use_swiglu_ffn=False."
-            )
+    def ffn_spec(cls, config, layer: nn.Module | None = None) -> dict[str, Any]:
+        spec = super().ffn_spec(config, layer)
+        if config.use_swiglu_ffn:  # down(silu(gate(x)) * up(x)), as Dinov2SwiGLUFFN
+            spec.update(activation="silu", gated=True)
+        return spec
+
+    @classmethod
+    def dense_ffn_weights(cls, layer: nn.Module) -> dict[str, torch.Tensor | None]:
+        slot = cls.SWIGLU_SLOT if hasattr(layer.mlp, "gate_proj") else cls.ffn_slot
+        return slot.dense_weights(layer)
 
     def layer_modules(self) -> nn.ModuleList:
         return self.base_model.encoder.layer
