@@ -9,6 +9,7 @@ import transformers
 from cases_exits_halting import HF_IMAGE_EXIT_FAMILIES
 
 import adaptive_hf
+from adaptive_hf.core.adapters.dinov2 import Dinov2Adapter
 
 NUM_LABELS = 3
 
@@ -106,3 +107,37 @@ def test_halting_refuses_families_without_token_subsets():
     )
     with pytest.raises(ValueError, match=expected):
         adaptive_hf.AutoHaltingModelForImageClassification.from_config(_stock_classifier("convnext").config)
+
+
+class Dinov2WithRegistersAdapter(Dinov2Adapter):
+    """DINOv2 with register tokens: the DINOv2 layout under its own classes (a family the package does not ship)."""
+
+    family = "dinov2_with_registers"
+    model_type = "dinov2_with_registers"
+    class_prefix = "Dinov2WithRegisters"
+    config_class = transformers.Dinov2WithRegistersConfig
+    pretrained_model_class = transformers.Dinov2WithRegistersPreTrainedModel
+    base_model_class = transformers.Dinov2WithRegistersModel
+    task_classes = (transformers.Dinov2WithRegistersModel, transformers.Dinov2WithRegistersForImageClassification)
+
+
+def test_a_new_hf_image_family_is_one_adapter(tmp_path):
+    built = adaptive_hf.register_family(Dinov2WithRegistersAdapter)
+    assert set(built) == {"early_exit", "halting", "switch_moe"}
+    values = {k: v for k, v in HF_IMAGE_EXIT_FAMILIES["dinov2"][2].items() if k != "hidden_dropout_prob"}
+    config = transformers.Dinov2WithRegistersConfig(**values, num_register_tokens=2, num_labels=NUM_LABELS)
+    torch.manual_seed(0)
+    stock = transformers.Dinov2WithRegistersForImageClassification(config).eval()
+    stock.save_pretrained(tmp_path)
+    pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = stock(pixels).logits
+        exits = adaptive_hf.AutoEarlyExitModelForImageClassification.from_pretrained(tmp_path).eval()
+        assert type(exits).__name__ == "EarlyExitDinov2WithRegistersForImageClassification"
+        assert torch.equal(exits(pixels).logits, expected)
+        halting = adaptive_hf.AutoHaltingModelForImageClassification.from_pretrained(
+            tmp_path, halting_granularity="token", halting_enabled=False
+        ).eval()
+        assert torch.equal(halting(pixels).logits, expected)
+        moe = adaptive_hf.upcycle(stock, num_experts=2, moe_layers=[2], capacity_factor=0.0).eval()
+        torch.testing.assert_close(moe(pixel_values=pixels).logits, expected, rtol=1e-5, atol=1e-5)

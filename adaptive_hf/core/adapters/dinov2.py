@@ -13,7 +13,7 @@ from ..flops import encoder_layer_flops, linear_flops
 from .base import FfnSlot
 from .hf_vision import HFVisionAdapter, UnitCosts, side_pair
 from .states import TokenSubset
-from .timm import ImageState
+from .timm import ImageState, pool_features
 
 
 class Dinov2Adapter(HFVisionAdapter):
@@ -67,8 +67,17 @@ class Dinov2Adapter(HFVisionAdapter):
         slot = cls.SWIGLU_SLOT if hasattr(layer.mlp, "gate_proj") else cls.ffn_slot
         return slot.dense_weights(layer)
 
+    @classmethod
+    def num_prefix_tokens_of(cls, config) -> int:
+        """Tokens in front of the patch tokens: the class token and any register tokens (DINOv2 with registers)."""
+        return 1 + getattr(config, "num_register_tokens", 0)
+
     def layer_modules(self) -> nn.ModuleList:
         return self.base_model.encoder.layer
+
+    def pool(self, hidden_states: torch.Tensor, pooling: str) -> torch.Tensor:
+        """The class token (``"cls"``) or the mean of the patch tokens (``"mean"``, registers excluded)."""
+        return pool_features(hidden_states, pooling, self.num_prefix_tokens_of(self.config))
 
     def check_image_size(self, pixel_values: torch.Tensor) -> None:
         """Refuses images whose height or width is not a multiple of the patch size.
@@ -80,7 +89,7 @@ class Dinov2Adapter(HFVisionAdapter):
         patch_height, patch_width = side_pair(self.config.patch_size)
         if height % patch_height or width % patch_width:
             raise ValueError(
-                f"dinov2: image size {height}x{width} does not fit the patch grid of patch size "
+                f"{self.family}: image size {height}x{width} does not fit the patch grid of patch size "
                 f"{patch_height}x{patch_width}. Supported: heights and widths that are multiples of the patch size "
                 f"(the configured image_size is {self.config.image_size}); the position embeddings are always "
                 "interpolated to the grid, as the stock Dinov2Model does, so `interpolate_pos_encoding` is not "
@@ -100,7 +109,8 @@ class Dinov2Adapter(HFVisionAdapter):
     def final_features(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """``cat(class token, mean patch token)`` of the layer-normed output, as ``Dinov2ForImageClassification``."""
         sequence = self.base_model.layernorm(hidden_states)
-        return torch.cat([sequence[:, 0], sequence[:, 1:].mean(dim=1)], dim=1)
+        patches = sequence[:, self.num_prefix_tokens_of(self.config) :]
+        return torch.cat([sequence[:, 0], patches.mean(dim=1)], dim=1)
 
     def layer_flops(self, seq_len: int) -> int:
         """Theoretical FLOPs of one layer on one image of ``seq_len`` tokens."""
@@ -115,7 +125,7 @@ class Dinov2Adapter(HFVisionAdapter):
         height, width = image_size if image_size is not None else side_pair(config.image_size)
         patch_height, patch_width = side_pair(config.patch_size)
         patches = (height // patch_height) * (width // patch_width)
-        tokens = patches + 1
+        tokens = patches + self.num_prefix_tokens_of(config)
         stem = linear_flops(patches, config.num_channels * patch_height * patch_width, config.hidden_size)
         layers = self.num_layers
         return stem, [self.layer_flops(tokens)] * layers, [config.hidden_size] * layers, [tokens] * layers
