@@ -20,7 +20,7 @@ from .core.technique import (
 )
 from .data import load_text_classification, packaged_minilm_path
 from .early_exit import spec as _early_exit_spec  # noqa: F401  (each technique registers its spec on import)
-from .early_exit.auto import AutoEarlyExitModelForSequenceClassification
+from .early_exit.auto import AutoEarlyExitModelForImageClassification, AutoEarlyExitModelForSequenceClassification
 from .early_exit.config import (
     EARLY_EXIT_CONFIGS,
     EarlyExitAlbertConfig,
@@ -31,6 +31,12 @@ from .early_exit.config import (
     EarlyExitMPNetConfig,
     EarlyExitRobertaConfig,
     EarlyExitXLMRobertaConfig,
+)
+from .early_exit.hf_vision_modeling import (
+    EarlyExitConvNextForImageClassification,
+    EarlyExitConvNextV2ForImageClassification,
+    EarlyExitDinov2ForImageClassification,
+    EarlyExitViTForImageClassification,
 )
 from .early_exit.modeling import (
     EARLY_EXIT_MODELS,
@@ -43,16 +49,19 @@ from .early_exit.modeling import (
     EarlyExitRobertaForSequenceClassification,
     EarlyExitXLMRobertaForSequenceClassification,
 )
-from .early_exit.vision_config import EarlyExitTimmConfig, EarlyExitViTConfig
-from .early_exit.vision_modeling import (
-    EarlyExitTimmForImageClassification,
-    EarlyExitViTForImageClassification,
-    register_timm_early_exit,
+from .early_exit.vision_config import (
+    EarlyExitConvNextConfig,
+    EarlyExitConvNextV2Config,
+    EarlyExitDinov2Config,
+    EarlyExitTimmConfig,
+    EarlyExitViTConfig,
 )
+from .early_exit.vision_modeling import EarlyExitTimmForImageClassification, register_timm_early_exit
 from .early_exit.vision_registration import register_vision_early_exit
 from .halting import spec as _halting_spec  # noqa: F401
-from .halting.auto import AutoHaltingModelForSequenceClassification
+from .halting.auto import AutoHaltingModelForImageClassification, AutoHaltingModelForSequenceClassification
 from .halting.config import HALTING_CONFIGS
+from .halting.hf_vision import HaltingDinov2Config, HaltingDinov2ForImageClassification
 from .halting.modeling import HALTING_MODELS
 from .halting.training import HaltingCurriculumCallback
 from .halting.vision import HaltingTimmConfig, HaltingTimmForImageClassification
@@ -174,6 +183,16 @@ __all__ += [
     "EarlyExitTimmForImageClassification",
     "EarlyExitViTConfig",
     "EarlyExitViTForImageClassification",
+    "EarlyExitDinov2Config",
+    "EarlyExitDinov2ForImageClassification",
+    "EarlyExitConvNextConfig",
+    "EarlyExitConvNextForImageClassification",
+    "EarlyExitConvNextV2Config",
+    "EarlyExitConvNextV2ForImageClassification",
+    "AutoEarlyExitModelForImageClassification",
+    "AutoHaltingModelForImageClassification",
+    "HaltingDinov2Config",
+    "HaltingDinov2ForImageClassification",
     "register_timm_early_exit",
 ]
 __all__ += ["FrameSamplingVideoClassifier", "FrameSamplingVideoConfig", "VideoCollator", "load_moving_fashion_mnist"]

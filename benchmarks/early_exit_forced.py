@@ -13,6 +13,13 @@ against our own full-compute path (policy ``none``), it reports the speedup agai
 (the stock ``<Arch>ForSequenceClassification`` the user started from), and full compute over plain::
 
     python benchmarks/early_exit_forced.py --family bert --layers 6,12 --seq_lens 16,128 --threads 1
+
+Hugging Face image families (``vit``, ``dinov2``, ``convnext``, ``convnextv2``) run on random images of
+``--image_sizes`` pixels with base-size random configs (ViT-B/16, DINOv2-B/14: 768 wide, ``--layers`` deep;
+ConvNeXt-T: depths 3,3,9,3, whose 4 stages are its units, so ``--layers 4``); the plain model is the stock
+``...ForImageClassification``::
+
+    python benchmarks/early_exit_forced.py --family dinov2 --layers 12 --image_sizes 224 --head_type linear
 """
 
 from __future__ import annotations
@@ -25,10 +32,18 @@ import sys
 import time
 
 import torch
-from transformers import AutoConfig
+from transformers import (
+    AutoConfig,
+    AutoModelForImageClassification,
+    ConvNextConfig,
+    ConvNextV2Config,
+    Dinov2Config,
+    ViTConfig,
+)
 
 import adaptive_hf
 import adaptive_hf.early_exit.modeling as early_exit_modeling
+from adaptive_hf.core.adapters.base import FAMILY_ADAPTERS
 from adaptive_hf.early_exit.benchmarking import plain_counterpart, time_setting
 from adaptive_hf.early_exit.calibration import sample_costs
 
@@ -68,6 +83,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--vocab", type=int, help="Vocabulary size (default the family's; small saves memory).")
     parser.add_argument("--exit_layers", help="Comma-separated 1-based exit layers (default every layer).")
     parser.add_argument("--seq_lens", default="16,32,64,128")
+    parser.add_argument("--image_sizes", default="224", help="Image sides, for image families.")
     parser.add_argument("--batch_sizes", default="1,64")
     parser.add_argument("--head_type", "--exit_head", default="mlp", help="linear or mlp (--exit_head: old name).")
     parser.add_argument(
@@ -85,8 +101,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def is_image_family(family: str) -> bool:
+    """Whether ``family`` is a Hugging Face image family (timed on images instead of token ids)."""
+    adapter = FAMILY_ADAPTERS.get(family)
+    return adapter is not None and adapter.modality == "image"
+
+
+def image_family_config(family: str, num_layers: int):
+    """A base-size random-weight config of an HF image family (ConvNeXt: tiny, whose units are its 4 stages)."""
+    if family in ("convnext", "convnextv2"):
+        if num_layers != 4:
+            raise ValueError(f"{family}: the units are the 4 stages of ConvNeXt-T; pass --layers 4, got {num_layers}.")
+        config_class = ConvNextConfig if family == "convnext" else ConvNextV2Config
+        return config_class(depths=[3, 3, 9, 3], hidden_sizes=[96, 192, 384, 768], image_size=224, num_labels=2)
+    if family == "dinov2":
+        values = dict(hidden_size=768, num_attention_heads=12, patch_size=14, image_size=224, num_labels=2)
+        return Dinov2Config(num_hidden_layers=num_layers, **values)
+    if family == "vit":
+        return ViTConfig(num_hidden_layers=num_layers, num_labels=2)
+    raise ValueError(f"No base-size config for image family {family!r}; supported: vit, dinov2, convnext, convnextv2.")
+
+
 def family_config(args, num_layers: int):
     """A random-weight config of the family at the requested depth and width."""
+    if is_image_family(args.family):
+        return image_family_config(args.family, num_layers)
     names = FAMILY_WIDTH_FIELDS.get(args.family, DEFAULT_WIDTH_FIELDS)
     values = (num_layers, args.hidden, args.attention_heads, args.intermediate or 4 * args.hidden)
     extra = {"num_key_value_heads": args.kv_heads, "head_dim": args.head_dim, "vocab_size": args.vocab}
@@ -142,29 +181,50 @@ class ForcedExits:
             early_exit_modeling.count_exits = self.real_count_exits
 
 
+def plain_image_counterpart(model):
+    """The stock ``...ForImageClassification`` with the early-exit model's backbone and classifier weights."""
+    values = model.config.to_dict()
+    for key in ("model_type", "architectures", "auto_map", "transformers_version"):
+        values.pop(key, None)
+    plain = AutoModelForImageClassification.from_config(model.adapter_class.config_class(**values))
+    weights = {k: v for k, v in model.state_dict().items() if not k.startswith("exit_heads.")}
+    plain.load_state_dict(weights, strict=True)
+    return plain.eval()
+
+
 def measure(args, num_layers: int, seq_len: int, batch_size: int) -> dict:
     """One depth x length x batch size: theoretical, realized vs full compute and vs plain, real/theo."""
     torch.manual_seed(args.seed)
     config = family_config(args, num_layers)
+    image = is_image_family(args.family)
+    auto = (
+        adaptive_hf.AutoEarlyExitModelForImageClassification
+        if image
+        else adaptive_hf.AutoEarlyExitModelForSequenceClassification
+    )
     settings = {"head_type": args.head_type}
     if args.head_pooling:
         settings["head_pooling"] = args.head_pooling
     if args.exit_layers:
         settings["exit_layers"] = [int(x) for x in args.exit_layers.split(",") if x]
-    model = adaptive_hf.AutoEarlyExitModelForSequenceClassification.from_config(config, **settings).eval()
-    plain = plain_counterpart(model)
+    model = auto.from_config(config, **settings).eval()
+    plain = plain_image_counterpart(model) if image else plain_counterpart(model)
     exit_layers = model.config.exit_layers
     rows = (args.rows_batch_1 or 2 * len(exit_layers)) if batch_size == 1 else max(args.rows, batch_size)
     rows -= rows % batch_size
     generator = torch.Generator().manual_seed(args.seed)
     order = torch.randperm(rows, generator=generator)
     forced = torch.tensor(exit_layers)[order % len(exit_layers)]
-    low = 5 if model.config.vocab_size > 10 else 0
-    ids = torch.randint(low, model.config.vocab_size, (rows, seq_len), generator=generator)
-    batches = [
-        {"input_ids": ids[i : i + batch_size], "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long)}
-        for i in range(0, rows, batch_size)
-    ]
+    if image:  # seq_len is the image side here
+        pixels = torch.randn(rows, model.config.num_channels, seq_len, seq_len, generator=generator)
+        batches = [{"pixel_values": pixels[i : i + batch_size]} for i in range(0, rows, batch_size)]
+    else:
+        low = 5 if model.config.vocab_size > 10 else 0
+        ids = torch.randint(low, model.config.vocab_size, (rows, seq_len), generator=generator)
+        batches = [
+            {"input_ids": ids[i : i + batch_size], "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long)}
+            for i in range(0, rows, batch_size)
+        ]
     forced_batches = list(forced.split(batch_size))
     hook = ForcedExits(forced_batches, exit_layers)
 
@@ -201,7 +261,7 @@ def measure(args, num_layers: int, seq_len: int, batch_size: int) -> dict:
 def format_table(results: list[dict]) -> str:
     """Markdown: one row per depth x length x batch size."""
     lines = [
-        "| layers | tokens | batch | theoretical | realized vs full | real/theo | realized vs plain | "
+        "| layers | tokens (image side) | batch | theoretical | realized vs full | real/theo | realized vs plain | "
         "real/theo vs plain | full / plain | spread (a/f/p) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -221,7 +281,8 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     results = []
     for num_layers in [int(x) for x in args.layers.split(",") if x]:
-        for seq_len in [int(x) for x in args.seq_lens.split(",") if x]:
+        sizes = args.image_sizes if is_image_family(args.family) else args.seq_lens
+        for seq_len in [int(x) for x in sizes.split(",") if x]:
             for batch_size in [int(x) for x in args.batch_sizes.split(",") if x]:
                 result = measure(args, num_layers, seq_len, batch_size)
                 results.append(result)

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from adaptive_case import AdaptiveCase
 from cases_exits_halting import (
+    HF_IMAGE_EXIT_FAMILIES,
     TIMM_EXIT_CASES,
     early_exit_decoder_case,
+    early_exit_hf_image_case,
     early_exit_hf_vit_case,
     early_exit_text_case,
     early_exit_timm_case,
     halting_decoder_case,
+    halting_hf_dinov2_case,
     halting_text_case,
     halting_timm_vit_case,
 )
@@ -26,6 +29,7 @@ from text_testers import DECODER_FAMILIES, FAMILIES
 def _all_cases() -> list[AdaptiveCase]:
     cases = [early_exit_text_case(family) for family in FAMILIES]
     cases += [early_exit_timm_case(case) for case in TIMM_EXIT_CASES] + [early_exit_hf_vit_case()]
+    cases += [early_exit_hf_image_case(family) for family in HF_IMAGE_EXIT_FAMILIES]
     cases += [
         halting_text_case(family, granularity, method)
         for family in FAMILIES
@@ -37,7 +41,9 @@ def _all_cases() -> list[AdaptiveCase]:
     cases += [early_exit_text_case("deberta-v2", head_pooling="pooler"), early_exit_text_case("deberta-v2-conv")]
     cases += [halting_text_case("deberta-v2", g, m) for g in ("sample", "token") for m in ("act", "pondernet")]
     cases += [halting_text_case("deberta-v2-conv", "token", "act"), moe_case("deberta-v2")]
+    cases += [halting_hf_dinov2_case(g, m) for g in ("sample", "token") for m in ("act", "pondernet")]
     cases += [moe_case(family) for family in MOE_TEXT_FAMILIES + ["vit", "timm"]] + [moe_case("gpt2", causal_lm=True)]
+    cases += [moe_case("dinov2")]
     cases += [reader_case("skim_rnn"), reader_case("jump_lstm")]
     cases += [
         video_case("efficientnet", s, a) for s in ("uniform", "saliency", "early_stop") for a in ("mean", "attention")

@@ -1,4 +1,5 @@
-"""Shared-tester cases of the early exits (7 text families, timm models, HF ViT) and halting (text, timm ViT)."""
+"""Shared-tester cases of the early exits (7 text families, timm models, HF ViT, DINOv2, ConvNeXt v1/v2) and halting
+(text, timm ViT)."""
 
 from __future__ import annotations
 
@@ -153,7 +154,7 @@ def image_batch(size: int = 32, channels: int = 3):
     return make
 
 
-def _image_exit_case(name, build, units_of, reference, remote, all_modes) -> AdaptiveCase:
+def _image_exit_case(name, build, units_of, reference, remote, all_modes, variants=()) -> AdaptiveCase:
     return AdaptiveCase(
         name=name,
         technique="early_exit",
@@ -171,6 +172,7 @@ def _image_exit_case(name, build, units_of, reference, remote, all_modes) -> Ada
         remote_code=remote,
         token_inputs=False,
         save_overrides={"image_mean": [0.25, 0.5, 0.75], "image_std": 0.3},
+        variants=variants,
     )
 
 
@@ -221,6 +223,56 @@ def early_exit_hf_vit_case() -> AdaptiveCase:
         return plain.eval()(**batch).logits
 
     return _image_exit_case("early_exit/hf-vit", build, lambda model: list(model.vit.layers), reference, True, True)
+
+
+TINY_HF_DINOV2 = dict(
+    hidden_size=32,
+    num_hidden_layers=4,
+    num_attention_heads=2,
+    mlp_ratio=2,
+    image_size=32,
+    patch_size=8,
+    hidden_dropout_prob=0.1,
+    layerscale_value=0.5,
+)
+# Layer scale 0.5 instead of the stock 1e-6, so every block changes the features the heads see.
+TINY_HF_CONVNEXT = dict(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 2, 1], image_size=32, layer_scale_init_value=0.5)
+# family -> (config class, stock image classifier, tiny config values)
+HF_IMAGE_EXIT_FAMILIES = {
+    "dinov2": (transformers.Dinov2Config, transformers.Dinov2ForImageClassification, TINY_HF_DINOV2),
+    "convnext": (transformers.ConvNextConfig, transformers.ConvNextForImageClassification, TINY_HF_CONVNEXT),
+    "convnextv2": (transformers.ConvNextV2Config, transformers.ConvNextV2ForImageClassification, TINY_HF_CONVNEXT),
+}
+REMOTE_HF_IMAGE_EXIT_CASES = ("dinov2", "convnextv2")
+
+
+def early_exit_hf_image_case(family: str) -> AdaptiveCase:
+    """Early exits on an HF image family built by the family builder (through the Auto image class)."""
+    config_class, stock_class, values = HF_IMAGE_EXIT_FAMILIES[family]
+
+    def build(**overrides):
+        torch.manual_seed(0)
+        config = config_class(**values, num_labels=NUM_LABELS)
+        return adaptive_hf.AutoEarlyExitModelForImageClassification.from_config(config, **overrides).eval()
+
+    def reference(model, batch):
+        # The stock image classifier with the same weights (its classifier is the final exit).
+        plain = stock_class(config_class(**values, num_labels=NUM_LABELS))
+        plain.load_state_dict(
+            {k: v for k, v in model.state_dict().items() if not k.startswith("exit_heads.")}, strict=True
+        )
+        return plain.eval()(**batch).logits
+
+    return _image_exit_case(
+        f"early_exit/hf-{family}",
+        build,
+        lambda model: list(model.adapter.layer_modules()),
+        reference,
+        family in REMOTE_HF_IMAGE_EXIT_CASES,
+        True,
+        # CNN feature maps have no class token: 'cls' pooling is refused, 'mean' averages over space.
+        (({"exit_pooling": "mean"}, None), ({"exit_pooling": "cls"}, ValueError if "convnext" in family else None)),
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ halting
@@ -440,4 +492,47 @@ def halting_decoder_case(family: str, method: str, left: bool = True) -> Adaptiv
             ({"head_pooling": "mean"}, ValueError),
             ({"head_type": "mlp"}, ValueError),
         ),
+    )
+
+
+def halting_hf_dinov2_case(granularity: str, method: str) -> AdaptiveCase:
+    """Halting on an HF DINOv2 built by the halting family builder (through the Auto image class)."""
+    threshold = 0.9 if method == "act" else 0.5  # PonderNet's threshold is on the probability of having halted
+
+    def build(**overrides):
+        torch.manual_seed(0)
+        settings = {"halting": method, "halting_granularity": granularity, "halting_threshold": threshold}
+        config = transformers.Dinov2Config(**TINY_HF_DINOV2, num_labels=NUM_LABELS)
+        model = adaptive_hf.AutoHaltingModelForImageClassification.from_config(config, **{**settings, **overrides})
+        _randomize_units(model)
+        return model.eval()
+
+    def reference(model, batch):
+        plain = transformers.Dinov2ForImageClassification(
+            transformers.Dinov2Config(**TINY_HF_DINOV2, num_labels=NUM_LABELS)
+        )
+        plain.load_state_dict(
+            {k: v for k, v in model.state_dict().items() if not k.startswith("halting_units.")}, strict=True
+        )
+        return plain.eval()(**batch).logits
+
+    layers = lambda m: list(m.dinov2.encoder.layer)  # noqa: E731
+    return AdaptiveCase(
+        name=f"halting/hf-dinov2-{granularity}-{method}",
+        technique="halting",
+        builder=build,
+        batch_maker=image_batch(),
+        modes=(Mode("threshold", mixed=True),),
+        sample_fields=("halting_steps", "ponder_cost"),
+        reference=reference,
+        full_fields=_halting_full_fields,
+        work=_halting_work(layers, lambda m: [layer.mlp for layer in layers(m)]),
+        never_stopping=never_halting,
+        stopped_early=_halted_early,
+        auto_class=transformers.AutoModelForImageClassification,
+        aux_off={"ponder_cost": 0.0, "kl_weight": 0.0},
+        loss_is_task_loss_without_aux=method == "act",
+        aux_parameters=("halting_units.",),
+        remote_code=(granularity, method) == ("token", "act"),
+        token_inputs=False,
     )

@@ -36,6 +36,8 @@ def moe_dense_model(family: str, causal_lm: bool = False) -> nn.Module:
         return transformers.AutoModelForCausalLM.from_config(config).eval()
     if family == "vit":
         return transformers.ViTForImageClassification(config).eval()
+    if family == "dinov2":
+        return transformers.Dinov2ForImageClassification(config).eval()
     return transformers.AutoModelForSequenceClassification.from_config(config).eval()
 
 
@@ -70,7 +72,7 @@ def moe_case(family: str, causal_lm: bool = False) -> AdaptiveCase:
         dense = moe_dense_model(family, causal_lm)
         return dense(batch["pixel_values"]) if family == "timm" else dense(**batch).logits
 
-    image = family in ("vit", "timm")
+    image = family in ("vit", "timm", "dinov2")
     decoder = family in DECODERS
     name = f"switch_moe/{family}" + ("-causal-lm" if causal_lm else "")
     return AdaptiveCase(
@@ -96,7 +98,7 @@ def moe_case(family: str, causal_lm: bool = False) -> AdaptiveCase:
         aux_off={"router_aux_loss_coef": 0.0, "router_z_loss_coef": 0.0},
         loss_is_task_loss_without_aux=not causal_lm,
         aux_parameters=("",),
-        remote_code=family in ("bert", "timm") or causal_lm,
+        remote_code=family in ("bert", "timm", "dinov2") or causal_lm,
         token_inputs=not image,
         save_overrides={"expert_noise": 0.1},
         labels_from_ids=causal_lm,

@@ -274,7 +274,9 @@ def image_models(tmp_path_factory):
     """Tiny saved image models: early exits on a 1-channel timm ViT, a timm ResNet (3 channels, 32 px) and an HF
     ViT (3 channels, 28 px), and token halting on a timm ViT. No tokenizer anywhere."""
     import torch
+    import transformers
 
+    import adaptive_hf
     from adaptive_hf import (
         EarlyExitTimmForImageClassification,
         EarlyExitViTForImageClassification,
@@ -282,6 +284,9 @@ def image_models(tmp_path_factory):
         HaltingTimmForImageClassification,
     )
     from adaptive_hf.early_exit.vision_config import EarlyExitViTConfig
+
+    def hf_image(config):  # an HF image family through the Auto image class (the family builder's classes)
+        return adaptive_hf.AutoEarlyExitModelForImageClassification.from_config(config, num_labels=10)
 
     root = tmp_path_factory.mktemp("cli_images")
     torch.manual_seed(0)
@@ -298,6 +303,14 @@ def image_models(tmp_path_factory):
                 hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=24, image_size=28,
                 patch_size=7, num_labels=10,
             )
+        ),
+        "hf_dinov2": hf_image(
+            transformers.Dinov2Config(
+                hidden_size=16, num_hidden_layers=3, num_attention_heads=2, mlp_ratio=2, image_size=28, patch_size=7
+            )
+        ),
+        "hf_convnext": hf_image(
+            transformers.ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], image_size=32)
         ),
         "halting": HaltingTimmForImageClassification(
             HaltingTimmConfig(
@@ -336,7 +349,13 @@ def _expected_full_depth_accuracy(model_dir, count, mean, std, size, channels):
 
 @pytest.mark.parametrize(
     ("kind", "size", "channels", "mean"),
-    [("timm_vit", 28, 1, IMAGE_MEAN), ("timm_resnet", 32, 3, [0.5, 0.5, 0.5]), ("hf_vit", 28, 3, [0.5, 0.5, 0.5])],
+    [
+        ("timm_vit", 28, 1, IMAGE_MEAN),
+        ("timm_resnet", 32, 3, [0.5, 0.5, 0.5]),
+        ("hf_vit", 28, 3, [0.5, 0.5, 0.5]),
+        ("hf_dinov2", 28, 3, [0.5, 0.5, 0.5]),
+        ("hf_convnext", 32, 3, [0.5, 0.5, 0.5]),
+    ],
 )
 def test_image_early_exit_calibrate_evaluate_bench(image_models, tmp_path, capsys, kind, size, channels, mean):
     import shutil

@@ -15,12 +15,10 @@ from trainer_testers import cpu_training_args
 from transformers import AutoModelForImageClassification, Trainer, TrainingArguments, ViTConfig
 
 import adaptive_hf  # noqa: F401  (registers the Auto classes and timm names)
+from adaptive_hf.early_exit.hf_vision_modeling import EarlyExitViTForImageClassification
 from adaptive_hf.early_exit.policies import exit_score
 from adaptive_hf.early_exit.vision_config import EarlyExitTimmConfig, EarlyExitViTConfig
-from adaptive_hf.early_exit.vision_modeling import (
-    EarlyExitTimmForImageClassification,
-    EarlyExitViTForImageClassification,
-)
+from adaptive_hf.early_exit.vision_modeling import EarlyExitTimmForImageClassification
 
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=2)
 # name -> (timm architecture, model_args, exit settings)

@@ -7,6 +7,7 @@ from transformers import (
     AlbertConfig,
     BertConfig,
     DebertaV2Config,
+    Dinov2Config,
     DistilBertConfig,
     ElectraConfig,
     GPT2Config,
@@ -110,7 +111,7 @@ TINY_TIMM_VIT_ARGS = {"img_size": 16, "patch_size": 4, "depth": 4, "embed_dim": 
 
 def tiny_dense_config(family: str):
     """A tiny random config of a dense model that switch MoE upcycles: a text family, ``gpt2``, ``llama`` or the
-    Hugging Face ``vit`` (16x16 images, 4x4 patches)."""
+    Hugging Face ``vit`` / ``dinov2`` (16x16 images, 4x4 patches)."""
     if family == "gpt2":
         return GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=4, n_head=4, n_positions=64, pad_token_id=0)
     if family == "llama":
@@ -135,6 +136,10 @@ def tiny_dense_config(family: str):
             num_hidden_layers=4,
             num_attention_heads=4,
             intermediate_size=37,
+        )
+    if family == "dinov2":
+        return Dinov2Config(
+            image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, mlp_ratio=2
         )
     return tiny_backbone_config(family)
 

@@ -7,7 +7,7 @@ from typing import Any
 from transformers import AutoConfig
 
 from .configuration import rename_deprecated_fields
-from .registry import lookup
+from .registry import REGISTRY, lookup
 
 # from_pretrained keyword arguments that concern where and how files are fetched, shared by config and weights.
 _HUB_KWARGS = (
@@ -28,11 +28,14 @@ class AutoAdaptiveModel:
     load their backbone weights; only the technique's new modules are initialised. Saved checkpoints of the
     technique reload as they were, with any settings passed here applied on top.
 
-    Subclasses set ``technique`` (a registry key) and ``setting_fields`` (the technique's config fields).
+    Subclasses set ``technique`` (a registry key), ``setting_fields`` (the technique's config fields) and, for
+    image classifiers, ``modality = "image"`` (the families they load) and ``task_suffix``.
     """
 
     technique: str = ""
     setting_fields: tuple[str, ...] = ()
+    modality: str = "text"
+    task_suffix: str = "ForSequenceClassification"
 
     def __init__(self):
         raise OSError(f"Use {type(self).__name__}.from_pretrained(...) or .from_config(...).")
@@ -50,13 +53,46 @@ class AutoAdaptiveModel:
             config: A supported backbone config (e.g. ``BertConfig``) or a config of the technique.
             **settings: The technique's fields and other config overrides (``num_labels``, ...).
         """
-        config_class, model_class = lookup(cls.technique, config.model_type)
+        config_class, model_class = cls._lookup(config.model_type)
         return model_class(cls._convert_config(config, config_class, None, settings))
 
-    @staticmethod
-    def _convert_config(config, config_class: type, num_labels: int | None, overrides: dict[str, Any]):
+    @classmethod
+    def _lookup(cls, model_type: str) -> tuple[type, type]:
+        try:
+            config_class, model_class = lookup(cls.technique, model_type)
+        except ValueError as error:
+            if cls.modality != "image":
+                raise
+            supported = sorted(family for family in cls._families() if family != "timm")
+            raise ValueError(
+                f"Unsupported architecture for {cls.technique.replace('_', ' ')} on images: "
+                f"model_type={model_type!r}. Supported image families: {', '.join(supported)}."
+            ) from error
+        adapter = getattr(config_class, "backbone_adapter", None)
+        modality = getattr(adapter, "modality", cls.modality)
+        if modality != cls.modality:
+            other = "ImageClassification" if modality == "image" else "SequenceClassification"
+            raise ValueError(
+                f"model_type={model_type!r} is a{'n' if modality == 'image' else ''} {modality} family; "
+                f"{cls.__name__} loads {cls.modality} families. Use "
+                f"{cls.__name__.replace(cls.task_suffix, 'For' + other)}."
+            )
+        return config_class, model_class
+
+    @classmethod
+    def _families(cls) -> dict[str, type]:
+        """``model_type -> config class`` of the families registered for ``technique`` in this modality."""
+        families = {}
+        for (technique, family), (config_class, _, _) in REGISTRY.items():
+            adapter = getattr(config_class, "backbone_adapter", None)
+            if technique == cls.technique and getattr(adapter, "modality", None) == cls.modality:
+                families[family] = config_class
+        return families
+
+    @classmethod
+    def _convert_config(cls, config, config_class: type, num_labels: int | None, overrides: dict[str, Any]):
         is_ours = isinstance(config, config_class)
-        is_classifier = any(name.endswith("ForSequenceClassification") for name in config.architectures or [])
+        is_classifier = any(name.endswith(cls.task_suffix) for name in config.architectures or [])
         if (is_ours or is_classifier) and num_labels is not None and num_labels != config.num_labels:
             head = "heads" if is_ours else f"classification head ({config.architectures[0]})"
             raise ValueError(
@@ -98,6 +134,6 @@ class AutoAdaptiveModel:
         config = AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
         if kwargs.get("attn_implementation") is not None:
             config._attn_implementation = kwargs["attn_implementation"]
-        config_class, model_class = lookup(cls.technique, config.model_type)
+        config_class, model_class = cls._lookup(config.model_type)
         new_config = cls._convert_config(config, config_class, num_labels, {**overrides, **settings})
         return model_class.from_pretrained(pretrained_model_name_or_path, *model_args, config=new_config, **kwargs)

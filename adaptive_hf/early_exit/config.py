@@ -192,7 +192,6 @@ for _adapter in BUILTIN_TEXT_LAYER_ADAPTERS:  # the other built-in families (Mod
         globals()[EARLY_EXIT_CONFIGS[_adapter.model_type].__name__] = EARLY_EXIT_CONFIGS[_adapter.model_type]
 
 
-
 def make_early_exit_config_class(adapter: type[TextEncoderAdapter]) -> type:
     """Builds the early-exit config class for a newly registered adapter.
 

@@ -1,9 +1,11 @@
-"""Early-exit configs for image classifiers: any timm model, and Hugging Face ViT.
+"""Early-exit configs for image classifiers: any timm model, and the Hugging Face image families (ViT, DINOv2,
+ConvNeXt v1/v2, and any other :class:`~adaptive_hf.core.adapters.hf_vision.HFVisionAdapter` family).
 
 * :class:`EarlyExitTimmConfig` is a ``core.vision_backbones.TimmClassifierConfig`` (the timm ``architecture`` and
   ``model_args``, so ``from_pretrained`` rebuilds the timm model exactly) plus the exit fields shared with the text
   classifiers.
-* :class:`EarlyExitViTConfig` *is* a ``ViTConfig`` (plain ViT checkpoints load into it) with the exit fields.
+* ``EarlyExit<Arch>Config`` (:class:`EarlyExitViTConfig`, ...) *is* the family's config (plain checkpoints load into
+  it) with the exit fields, made by :func:`make_hf_vision_exit_config_class`.
 
 The exit fields and their validation are those of :class:`~adaptive_hf.early_exit.config.EarlyExitConfigMixin`.
 Vision adds ``exit_granularity`` (timm CNNs exit after ``"stage"``\\ s or ``"block"``\\ s) and ``exit_dropout``;
@@ -14,10 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import ViTConfig
-
-from ..core.adapters.hf_vision import HFViTAdapter
-from ..core.configuration import check_choice, check_number
+from ..core.adapters.convnext import ConvNextAdapter, ConvNextV2Adapter
+from ..core.adapters.dinov2 import Dinov2Adapter
+from ..core.adapters.hf_vision import HFVisionAdapter, HFViTAdapter
+from ..core.configuration import check_choice, check_number, make_family_config_class
 from ..core.vision_backbones import (
     GRANULARITIES,
     VISION_POOLINGS,
@@ -25,7 +27,7 @@ from ..core.vision_backbones import (
     TimmDescription,
     describe_timm,
 )
-from .config import EXIT_FIELDS, EXIT_RENAMED_FIELDS, EarlyExitConfigMixin
+from .config import EXIT_FIELD_SPECS, EXIT_FIELDS, EXIT_RENAMED_FIELDS, EarlyExitConfigMixin
 
 
 class _VisionExitConfigMixin(EarlyExitConfigMixin):
@@ -144,42 +146,62 @@ class EarlyExitTimmConfig(_VisionExitConfigMixin, TimmClassifierConfig):
         super().validate_early_exit()
 
 
-class EarlyExitViTConfig(_VisionExitConfigMixin, ViTConfig):
-    """``ViTConfig`` plus the early-exit fields; the final exit is the ViT classifier on the layer-normed CLS token.
+class HFVisionExitConfigMixin(_VisionExitConfigMixin):
+    """The exit fields on a Hugging Face image family's own config (``ViTConfig``, ``Dinov2Config``, ...).
 
-    Args:
-        head_pooling: ``"cls"`` (default) or ``"mean"`` for the intermediate heads (formerly ``exit_pooling``).
-        head_type: ``"linear"`` or ``"mlp"`` for the intermediate heads (formerly ``exit_head``).
-        exit_dropout: Dropout in the intermediate exit heads.
-        image_mean: Per-channel mean the training inputs were normalized with (after scaling to [0, 1]), for tools
-            that preprocess new images; ``None`` = the ViT image processor's default (0.5).
-        image_std: Per-channel standard deviation, likewise.
-        **kwargs: ``ViTConfig`` fields and the exit fields of
-            :class:`~adaptive_hf.early_exit.config.EarlyExitConfigMixin`.
+    The final exit is the family's stock classifier; the intermediate heads pool each unit's output
+    (``head_pooling``, formerly ``exit_pooling``: ``"cls"`` or ``"mean"`` for transformers, always ``"mean"`` for
+    CNN feature maps), then LayerNorm and a linear or MLP classifier (``head_type``, formerly ``exit_head``) with
+    ``exit_dropout``. ``image_mean``/``image_std`` record the normalization of the training inputs for tools that
+    preprocess new images (``None`` = the family's image processor default).
     """
 
-    model_type = "early_exit_vit"
-    backbone_adapter = HFViTAdapter
-
-    exit_dropout: float = 0.0
-    image_mean: list[float] | None = None
-    image_std: list[float] | None = None
-    exit_layers: list[int] | None = None
-    head_pooling: str = "cls"
-    head_type: str = "linear"
-    exit_policy: str = "none"
-    exit_threshold: float | None = None
-    patience: int = 2
-    nonfinite_logits: str = "warn"
-    exit_training: str = "joint"
-    exit_loss_weights: list[float] | None = None
-    exit_training_stage: int = 1
-    distill_temperature: float = 2.0
-    calibration: dict | None = None
-
     def validate_early_exit(self) -> None:
-        self._check_vision_fields(token_model=True)
+        self._check_vision_fields(token_model=self.backbone_adapter.token_model)
         super().validate_early_exit()
+
+
+def hf_vision_exit_field_specs(adapter: type[HFVisionAdapter]) -> dict[str, tuple[str, Any]]:
+    """The exit fields of an HF image family's early-exit config and their defaults.
+
+    Args:
+        adapter: The family's :class:`~adaptive_hf.core.adapters.hf_vision.HFVisionAdapter`.
+    """
+    return {
+        **EXIT_FIELD_SPECS,
+        "head_pooling": ("str", adapter.default_head_pooling),
+        "head_type": ("str", "linear"),
+        "exit_dropout": ("float", 0.0),
+        "image_mean": ("list[float] | None", None),
+        "image_std": ("list[float] | None", None),
+    }
+
+
+def make_hf_vision_exit_config_class(adapter: type[HFVisionAdapter]) -> type:
+    """``EarlyExit<Arch>Config``: the family's config class plus the exit fields (plain checkpoints load into it).
+
+    Args:
+        adapter: The family's :class:`~adaptive_hf.core.adapters.hf_vision.HFVisionAdapter`.
+    """
+    return make_family_config_class(
+        adapter,
+        class_name=f"EarlyExit{adapter.class_prefix}Config",
+        model_type=f"early_exit_{adapter.model_type}",
+        mixin=HFVisionExitConfigMixin,
+        fields=hf_vision_exit_field_specs(adapter),
+        module=__name__,
+    )
+
+
+EarlyExitViTConfig = make_hf_vision_exit_config_class(HFViTAdapter)
+EarlyExitDinov2Config = make_hf_vision_exit_config_class(Dinov2Adapter)
+EarlyExitConvNextConfig = make_hf_vision_exit_config_class(ConvNextAdapter)
+EarlyExitConvNextV2Config = make_hf_vision_exit_config_class(ConvNextV2Adapter)
+# model_type of the family -> its early-exit config class (the registry's early-exit builder adds new families).
+HF_VISION_EXIT_CONFIGS: dict[str, type] = {
+    cls.backbone_adapter.model_type: cls
+    for cls in (EarlyExitViTConfig, EarlyExitDinov2Config, EarlyExitConvNextConfig, EarlyExitConvNextV2Config)
+}
 
 
 VISION_EXIT_FIELDS = ("exit_granularity", "exit_dropout", "image_mean", "image_std", "eval_chunk_elements")

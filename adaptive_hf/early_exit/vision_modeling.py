@@ -1,10 +1,10 @@
-"""Early-exit image classifiers: any timm model (:class:`EarlyExitTimmForImageClassification`) and Hugging Face ViT
-(:class:`EarlyExitViTForImageClassification`).
+"""Early-exit image classifiers: any timm model (:class:`EarlyExitTimmForImageClassification`), and the image
+machinery shared with the Hugging Face families (``hf_vision_modeling.py``: ViT, DINOv2, ConvNeXt).
 
-Both reuse the exit loop of :class:`~adaptive_hf.early_exit.modeling.EarlyExitModelMixin`: training mode runs every
+All reuse the exit loop of :class:`~adaptive_hf.early_exit.modeling.EarlyExitModelMixin`: training mode runs every
 unit and every head and returns the configured training objective as ``loss``; eval mode is batched adaptive
 inference where images that exit leave the batch before the next block or stage runs. The final exit is the
-backbone's own classifier (the timm head, or the ViT classifier on the layer-normed CLS token), so policy ``none``
+backbone's own classifier (the timm head, or the HF family's stock classifier), so policy ``none``
 reproduces the plain model's logits; intermediate exits are new heads (pool, LayerNorm, linear or MLP).
 """
 
@@ -21,11 +21,9 @@ import torch.nn.functional as F
 from timm.layers import BatchNormAct2d, Conv2dSame
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.models.vit.modeling_vit import ViTModel, ViTPreTrainedModel
 from transformers.utils import ModelOutput
 
-from ..core.adapters.hf_vision import HFViTAdapter
-from ..core.flops import classifier_head_flops, linear_flops
+from ..core.flops import classifier_head_flops
 from ..core.hub import own_loaded_tensors
 from ..core.inputs import check_class_labels, check_pixel_forward_options
 from ..core.layer_keyed import LayerKeyedModules
@@ -46,7 +44,7 @@ from ..core.vision_backbones import (
 from .config import validate_exit_settings
 from .heads import ExitHead
 from .modeling import EarlyExitModelMixin
-from .vision_config import EarlyExitTimmConfig, EarlyExitViTConfig, split_exit_settings
+from .vision_config import EarlyExitTimmConfig, split_exit_settings
 from .vision_streaming import classify_image_stream
 
 
@@ -631,144 +629,6 @@ def _classifier_width(architecture: str, model_args: dict[str, Any], state_dict:
         return 1000
     tensor = match_timm_names(reference, state_dict, architecture).get(weight)
     return int(tensor.shape[0]) if tensor is not None else 1000
-
-
-# ---------------------------------------------------------------------------------------------------- HF ViT
-class EarlyExitViTForImageClassification(_VisionEarlyExitMixin, ViTPreTrainedModel):
-    """Early exits on a Hugging Face ViT, one exit point per encoder layer.
-
-    Holds ``vit`` (a ``ViTModel`` without pooler) and ``classifier`` exactly like ``ViTForImageClassification``, so
-    its checkpoints load unchanged and give the final exit; ``exit_heads`` are the new intermediate heads.
-
-    Args:
-        config: An :class:`~adaptive_hf.early_exit.vision_config.EarlyExitViTConfig`.
-    """
-
-    config_class = EarlyExitViTConfig
-    base_model_prefix = "vit"
-    adapter_class = HFViTAdapter
-
-    def __init__(self, config: EarlyExitViTConfig):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.vit = ViTModel(config, add_pooling_layer=False)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.exit_heads = self._build_exit_heads([config.hidden_size] * config.num_hidden_layers)
-        self.post_init()
-        self._apply_training_stage()
-
-    def _init_weights(self, module: nn.Module) -> None:
-        ViTPreTrainedModel._init_weights(self, module)
-
-    @property
-    def adapter(self) -> HFViTAdapter:
-        cached = self.__dict__.get("_adapter")
-        if cached is None or cached.base_model is not self.vit:
-            cached = HFViTAdapter(self.vit)
-            self.__dict__["_adapter"] = cached
-        return cached
-
-    def backbone_parameters(self):
-        return self.vit.parameters()
-
-    def final_exit_parameters(self):
-        return self.classifier.parameters()
-
-    def _in_chans(self) -> int:
-        return self.config.num_channels
-
-    def _final_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.adapter.final_features(hidden_states))
-
-    def _unit_costs(self, image_size):
-        config = self.config
-        side = image_size[0] if image_size is not None else config.image_size
-        side = side[0] if isinstance(side, (list, tuple)) else side
-        patch = config.patch_size[0] if isinstance(config.patch_size, (list, tuple)) else config.patch_size
-        tokens = (side // patch) ** 2 + 1
-        stem = linear_flops(tokens - 1, config.num_channels * patch * patch, config.hidden_size)
-        layer = self.adapter.layer_flops(tokens)
-        final_head = linear_flops(1, config.hidden_size, config.num_labels)
-        layers = config.num_hidden_layers
-        return stem, [layer] * layers, [config.hidden_size] * layers, [tokens] * layers, final_head
-
-    def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_exit_logits: bool | None = None,
-        interpolate_pos_encoding: bool | None = None,
-        return_dict: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        **unsupported,
-    ) -> EarlyExitImageClassifierOutput | tuple:
-        """Classifies a batch of images, exiting early per image in eval mode.
-
-        Args:
-            pixel_values: ``(batch, channels, height, width)`` images as the ViT image processor returns them.
-            labels: ``(batch,)`` class ids; adds ``loss``.
-            output_exit_logits: Also return every exit's logits (with policy ``none`` in eval mode: every head on
-                every image).
-            interpolate_pos_encoding: Interpolate the position embeddings for another image size.
-            return_dict: Return a tuple when ``False``.
-            output_attentions: Accepted as ``None``/``False`` (what peft and the pipelines pass); ``True`` is refused.
-            output_hidden_states: Accepted as ``None``/``False``; ``True`` is refused.
-            **unsupported: Text inputs given as ``None`` (peft's ``SEQ_CLS`` wrapper passes them) are accepted;
-                any other keyword is refused by name.
-        """
-        check_pixel_forward_options(type(self).__name__, output_attentions, output_hidden_states, unsupported)
-        return self._run(
-            pixel_values,
-            labels,
-            output_exit_logits,
-            return_dict,
-            interpolate_pos_encoding=bool(interpolate_pos_encoding),
-        )
-
-    @classmethod
-    def from_vit(cls, pretrained_model_name_or_path, num_labels: int | None = None, **kwargs: Any):
-        """Loads a plain ViT checkpoint (``ViTModel``/``ViTForImageClassification``) or our own with exit heads.
-
-        Only the intermediate exit heads are new (and the classifier, when the checkpoint has none). A classifier
-        of another width than ``num_labels`` is an error unless ``ignore_mismatched_sizes=True`` is passed, which
-        re-initializes it.
-
-        Args:
-            pretrained_model_name_or_path: Hub name or local folder.
-            num_labels: Number of classes.
-            **kwargs: Exit fields (``exit_policy=...``) and ``from_pretrained`` options.
-        """
-        from transformers import AutoConfig
-
-        settings, kwargs = split_exit_settings(kwargs)
-        hub = {
-            k: kwargs[k] for k in ("cache_dir", "local_files_only", "token", "revision", "subfolder") if k in kwargs
-        }
-        source = AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub)
-        if source.model_type not in ("vit", EarlyExitViTConfig.model_type):
-            raise ValueError(
-                f"{pretrained_model_name_or_path!r} is a {source.model_type!r} checkpoint; from_vit loads 'vit' or "
-                "'early_exit_vit' checkpoints. Use EarlyExitTimmForImageClassification.from_timm for timm models."
-            )
-        values = source.to_dict()
-        is_classifier = isinstance(source, EarlyExitViTConfig) or any(
-            name.endswith("ForImageClassification") for name in source.architectures or []
-        )
-        if num_labels is not None and num_labels != source.num_labels:
-            if is_classifier and not kwargs.get("ignore_mismatched_sizes"):
-                raise ValueError(
-                    f"`num_labels={num_labels}` disagrees with the checkpoint's classifier (num_labels="
-                    f"{source.num_labels}). Pass ignore_mismatched_sizes=True to re-initialize the classifier."
-                )
-            values.pop("id2label", None)
-            values.pop("label2id", None)
-            values["num_labels"] = num_labels
-        for key in ("model_type", "transformers_version", "architectures", "auto_map"):
-            values.pop(key, None)
-        values.update(settings)
-        config = EarlyExitViTConfig(**values)
-        return cls.from_pretrained(pretrained_model_name_or_path, config=config, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------ timm registration

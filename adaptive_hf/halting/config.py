@@ -114,8 +114,8 @@ class HaltingConfigMixin(RenamedFieldsMixin, FrozenStructureMixin):
             Formerly ``halting_pooling`` (still accepted, deprecated).
         halting_bias_init: Initial bias of the halting units (negative = start by using most layers).
         head_type: The classifier head: ``"linear"`` or ``"mlp"``. Formerly ``classifier_head`` (still accepted,
-            deprecated). Families with their own classification head (ModernBERT, decoders' ``score``) classify with that head instead,
-            as their stock ``...ForSequenceClassification`` does.
+            deprecated). Families with their own classification head (ModernBERT, decoders' ``score``) classify
+            with that head instead, as their stock ``...ForSequenceClassification`` does.
     """
 
     backbone_adapter: type[TextEncoderAdapter] = TextEncoderAdapter

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from .base import BackboneAdapter
+from .base import BackboneAdapter, add_adapter
+from .convnext import ConvNextAdapter, ConvNextV2Adapter
 from .deberta import DEBERTA_ADAPTERS
 from .decoders import DECODER_ADAPTERS
-from .hf_vision import HF_VISION_ADAPTERS
+from .dinov2 import Dinov2Adapter
+from .hf_vision import HFViTAdapter
 from .modernbert import MODERNBERT_ADAPTERS
 from .text import TEXT_ENCODER_ADAPTERS
+
+HF_VISION_ADAPTERS: dict[str, type[BackboneAdapter]] = {
+    adapter.model_type: add_adapter(adapter)
+    for adapter in (HFViTAdapter, Dinov2Adapter, ConvNextAdapter, ConvNextV2Adapter)
+}
 
 BUILTIN_ADAPTERS: tuple[type[BackboneAdapter], ...] = (
     *TEXT_ENCODER_ADAPTERS.values(),

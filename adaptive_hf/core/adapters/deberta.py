@@ -15,7 +15,7 @@ checkpoint loads with its head and gives the stock logits at full compute.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
