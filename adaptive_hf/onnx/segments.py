@@ -11,6 +11,7 @@ The modules call the model's own adapter and heads (the code PyTorch inference r
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -56,20 +57,32 @@ class _TextSegment(nn.Module):
     def __init__(self, model: nn.Module, head: int, layers: range, first: bool, last: bool, type_ids: bool):
         super().__init__()
         self.model = model
+        # A private adapter: the layer-input override below must not leak into the model's own one.
+        self.adapter = copy.copy(model.adapter)
         self.head, self.layers, self.first, self.last, self.type_ids = head, layers, first, last, type_ids
+
+    def _layer_state(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> EncoderState:
+        # The adapter's own embed() builds the per-layer inputs (attention mask in the backbone's format, MPNet's
+        # position bias); its embeddings step is replaced by the hidden states the previous segment returned.
+        self.adapter._embeddings = lambda *unused: hidden_states
+        state = self.adapter.embed(attention_mask=attention_mask, inputs_embeds=hidden_states)
+        if state.hidden_states is not hidden_states:
+            raise NotImplementedError(
+                f"{type(self.adapter).__name__}.embed() no longer takes its hidden states from `_embeddings`, which "
+                "adaptive_hf.onnx overrides to start a segment from the previous one's output; update "
+                "adaptive_hf/onnx/segments.py for the new adapter contract."
+            )
+        return state
 
     def forward(
         self, ids_or_hidden: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, ...]:
-        adapter = self.model.adapter
         if self.first:
-            state = adapter.embed(ids_or_hidden, attention_mask, token_type_ids)
+            state = self.model.adapter.embed(ids_or_hidden, attention_mask, token_type_ids)
         else:
-            # The adapter builds the per-layer inputs (attention mask in the backbone's format, MPNet's position
-            # bias) for the hidden states the previous segment returned, as it does after embedding.
-            state = EncoderState(ids_or_hidden, attention_mask, adapter.layer_inputs(ids_or_hidden, attention_mask))
+            state = self._layer_state(ids_or_hidden, attention_mask)
         for index in self.layers:
-            state.hidden_states = adapter.run_layer(index, state)
+            state.hidden_states = self.adapter.run_layer(index, state)
         logits = self.model._head_logits(self.head, state)
         return (logits,) if self.last else (state.hidden_states, logits)
 
