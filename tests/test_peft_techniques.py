@@ -26,6 +26,8 @@ PEFT_CASES = {
     "early_exit/hf-vit": ("lora", ("exit_heads.",), ("exit_layer",)),
     "early_exit/timm-vit#ia3": ("ia3", ("exit_heads.",), ("exit_layer",)),
     "early_exit/bert#ia3": ("ia3", ("exit_heads.",), ("exit_layer",)),
+    "early_exit/bert#lora": ("lora", ("exit_heads.",), ("exit_layer",)),
+    "halting/bert-token-pondernet#lora": ("lora", ("halting_units.",), ("halting_steps",)),
     "early_exit/bert#prompt": ("prompt", ("exit_heads.",), ("exit_layer",)),
     "halting/bert-sample-act#ia3": ("ia3", ("halting_units.",), ("halting_steps",)),
     "halting/timm-vit-token-act#ia3": ("ia3", ("halting_units.",), ("halting_steps",)),
