@@ -26,6 +26,8 @@ PEFT_CASES = {
     "early_exit/hf-vit": ("lora", ("exit_heads.",), ("exit_layer",)),
     "early_exit/timm-vit#ia3": ("ia3", ("exit_heads.",), ("exit_layer",)),
     "early_exit/bert#ia3": ("ia3", ("exit_heads.",), ("exit_layer",)),
+    "early_exit/bert#lora": ("lora", ("exit_heads.",), ("exit_layer",)),
+    "halting/bert-token-pondernet#lora": ("lora", ("halting_units.",), ("halting_steps",)),
     "early_exit/bert#prompt": ("prompt", ("exit_heads.",), ("exit_layer",)),
     "halting/bert-sample-act#ia3": ("ia3", ("halting_units.",), ("halting_steps",)),
     "halting/timm-vit-token-act#ia3": ("ia3", ("halting_units.",), ("halting_steps",)),
@@ -35,6 +37,8 @@ PEFT_CASES = {
     "early_exit/timm-resnet_stage#ia3": ("ia3", ("exit_heads.",), ("exit_layer",)),
     "video/videomae-saliency#ia3": ("ia3", ("glance.",), ("frame_indices",)),
     "readers/jump_lstm#prompt": ("prompt", ("jump_policy.",), ("tokens_jumped",)),
+    "readers/jump_lstm#lora-big-cell": ("lora-big-cell", ("jump_policy.", "big_cell."), ("tokens_jumped",)),
+    "readers/skim_rnn#lora-big-cell": ("lora-big-cell", ("skim_gate.", "big_cell."), ("tokens_skimmed",)),
     "switch_moe/bert#prompt": ("prompt", (".router.",), ("expert_counts",)),
     "readers/skim_rnn#prompt": ("prompt", ("skim_gate.",), ("tokens_skimmed",)),
     "video/efficientnet-early_stop-attention#ia3": ("ia3", ("gate.", "attention."), ("frames_used",)),
@@ -69,6 +73,8 @@ def _config(method: str, model):
         )
         check_peft_config(model, config)
         return config
+    if method == "lora-big-cell":  # the LSTM cell LoRA cannot adapt, trained in full instead
+        return lora_config(model, r=2, lora_alpha=8, modules_to_save=["big_cell"])
     return lora_config(model, r=2, lora_alpha=8) if method == "lora" else ia3_config(model)
 
 
@@ -89,8 +95,8 @@ def test_peft_trains_the_adaptive_parts_and_reloads_to_equal_outputs(name, tmp_p
     case = _case(name)
     batch = case.batch_maker(6, 0, 1)
     wrapped = peft.get_peft_model(case.builder(), _config(method, case.builder()))
-    adapter_names = {"lora": ("lora_A", "lora_B", "lora_embedding"), "ia3": ("ia3_l",), "prompt": ("prompt_encoder",)}
-    adapter_names = adapter_names[method]
+    lora = ("lora_A", "lora_B", "lora_embedding")
+    adapter_names = {"lora": lora, "lora-big-cell": lora, "ia3": ("ia3_l",), "prompt": ("prompt_encoder",)}[method]
     adaptive = {n: p for n, p in wrapped.named_parameters() if p.requires_grad and any(s in n for s in parts)}
     adapter = {n: p for n, p in wrapped.named_parameters() if any(s in n for s in adapter_names)}
     assert adaptive and adapter, "the adaptive parts or the adapter have no trainable weights"
@@ -223,3 +229,11 @@ def test_the_stock_trainer_trains_a_pixel_model_under_lora(name, tmp_path):
     Trainer(model=wrapped, args=args, train_dataset=rows).train()
     params = dict(wrapped.named_parameters())
     assert any(not torch.equal(params[n], before) for n, before in lora_before.items())
+
+
+def test_lora_config_adds_the_callers_modules_to_save_and_checks_a_task_type_override():
+    model = CASES_BY_NAME["readers/skim_rnn"].builder()
+    config = lora_config(model, r=2, modules_to_save=["big_cell"])
+    assert {"big_cell", "skim_gate", "small_cell", "classifier"} <= set(config.modules_to_save)
+    with pytest.raises(ValueError, match="task_type=None"):
+        lora_config(CASES_BY_NAME["halting/bert-sample-act"].builder(), r=2, task_type="SEQ_CLS")

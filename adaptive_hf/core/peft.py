@@ -122,7 +122,8 @@ def lora_config(model: Any, r: int, *, target_modules: list[str] | str | None = 
         r: LoRA rank, a positive integer.
         target_modules: The layers LoRA adapts; ``None`` takes :func:`default_target_modules`.
         **settings: Other ``LoraConfig`` fields (``lora_alpha``, ``lora_dropout``, ...). A ``modules_to_save``
-            given here is added to the adaptive parts, not put in their place.
+            given here is added to the adaptive parts, not put in their place; a ``task_type`` replaces
+            :func:`sequence_classification_task`'s choice (and is checked by :func:`check_peft_config`).
 
     Raises:
         ImportError: When peft is not installed (names the extra).
@@ -135,7 +136,7 @@ def lora_config(model: Any, r: int, *, target_modules: list[str] | str | None = 
     if target_modules is None:
         target_modules = default_target_modules(model, modules_to_save, peft)
     config = peft.LoraConfig(
-        task_type=sequence_classification_task(model),
+        task_type=settings.pop("task_type", sequence_classification_task(model)),
         r=r,
         target_modules=target_modules,
         modules_to_save=modules_to_save,
@@ -160,7 +161,8 @@ def ia3_config(
             every linear and convolution layer of the backbone (see :func:`default_target_modules`).
         feedforward_modules: Those of ``target_modules`` whose input (not output) is rescaled; ``None`` takes
             peft's defaults for the family, or none.
-        **settings: Other ``IA3Config`` fields; a ``modules_to_save`` given here is added to the adaptive parts.
+        **settings: Other ``IA3Config`` fields; a ``modules_to_save`` given here is added to the adaptive parts,
+            a ``task_type`` replaces :func:`sequence_classification_task`'s choice.
 
     Raises:
         ImportError: When peft is not installed (names the extra).
@@ -186,7 +188,7 @@ def ia3_config(
             "embeddings and LSTM cells). Use adaptive_hf.lora_config(model, r), whose LoRA adapts the embeddings."
         )
     config = peft.IA3Config(
-        task_type=sequence_classification_task(model),
+        task_type=settings.pop("task_type", sequence_classification_task(model)),
         target_modules=target_modules,
         feedforward_modules=list(feedforward_modules or []),
         modules_to_save=modules_to_save,
