@@ -271,7 +271,7 @@ def early_exit_hf_image_case(family: str) -> AdaptiveCase:
         family in REMOTE_HF_IMAGE_EXIT_CASES,
         True,
         # CNN feature maps have no class token: 'cls' pooling is refused, 'mean' averages over space.
-        (({"exit_pooling": "mean"}, None), ({"exit_pooling": "cls"}, ValueError if "convnext" in family else None)),
+        (({"head_pooling": "mean"}, None), ({"head_pooling": "cls"}, ValueError if "convnext" in family else None)),
     )
 
 
