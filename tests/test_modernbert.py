@@ -145,3 +145,16 @@ def test_token_type_ids_are_refused_by_name():
     ids, mask = padded_batch(2, 6)
     with pytest.raises(ValueError, match="token_type_ids.*modernbert"):
         model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids))
+
+
+def test_token_halting_cost_model_counts_the_gated_ffn():
+    """At full depth the per-token cost model spends what the layers cost plus the halting units: both count
+    ModernBERT's three FFN products."""
+    model = adaptive_hf.AutoHaltingModelForSequenceClassification.from_config(
+        tiny_backbone_config("modernbert"), num_labels=3, halting_granularity="token"
+    )
+    _, mask = padded_batch(3, 9, seed=6)
+    layers = len(model.halting_units)
+    full, spent = model.halting_flops(mask * layers, mask)
+    hidden = model.config.hidden_size
+    assert spent - full == int(mask.sum()) * layers * 2 * hidden  # one (hidden -> 1) unit per token and layer

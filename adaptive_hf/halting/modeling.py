@@ -420,7 +420,6 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         """
         config = self.config
         hidden = self.adapter_class.hidden_size_of(config)
-        inter = self.adapter_class.intermediate_size_of(config)
         num_layers = self.adapter.num_layers
         unit = linear_flops(1, hidden, 1)
         if attention_mask is None:
@@ -432,7 +431,7 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
                 full += layer * num_layers
                 spent += steps * (layer + unit)
             return full, spent
-        per_token_update = linear_flops(1, hidden, 2 * hidden) + 2 * linear_flops(1, hidden, inter)  # q, o, FFN
+        per_token_update = self.adapter_class.token_update_flops(config)  # query and output projections, FFN
         per_token_kv = linear_flops(1, hidden, 2 * hidden)
         for row_steps, row_mask in zip(halting_steps.tolist(), attention_mask.tolist()):
             real_steps = [s for s, m in zip(row_steps, row_mask) if m]

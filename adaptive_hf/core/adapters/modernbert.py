@@ -178,6 +178,12 @@ class ModernBertAdapter(TextEncoderAdapter):
         config = self.config
         return encoder_layer_flops(seq_len, config.hidden_size, config.intermediate_size * 3 // 2)
 
+    @classmethod
+    def token_update_flops(cls, config) -> int:
+        return linear_flops(1, config.hidden_size, 2 * config.hidden_size) + 3 * linear_flops(
+            1, config.hidden_size, config.intermediate_size
+        )
+
     # ------------------------------------------------------------------ token subsets (per-token halting)
     def _shared_rotary(self, kind: str, hidden_states: torch.Tensor, layer_kwargs: dict[str, Any] | None):
         if layer_kwargs is None:
