@@ -23,10 +23,11 @@ def peft_modules_to_save(model: Any) -> list[str]:
     """The module names to pass as ``modules_to_save`` to a peft config for an adaptive model.
 
     Each name is a leaf module that holds weights inside one of the technique's adaptive parts
-    (``TechniqueSpec.adaptive_modules``), plus the model's final classifier. Leaves, because peft replaces each
-    saved module by a wrapper that can only be called: a container the model indexes (``exit_heads[k]``) cannot be
-    wrapped, and peft's sequence-classification task also wraps every module whose name ends in ``classifier``, which
-    would nest wrappers inside a wrapped head.
+    (``TechniqueSpec.adaptive_modules``), plus the model's final classifier (every layer of a family's own head,
+    such as ModernBERT's ``head`` and ``classifier``). Leaves, because peft replaces each saved module by a wrapper
+    that can only be called: a container the model indexes (``exit_heads[k]``) cannot be wrapped, and peft's
+    sequence-classification task also wraps every module whose name ends in ``classifier``, which would nest
+    wrappers inside a wrapped head.
 
     Args:
         model: An adaptive model (early exits, halting, switch MoE, ...), not yet wrapped by peft.
@@ -47,7 +48,8 @@ def peft_modules_to_save(model: Any) -> list[str]:
             )
         for name in matches:
             found += _weight_leaves(name, modules[name])
-    for head in _CLASSIFIER_NAMES:
+    # A family's own classification head (ModernBERT's `head` + `classifier`) is the final classifier too.
+    for head in (*_CLASSIFIER_NAMES, *getattr(model, "_stock_head_names", ())):
         if head in dict(model.named_children()):
             found += _weight_leaves(head, modules[head])
     return list(dict.fromkeys(found))

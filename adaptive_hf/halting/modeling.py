@@ -50,7 +50,7 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         stock_head = self.adapter_class.stock_head_modules(config)
         for name, module in stock_head.items():
             setattr(self, name, module)
-        self._uses_stock_head = bool(stock_head)
+        self._stock_head_names = tuple(stock_head)
         if not stock_head:
             self.classifier = ExitHead(hidden_size, config.num_labels, config.classifier_head, dropout)
         self.post_init()
@@ -121,7 +121,7 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
 
     def _classify(self, hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
         """Logits from token states (ACT passes its mixture of the states, which it then classifies)."""
-        if self._uses_stock_head:
+        if self._stock_head_names:
             return self.adapter.stock_head_logits(self, hidden, token_mask)
         return self.classifier(self._pool(hidden, token_mask))
 
