@@ -54,4 +54,6 @@ def modernbert_cases() -> list[AdaptiveCase]:
         for granularity in ("sample", "token")
         for method in ("act", "pondernet")
     ]
-    return [exits, *halting, moe_case("modernbert")]
+    # Remote code for MoE too: its bundle must carry the packed-FFN slot of the ModernBERT adapter.
+    moe = dataclasses.replace(moe_case("modernbert"), remote_code=True)
+    return [exits, *halting, moe]

@@ -145,3 +145,32 @@ def test_token_type_ids_are_refused_by_name():
     ids, mask = padded_batch(2, 6)
     with pytest.raises(ValueError, match="token_type_ids.*modernbert"):
         model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids))
+
+
+def test_token_halting_cost_model_counts_the_gated_ffn():
+    """At full depth the per-token cost model spends what the layers cost plus the halting units: both count
+    ModernBERT's three FFN products."""
+    model = adaptive_hf.AutoHaltingModelForSequenceClassification.from_config(
+        tiny_backbone_config("modernbert"), num_labels=3, halting_granularity="token"
+    )
+    _, mask = padded_batch(3, 9, seed=6)
+    layers = len(model.halting_units)
+    full, spent = model.halting_flops(mask * layers, mask)
+    hidden = model.config.hidden_size
+    assert spent - full == int(mask.sum()) * layers * 2 * hidden  # one (hidden -> 1) unit per token and layer
+
+
+@pytest.mark.parametrize("technique", ["early_exit", "halting"])
+def test_lora_trains_and_saves_the_whole_stock_head(technique):
+    peft = pytest.importorskip("peft")
+    torch.manual_seed(0)
+    model = AUTO_CLASSES[technique].from_config(tiny_backbone_config("modernbert"), num_labels=2)
+    saved = adaptive_hf.peft_modules_to_save(model)
+    assert {"head.dense", "head.norm", "classifier"} <= set(saved), saved
+    wrapped = peft.get_peft_model(model, adaptive_hf.lora_config(model, r=2)).train()
+    ids, mask = padded_batch(4, 9, seed=7)
+    wrapped(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1, 0, 1])).loss.backward()
+    grads = {name: p.grad for name, p in wrapped.named_parameters() if p.requires_grad}
+    assert any("lora_B" in name for name in grads)
+    for part in ("head.dense", "head.norm", "classifier"):
+        assert any(part in name and grad is not None for name, grad in grads.items()), part

@@ -30,7 +30,8 @@ def peft_modules_to_save(model: Any) -> list[str]:
 
     Each name is a leaf module that holds weights inside one of the technique's adaptive parts
     (``TechniqueSpec.adaptive_modules`` and ``adaptive_children``), plus the model's final classifier (its own
-    ``classifier``/``score``, a timm model's head, or the head of an HF model inside it). Leaves, because peft
+    ``classifier``/``score``, every layer of a family's own head such as ModernBERT's ``head`` and
+    ``classifier``, a timm model's head, or the head of an HF model inside it). Leaves, because peft
     replaces each saved module by a wrapper that can only be called: a container the model indexes
     (``exit_heads[k]``) cannot be wrapped, and peft's sequence-classification task also wraps every module whose
     name ends in ``classifier``, which would nest wrappers inside a wrapped head.
@@ -85,7 +86,9 @@ def final_classifier_names(model: nn.Module) -> list[str]:
     """
     from transformers import PreTrainedModel
 
-    names = [name for name in _CLASSIFIER_NAMES if name in dict(model.named_children())]
+    children = dict(model.named_children())
+    # A family's own classification head (ModernBERT's `head` + `classifier`, DeBERTa's `pooler` + `classifier`).
+    names = [name for name in (*_CLASSIFIER_NAMES, *getattr(model, "_stock_head_names", ())) if name in children]
     by_identity = {id(module): name for name, module in model.named_modules()}
     for name, module in model.named_modules():
         if not name:

@@ -50,7 +50,7 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         stock_head = self.adapter_class.stock_head_modules(config)
         for name, module in stock_head.items():
             setattr(self, name, module)
-        self._uses_stock_head = bool(stock_head)
+        self._stock_head_names = tuple(stock_head)
         if not stock_head:
             self.classifier = ExitHead(hidden_size, config.num_labels, config.head_type, dropout)
         self.post_init()
@@ -121,7 +121,7 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
 
     def _classify(self, hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
         """Logits from token states (ACT passes its mixture of the states, which it then classifies)."""
-        if self._uses_stock_head:
+        if self._stock_head_names:
             return self.adapter.stock_head_logits(self, hidden, token_mask)
         return self.classifier(self._pool(hidden, token_mask))
 
@@ -420,7 +420,6 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
         """
         config = self.config
         hidden = self.adapter_class.hidden_size_of(config)
-        inter = self.adapter_class.intermediate_size_of(config)
         num_layers = self.adapter.num_layers
         unit = linear_flops(1, hidden, 1)
         if attention_mask is None:
@@ -432,7 +431,7 @@ class HaltingForSequenceClassificationMixin(TextBackboneMixin, AdaptiveHubMixin)
                 full += layer * num_layers
                 spent += steps * (layer + unit)
             return full, spent
-        per_token_update = linear_flops(1, hidden, 2 * hidden) + 2 * linear_flops(1, hidden, inter)  # q, o, FFN
+        per_token_update = self.adapter_class.token_update_flops(config)  # query and output projections, FFN
         per_token_kv = linear_flops(1, hidden, 2 * hidden)
         for row_steps, row_mask in zip(halting_steps.tolist(), attention_mask.tolist()):
             real_steps = [s for s, m in zip(row_steps, row_mask) if m]

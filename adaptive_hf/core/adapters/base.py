@@ -22,6 +22,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..flops import linear_flops
+
 
 @dataclass(frozen=True)
 class FfnSlot:
@@ -238,6 +240,17 @@ class BackboneAdapter:
             seq_len: Tokens in the sequence.
         """
         raise NotImplementedError(f"{cls.__name__} has no stock classification head.")
+
+    @classmethod
+    def token_update_flops(cls, config) -> int:
+        """FLOPs of updating one token in a layer apart from attention over the keys and the key/value projections:
+        its query and output projections and its feed-forward block (the per-token halting cost model).
+
+        Args:
+            config: The model config.
+        """
+        hidden, inter = cls.hidden_size_of(config), cls.intermediate_size_of(config)
+        return linear_flops(1, hidden, 2 * hidden) + 2 * linear_flops(1, hidden, inter)
 
     def _missing(self, method: str) -> NotImplementedError:
         return NotImplementedError(

@@ -35,6 +35,11 @@ from .states import EncoderState, TokenSubset
 from .text import TextEncoderAdapter
 
 CLASSIFIER_POOLINGS = ("cls", "mean")
+# The attention mask of each ModernBERT layer type, as ModernBertModel.forward builds it.
+MASK_FACTORIES = {
+    "full_attention": create_bidirectional_mask,
+    "sliding_attention": create_bidirectional_sliding_window_mask,
+}
 
 
 class ModernBertAdapter(TextEncoderAdapter):
@@ -118,12 +123,10 @@ class ModernBertAdapter(TextEncoderAdapter):
             position_ids = torch.arange(seq, device=hidden.device).unsqueeze(0)
         elif position_ids.size(0) > 1 and bool((position_ids == position_ids[:1]).all()):
             position_ids = position_ids[:1]  # the same positions in every row: one shared rotary table
+        kinds = set(self.config.layer_types)
         mask_kwargs = {"config": self.config, "inputs_embeds": hidden, "attention_mask": attention_mask}
-        masks = {
-            "full_attention": create_bidirectional_mask(**mask_kwargs),
-            "sliding_attention": create_bidirectional_sliding_window_mask(**mask_kwargs),
-        }
-        rotary = {kind: base.rotary_emb(hidden, position_ids, kind) for kind in set(self.config.layer_types)}
+        masks = {kind: MASK_FACTORIES[kind](**mask_kwargs) for kind in kinds}
+        rotary = {kind: base.rotary_emb(hidden, position_ids, kind) for kind in kinds}
         return EncoderState(hidden, token_mask, {"attention_mask": masks, "position_embeddings": rotary})
 
     def run_layer(self, index: int, state: EncoderState) -> torch.Tensor:
@@ -174,6 +177,12 @@ class ModernBertAdapter(TextEncoderAdapter):
         """
         config = self.config
         return encoder_layer_flops(seq_len, config.hidden_size, config.intermediate_size * 3 // 2)
+
+    @classmethod
+    def token_update_flops(cls, config) -> int:
+        return linear_flops(1, config.hidden_size, 2 * config.hidden_size) + 3 * linear_flops(
+            1, config.hidden_size, config.intermediate_size
+        )
 
     # ------------------------------------------------------------------ token subsets (per-token halting)
     def _shared_rotary(self, kind: str, hidden_states: torch.Tensor, layer_kwargs: dict[str, Any] | None):
