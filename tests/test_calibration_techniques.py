@@ -106,15 +106,18 @@ def test_net_drop_test_rejects_a_true_null_at_most_delta_of_the_time(fixed_rate,
     broken, fixed = (counts == 0).sum(1).tolist(), (counts == 1).sum(1).tolist()
     p_values = net_drop_p_value(broken, fixed, rows, epsilon, DELTA)
     assert sum(p <= DELTA for p in p_values) / DRAWS <= DELTA + MARGIN
-    # ... and the bound is the dual of the test: it exceeds epsilon exactly when the test does not reject.
-    for b, c, p in list(zip(broken, fixed, p_values, strict=True))[:20]:
-        assert (net_drop_upper_bound(b, c, rows, DELTA) <= epsilon + 1e-4) == (p <= DELTA)
+    # ... and the bound sits where the test starts certifying every budget above it (on its scan grid).
+    for b, c in list(zip(broken, fixed, strict=True))[:6]:
+        bound = net_drop_upper_bound(b, c, rows, DELTA)
+        assert bound >= (b - c) / rows and net_drop_p_value(b, c, rows, bound, DELTA) <= DELTA
+        below = [bound - k * 2.5e-4 for k in range(1, 41) if bound - k * 2.5e-4 >= max(0.0, (b - c) / rows)]
+        assert not below or any(net_drop_p_value(b, c, rows, budget, DELTA) > DELTA for budget in below)
 
 
 def test_net_drop_counts_fixed_rows_and_matches_the_count_test_without_them():
     # With no fixed row the paired test is the one-sided count test plus the 1% of delta spent on the nuisance.
     one_sided = binomial_upper_bound(3, 1000, 0.1)
-    assert net_drop_upper_bound(3, 0, 1000, 0.1) == pytest.approx(one_sided, abs=2e-4)
+    assert net_drop_upper_bound(3, 0, 1000, 0.1) == pytest.approx(one_sided, abs=5e-4)  # scan grid: 1 / (4n)
     # Fixed rows pay for broken ones: 8 broken and 8 fixed certify what 8 broken alone cannot.
     assert net_drop_p_value(8, 8, 1000, 0.01, 0.1) <= 0.1 < net_drop_p_value(8, 0, 1000, 0.01, 0.1)
     assert net_drop_upper_bound(8, 8, 1000, 0.1) < net_drop_upper_bound(8, 0, 1000, 0.1)

@@ -115,7 +115,7 @@ def select_setting(
             note = f"No candidate reaches a theoretical speedup of {epsilon:g}; chose the fastest one."
     else:
         if rule == "learn_then_test":
-            chosen = cheapest(learn_then_test(rows, num_chains, delta, outcomes.num_samples))
+            chosen = cheapest(learn_then_test(rows, num_chains, delta, outcomes.num_samples, epsilon))
             needs = net_drop_rows_needed if risk == "accuracy_drop" else rows_needed
             needed = needs(epsilon, delta / max(1, num_chains))
         else:

@@ -58,7 +58,8 @@ def score_candidates(
         ``chain``, ``accuracy`` (``None`` without labels), ``accuracy_drop``, ``disagreement``, ``risk`` (the mean
         loss), ``losses`` (rows with loss +1), ``fixed`` (rows with loss -1, accuracy drop only), ``upper_bound`` (at
         the chain's level: Clopper-Pearson for the disagreement; for the accuracy drop, the net-drop bound, computed
-        for tested candidates only and ``None`` for the others, as inverting that test is costly), ``p_value``,
+        for tested candidates only and ``None`` for the others, as inverting that test is costly), ``p_value``
+        (accuracy drop: tested candidates only),
         ``theoretical_speedup`` (full FLOPs / spent FLOPs over the rows), ``flops_per_sample``; ``tested`` and
         ``certified`` are filled in by :func:`learn_then_test`.
     """
@@ -97,8 +98,7 @@ def score_candidates(
         else:  # labels are present: select_setting checks
             losses = (differs & (outcomes.full_predictions == labels)).sum(1).tolist()
             fixed = (differs & (predictions == labels)).sum(1).tolist()
-            bounds = [None] * len(chain)
-            p_values = None if epsilon is None else net_drop_p_value(losses, fixed, n, epsilon, chain_delta)
+            bounds = p_values = None  # learn_then_test computes them for the candidates it tests
         accuracies = None if labels is None else (predictions == labels).double().mean(1).tolist()
         disagreements = differs.double().mean(1).tolist()
         spent = outcomes.costs[index].sum(1).tolist()
@@ -114,7 +114,7 @@ def score_candidates(
                 "risk": (losses[position] - (fixed[position] if fixed else 0)) / n,
                 "losses": losses[position],
                 "fixed": None if fixed is None else fixed[position],
-                "upper_bound": bounds[position],
+                "upper_bound": None if bounds is None else bounds[position],
                 "p_value": None if p_values is None else p_values[position],
                 "theoretical_speedup": full_total / spent[position] if spent[position] > 0 else float("inf"),
                 "flops_per_sample": spent[position] / n,
@@ -128,7 +128,11 @@ def score_candidates(
 
 
 def learn_then_test(
-    rows: Sequence[dict[str, Any]], num_chains: int, delta: float, num_samples: int | None = None
+    rows: Sequence[dict[str, Any]],
+    num_chains: int,
+    delta: float,
+    num_samples: int | None = None,
+    epsilon: float | None = None,
 ) -> list[dict[str, Any]]:
     """Fixed-sequence testing per chain, Bonferroni across chains; marks ``tested``/``certified`` in place.
 
@@ -136,7 +140,9 @@ def learn_then_test(
         rows: Rows from :func:`score_candidates`, each chain's rows in their most-to-least-compute order.
         num_chains: Number of chains (the Bonferroni divisor).
         delta: The overall error probability.
-        num_samples: Calibration rows; with it, tested accuracy-drop rows get their net-drop ``upper_bound``.
+        num_samples: Calibration rows (needed for accuracy-drop rows, whose net-drop ``p_value`` and
+            ``upper_bound`` are computed here, for the tested candidates only).
+        epsilon: The budget (needed for accuracy-drop rows).
 
     Returns:
         The certified rows.
@@ -148,7 +154,10 @@ def learn_then_test(
         if row["chain"] in stopped:
             continue
         row["tested"] = True
-        if row["upper_bound"] is None and num_samples:
+        if row["fixed"] is not None:  # the accuracy drop: its paired test is costly, so it runs only here
+            if num_samples is None or epsilon is None:
+                raise ValueError("learn_then_test needs `num_samples` and `epsilon` for accuracy-drop rows.")
+            row["p_value"] = net_drop_p_value(row["losses"], row["fixed"], num_samples, epsilon, chain_delta)
             row["upper_bound"] = net_drop_upper_bound(row["losses"], row["fixed"], num_samples, chain_delta)
         if row["p_value"] <= chain_delta:
             row["certified"] = True
