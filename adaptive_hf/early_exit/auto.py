@@ -12,7 +12,6 @@ from . import config as early_exit_config
 from . import hf_vision_modeling, vision_config
 from . import modeling as early_exit_modeling
 from .config import EXIT_FIELDS, EXIT_RENAMED_FIELDS
-from .vision_config import VISION_EXIT_FIELDS
 
 
 class AutoEarlyExitModelForSequenceClassification(AutoAdaptiveModel):
@@ -36,7 +35,8 @@ class AutoEarlyExitModelForImageClassification(AutoAdaptiveModel):
     """
 
     technique = "early_exit"
-    setting_fields = EXIT_FIELDS + VISION_EXIT_FIELDS
+    # The timm-only fields (exit_granularity, eval_chunk_elements) are not settings of these families.
+    setting_fields = EXIT_FIELDS + tuple(EXIT_RENAMED_FIELDS) + ("exit_dropout", "image_mean", "image_std")
     modality = "image"
     task_suffix = "ForImageClassification"
 
