@@ -11,7 +11,6 @@ The modules call the model's own adapter and heads (the code PyTorch inference r
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -57,22 +56,13 @@ class _TextSegment(nn.Module):
     def __init__(self, model: nn.Module, head: int, layers: range, first: bool, last: bool, type_ids: bool):
         super().__init__()
         self.model = model
-        # A private adapter: the layer-input override below must not leak into the model's own one.
-        self.adapter = copy.copy(model.adapter)
         self.head, self.layers, self.first, self.last, self.type_ids = head, layers, first, last, type_ids
 
     def _layer_state(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> EncoderState:
-        # The adapter's own embed() builds the per-layer inputs (attention mask in the backbone's format, MPNet's
-        # position bias); its embeddings step is replaced by the hidden states the previous segment returned.
-        self.adapter._embeddings = lambda *unused: hidden_states
-        state = self.adapter.embed(attention_mask=attention_mask, inputs_embeds=hidden_states)
-        if state.hidden_states is not hidden_states:
-            raise NotImplementedError(
-                f"{type(self.adapter).__name__}.embed() no longer takes its hidden states from `_embeddings`, which "
-                "adaptive_hf.onnx overrides to start a segment from the previous one's output; update "
-                "adaptive_hf/onnx/segments.py for the new adapter contract."
-            )
-        return state
+        # The per-layer inputs (the mask in the backbone's format, MPNet's position bias, ModernBERT's rotary tables,
+        # DeBERTa's relative positions) as the adapter's embed() builds them, for the rows the previous segment kept.
+        layer_inputs = self.model.adapter.layer_inputs(hidden_states, attention_mask)
+        return EncoderState(hidden_states, attention_mask, layer_inputs)
 
     def forward(
         self, ids_or_hidden: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
@@ -82,7 +72,7 @@ class _TextSegment(nn.Module):
         else:
             state = self._layer_state(ids_or_hidden, attention_mask)
         for index in self.layers:
-            state.hidden_states = self.adapter.run_layer(index, state)
+            state.hidden_states = self.model.adapter.run_layer(index, state)
         logits = self.model._head_logits(self.head, state)
         return (logits,) if self.last else (state.hidden_states, logits)
 
