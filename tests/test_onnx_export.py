@@ -39,6 +39,9 @@ CASES = {
     "timm_vit": (lambda: build_timm("vit", exit_layers=[1, 2, 4]), "torchscript"),
     "hf_vit": (lambda: build_vit(exit_layers=[1, 2, 4]), "torchscript"),
     "modernbert": (lambda: tiny_model("modernbert", exit_layers=[1, 2, 4]), "torchscript"),
+    # DeBERTa-v3 settings (no segment embeddings: no token_type_ids input) and the v2 layout with the layer-0 conv.
+    "deberta-v2": (lambda: tiny_model("deberta-v2", exit_layers=[1, 2, 4]), "torchscript"),
+    "deberta-v2-conv": (lambda: tiny_model("deberta-v2-conv", exit_layers=[1, 2, 4]), "torchscript"),
 }
 
 

@@ -95,10 +95,13 @@ class _ImageSegment(nn.Module):
 
 
 def text_inputs(model: nn.Module) -> list[str]:
-    """The inputs of a text model's first segment: token ids, attention mask, and segment ids where the family has
+    """The inputs of a text model's first segment: token ids, attention mask, and segment ids where the model uses
     them."""
     names = ["input_ids", MASK]
-    return names + ["token_type_ids"] if type(model.adapter).accepts_token_type_ids else names
+    # A family may take segment ids yet have no segment embeddings (DeBERTa-v3: type_vocab_size 0); the exporters
+    # drop such an unused input from the graph, so the manifest must not list it.
+    uses_types = type(model.adapter).accepts_token_type_ids and getattr(model.config, "type_vocab_size", 1) != 0
+    return names + ["token_type_ids"] if uses_types else names
 
 
 def build_segments(model: nn.Module, exit_layers: list[int] | None = None) -> list[Segment]:
