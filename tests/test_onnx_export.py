@@ -158,7 +158,9 @@ def test_manifest_records_the_policy_and_segments(exported):
     }
     assert [s["file"] for s in manifest["segments"]] == ["segment_0.onnx", "segment_1.onnx", "segment_2.onnx"]
     assert [(s["first_layer"], s["exit_layer"]) for s in manifest["segments"]] == [(0, 1), (1, 2), (2, 4)]
-    assert manifest["segments"][1]["inputs"] == ["hidden_states", "attention_mask"]
+    # BERT layout: later segments take the attention mask the first one prepared instead of rebuilding it.
+    assert manifest["segments"][0]["outputs"] == ["hidden_states_out", "layer_attention_mask", "logits"]
+    assert manifest["segments"][1]["inputs"] == ["hidden_states", "attention_mask", "layer_attention_mask"]
     assert manifest["full_graph"]["file"] == "full.onnx"
     import onnx
 
