@@ -34,6 +34,8 @@ THRESHOLD_POLICIES = ("confidence", "entropy", "margin")
 CASES = {
     "bert": (lambda: tiny_model("bert", exit_layers=[1, 2, 4]), "dynamo"),
     "roberta": (lambda: tiny_model("roberta", exit_layers=[1, 2, 4]), "torchscript"),
+    # Heads on the first token: later segments read only the prepared layer mask, and the tracer drops the token mask.
+    "bert_cls": (lambda: tiny_model("bert", exit_layers=[1, 2, 4], head_pooling="cls"), "torchscript"),
     "distilbert": (lambda: tiny_model("distilbert", exit_layers=[1, 2, 4]), "torchscript"),
     "timm_cnn": (lambda: build_timm("resnet_block", image_size=[64, 64], exit_layers=[1, 3, 5]), "dynamo"),
     "timm_vit": (lambda: build_timm("vit", exit_layers=[1, 2, 4]), "torchscript"),
