@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datasets
 import torch
-from text_testers import VOCAB, tiny_backbone_config
+from text_testers import DECODER_CONFIGS, VOCAB, tiny_backbone_config, tiny_decoder_config
 
 from adaptive_hf import AutoEarlyExitModelForSequenceClassification
 
@@ -14,9 +14,8 @@ NUM_WORDS = 40  # token ids 2..41, inside every tiny config's vocabulary
 def tiny_model(family: str = "bert", num_labels: int = 2, seed: int = 0, **exit_settings):
     """A tiny random early-exit classifier in eval mode, with heads scaled up so their scores spread out."""
     torch.manual_seed(seed)
-    model = AutoEarlyExitModelForSequenceClassification.from_config(
-        tiny_backbone_config(family), num_labels=num_labels, **exit_settings
-    )
+    config = tiny_decoder_config(family) if family in DECODER_CONFIGS else tiny_backbone_config(family)
+    model = AutoEarlyExitModelForSequenceClassification.from_config(config, num_labels=num_labels, **exit_settings)
     with torch.no_grad():
         # Random heads give near-uniform softmaxes; larger weights give confident and unconfident rows alike,
         # so thresholds separate rows and calibration has real choices to make.

@@ -34,11 +34,16 @@ THRESHOLD_POLICIES = ("confidence", "entropy", "margin")
 CASES = {
     "bert": (lambda: tiny_model("bert", exit_layers=[1, 2, 4]), "dynamo"),
     "roberta": (lambda: tiny_model("roberta", exit_layers=[1, 2, 4]), "torchscript"),
+    # Heads on the first token: later segments read only the prepared layer mask, and the tracer drops the token mask.
+    "bert_cls": (lambda: tiny_model("bert", exit_layers=[1, 2, 4], head_pooling="cls"), "torchscript"),
     "distilbert": (lambda: tiny_model("distilbert", exit_layers=[1, 2, 4]), "torchscript"),
     "timm_cnn": (lambda: build_timm("resnet_block", image_size=[64, 64], exit_layers=[1, 3, 5]), "dynamo"),
     "timm_vit": (lambda: build_timm("vit", exit_layers=[1, 2, 4]), "torchscript"),
     "hf_vit": (lambda: build_vit(exit_layers=[1, 2, 4]), "torchscript"),
     "modernbert": (lambda: tiny_model("modernbert", exit_layers=[1, 2, 4]), "torchscript"),
+    # DeBERTa-v3 settings (no segment embeddings: no token_type_ids input) and the v2 layout with the layer-0 conv.
+    "deberta-v2": (lambda: tiny_model("deberta-v2", exit_layers=[1, 2, 4]), "torchscript"),
+    "deberta-v2-conv": (lambda: tiny_model("deberta-v2-conv", exit_layers=[1, 2, 4]), "torchscript"),
 }
 
 
@@ -155,7 +160,9 @@ def test_manifest_records_the_policy_and_segments(exported):
     }
     assert [s["file"] for s in manifest["segments"]] == ["segment_0.onnx", "segment_1.onnx", "segment_2.onnx"]
     assert [(s["first_layer"], s["exit_layer"]) for s in manifest["segments"]] == [(0, 1), (1, 2), (2, 4)]
-    assert manifest["segments"][1]["inputs"] == ["hidden_states", "attention_mask"]
+    # BERT layout: later segments take the attention mask the first one prepared instead of rebuilding it.
+    assert manifest["segments"][0]["outputs"] == ["hidden_states_out", "layer_attention_mask", "logits"]
+    assert manifest["segments"][1]["inputs"] == ["hidden_states", "attention_mask", "layer_attention_mask"]
     assert manifest["full_graph"]["file"] == "full.onnx"
     import onnx
 

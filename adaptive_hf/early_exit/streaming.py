@@ -9,13 +9,15 @@ rows wait, mixing rows of several input batches. Every row still takes the same 
 is classified on its own; only the order of the work changes, and an input batch's result is yielded as soon as all
 of its rows have exited, in input order.
 
-Images go through :func:`~adaptive_hf.early_exit.vision_streaming.classify_image_stream` (a separate module, so
-that a saved text model's code bundle does not carry the vision backbones). Text batches have different padded
-lengths. Pooled rows are re-padded to the longest real row of the pool
-(:meth:`~adaptive_hf.core.adapters.text.TextEncoderAdapter.concat_states`) rather than bucketed by length: with
-dynamic padding nearly every batch has its own width, so per-width queues would rarely fill and would hold rows (and
-their activations) back; one queue per segment keeps pools full. Re-padding also drops the padding columns that only
-the rows which already exited needed, so a segment never computes more columns than its longest remaining row.
+Images go through :func:`~adaptive_hf.early_exit.vision_streaming.classify_image_stream` (a separate module, so that a
+saved text model's code bundle does not carry the vision backbones). Text batches have different padded lengths. Pooled
+rows are re-padded to the longest real row of the pool (the adapter's ``concat_states``:
+:meth:`~adaptive_hf.core.adapters.text.TextEncoderAdapter.concat_states` pads encoders on the right,
+:meth:`~adaptive_hf.core.adapters.decoders.DecoderClassifierAdapter.concat_states` decoders on the left) rather than
+bucketed by length: with dynamic padding nearly every batch has its own width, so per-width queues would rarely fill
+and would hold rows (and their activations) back; one queue per segment keeps pools full. Re-padding also drops the
+padding columns that only the rows which already exited needed, so a segment never computes more columns than its
+longest remaining row.
 """
 
 from __future__ import annotations
@@ -169,9 +171,10 @@ def classify_text_stream(model, batches: Iterable[Mapping[str, torch.Tensor]], p
     Args:
         model: An ``EarlyExit<Arch>ForSequenceClassification`` in eval mode. Its config's exit policy, threshold and
             patience apply, as in ``model(**batch)``.
-        batches: Iterable of tokenizer outputs (mappings): ``input_ids`` ``(batch, seq)`` and, for padded batches, a
-            right-padded ``attention_mask``; optionally ``token_type_ids`` and ``position_ids``. ``labels`` may be
-            present and are not used. Batches may differ in size and padded length.
+        batches: Iterable of tokenizer outputs (mappings): ``input_ids`` ``(batch, seq)`` and, for padded batches, an
+            ``attention_mask`` (right-padded; decoder classifiers may be padded on either side); optionally
+            ``token_type_ids`` and ``position_ids``. ``labels`` may be present and are not used. Batches may differ in
+            size and padded length.
         pool_rows: How many rows must wait in front of a segment (the layers up to the next exit) before it runs;
             defaults to the size of the first batch. Whatever is still waiting when the input ends runs then.
 

@@ -21,7 +21,16 @@ from ..core.io import write_json
 from ..core.technique import technique_of
 from ..early_exit.config import validate_exit_settings
 from .dependencies import require_export_dependencies
-from .segments import HIDDEN_OUT, MASK, Segment, build_segments, is_text_model, text_inputs
+from .segments import (
+    HIDDEN_OUT,
+    LAYER_MASK,
+    LAYER_MASK_AXES,
+    MASK,
+    Segment,
+    build_segments,
+    is_text_model,
+    text_inputs,
+)
 
 FORMAT = "adaptive_hf.onnx"
 FORMAT_VERSION = 1
@@ -167,15 +176,17 @@ def export(
         for number, segment in enumerate(segments):
             name = f"segment_{number}.onnx"
             outputs = _export_graph(segment, inputs, out / name, exporter, opset_version, export_id, name)
-            graphs.append(_graph_entry(name, segment))
+            graphs.append(_graph_entry(name, segment, out / name))
+            if number == 0:
+                mask, carried = (inputs[1], outputs[1:-1]) if is_text_model(model) else (None, ())
             if number + 1 < len(segments):
-                inputs = (outputs[0], inputs[1]) if is_text_model(model) else (outputs[0],)
+                inputs = (outputs[0], mask, *carried) if mask is not None else (outputs[0],)
         full = None
         if full_graph:
             (whole,) = build_segments(model, [model.config.exit_layers[-1]])
             first = example_inputs(model)
             _export_graph(whole, first, out / FULL_GRAPH, exporter, opset_version, export_id, FULL_GRAPH)
-            full = _graph_entry(FULL_GRAPH, whole)
+            full = _graph_entry(FULL_GRAPH, whole, out / FULL_GRAPH)
     manifest = write_json(out / MANIFEST, _manifest(model, graphs, full, export_id, exporter, opset_version))
     manifest.chmod(0o644)  # the atomic write creates it private; a deployed folder is read by other users
     if not isinstance(model_dir_or_model, nn.Module):
@@ -183,14 +194,24 @@ def export(
     return out
 
 
-def _graph_entry(file: str, segment: Segment) -> dict[str, Any]:
+def _graph_entry(file: str, segment: Segment, path: Path) -> dict[str, Any]:
     return {
         "file": file,
         "first_layer": segment.first_layer,
         "exit_layer": segment.exit_layer,
-        "inputs": segment.inputs,
+        "inputs": _graph_inputs(path, segment.inputs),
         "outputs": segment.outputs,
     }
+
+
+def _graph_inputs(path: Path, declared: list[str]) -> list[str]:
+    """The inputs the written graph kept, in order: an exporter drops an input the graph does not read (a later
+    segment whose head reads the first token has no use for the token mask once the layer mask comes prepared)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    kept = {node.name for node in graph.input} - {init.name for init in graph.initializer}
+    return [name for name in declared if name in kept]
 
 
 def _manifest(model, graphs, full, export_id: str, exporter: str, opset_version: int) -> dict[str, Any]:
@@ -249,7 +270,11 @@ def _export_graph(
         program.model.metadata_props.update(metadata)
         program.save(str(path))
     else:
-        output_axes = {HIDDEN_OUT: segment.dynamic.get(MASK, {0: "batch"}), "logits": {0: "batch"}}
+        output_axes = {
+            HIDDEN_OUT: segment.dynamic.get(MASK, {0: "batch"}),
+            LAYER_MASK: LAYER_MASK_AXES,
+            "logits": {0: "batch"},
+        }
         torch.onnx.export(
             module,
             inputs,

@@ -133,6 +133,16 @@ class AdaptiveOnnxModel:
         self.segments = [open_graph(entry) for entry in manifest["segments"]]
         self.full_graph = open_graph(manifest["full_graph"]) if manifest.get("full_graph") else None
         self.input_names = list(manifest["segments"][0]["inputs"])
+        self.segment_inputs = [list(entry["inputs"]) for entry in manifest["segments"]]
+        self.segment_outputs = [list(entry["outputs"]) for entry in manifest["segments"]]
+        available = {HIDDEN, *self.segment_outputs[0][1:-1], *(name for name in self.input_names if name == MASK)}
+        for entry in manifest["segments"][1:]:
+            missing = [name for name in entry["inputs"] if name not in available]
+            if missing:
+                raise ValueError(
+                    f"{self.folder / MANIFEST}: {entry['file']} takes {missing}, which neither the model's inputs nor "
+                    "the first segment provide; re-export the model."
+                )
 
     # ------------------------------------------------------------------------------------------------ inputs
     def _first_feeds(self, inputs: dict[str, Any]) -> tuple[dict[str, np.ndarray], int]:
@@ -225,7 +235,9 @@ class AdaptiveOnnxModel:
         logits_out = np.full((batch_size, config.num_labels), np.nan, dtype=np.float32)
         active = np.arange(batch_size)
         policy_state = initial_state(policy, batch_size, torch.device("cpu"))
-        mask = feeds.get(MASK)
+        # What later segments may read besides the hidden states: the token mask, and what the first segment
+        # prepared for them (the layer mask); all follow the kept rows.
+        carried = {MASK: feeds[MASK]} if MASK in feeds else {}
         last = len(self.segments) - 1
         for k, session in enumerate(self.segments):
             outputs = session.run(None, feeds)
@@ -234,6 +246,8 @@ class AdaptiveOnnxModel:
                 logits_out[active] = logits
                 break
             hidden = outputs[0]
+            if k == 0:
+                carried.update(zip(self.segment_outputs[0][1:-1], outputs[1:-1]))
             if policy != "none":
                 done, policy_state = decide_exit(policy, torch.from_numpy(logits), threshold, patience, policy_state)
                 done = done.numpy()
@@ -245,10 +259,11 @@ class AdaptiveOnnxModel:
                         break
                     keep = np.flatnonzero(~done)
                     active, hidden = active[keep], hidden[keep]
-                    mask = mask[keep] if mask is not None else None
+                    carried = {name: value[keep] for name, value in carried.items()}
                     if policy_state is not None:
                         policy_state = policy_state.select(torch.from_numpy(keep))
-            feeds = {HIDDEN: hidden, MASK: mask} if mask is not None else {HIDDEN: hidden}
+            feeds = {HIDDEN: hidden, **carried}
+            feeds = {name: feeds[name] for name in self.segment_inputs[k + 1]}
         report_nonfinite_rows(torch.from_numpy(logits_out), config.nonfinite_logits)
         return OnnxExitOutput(logits_out, exit_layer)
 

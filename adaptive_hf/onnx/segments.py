@@ -3,7 +3,8 @@
 Segment ``k`` runs the layers after exit ``k - 1`` up to exit ``k`` and then exit head ``k``; segment 0 also runs
 the embeddings (text) or the stem (images). Every segment but the last returns the hidden states its successor
 starts from, so the runner can drop the rows that exit and feed only the others on. A text segment takes the
-attention mask of its rows besides the hidden states: compaction happens between segments, in the runner.
+attention mask of its rows besides the hidden states (and, for BERT-like layouts, the mask in the backbone's format
+that the first segment prepared): compaction happens between segments, in the runner.
 
 The modules call the model's own adapter and heads (the code PyTorch inference runs), so the graphs compute what
 ``model(...)`` computes; nothing here copies modeling code.
@@ -11,7 +12,6 @@ The modules call the model's own adapter and heads (the code PyTorch inference r
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -25,6 +25,11 @@ HIDDEN = "hidden_states"
 HIDDEN_OUT = "hidden_states_out"
 LOGITS = "logits"
 MASK = "attention_mask"
+# The attention mask in the backbone's own format (e.g. ``(rows, 1, seq, seq)`` bool), which the first segment
+# outputs and later segments take, so they do not rebuild it; the runner gathers it with the kept rows.
+LAYER_MASK = "layer_attention_mask"
+# Its varying axes: rows, and the query and key positions.
+LAYER_MASK_AXES = {0: "batch", 2: "sequence", 3: "sequence"}
 
 
 @dataclass
@@ -54,37 +59,54 @@ def is_text_model(model: nn.Module) -> bool:
 
 
 class _TextSegment(nn.Module):
-    def __init__(self, model: nn.Module, head: int, layers: range, first: bool, last: bool, type_ids: bool):
+    def __init__(self, model: nn.Module, head: int, layers: range, first: bool, last: bool, inputs: list[str]):
         super().__init__()
         self.model = model
-        # A private adapter: the layer-input override below must not leak into the model's own one.
-        self.adapter = copy.copy(model.adapter)
-        self.head, self.layers, self.first, self.last, self.type_ids = head, layers, first, last, type_ids
+        self.head, self.layers, self.first, self.last, self.inputs = head, layers, first, last, inputs
+        self.outputs_layer_mask = first and not last and carries_layer_mask(model)
 
-    def _layer_state(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> EncoderState:
-        # The adapter's own embed() builds the per-layer inputs (attention mask in the backbone's format, MPNet's
-        # position bias); its embeddings step is replaced by the hidden states the previous segment returned.
-        self.adapter._embeddings = lambda *unused: hidden_states
-        state = self.adapter.embed(attention_mask=attention_mask, inputs_embeds=hidden_states)
-        if state.hidden_states is not hidden_states:
-            raise NotImplementedError(
-                f"{type(self.adapter).__name__}.embed() no longer takes its hidden states from `_embeddings`, which "
-                "adaptive_hf.onnx overrides to start a segment from the previous one's output; update "
-                "adaptive_hf/onnx/segments.py for the new adapter contract."
-            )
-        return state
+    def _layer_state(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, layer_mask: torch.Tensor | None
+    ) -> EncoderState:
+        if layer_mask is not None:  # the first segment's prepared mask: the only per-layer input of this family
+            return EncoderState(hidden_states, attention_mask, {"attention_mask": layer_mask})
+        # The per-layer inputs (the mask in the backbone's format, MPNet's position bias, ModernBERT's rotary tables,
+        # DeBERTa's relative positions) as the adapter's embed() builds them, for the rows the previous segment kept.
+        layer_inputs = self.model.adapter.layer_inputs(hidden_states, attention_mask)
+        return EncoderState(hidden_states, attention_mask, layer_inputs)
 
     def forward(
-        self, ids_or_hidden: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+        self, ids_or_hidden: torch.Tensor, attention_mask: torch.Tensor, extra: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, ...]:
+        # `extra`: the first segment's token_type_ids, or a later segment's prepared layer mask.
         if self.first:
-            state = self.model.adapter.embed(ids_or_hidden, attention_mask, token_type_ids)
+            state = self.model.adapter.embed(ids_or_hidden, attention_mask, extra)
         else:
-            state = self._layer_state(ids_or_hidden, attention_mask)
+            state = self._layer_state(ids_or_hidden, attention_mask, extra)
         for index in self.layers:
-            state.hidden_states = self.adapter.run_layer(index, state)
+            state.hidden_states = self.model.adapter.run_layer(index, state)
         logits = self.model._head_logits(self.head, state)
-        return (logits,) if self.last else (state.hidden_states, logits)
+        if self.last:
+            return (logits,)
+        if self.outputs_layer_mask:
+            return state.hidden_states, state.layer_kwargs["attention_mask"], logits
+        return state.hidden_states, logits
+
+
+def carries_layer_mask(model: nn.Module) -> bool:
+    """Whether later text segments take the first segment's prepared attention mask (:data:`LAYER_MASK`).
+
+    True where the family's only per-layer input is one ``(rows, 1, seq, seq)`` mask (BERT-like layouts), which a
+    later segment would otherwise rebuild with a dozen small ops the full graph runs once; families with more (a
+    position bias, rotary tables, relative positions) rebuild theirs in each segment.
+
+    Args:
+        model: A text early-exit model.
+    """
+    hidden = torch.zeros(1, 2, 1)
+    inputs = model.adapter.layer_inputs(hidden, torch.tensor([[1, 0]]))
+    mask = inputs.get("attention_mask")
+    return set(inputs) == {"attention_mask"} and isinstance(mask, torch.Tensor) and mask.dim() == 4
 
 
 class _ImageSegment(nn.Module):
@@ -105,10 +127,13 @@ class _ImageSegment(nn.Module):
 
 
 def text_inputs(model: nn.Module) -> list[str]:
-    """The inputs of a text model's first segment: token ids, attention mask, and segment ids where the family has
+    """The inputs of a text model's first segment: token ids, attention mask, and segment ids where the model uses
     them."""
     names = ["input_ids", MASK]
-    return names + ["token_type_ids"] if type(model.adapter).accepts_token_type_ids else names
+    # A family may take segment ids yet have no segment embeddings (DeBERTa-v3: type_vocab_size 0); the exporters
+    # drop such an unused input from the graph, so the manifest must not list it.
+    uses_types = type(model.adapter).accepts_token_type_ids and getattr(model.config, "type_vocab_size", 1) != 0
+    return names + ["token_type_ids"] if uses_types else names
 
 
 def build_segments(model: nn.Module, exit_layers: list[int] | None = None) -> list[Segment]:
@@ -124,18 +149,21 @@ def build_segments(model: nn.Module, exit_layers: list[int] | None = None) -> li
     text = is_text_model(model)
     batch_axes = {0: "batch", 1: "sequence"} if text else {0: "batch"}
     segments, start = [], 0
+    carry = text and len(exit_layers) > 1 and carries_layer_mask(model)
     for number, layer in enumerate(exit_layers):
         head = configured.index(layer)
         first, last = number == 0, number == len(exit_layers) - 1
         layers = range(start, layer)
+        outputs = [LOGITS] if last else [HIDDEN_OUT, LOGITS]
         if text:
-            inputs = text_inputs(model) if first else [HIDDEN, MASK]
-            module = _TextSegment(model, head, layers, first, last, "token_type_ids" in inputs)
+            inputs = text_inputs(model) if first else [HIDDEN, MASK, *([LAYER_MASK] if carry else [])]
+            module = _TextSegment(model, head, layers, first, last, inputs)
+            if module.outputs_layer_mask:
+                outputs = [HIDDEN_OUT, LAYER_MASK, LOGITS]
         else:
             inputs = ["pixel_values" if first else HIDDEN]
             module = _ImageSegment(model, head, layers, first, last)
-        outputs = [LOGITS] if last else [HIDDEN_OUT, LOGITS]
-        dynamic = {name: dict(batch_axes) for name in inputs}
+        dynamic = {name: dict(LAYER_MASK_AXES if name == LAYER_MASK else batch_axes) for name in inputs}
         if not text and first:
             dynamic = {"pixel_values": {0: "batch"}}
         segments.append(Segment(module.eval(), start, layer, inputs, outputs, dynamic))

@@ -132,17 +132,32 @@ class DebertaV2Adapter(TextEncoderAdapter):
             mask=token_mask,
             inputs_embeds=inputs_embeds,
         )
+        return EncoderState(hidden, token_mask, self.layer_inputs(hidden, token_mask))
+
+    def layer_inputs(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
+        """The attention mask, the token mask the conv reads, and the shared relative positions and embeddings.
+
+        Args:
+            hidden_states: ``(rows, seq, hidden)`` embeddings (only their shape and device are read).
+            attention_mask: ``(rows, seq)`` 1 for real tokens, 0 for padding, or ``None``.
+            position_ids: Unused: absolute positions (if any) enter with the embeddings.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones(hidden_states.shape[:2], dtype=torch.long, device=hidden_states.device)
         encoder = self.base_model.encoder
-        relative_pos = encoder.get_rel_pos(hidden[:1])  # (1, seq, seq): the same for every row
         rel_embeddings = encoder.get_rel_embedding()
-        layer_kwargs = {
-            "attention_mask": encoder.get_attention_mask(token_mask),
-            "input_mask": token_mask,
-            "relative_pos": relative_pos,
+        return {
+            "attention_mask": encoder.get_attention_mask(attention_mask),
+            "input_mask": attention_mask,
+            "relative_pos": encoder.get_rel_pos(hidden_states[:1]),  # (1, seq, seq): the same for every row
             # A leading 1 so row compaction shares it (its first dimension could equal the row count).
             "rel_embeddings": None if rel_embeddings is None else rel_embeddings[None],
         }
-        return EncoderState(hidden, token_mask, layer_kwargs)
 
     def run_layer(self, index: int, state: EncoderState) -> torch.Tensor:
         kwargs = state.layer_kwargs

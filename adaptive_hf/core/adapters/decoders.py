@@ -49,7 +49,7 @@ from transformers.masking_utils import create_causal_mask, create_sliding_window
 
 from ..flops import classifier_head_flops, decoder_layer_flops
 from .base import BackboneAdapter, FfnSlot, add_adapter
-from .states import EncoderState
+from .states import EncoderState, regroup_positions, to_width
 
 DECODER_POOLINGS = ("last",)
 
@@ -224,11 +224,32 @@ class DecoderClassifierAdapter(BackboneAdapter):
                 "`model.config.pad_token_id` to the tokenizer's pad token id (e.g. tokenizer.pad_token_id, or its "
                 "eos_token_id if it has no pad token), or classify one sequence at a time."
             )
+        if pad_token_id is not None and input_ids is not None:
+            token_mask = (input_ids != pad_token_id).long()
+        else:  # transformers then reads the last position
+            token_mask = torch.ones(batch, seq, dtype=torch.long, device=hidden.device)
+        return EncoderState(hidden, token_mask, self.layer_inputs(hidden, attention_mask, position_ids))
+
+    def layer_inputs(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
+        """The causal masks (and sliding-window ones where the family has them), the rotary embeddings, the
+        positions, and the padding mask they were built from (kept so :meth:`concat_states` can rebuild them).
+
+        Args:
+            hidden_states: ``(rows, seq, hidden)`` embeddings (only their shape, dtype and device are read).
+            attention_mask: ``(rows, seq)`` 1 for tokens, 0 for padding (left or right), or ``None``.
+            position_ids: ``(rows or 1, seq)`` positions; ``None`` for ``0 .. seq - 1``, as transformers counts
+                them (padding included).
+        """
         if position_ids is None:
-            position_ids = torch.arange(seq, device=hidden.device).unsqueeze(0)
+            position_ids = torch.arange(hidden_states.size(1), device=hidden_states.device).unsqueeze(0)
         mask_kwargs = {
             "config": self.config,
-            "inputs_embeds": hidden,
+            "inputs_embeds": hidden_states,
             "attention_mask": attention_mask,
             "cache": None,
             "position_ids": position_ids,
@@ -236,13 +257,48 @@ class DecoderClassifierAdapter(BackboneAdapter):
         masks = {"full_attention": create_causal_mask(**mask_kwargs)}
         if "sliding_attention" in self._layer_types():
             masks["sliding_attention"] = create_sliding_window_causal_mask(**mask_kwargs)
-        position_embeddings = self.base_model.rotary_emb(hidden, position_ids)
-        if pad_token_id is not None and input_ids is not None:
-            token_mask = (input_ids != pad_token_id).long()
-        else:  # transformers then reads the last position
-            token_mask = torch.ones(batch, seq, dtype=torch.long, device=hidden.device)
-        layer_kwargs = {"masks": masks, "position_embeddings": position_embeddings, "position_ids": position_ids}
-        return EncoderState(hidden, token_mask, layer_kwargs)
+        return {
+            "masks": masks,
+            "position_embeddings": self.base_model.rotary_emb(hidden_states, position_ids),
+            "position_ids": position_ids,
+            "padding_mask": attention_mask,
+        }
+
+    def concat_states(self, states: list[EncoderState]) -> EncoderState:
+        """The rows of several states as one state, left-padded or trimmed to the widest row's tokens.
+
+        Continuous batching (``classify_stream``) pools rows of batches with different padded lengths. Columns that
+        are padding in every row of a state are dropped at either end, narrower states are padded on the left
+        (masked columns), and the masks and rotary tables are rebuilt from each row's own position ids, so every
+        token keeps its position, attends to the same keys in the same order, and the pooled token (the last
+        non-pad one) stays the last. Each row's result is unchanged up to float rounding, left or right padded.
+
+        Args:
+            states: States of this adapter's model (from :meth:`embed`, or selections of their rows).
+        """
+        spans = []
+        for state in states:
+            padding = state.layer_kwargs["padding_mask"]
+            used = torch.ones(state.hidden_states.size(1), dtype=torch.bool) if padding is None else padding.any(0)
+            columns = used.nonzero().flatten().tolist() or [0]
+            spans.append((columns[0], columns[-1] + 1))
+        width = max(end - start for start, end in spans)
+        if len(states) == 1 and spans[0] == (0, states[0].hidden_states.size(1)):
+            return states[0]
+        hidden, token_masks, paddings, positions = [], [], [], []
+        for state, (start, end) in zip(states, spans):
+            padding = state.layer_kwargs["padding_mask"]
+            if padding is None:
+                padding = state.token_mask.new_ones(state.token_mask.shape)
+            hidden.append(to_width(state.hidden_states[:, start:end], width, left=True))
+            token_masks.append(to_width(state.token_mask[:, start:end], width, left=True))
+            paddings.append(to_width(padding[:, start:end], width, left=True))
+            positions.append(state.layer_kwargs["position_ids"][:, start:end])
+        rows = [state.num_rows for state in states]
+        position_ids = regroup_positions(positions, rows, width, left=True)
+        hidden = torch.cat(hidden)
+        layer_inputs = self.layer_inputs(hidden, torch.cat(paddings), position_ids)
+        return EncoderState(hidden, torch.cat(token_masks), layer_inputs)
 
     def run_layer(self, index: int, state: EncoderState) -> torch.Tensor:
         """Runs decoder layer ``index`` (0-based) on the rows in ``state``; returns their new hidden states."""

@@ -112,22 +112,40 @@ class ModernBertAdapter(TextEncoderAdapter):
         """
         if token_type_ids is not None:
             raise ValueError("`token_type_ids` is not an input of modernbert models; do not pass it.")
-        base = self.base_model
         hidden = self._embeddings(input_ids, None, position_ids, inputs_embeds)
         batch, seq = hidden.shape[:2]
         if attention_mask is None:
             token_mask = torch.ones(batch, seq, dtype=torch.long, device=hidden.device)
         else:
             token_mask = attention_mask
+        return EncoderState(hidden, token_mask, self.layer_inputs(hidden, attention_mask, position_ids))
+
+    def layer_inputs(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
+        """Both attention masks and both rotary tables (one per layer type), and the positions they were built for.
+
+        Args:
+            hidden_states: ``(rows, seq, hidden)`` embeddings (only their shape, dtype and device are read).
+            attention_mask: ``(rows, seq)`` 1 for real tokens, 0 for padding, or ``None``.
+            position_ids: ``(rows or 1, seq)`` positions; ``None`` for ``0 .. seq - 1``.
+        """
+        seq = hidden_states.size(1)
         if position_ids is None:
-            position_ids = torch.arange(seq, device=hidden.device).unsqueeze(0)
+            position_ids = torch.arange(seq, device=hidden_states.device).unsqueeze(0)
         elif position_ids.size(0) > 1 and bool((position_ids == position_ids[:1]).all()):
             position_ids = position_ids[:1]  # the same positions in every row: one shared rotary table
         kinds = set(self.config.layer_types)
-        mask_kwargs = {"config": self.config, "inputs_embeds": hidden, "attention_mask": attention_mask}
+        mask_kwargs = {"config": self.config, "inputs_embeds": hidden_states, "attention_mask": attention_mask}
         masks = {kind: MASK_FACTORIES[kind](**mask_kwargs) for kind in kinds}
-        rotary = {kind: base.rotary_emb(hidden, position_ids, kind) for kind in kinds}
-        return EncoderState(hidden, token_mask, {"attention_mask": masks, "position_embeddings": rotary})
+        rotary = {kind: self.base_model.rotary_emb(hidden_states, position_ids, kind) for kind in kinds}
+        return {"attention_mask": masks, "position_embeddings": rotary, "position_ids": position_ids}
+
+    def layer_position_ids(self, state: EncoderState) -> torch.Tensor:
+        return state.layer_kwargs["position_ids"]
 
     def run_layer(self, index: int, state: EncoderState) -> torch.Tensor:
         """Runs layer ``index`` (0-based) with the mask and rotary table of its attention type."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from ..compaction import select_rows
 
@@ -91,3 +92,43 @@ class TokenSubset:
     def gather_states(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """The active tokens' current states: ``states`` if known, else gathered from ``hidden_states``."""
         return self.states if self.states is not None else hidden_states[self.rows, self.tokens]
+
+
+def to_width(values: torch.Tensor, width: int, left: bool = False) -> torch.Tensor:
+    """``(rows, seq, ...)`` values cut or zero-padded (masked padding) to ``width`` columns.
+
+    Args:
+        values: Per-token values, columns on dimension 1.
+        width: The number of columns wanted.
+        left: Cut or pad the first columns instead of the last ones (left-padded decoders).
+    """
+    extra = width - values.size(1)
+    if extra <= 0:
+        return values[:, -width:] if left else values[:, :width]
+    padding = [0, 0] * (values.dim() - 2) + ([extra, 0] if left else [0, extra])
+    return F.pad(values, padding)
+
+
+def regroup_positions(positions: list[torch.Tensor], rows: list[int], width: int, left: bool = False) -> torch.Tensor:
+    """Position ids of several states' rows, each kept for its real tokens, as one ``(rows or 1, width)`` tensor.
+
+    Columns added on the right continue ``0 .. width - 1`` (so default positions stay the default); columns added on
+    the left get 0 (they are padding, masked as keys). The result has one row when every row's positions are equal,
+    so families that share one rotary table across rows keep sharing it.
+
+    Args:
+        positions: Each state's ``(rows or 1, seq)`` position ids.
+        rows: Each state's row count.
+        width: The columns of the regrouped state.
+        left: Whether the states are padded on the left (see :func:`to_width`).
+    """
+    parts = []
+    for ids, count in zip(positions, rows):
+        ids = ids.expand(count, -1)
+        if left or ids.size(1) >= width:
+            parts.append(to_width(ids, width, left))
+        else:
+            tail = torch.arange(ids.size(1), width, dtype=ids.dtype, device=ids.device).expand(count, -1)
+            parts.append(torch.cat([ids, tail], dim=1))
+    merged = torch.cat(parts)
+    return merged[:1] if bool((merged == merged[:1]).all()) else merged

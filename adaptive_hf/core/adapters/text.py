@@ -61,7 +61,7 @@ from transformers.masking_utils import create_bidirectional_mask
 
 from ..flops import encoder_layer_flops
 from .base import FAMILY_ADAPTERS, BackboneAdapter, FfnSlot, add_adapter
-from .states import EncoderState, TokenSubset
+from .states import EncoderState, TokenSubset, regroup_positions, to_width
 
 POOLINGS = ("mean", "cls", "pooler")
 
@@ -161,7 +161,12 @@ class TextEncoderAdapter(BackboneAdapter):
             token_mask = attention_mask
         return EncoderState(hidden, token_mask, self.layer_inputs(hidden, attention_mask))
 
-    def layer_inputs(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> dict[str, Any]:
+    def layer_inputs(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
         """The per-layer inputs (``EncoderState.layer_kwargs``) of rows with these shapes and this padding.
 
         :meth:`embed` builds them once per batch; :meth:`concat_states` rebuilds them for rows regrouped at another
@@ -170,19 +175,30 @@ class TextEncoderAdapter(BackboneAdapter):
         Args:
             hidden_states: ``(rows, seq, hidden)`` embeddings (only their shape, dtype and device are read).
             attention_mask: ``(rows, seq)`` 1 for real tokens, 0 for padding, or ``None`` (no padding).
+            position_ids: ``(rows or 1, seq)`` positions, for families whose layers read them (rotary tables);
+                ``None`` for ``0 .. seq - 1``. Families that add positions in their embeddings ignore it.
         """
         mask = create_bidirectional_mask(
             config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask
         )
         return {"attention_mask": mask}
 
+    def layer_position_ids(self, state: EncoderState) -> torch.Tensor | None:
+        """The ``(rows or 1, seq)`` position ids ``state``'s layer inputs were built for, or ``None`` where the
+        layers do not read positions (they entered with the embeddings); :meth:`concat_states` keeps them.
+
+        Args:
+            state: A state from :meth:`embed` (or a selection of its rows).
+        """
+        return None
+
     def concat_states(self, states: list[EncoderState]) -> EncoderState:
         """The rows of several states as one state, right-padded or trimmed to the longest row's real tokens.
 
         Continuous batching pools rows of batches with different padded lengths. Trailing columns that are padding in
         every row are dropped, shorter states are padded with masked columns, and the per-layer inputs are rebuilt
-        for the new width (:meth:`layer_inputs`). Real tokens attend to the same keys as before, so each row's
-        result is unchanged up to float rounding.
+        for the new width (:meth:`layer_inputs`, with each row's own positions where the layers read them). Real
+        tokens attend to the same keys as before, so each row's result is unchanged up to float rounding.
 
         Args:
             states: States of this adapter's model, right-padded (a row's real tokens may sit anywhere, but only
@@ -194,9 +210,14 @@ class TextEncoderAdapter(BackboneAdapter):
         width = max(int(used.max()), 1)
         if len(states) == 1 and width == masks[0].size(1):
             return states[0]
-        hidden = torch.cat([_to_width(state.hidden_states, width) for state in states])
-        token_mask = torch.cat([_to_width(mask, width) for mask in masks])
-        regrouped = EncoderState(hidden, token_mask, self.layer_inputs(hidden, token_mask))
+        hidden = torch.cat([to_width(state.hidden_states, width) for state in states])
+        token_mask = torch.cat([to_width(mask, width) for mask in masks])
+        positions = [self.layer_position_ids(state) for state in states]
+        if positions[0] is not None:
+            positions = regroup_positions(positions, [state.num_rows for state in states], width)
+        else:
+            positions = None
+        regrouped = EncoderState(hidden, token_mask, self.layer_inputs(hidden, token_mask, positions))
         expected = set(states[0].layer_kwargs)
         if set(regrouped.layer_kwargs) != expected:
             raise NotImplementedError(
@@ -541,7 +562,7 @@ class MPNetAdapter(TextEncoderAdapter):
             return layer_kwargs["position_bias"][:1]
         return self.base_model.encoder.compute_position_bias(hidden_states[:1])
 
-    def layer_inputs(self, hidden_states, attention_mask):
+    def layer_inputs(self, hidden_states, attention_mask, position_ids=None):
         inputs = super().layer_inputs(hidden_states, attention_mask)
         # The bias depends only on positions: compute it for one row and broadcast, instead of once per row.
         inputs["position_bias"] = self.base_model.encoder.compute_position_bias(hidden_states[:1])
@@ -551,14 +572,6 @@ class MPNetAdapter(TextEncoderAdapter):
         bias = state.layer_kwargs["position_bias"].expand(state.num_rows, -1, -1, -1)
         output = self.layer_modules()[index](state.hidden_states, state.layer_kwargs["attention_mask"], bias)
         return output[0]
-
-
-def _to_width(values: torch.Tensor, width: int) -> torch.Tensor:
-    """``(rows, seq, ...)`` values cut or zero-padded (masked padding) to ``width`` columns."""
-    if values.size(1) >= width:
-        return values[:, :width]
-    padding = [0, 0] * (values.dim() - 2) + [0, width - values.size(1)]
-    return F.pad(values, padding)
 
 
 # The built-in text encoder families, by model_type.
