@@ -506,7 +506,7 @@ def test_fold_batch_norms_for_inference(case, tmp_path):
 def test_fast_convs_of_folded_models_match_the_convolution(kind):
     from timm.layers import Conv2dSame
 
-    from adaptive_hf.early_exit.vision_modeling import (
+    from adaptive_hf.early_exit.vision_folding import (
         _DepthwiseConv2d,
         _PointwiseConv2d,
         _SamePaddedDepthwiseConv2d,
