@@ -98,16 +98,6 @@ def test_intermediate_exits_read_the_last_non_pad_token_after_the_final_norm():
     assert model.exit_heads.layers == [2] and isinstance(model.score, torch.nn.Linear) and model.score.bias is None
 
 
-def test_onnx_export_of_a_decoder_classifier_is_refused_clearly(tmp_path):
-    from adaptive_hf.onnx.export import export
-
-    model = adaptive_hf.AutoEarlyExitModelForSequenceClassification.from_config(
-        tiny_decoder_config("llama"), num_labels=2
-    )
-    with pytest.raises(ValueError, match="llama decoder classifier"):
-        export(model, tmp_path / "onnx")
-
-
 def test_per_row_position_ids_follow_the_rows_that_continue():
     from cases_exits_halting import stock_decoder_logits
     from text_testers import split_threshold

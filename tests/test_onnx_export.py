@@ -44,6 +44,10 @@ CASES = {
     # DeBERTa-v3 settings (no segment embeddings: no token_type_ids input) and the v2 layout with the layer-0 conv.
     "deberta-v2": (lambda: tiny_model("deberta-v2", exit_layers=[1, 2, 4]), "torchscript"),
     "deberta-v2-conv": (lambda: tiny_model("deberta-v2-conv", exit_layers=[1, 2, 4]), "torchscript"),
+    # Decoder classifiers, left-padded: causal masks and rotary tables rebuilt per segment for the kept rows, and the
+    # pooling mask (last non-pad token) carried from the first segment.
+    "llama": (lambda: tiny_model("llama", exit_layers=[1, 2, 4]), "torchscript"),
+    "qwen3": (lambda: tiny_model("qwen3", exit_layers=[1, 2, 4]), "dynamo"),
 }
 
 
@@ -73,6 +77,11 @@ def batch_of(model, batch_size: int, seed: int = 1) -> dict[str, torch.Tensor]:
         return {"pixel_values": images(batch_size, seed=seed, size=size if isinstance(size, int) else size[0])}
     pad = getattr(model.config, "pad_token_id", None) or 0
     input_ids, mask = padded_batch(batch_size, 12, seed=seed, pad_token_id=pad)
+    if getattr(getattr(model, "adapter", None), "causal", False):
+        # Left padding, as decoder tokenizers pad; every third row ends with the pad id as a real token (eos used
+        # as pad), which the head skips though the attention mask keeps it.
+        input_ids, mask = input_ids.flip(1), mask.flip(1)
+        input_ids[::3, -1] = pad
     return {"input_ids": input_ids, "attention_mask": mask}
 
 
@@ -169,6 +178,21 @@ def test_manifest_records_the_policy_and_segments(exported):
     graph = onnx.load(str(folder / "segment_1.onnx"), load_external_data=False)
     dims = [d.dim_param or d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
     assert isinstance(dims[0], str) and isinstance(dims[1], str) and dims[2] == 32  # dynamic batch and sequence
+
+
+def test_decoder_segments_carry_the_pooling_mask(exported):
+    model, folder = exported("llama")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["segments"][0]["inputs"] == ["input_ids", "attention_mask"]
+    assert manifest["segments"][0]["outputs"] == ["hidden_states_out", "token_mask", "logits"]
+    assert manifest["segments"][1]["inputs"] == ["hidden_states", "attention_mask", "token_mask"]
+    # The pad id as the last real token: pooling the attention mask's last token instead would change the logits.
+    batch = batch_of(model, 4)
+    assert (batch["input_ids"][0, -1] == model.config.pad_token_id) and batch["attention_mask"][0, -1] == 1
+    reference = pytorch_outputs(model, batch, {"exit_policy": "none", "exit_threshold": None})
+    ort_model = AdaptiveOnnxModel(folder, threads=1)
+    ort_model.full_graph = None  # through the segments, not full.onnx
+    assert_same(ort_model(**batch, exit_policy="none"), reference)
 
 
 # ------------------------------------------------------------------------------------------------- bad input

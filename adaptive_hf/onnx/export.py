@@ -26,6 +26,7 @@ from .segments import (
     LAYER_MASK,
     LAYER_MASK_AXES,
     MASK,
+    TOKEN_MASK,
     Segment,
     build_segments,
     is_text_model,
@@ -75,13 +76,6 @@ def load_exportable_model(model_dir_or_model: Any) -> nn.Module:
         reason = spec.export_refusal or "its technique declares no ONNX export."
         raise ValueError(
             f"{type(model).__name__} ({spec.name}) is not exportable to ONNX segments that keep the skipping: {reason}"
-        )
-    adapter_class = getattr(model, "adapter_class", None)
-    if getattr(adapter_class, "causal", False):
-        raise ValueError(
-            f"{type(model).__name__} is a {adapter_class.family} decoder classifier; ONNX export supports the encoder "
-            "and image early-exit models so far. A decoder's later segments would also need its pooling mask (the "
-            "last non-pad token) and rotary position inputs, which the segment graphs do not carry."
         )
     return model.eval()
 
@@ -273,6 +267,7 @@ def _export_graph(
         output_axes = {
             HIDDEN_OUT: segment.dynamic.get(MASK, {0: "batch"}),
             LAYER_MASK: LAYER_MASK_AXES,
+            TOKEN_MASK: {0: "batch", 1: "sequence"},
             "logits": {0: "batch"},
         }
         torch.onnx.export(

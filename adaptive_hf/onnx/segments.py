@@ -4,7 +4,8 @@ Segment ``k`` runs the layers after exit ``k - 1`` up to exit ``k`` and then exi
 the embeddings (text) or the stem (images). Every segment but the last returns the hidden states its successor
 starts from, so the runner can drop the rows that exit and feed only the others on. A text segment takes the
 attention mask of its rows besides the hidden states (and, for BERT-like layouts, the mask in the backbone's format
-that the first segment prepared): compaction happens between segments, in the runner.
+that the first segment prepared; for decoder classifiers, the pooling mask the first segment read off the token ids):
+compaction happens between segments, in the runner.
 
 The modules call the model's own adapter and heads (the code PyTorch inference runs), so the graphs compute what
 ``model(...)`` computes; nothing here copies modeling code.
@@ -30,6 +31,10 @@ MASK = "attention_mask"
 LAYER_MASK = "layer_attention_mask"
 # Its varying axes: rows, and the query and key positions.
 LAYER_MASK_AXES = {0: "batch", 2: "sequence", 3: "sequence"}
+# The pooling mask of a decoder classifier (``input_ids != pad_token_id``: the head reads each row's last non-pad
+# token), which the first segment outputs and later segments take: it can differ from the attention mask (a pad id
+# used as a real token, e.g. eos as pad), and only the first segment sees the token ids.
+TOKEN_MASK = "token_mask"
 
 
 @dataclass
@@ -54,8 +59,8 @@ class Segment:
 
 
 def is_text_model(model: nn.Module) -> bool:
-    """Whether ``model`` is a text early-exit classifier (its adapter is a text encoder adapter)."""
-    return isinstance(model.adapter, TextEncoderAdapter)
+    """Whether ``model`` is a text early-exit classifier (its adapter is a text encoder or a decoder classifier's)."""
+    return isinstance(model.adapter, TextEncoderAdapter) or carries_token_mask(model)
 
 
 class _TextSegment(nn.Module):
@@ -64,21 +69,26 @@ class _TextSegment(nn.Module):
         self.model = model
         self.head, self.layers, self.first, self.last, self.inputs = head, layers, first, last, inputs
         self.outputs_layer_mask = first and not last and carries_layer_mask(model)
+        self.carries_token_mask = carries_token_mask(model)
 
     def _layer_state(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, layer_mask: torch.Tensor | None
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, extra: torch.Tensor | None
     ) -> EncoderState:
-        if layer_mask is not None:  # the first segment's prepared mask: the only per-layer input of this family
-            return EncoderState(hidden_states, attention_mask, {"attention_mask": layer_mask})
+        if extra is not None and not self.carries_token_mask:
+            # The first segment's prepared mask: the only per-layer input of this family.
+            return EncoderState(hidden_states, attention_mask, {"attention_mask": extra})
         # The per-layer inputs (the mask in the backbone's format, MPNet's position bias, ModernBERT's rotary tables,
-        # DeBERTa's relative positions) as the adapter's embed() builds them, for the rows the previous segment kept.
+        # DeBERTa's relative positions, a decoder's causal masks and rotary tables) as the adapter's embed() builds
+        # them, for the rows the previous segment kept. A decoder's positions count from 0 at the first column,
+        # padding included, for every row alike, so the kept rows' positions are the default ones.
         layer_inputs = self.model.adapter.layer_inputs(hidden_states, attention_mask)
-        return EncoderState(hidden_states, attention_mask, layer_inputs)
+        token_mask = extra if self.carries_token_mask else attention_mask
+        return EncoderState(hidden_states, token_mask, layer_inputs)
 
     def forward(
         self, ids_or_hidden: torch.Tensor, attention_mask: torch.Tensor, extra: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, ...]:
-        # `extra`: the first segment's token_type_ids, or a later segment's prepared layer mask.
+        # `extra`: the first segment's token_type_ids, or a later segment's prepared layer mask or pooling mask.
         if self.first:
             state = self.model.adapter.embed(ids_or_hidden, attention_mask, extra)
         else:
@@ -90,6 +100,8 @@ class _TextSegment(nn.Module):
             return (logits,)
         if self.outputs_layer_mask:
             return state.hidden_states, state.layer_kwargs["attention_mask"], logits
+        if self.first and self.carries_token_mask:
+            return state.hidden_states, state.token_mask, logits
         return state.hidden_states, logits
 
 
@@ -107,6 +119,16 @@ def carries_layer_mask(model: nn.Module) -> bool:
     inputs = model.adapter.layer_inputs(hidden, torch.tensor([[1, 0]]))
     mask = inputs.get("attention_mask")
     return set(inputs) == {"attention_mask"} and isinstance(mask, torch.Tensor) and mask.dim() == 4
+
+
+def carries_token_mask(model: nn.Module) -> bool:
+    """Whether later text segments take the first segment's pooling mask (:data:`TOKEN_MASK`): decoder classifiers,
+    whose heads read the last token that is not ``pad_token_id`` rather than follow the attention mask.
+
+    Args:
+        model: A text early-exit model.
+    """
+    return bool(getattr(type(model.adapter), "causal", False))
 
 
 class _ImageSegment(nn.Module):
@@ -150,16 +172,18 @@ def build_segments(model: nn.Module, exit_layers: list[int] | None = None) -> li
     batch_axes = {0: "batch", 1: "sequence"} if text else {0: "batch"}
     segments, start = [], 0
     carry = text and len(exit_layers) > 1 and carries_layer_mask(model)
+    carry_tokens = text and len(exit_layers) > 1 and carries_token_mask(model)
     for number, layer in enumerate(exit_layers):
         head = configured.index(layer)
         first, last = number == 0, number == len(exit_layers) - 1
         layers = range(start, layer)
         outputs = [LOGITS] if last else [HIDDEN_OUT, LOGITS]
         if text:
-            inputs = text_inputs(model) if first else [HIDDEN, MASK, *([LAYER_MASK] if carry else [])]
+            carried = [LAYER_MASK] if carry else [TOKEN_MASK] if carry_tokens else []
+            inputs = text_inputs(model) if first else [HIDDEN, MASK, *carried]
             module = _TextSegment(model, head, layers, first, last, inputs)
-            if module.outputs_layer_mask:
-                outputs = [HIDDEN_OUT, LAYER_MASK, LOGITS]
+            if not last and first and carried:
+                outputs = [HIDDEN_OUT, *carried, LOGITS]
         else:
             inputs = ["pixel_values" if first else HIDDEN]
             module = _ImageSegment(model, head, layers, first, last)
