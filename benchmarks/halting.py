@@ -13,12 +13,17 @@ test split of ``--image_dataset``::
     python benchmarks/halting.py outputs/halting_vision/model --batch_sizes 1,32,64
 
 Per shared/benchmarks.md: quality on the test split next to full depth, theoretical speedup from the outputs
-(``halting_flops``), realized speedup interleaved A B A B after warm-up, median of ``--repeats``, fixed threads.
+(``halting_flops``), realized speedup interleaved after warm-up, median of ``--repeats``, fixed threads. Three
+models run in the same rounds (A B C A B C ...): the halting model, the same weights at full depth, and the plain
+model the user started from (text: the stock ``<Arch>ForSequenceClassification`` with these backbone weights;
+vision: the timm model itself). ``vs plain`` is plain time over halting time; ``full/plain`` is what our
+full-depth path costs against the plain model (1.00: no overhead).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 
 import torch
@@ -28,6 +33,7 @@ import adaptive_hf  # noqa: F401  (registers the halting classes)
 from adaptive_hf.core.batching import iterate_batches
 from adaptive_hf.core.io import write_json
 from adaptive_hf.data import load_image_classification, load_text_classification
+from adaptive_hf.early_exit.benchmarking import plain_counterpart
 from adaptive_hf.halting.benchmarking import measure_halting_speedup
 from adaptive_hf.halting.evaluation import evaluate_halting
 
@@ -67,19 +73,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
         )
         quality = {row["setting"]: row for row in evaluate_halting(model, data, tokenizer=tokenizer)}
         full, adaptive = quality["full depth"], quality[f"threshold={model.config.halting_threshold}"]
+        plain = plain_counterpart(model)
         for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
             rows = min(len(data), max(batch_size, args.bench_samples - args.bench_samples % batch_size))
             batches = list(iterate_batches(data.select(range(rows)), batch_size, tokenizer=tokenizer))
-            timing = measure_halting_speedup(model, batches, repeats=args.repeats, threads=args.threads)
+            timing = measure_halting_speedup(model, batches, repeats=args.repeats, threads=args.threads, plain=plain)
             results.append(_result(model_dir, model, full, adaptive, timing))
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads")
-    print("| model | granularity | batch | acc full | acc halting | avg steps | theoretical | realized | real/theo |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| model | granularity | batch | acc full | acc halting | avg steps | theoretical | realized | real/theo | "
+        "realized vs plain | real/theo vs plain | full/plain |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r['model']} | {r['halting']}/{r['granularity']} | {r['batch_size']} | "
             f"{100 * r['full_depth_accuracy']:.2f} | {100 * r['accuracy']:.2f} | {r['average_steps']:.2f} | "
-            f"{r['theoretical_speedup']:.2f}x | {r['realized_speedup']:.2f}x | {r['efficiency']:.2f}"
+            f"{r['theoretical_speedup']:.2f}x | {r['realized_speedup']:.2f}x | {r['efficiency']:.2f} | "
+            f"{r['realized_speedup_vs_plain']:.2f}x | {r['efficiency_vs_plain']:.2f} | {r['full_over_plain']:.3f}"
             f"{' (noisy)' if r['noisy'] else ''} |"
         )
     if args.json:
@@ -110,11 +121,16 @@ def _vision_results(model_dir: str, args) -> list[dict]:
     batches = [{"pixel_values": pixels[i : i + 64]} for i in range(0, len(labels), 64)]
     quality = {row["setting"]: row for row in evaluate_halting(model, batches=batches, labels=labels)}
     full, adaptive = quality["full depth"], quality[f"threshold={model.config.halting_threshold}"]
+    timm_model = copy.deepcopy(model.timm_model).eval()  # the stock timm model, in its own memory
+
+    def plain(pixel_values):
+        return timm_model(pixel_values)
+
     results = []
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         rows = min(len(labels), max(batch_size, args.bench_samples - args.bench_samples % batch_size))
         timed = [{"pixel_values": pixels[i : i + batch_size]} for i in range(0, rows, batch_size)]
-        timing = measure_halting_speedup(model, timed, repeats=args.repeats, threads=args.threads)
+        timing = measure_halting_speedup(model, timed, repeats=args.repeats, threads=args.threads, plain=plain)
         results.append(_result(model_dir, model, full, adaptive, timing))
     return results
 

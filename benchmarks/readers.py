@@ -5,7 +5,12 @@ test split of their dataset, following ../shared/benchmarks.md: accuracy of adap
 weights with skipping disabled (``reading_policy="full"``: torch's fused LSTM over every token); theoretical
 speedup from the per-sample token counts and the FLOP model; realized speedup as the ratio of median wall-clock
 times, adaptive and full interleaved on the same batches after a warm-up, at a fixed thread count. For Skim-RNN a
-sweep over ``skim_threshold`` (LSTM-Jump: ``stop_threshold``) gives the accuracy / speedup trade-off::
+sweep over ``skim_threshold`` (LSTM-Jump: ``stop_threshold``) gives the accuracy / speedup trade-off.
+
+The plain reader the user would have written is timed in the same rounds (A B C A B C ...): the same embedding,
+LSTM weights and classifier as a stock ``nn.LSTM`` over every real token (packed sequences, torch's fused kernel;
+:class:`~adaptive_hf.readers.evaluation.PlainLSTMClassifier`). ``vs plain`` is its time over the adaptive time;
+``full/plain`` is what our full-reading path costs against it (1.00: no overhead)::
 
     python benchmarks/readers.py --models outputs/readers_text --json outputs/readers_bench.json
 """
@@ -27,7 +32,13 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 import adaptive_hf  # noqa: E402, F401  (registers the readers)
 from adaptive_hf.core.io import write_json  # noqa: E402
 from adaptive_hf.data import load_text_classification, packaged_minilm_path  # noqa: E402
-from adaptive_hf.readers.evaluation import RUNTIME_KNOBS, evaluate_reader, iterate_batches, time_reader  # noqa: E402
+from adaptive_hf.readers.evaluation import (  # noqa: E402
+    RUNTIME_KNOBS,
+    PlainLSTMClassifier,
+    evaluate_reader,
+    iterate_batches,
+    time_reader,
+)
 
 
 def parse_args(argv=None):
@@ -100,13 +111,14 @@ def main(argv=None):
             point = evaluate_reader(model, batches, **{knob: value})
             sweep.append({"knob": knob, "value": value, **point})
         timing = {}
+        plain = PlainLSTMClassifier.from_reader(model)
         for batch_size in args.batch_sizes:
             samples = 40 if batch_size == 1 else max(args.timing_samples, 2 * batch_size)
             timed = iterate_batches(test, collator, batch_size, limit=samples)
-            timing[f"batch{batch_size}"] = time_reader(model, timed, repetitions=args.repetitions)
+            timing[f"batch{batch_size}"] = time_reader(model, timed, repetitions=args.repetitions, plain=plain)
             if args.pool_rows and batch_size > 1 and reader == "jump_lstm":
                 timing[f"batch{batch_size}, stream {args.pool_rows}"] = time_reader(
-                    model, timed, repetitions=args.repetitions, pool_rows=args.pool_rows
+                    model, timed, repetitions=args.repetitions, pool_rows=args.pool_rows, plain=plain
                 )
         result = {
             "dataset": dataset_name,
@@ -152,14 +164,17 @@ def print_result(r: dict) -> None:
         f"skim {a['skim_rate']:.2f} jump {a['jump_rate']:.2f}  theoretical {theo:.2f}x"
     )
     print(
-        "| batch | full ms/pass | adaptive ms/pass | realized | theoretical (timed) | realized/theoretical | spread |"
+        "| batch | full ms/pass | adaptive ms/pass | plain ms/pass | realized | theoretical (timed) | "
+        "realized/theoretical | realized vs plain | real/theo vs plain | full/plain | spread |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, t in r["timing"].items():
         noisy = "  (noisy)" if t["spread"] > 1.3 else ""
         print(
-            f"| {name[5:]} | {t['full_s'] * 1e3:.1f} | {t['adaptive_s'] * 1e3:.1f} | {t['realized_speedup']:.2f}x | "
-            f"{t['theoretical_speedup']:.2f}x | {t['efficiency']:.2f} | {t['spread']:.2f}{noisy} |"
+            f"| {name[5:]} | {t['full_s'] * 1e3:.1f} | {t['adaptive_s'] * 1e3:.1f} | {t['plain_s'] * 1e3:.1f} | "
+            f"{t['realized_speedup']:.2f}x | {t['theoretical_speedup']:.2f}x | {t['efficiency']:.2f} | "
+            f"{t['realized_speedup_vs_plain']:.2f}x | {t['efficiency_vs_plain']:.2f} | {t['full_over_plain']:.3f} | "
+            f"{t['spread']:.2f}{noisy} |"
         )
     if r["sweep"]:
         print(f"| {r['sweep'][0]['knob']} | accuracy | read rate | theoretical |")

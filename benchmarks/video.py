@@ -4,7 +4,10 @@ Measures the models that ``recipes/video_sampler.py`` saves (``<models>/{uniform
 Fashion-MNIST test clips, following ../shared/benchmarks.md: accuracy next to the full-compute reference (the same
 backbone, ``sampler="uniform"`` on every frame); theoretical speedup from the outputs' FLOPs (backbone frames, glance
 network and stop gate all counted); realized speedup as the ratio of median wall-clock times, adaptive and full
-interleaved (A B A B) on the same batches after a warm-up, at a fixed thread count::
+interleaved on the same batches after a warm-up, at a fixed thread count. The plain model the user started from
+runs in the same rounds (A B C A B C ...): the frame backbone on every frame, its logits averaged (for an HF video
+clip classifier: that model on the clip; :func:`~adaptive_hf.video.evaluation.plain_video_counterpart`). ``vs plain``
+is its time over the adaptive time; ``full/plain`` what the full-compute reference costs against it::
 
     python benchmarks/video.py --models outputs/video_sampler --json outputs/video_bench.json
 
@@ -36,6 +39,7 @@ from adaptive_hf.video.data import VideoCollator, load_moving_fashion_mnist  # n
 from adaptive_hf.video.evaluation import (  # noqa: E402
     evaluate_video_classifier,
     load_video_collator,
+    plain_video_counterpart,
     time_video_samplers,
 )
 from adaptive_hf.video.modeling import FrameSamplingVideoClassifier  # noqa: E402
@@ -110,6 +114,7 @@ def main(argv=None):
     reference.config.sampler, reference.config.frame_budget = "uniform", None
     # The full-compute reference is its own copy: the uniform rows change the sampled model's frame budget.
     full = copy.deepcopy(reference)
+    plain = plain_video_counterpart(full)
 
     cases = [("uniform", reference, {"frame_budget": b}) for b in args.budgets]
     cases += [("saliency", saliency, {"frame_budget": b}) for b in args.budgets]
@@ -131,7 +136,7 @@ def main(argv=None):
         for batch_size in args.batch_sizes:
             videos = args.timing_videos if batch_size > 1 else min(args.timing_videos, 16)
             timing = time_video_samplers(
-                model, full, pixels[:videos], batch_size, repeats=args.repetitions, threads=args.threads
+                model, full, pixels[:videos], batch_size, repeats=args.repetitions, threads=args.threads, plain=plain
             )
             row[f"batch{batch_size}"] = timing
         rows.append(row)
@@ -142,8 +147,11 @@ def main(argv=None):
             f"frames {row['frames_used']:5.2f}  theoretical x{timing['theoretical_speedup']:.2f}  "
             + "  ".join(
                 f"b{b}: realized x{row[f'batch{b}']['realized_speedup']:.2f} "
+                f"vs plain x{row[f'batch{b}']['realized_speedup_vs_plain']:.2f} "
+                f"full/plain {row[f'batch{b}']['full_over_plain']:.3f} "
                 f"({row[f'batch{b}']['adaptive_videos_per_second']:.1f} vs "
-                f"{row[f'batch{b}']['full_videos_per_second']:.1f} videos/s)"
+                f"{row[f'batch{b}']['full_videos_per_second']:.1f} vs "
+                f"{row[f'batch{b}']['plain_videos_per_second']:.1f} videos/s)"
                 + (" NOISY" if row[f"batch{b}"]["noisy"] else "")
                 for b in args.batch_sizes
             ),

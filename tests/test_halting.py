@@ -135,6 +135,26 @@ def test_measure_halting_speedup_reports_both_sides(granularity):
     assert model.config.halting_enabled is True  # restored
     if granularity == "token":
         assert 0 < result["token_layer_fraction"] < 1
+    assert "realized_speedup_vs_plain" not in result  # only when a plain model is timed
+
+
+def test_measure_halting_speedup_times_the_plain_backbone_in_the_same_rounds():
+    from adaptive_hf.early_exit.benchmarking import plain_counterpart
+    from adaptive_hf.halting.benchmarking import measure_halting_speedup
+
+    model = build("bert", halting="act", halting_granularity="sample", halting_threshold=0.9)
+    batches = [batch_for(model, batch_size=4, seed=s) for s in range(2)]
+    calls = []
+    plain = plain_counterpart(model)
+
+    def counted(**batch):
+        calls.append(batch["input_ids"].shape)
+        return plain(**batch)
+
+    result = measure_halting_speedup(model, batches, repeats=2, warmup=1, threads=1, plain=counted)
+    assert len(calls) == 3 * len(batches)  # warm-up + 2 timed rounds, every batch
+    assert result["plain_seconds"] > 0 and result["full_over_plain"] > 0
+    assert result["realized_speedup_vs_plain"] == pytest.approx(result["plain_seconds"] / result["adaptive_seconds"])
 
 
 # ------------------------------------------------------------------------------------------ timm vision transformers

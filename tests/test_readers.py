@@ -656,3 +656,22 @@ def test_full_reading_warmup_rejects_bad_fractions(fraction):
 
     with pytest.raises((ValueError, TypeError), match="full_reading_fraction"):
         FullReadingWarmupCallback(fraction)
+
+
+@pytest.mark.parametrize("kind", READERS)
+def test_plain_lstm_classifier_matches_full_reading_and_is_timed(kind):
+    from adaptive_hf.readers.evaluation import PlainLSTMClassifier, time_reader
+
+    model = build(kind).eval()
+    batch = padded_batch(batch_size=8, max_len=12, seed=5)
+    plain = PlainLSTMClassifier.from_reader(model)
+    model.config.reading_policy = "full"
+    with torch.no_grad():
+        expected = model(**batch).logits
+        got = plain(**batch)
+    model.config.reading_policy = "adaptive"
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    timing = time_reader(model, [batch], repetitions=2, warmup=0, plain=plain)
+    assert timing["plain_s"] > 0 and timing["realized_speedup_vs_plain"] > 0 and timing["full_over_plain"] > 0
+    with pytest.raises(TypeError, match="reader"):
+        PlainLSTMClassifier.from_reader(torch.nn.Linear(2, 2))

@@ -584,3 +584,21 @@ def test_recipe_end_to_end_on_a_tiny_run(tmp_path):
             "image_size": 32,
             "num_frames": 8,
         }
+
+
+@pytest.mark.parametrize("backbone", ["resnet", "videomae"])
+def test_plain_video_counterpart_is_the_backbone_on_every_frame_and_is_timed(backbone):
+    from adaptive_hf.video.evaluation import plain_video_counterpart, time_video_samplers
+
+    model = build(backbone, sampler="uniform", aggregation="mean")
+    clips = videos(batch=2)
+    plain = plain_video_counterpart(model)
+    with torch.no_grad():
+        got = plain(clips)
+        expected = model(pixel_values=clips).logits
+    # Mean aggregation with a linear head: the mean of per-frame logits is the logits of the mean features.
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    adaptive = build(backbone, sampler="saliency", frame_budget=2)
+    timing = time_video_samplers(adaptive, model, clips, batch_size=2, repeats=2, threads=1, plain=plain)
+    assert timing["plain_videos_per_second"] > 0 and timing["full_over_plain"] > 0
+    assert timing["realized_speedup_vs_plain"] == pytest.approx(timing["plain_seconds"] / timing["adaptive_seconds"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -33,8 +33,11 @@ def measure_halting_speedup(
     repeats: int = 5,
     warmup: int = 1,
     threads: int | None = None,
+    plain: Callable[..., Any] | None = None,
 ) -> dict[str, Any]:
     """Times the halting model against the same weights with halting disabled (every layer, every token).
+
+    With ``plain``, the plain backbone the user started from is timed in the same rounds (A B C A B C ...).
 
     Args:
         model: A ``Halting<Arch>ForSequenceClassification``.
@@ -42,9 +45,12 @@ def measure_halting_speedup(
         repeats: Timed repetitions (median reported).
         warmup: Untimed rounds first.
         threads: Fixed ``torch.set_num_threads`` during the measurement.
+        plain: Optionally the plain model, called as ``plain(**batch)`` on each batch (e.g. the stock
+            ``<Arch>ForSequenceClassification`` with these backbone weights, or the timm model).
 
     Returns:
-        The timing summary (``realized_speedup``, ``theoretical_speedup``, ``efficiency``, spreads) plus
+        The timing summary (``realized_speedup``, ``theoretical_speedup``, ``efficiency``, spreads; with ``plain``
+        also ``realized_speedup_vs_plain``, ``efficiency_vs_plain`` and ``full_over_plain``) plus
         ``batch_size``, ``num_samples``, ``average_steps`` and, for token granularity, ``token_layer_fraction``
         (token-layers computed / token-layers at full depth).
     """
@@ -60,7 +66,8 @@ def measure_halting_speedup(
         return [model(**batch).halting_steps for batch in batches]
 
     try:
-        timing = time_interleaved(lambda: run(True), lambda: run(False), repeats, warmup, threads)
+        run_plain = None if plain is None else (lambda: [plain(**batch) for batch in batches])
+        timing = time_interleaved(lambda: run(True), lambda: run(False), repeats, warmup, threads, run_plain)
     finally:
         config.halting_enabled = was_enabled
         model.train(was_training)

@@ -7,10 +7,12 @@ the repetitions is compared.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..core.technique import config_overrides
 from ..core.timing import time_interleaved
@@ -105,6 +107,7 @@ def time_reader(
     warmup: int = 1,
     threads: int | None = None,
     pool_rows: int | None = None,
+    plain: nn.Module | None = None,
 ) -> dict[str, float]:
     """Realized speedup of adaptive reading over full reading (the same weights), interleaved, medians.
 
@@ -119,6 +122,8 @@ def time_reader(
         threads: Fixed ``torch.set_num_threads`` while timing (``None`` keeps the current count).
         pool_rows: LSTM-Jump only: read adaptively through ``model.classify_stream(batches, pool_rows)``
             (continuous batching). Full reading still runs ``model(**batch)`` per batch, its fastest form.
+        plain: Optionally the plain reader (e.g. :class:`PlainLSTMClassifier`), called as
+            ``plain(input_ids=..., attention_mask=...)`` per batch and timed in the same rounds (A B C A B C ...).
 
     Returns:
         ``adaptive_s`` and ``full_s`` (median seconds per pass), ``realized_speedup`` (full / adaptive),
@@ -141,7 +146,10 @@ def time_reader(
 
     try:
         with torch.no_grad():  # inference, as deployed: neither policy records an autograd graph
-            timing = time_interleaved(lambda: run("adaptive"), lambda: run("full"), repetitions, warmup, threads)
+            run_plain = None if plain is None else (lambda: [plain(**batch) for batch in inputs])
+            timing = time_interleaved(
+                lambda: run("adaptive"), lambda: run("full"), repetitions, warmup, threads, run_plain
+            )
     finally:
         model.config.reading_policy = policy
         model.train(was_training)
@@ -161,4 +169,52 @@ def time_reader(
         batch_size=max(int(b["input_ids"].size(0)) for b in inputs),
         pool_rows=pool_rows,
     )
+    if "plain_seconds" in result:
+        result.update(plain_s=result["plain_seconds"], plain_samples_per_s=rows / result["plain_seconds"])
     return result
+
+
+class PlainLSTMClassifier(nn.Module):
+    """The plain reader a user would write: ``nn.Embedding``, a stock ``nn.LSTM`` over every real token (packed
+    sequences, torch's fused kernel), the last hidden state, ``nn.Linear``; no skimming, no jumping.
+
+    Benchmarks time it next to the reader's own full-reading path so a full-compute path slower than the plain
+    model shows up instead of flattering the realized speedup.
+
+    Args:
+        embeddings: The token embedding.
+        cell: An ``nn.LSTMCell`` whose weights the LSTM copies.
+        classifier: The output layer on the last hidden state.
+    """
+
+    def __init__(self, embeddings: nn.Embedding, cell: nn.LSTMCell, classifier: nn.Linear):
+        super().__init__()
+        self.embeddings = copy.deepcopy(embeddings)
+        self.lstm = nn.LSTM(cell.input_size, cell.hidden_size, batch_first=True)
+        with torch.no_grad():
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(self.lstm, f"{name}_l0").copy_(getattr(cell, name))
+        self.classifier = copy.deepcopy(classifier)
+
+    @classmethod
+    def from_reader(cls, model) -> PlainLSTMClassifier:
+        """The plain LSTM classifier with a Skim-RNN / LSTM-Jump reader's embedding, big cell and classifier.
+
+        Args:
+            model: A reader (``embeddings``, ``big_cell`` and ``classifier`` modules).
+        """
+        missing = [name for name in ("embeddings", "big_cell", "classifier") if not hasattr(model, name)]
+        if missing:
+            raise TypeError(f"`model` must be a Skim-RNN or LSTM-Jump reader; it has no {missing}.")
+        return cls(model.embeddings, model.big_cell, model.classifier).eval()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``(batch, num_labels)``; rows are read up to their ``attention_mask`` length (right padding)."""
+        inputs = self.embeddings(input_ids)
+        if attention_mask is None:
+            _, (h, _) = self.lstm(inputs)
+        else:
+            lengths = attention_mask.sum(1).clamp(min=1).cpu()
+            packed = nn.utils.rnn.pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
+            _, (h, _) = self.lstm(packed)
+        return self.classifier(h[-1])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from ..core.reports import command_threads, save_json_report
 from ..core.timing import synchronized_clock, time_interleaved
 from ..plotting import speedup_figure
 from .file_commands import bench_files, bench_heading, evaluate_files, is_video_files_dataset
+from .samplers import uniform_indices
 
 
 def evaluate_video_classifier(model, pixel_values: torch.Tensor, labels: torch.Tensor, batch_size: int = 16) -> dict:
@@ -62,9 +64,17 @@ def evaluate_video_classifier(model, pixel_values: torch.Tensor, labels: torch.T
 
 
 def time_video_samplers(
-    adaptive, full, pixel_values: torch.Tensor, batch_size: int, repeats: int = 5, threads: int | None = None
+    adaptive,
+    full,
+    pixel_values: torch.Tensor,
+    batch_size: int,
+    repeats: int = 5,
+    threads: int | None = None,
+    plain: Callable[[torch.Tensor], Any] | None = None,
 ) -> dict[str, Any]:
     """Interleaved wall-clock comparison (A B A B, medians) of an adaptive model against the full-compute one.
+
+    With ``plain`` (see :func:`plain_video_counterpart`), the plain model is timed in the same rounds (A B C ...).
 
     Args:
         adaptive: The model with its sampler settings.
@@ -73,10 +83,12 @@ def time_video_samplers(
         batch_size: Clips per forward.
         repeats: Timed repetitions (>= 5 for reports).
         threads: ``torch.set_num_threads`` during timing.
+        plain: Optionally the plain model, called on each ``(batch, T, C, H, W)`` batch of clips.
 
     Returns:
         The :meth:`~adaptive_hf.core.timing.InterleavedTiming.summary` with the theoretical speedup from the
-        outputs' FLOPs, plus ``videos_per_second`` for both models.
+        outputs' FLOPs (with ``plain``, also ``realized_speedup_vs_plain``, ``full_over_plain``, ...), plus
+        ``videos_per_second`` for each model timed.
     """
     adaptive.eval()
     full.eval()
@@ -86,7 +98,10 @@ def time_video_samplers(
     def run(model):
         return [model(pixel_values=b) for b in batches]
 
-    timing = time_interleaved(lambda: run(adaptive), lambda: run(full), repeats=repeats, warmup=1, threads=threads)
+    run_plain = None if plain is None else (lambda: [plain(b) for b in batches])
+    timing = time_interleaved(
+        lambda: run(adaptive), lambda: run(full), repeats=repeats, warmup=1, threads=threads, run_plain=run_plain
+    )
     spent = sum(float(out.flops.sum()) for out in timing.adaptive_output)
     videos = sum(len(b) for b in batches)
     with torch.inference_mode():
@@ -98,8 +113,40 @@ def time_video_samplers(
     summary["videos"] = videos
     summary["adaptive_videos_per_second"] = videos / summary["adaptive_seconds"]
     summary["full_videos_per_second"] = videos / summary["full_seconds"]
+    if "plain_seconds" in summary:
+        summary["plain_videos_per_second"] = videos / summary["plain_seconds"]
     summary["frames_used"] = sum(float(out.frames_used.sum()) for out in timing.adaptive_output) / videos
     return summary
+
+
+def plain_video_counterpart(model) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The plain model a user starts from, as a function of ``(batch, T, C, H, W)`` clips returning logits.
+
+    For a timm frame backbone: a copy of it run on every frame, its logits averaged over the frames (no glance
+    network, no sampler, no stop gate). For an HF video clip classifier: a copy of that model on the clip (its own
+    frame count, evenly spaced, when the clip is longer).
+    The copies hold the same weights in their own memory, as a separately loaded model would.
+
+    Args:
+        model: A :class:`~adaptive_hf.video.modeling.FrameSamplingVideoClassifier`.
+    """
+    backbone = copy.deepcopy(model.backbone).eval()
+    if model.config.clip_classifier == "hf_video":
+        clip_frames = int(backbone.config.num_frames)
+
+        def whole_clip(clips: torch.Tensor) -> torch.Tensor:
+            # The clip model takes its own frame count: evenly spaced frames, as uniform sampling picks them.
+            if clips.size(1) != clip_frames:
+                clips = clips.index_select(1, uniform_indices(clips.size(1), clip_frames, clips.device))
+            return backbone(pixel_values=clips).logits
+
+        return whole_clip
+
+    def every_frame(clips: torch.Tensor) -> torch.Tensor:
+        logits = backbone(clips.flatten(0, 1))
+        return logits.view(clips.size(0), clips.size(1), -1).mean(1)
+
+    return every_frame
 
 
 # --------------------------------------------------------------------------------------------------------- CLI
