@@ -130,10 +130,10 @@ def reference(model, tokens):
 
 # ------------------------------------------------------------------------------------------- reading invariants
 @pytest.mark.parametrize("kind", READERS)
-# Eval without gradients (the prepacked inference steps) is the shared tester's full-compute check.
+# Eval without gradients is the shared tester's full-compute check.
 @pytest.mark.parametrize(("training", "grad"), [(False, True), (True, True)])
 def test_full_reading_equals_plain_lstm(kind, training, grad):
-    # Without gradients full reading runs the prepacked inference steps, with them torch's fused LSTM.
+    # Full reading runs torch's fused LSTM on the big cell's weights, with and without gradients.
     model = build(kind, reading_policy="full").train(training)
     batch = padded_batch()
     with torch.set_grad_enabled(grad):
@@ -143,6 +143,21 @@ def test_full_reading_equals_plain_lstm(kind, training, grad):
     lengths = batch["attention_mask"].sum(1)
     assert torch.equal(out.tokens_read, lengths)
     assert int(out.tokens_skimmed.sum()) == int(out.tokens_jumped.sum()) == 0
+
+
+@pytest.mark.parametrize("kind", READERS)
+def test_full_reading_trains_the_big_cell_and_adds_no_state(kind):
+    # The fused LSTM reads the cell's own tensors: every one of them gets a gradient and nothing joins the state dict.
+    model = build(kind, reading_policy="full").train()
+    keys = set(model.state_dict())
+    labels = torch.tensor([0, 1, 0, 1, 0, 1])
+    model(**padded_batch(), labels=labels).loss.backward()
+    for name, parameter in model.big_cell.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    model.eval()
+    with torch.no_grad():
+        model(**padded_batch())
+    assert set(model.state_dict()) == keys
 
 
 @pytest.mark.parametrize("kind", READERS)
