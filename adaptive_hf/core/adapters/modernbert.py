@@ -93,33 +93,6 @@ class ModernBertAdapter(TextEncoderAdapter):
         # Positions enter through the rotary tables only, not the embeddings.
         return self.base_model.embeddings(input_ids=input_ids, inputs_embeds=inputs_embeds)
 
-    def embed(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-    ) -> EncoderState:
-        """Runs the embeddings and prepares both attention masks and both rotary tables.
-
-        Args:
-            input_ids: ``(batch, seq)`` token ids.
-            attention_mask: ``(batch, seq)`` 1 for real tokens, 0 for padding.
-            token_type_ids: Not a ModernBERT input; refused.
-            position_ids: ``(batch or 1, seq)`` positions (default ``0 .. seq - 1``).
-            inputs_embeds: ``(batch, seq, hidden)`` instead of ``input_ids``.
-        """
-        if token_type_ids is not None:
-            raise ValueError("`token_type_ids` is not an input of modernbert models; do not pass it.")
-        hidden = self._embeddings(input_ids, None, position_ids, inputs_embeds)
-        batch, seq = hidden.shape[:2]
-        if attention_mask is None:
-            token_mask = torch.ones(batch, seq, dtype=torch.long, device=hidden.device)
-        else:
-            token_mask = attention_mask
-        return EncoderState(hidden, token_mask, self.layer_inputs(hidden, attention_mask, position_ids))
-
     def layer_inputs(
         self,
         hidden_states: torch.Tensor,

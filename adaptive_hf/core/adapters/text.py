@@ -159,7 +159,7 @@ class TextEncoderAdapter(BackboneAdapter):
             token_mask = torch.ones(batch, seq, dtype=torch.long, device=hidden.device)
         else:
             token_mask = attention_mask
-        return EncoderState(hidden, token_mask, self.layer_inputs(hidden, attention_mask))
+        return EncoderState(hidden, token_mask, self.layer_inputs(hidden, attention_mask, position_ids))
 
     def layer_inputs(
         self,
