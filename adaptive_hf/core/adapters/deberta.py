@@ -213,22 +213,13 @@ class DebertaV2Adapter(TextEncoderAdapter):
         """
         rows, seq, width = hidden_states.shape
         subset = subset if subset is not None else TokenSubset.from_mask(active)
-        row_index, token_index, slot, slots = subset.rows, subset.tokens, subset.slot, subset.slots
-        if slot is None:
-            positions = token_index[None]
-        else:
-            positions = torch.zeros(rows, slots, dtype=torch.long, device=hidden_states.device)
-            positions[row_index, slot] = token_index
+        row_index, token_index, slots = subset.rows, subset.tokens, subset.slots
+        positions = subset.to_slots(token_index, rows)
         layer = self.layer_modules()[index]
         attention = layer.attention.self
         heads = attention.num_attention_heads
         tokens = subset.gather_states(hidden_states)
-        queries = attention.query_proj(tokens)
-        if slot is None:
-            queries = queries[None]
-        else:
-            packed, queries = queries, queries.new_zeros(rows, slots, queries.size(-1))
-            queries[row_index, slot] = packed
+        queries = subset.to_slots(attention.query_proj(tokens), rows)
         queries = queries.view(rows, slots, heads, -1).transpose(1, 2)  # (rows, heads, slots, head_dim)
         keys = attention.key_proj(hidden_states).view(rows, seq, heads, -1).transpose(1, 2)
         values = attention.value_proj(hidden_states).view(rows, seq, heads, -1).transpose(1, 2)
@@ -240,7 +231,7 @@ class DebertaV2Adapter(TextEncoderAdapter):
         scores = scores.masked_fill(~key_mask[:, None, None, :].bool(), torch.finfo(scores.dtype).min)
         probabilities = attention.dropout(scores.softmax(-1))
         context = (probabilities @ values).transpose(1, 2).reshape(rows, slots, -1)
-        context = context[0] if slot is None else context[row_index, slot]
+        context = subset.from_slots(context)
         attention_output = layer.attention.output(context, tokens)
         output = layer.output(layer.intermediate(attention_output), attention_output)
         conv = self.base_model.encoder.conv

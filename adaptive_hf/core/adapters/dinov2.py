@@ -163,16 +163,12 @@ class Dinov2Adapter(HFVisionAdapter):
         heads, head_dim = attention.num_attention_heads, attention.head_dim
         normed = layer.norm1(hidden_states)
         subset = subset if subset is not None else TokenSubset.from_mask(active)
-        row_index, token_index, slot, slots = subset.rows, subset.tokens, subset.slot, subset.slots
+        row_index, token_index, slots = subset.rows, subset.tokens, subset.slots
         tokens = subset.gather_states(hidden_states)
         query = attention.q_proj(normed[row_index, token_index])
         keys = attention.k_proj(normed).view(rows, seq, heads, head_dim).transpose(1, 2)
         values = attention.v_proj(normed).view(rows, seq, heads, head_dim).transpose(1, 2)
-        if slot is None:  # one row: the packed tokens are the queries as they are, no scatter into slots
-            queries = query.view(1, slots, heads, head_dim)
-        else:
-            queries = tokens.new_zeros(rows, slots, heads, head_dim)
-            queries[row_index, slot] = query.view(-1, heads, head_dim)
+        queries = subset.to_slots(query.view(-1, heads, head_dim), rows)
         # Every patch is real, so an all-true key mask is no mask (SDPA then takes its fastest kernel).
         attn_mask = None if bool(key_mask.all()) else key_mask[:, None, None, :]
         dropout = attention.attention_dropout if attention.training else 0.0
@@ -180,6 +176,6 @@ class Dinov2Adapter(HFVisionAdapter):
             queries.transpose(1, 2), keys, values, attn_mask=attn_mask, dropout_p=dropout, scale=attention.scaling
         )
         context = context.transpose(1, 2).reshape(rows, slots, heads * head_dim)
-        context = context[0] if slot is None else context[row_index, slot]
+        context = subset.from_slots(context)
         tokens = tokens + layer.drop_path(layer.layer_scale1(attention.o_proj(context)))
         return tokens + layer.drop_path(layer.layer_scale2(layer.mlp(layer.norm2(tokens))))

@@ -218,7 +218,7 @@ class ModernBertAdapter(TextEncoderAdapter):
         heads = self.config.num_attention_heads
         head_dim = width // heads
         subset = subset if subset is not None else TokenSubset.from_mask(active)
-        row_index, token_index, slot, slots = subset.rows, subset.tokens, subset.slot, subset.slots
+        token_index, slots = subset.tokens, subset.slots
         cos, sin = self._shared_rotary(layer.attention_type, hidden_states, layer_kwargs)  # (seq, head_dim)
         tokens = subset.gather_states(hidden_states)
         # Wqkv stacks the query, key and value projections: queries of the active tokens, keys/values of all.
@@ -228,14 +228,8 @@ class ModernBertAdapter(TextEncoderAdapter):
         keys, values = key_value.view(rows, seq, 2, heads, head_dim).transpose(1, 3).unbind(2)
         query = _rotate(query.view(-1, heads, head_dim), cos[token_index, None], sin[token_index, None])
         keys = _rotate(keys, cos, sin)
-        if slot is None:  # one row: the packed tokens are its queries as they are
-            queries = query.view(1, -1, width)
-            positions = token_index[None]
-        else:
-            queries = query.new_zeros(rows, slots, width)
-            queries[row_index, slot] = query.view(-1, width)
-            positions = torch.zeros(rows, slots, dtype=torch.long, device=hidden_states.device)
-            positions[row_index, slot] = token_index
+        queries = subset.to_slots(query.view(-1, width), rows)
+        positions = subset.to_slots(token_index, rows)
         attn_mask = key_mask.bool()[:, None, :]  # (rows, 1, seq): real keys
         if attention.sliding_window is not None:  # keys within `sliding_window` positions of each query
             distance = (positions[..., None] - torch.arange(seq, device=positions.device)).abs()
@@ -244,8 +238,7 @@ class ModernBertAdapter(TextEncoderAdapter):
         context = F.scaled_dot_product_attention(
             queries, keys, values, attn_mask=attn_mask[:, None], scale=head_dim**-0.5
         )
-        context = context.transpose(1, 2).reshape(rows, slots, width)
-        context = context[0] if slot is None else context[row_index, slot]
+        context = subset.from_slots(context.transpose(1, 2).reshape(rows, slots, width))
         tokens = tokens + attention.out_drop(attention.Wo(context))
         return tokens + layer.mlp(layer.mlp_norm(tokens))
 

@@ -89,6 +89,28 @@ class TokenSubset:
         slot = torch.arange(rows.numel(), device=rows.device).sub_(starts.index_select(0, rows))
         return cls(rows, tokens, slot, int(counts.max()), states)
 
+    def to_slots(self, packed: torch.Tensor, num_rows: int) -> torch.Tensor:
+        """``(n, ...)`` values of the packed tokens as ``(num_rows, slots, ...)``: slot ``s`` of row ``r`` holds
+        that row's ``s``-th active token, unused slots zeros (with one row, the packed values as they are).
+
+        Args:
+            packed: One value per active token, in packed order.
+            num_rows: Rows of the layer's batch.
+        """
+        if self.slot is None:
+            return packed.unsqueeze(0)
+        slots = packed.new_zeros(num_rows, self.slots, *packed.shape[1:])
+        slots[self.rows, self.slot] = packed
+        return slots
+
+    def from_slots(self, slots: torch.Tensor) -> torch.Tensor:
+        """The packed ``(n, ...)`` values of ``(num_rows, slots, ...)`` per-slot values (inverse of :meth:`to_slots`).
+
+        Args:
+            slots: Values laid out as :meth:`to_slots` returns them.
+        """
+        return slots[0] if self.slot is None else slots[self.rows, self.slot]
+
     def gather_states(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """The active tokens' current states: ``states`` if known, else gathered from ``hidden_states``."""
         return self.states if self.states is not None else hidden_states[self.rows, self.tokens]

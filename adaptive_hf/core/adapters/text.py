@@ -332,43 +332,34 @@ class TextEncoderAdapter(BackboneAdapter):
             )
         rows, seq, _ = hidden_states.shape
         subset = subset if subset is not None else TokenSubset.from_mask(active)
-        # With one row, slot is None: the packed tokens are the queries as they are, no scatter into slots.
-        row_index, token_index, slot, slots = subset.rows, subset.tokens, subset.slot, subset.slots
+        row_index, token_index = subset.rows, subset.tokens
         attn_mask = key_mask[:, None, None, :]
         bias = self.token_position_bias(hidden_states, layer_kwargs)
         if bias is not None:
             # Query rows of the bias follow the packed tokens: slot s of row r is token token_index there.
-            if slot is None:
-                positions = token_index[None]
-            else:
-                positions = torch.zeros(rows, slots, dtype=torch.long, device=hidden_states.device)
-                positions[row_index, slot] = token_index
+            positions = subset.to_slots(token_index, rows)
             bias = bias[0][:, positions].transpose(0, 1)  # (rows, heads, slots, seq)
             attn_mask = bias.masked_fill(~attn_mask, float("-inf"))
         tokens = subset.gather_states(hidden_states)
         for number, parts in enumerate(self.token_sublayer_parts(index)):
             if number:  # the next sublayer's keys and values see the active tokens' updated states
                 hidden_states = hidden_states.index_put((row_index, token_index), tokens)
-            tokens = self._update_tokens(parts, hidden_states, tokens, row_index, slot, slots, attn_mask)
+            tokens = self._update_tokens(parts, hidden_states, tokens, subset, attn_mask)
         return tokens
 
     @staticmethod
-    def _update_tokens(parts, hidden_states, tokens, row_index, slot, slots, attn_mask) -> torch.Tensor:
+    def _update_tokens(parts, hidden_states, tokens, subset, attn_mask) -> torch.Tensor:
         """One attention + FFN sublayer for the packed ``tokens`` (queries) over every row's ``hidden_states``."""
         query, key, value, num_heads, attention_output, feed_forward = parts
         rows, seq, width = hidden_states.shape
         head_dim = width // num_heads
-        if slot is None:  # a single row (see run_layer_on_tokens)
-            queries = query(tokens)[None]
-        else:
-            queries = tokens.new_zeros(rows, slots, width)
-            queries[row_index, slot] = query(tokens)
+        queries = subset.to_slots(query(tokens), rows)
+        slots = queries.size(1)
         keys = key(hidden_states).view(rows, seq, num_heads, head_dim).transpose(1, 2)
         values = value(hidden_states).view(rows, seq, num_heads, head_dim).transpose(1, 2)
         queries = queries.view(rows, slots, num_heads, head_dim).transpose(1, 2)
         context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=attn_mask)
-        context = context.transpose(1, 2).reshape(rows, slots, width)
-        context = context[0] if slot is None else context[row_index, slot]
+        context = subset.from_slots(context.transpose(1, 2).reshape(rows, slots, width))
         return feed_forward(attention_output(context, tokens))
 
 

@@ -304,7 +304,7 @@ class TimmViTAdapter(TimmAdapter):
         heads, head_dim, width = attention.num_heads, attention.head_dim, attention.attn_dim
         normed = block.norm1(hidden_states)
         subset = subset if subset is not None else TokenSubset.from_mask(active)
-        row_index, token_index, slot, slots = subset.rows, subset.tokens, subset.slot, subset.slots
+        row_index, token_index, slots = subset.rows, subset.tokens, subset.slots
         tokens = subset.gather_states(hidden_states)
         qkv = attention.qkv
         if type(qkv) is nn.Linear:  # queries for the active tokens only, keys and values for every token
@@ -316,17 +316,13 @@ class TimmViTAdapter(TimmAdapter):
             query, key_value = projected[row_index, token_index, :width], projected[..., width:]
         keys, values = key_value.view(rows, seq, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         keys = _apply(attention.k_norm, keys)
-        if slot is None:  # one row: the packed tokens are the queries as they are, no scatter into slots
-            queries = query.view(1, slots, heads, head_dim)
-        else:
-            queries = tokens.new_zeros(rows, slots, heads, head_dim)
-            queries[row_index, slot] = query.view(-1, heads, head_dim)
+        queries = subset.to_slots(query.view(-1, heads, head_dim), rows)
         queries = _apply(attention.q_norm, queries.transpose(1, 2))
         # Every token is real in an image, so an all-true key mask is no mask (SDPA then takes its fastest kernel).
         attn_mask = None if bool(key_mask.all()) else key_mask[:, None, None, :]
         context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=attn_mask)
         context = context.transpose(1, 2).reshape(rows, slots, width)
-        context = context[0] if slot is None else context[row_index, slot]
+        context = subset.from_slots(context)
         update = _apply(attention.proj_drop, attention.proj(_apply(attention.norm, context)))
         tokens = tokens + _apply(block.drop_path1, _apply(block.ls1, update))
         return tokens + _apply(block.drop_path2, _apply(block.ls2, block.mlp(block.norm2(tokens))))
